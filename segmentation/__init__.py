@@ -1,0 +1,3 @@
+"""Distributed customer segmentation on Apache Spark."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,77 @@
+"""What every job entry point shares: arguments, config, logging, session, clean exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pyspark.sql import SparkSession
+
+from segmentation.config import AppConfig, load_config, to_dict
+from segmentation.errors import SegmentationError
+from segmentation.session import build_session
+
+log = logging.getLogger("segmentation")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every job takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--config",
+        default="conf/local.yaml",
+        help="overlay on conf/base.yaml (default conf/local.yaml)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set training.k_max=8 (repeatable)",
+    )
+    p.add_argument("--as-of", help="snapshot date YYYY-MM-DD (overrides features.as_of)")
+    return p
+
+
+def load(args: argparse.Namespace) -> AppConfig:
+    """The config for these arguments, logged once with secrets masked."""
+    overrides = list(args.overrides)
+    if getattr(args, "as_of", None):
+        overrides.append(f"features.as_of={args.as_of}")
+    cfg = load_config(args.config, overrides=overrides)
+    log.info("resolved config: %s", json.dumps(to_dict(cfg), sort_keys=True))
+    return cfg
+
+
+def run(args: argparse.Namespace, body: Callable[[SparkSession, AppConfig], None]) -> int:
+    """Load config, build the session, run ``body``, always stop the session.
+
+    Returns the process exit code: 0 on success, 2 for a problem the user can fix (the message
+    says which), 1 for anything else.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("py4j", "mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    spark: SparkSession | None = None
+    try:
+        cfg = load(args)
+        spark = build_session(cfg)
+        body(spark, cfg)
+        return 0
+    except SegmentationError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if spark is not None:
+            spark.stop()
+
+
+def exit_with(code: Callable[[Sequence[str] | None], int]) -> None:
+    """``sys.exit(main())`` for the jobs' ``__main__`` blocks."""
+    sys.exit(code(None))

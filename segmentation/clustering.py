@@ -1,0 +1,381 @@
+"""Skew handling, scaling and clustering as one Spark ``PipelineModel``.
+
+The fitted pipeline is plain Spark ML (SQL transformers, a vector assembler and a KMeans or
+BisectingKMeans model), so the model registered in MLflow loads anywhere Spark runs and assigns
+``segment_id`` and ``distance`` by itself:
+
+1. ``SQLTransformer``: per feature, optional signed ``log1p``, then standard scaling with the
+   means and standard deviations of the training data (nulls become the mean).
+2. ``VectorAssembler`` of the scaled columns.
+3. ``KMeansModel`` / ``BisectingKMeansModel``.
+4. ``SQLTransformer``: cluster index -> ``segment_id`` (1 = largest segment at training time)
+   and the Euclidean ``distance`` to the segment's centre in the scaled space.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pyspark.ml import PipelineModel, Transformer
+from pyspark.ml.clustering import BisectingKMeans, KMeans
+from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.ml.feature import SQLTransformer, VectorAssembler
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from segmentation.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SEGMENT_ID = "segment_id"
+DISTANCE = "distance"
+_PREFIX = "seg__"
+_FEATURES_VEC = f"{_PREFIX}features"
+_CLUSTER = f"{_PREFIX}cluster"
+_STD_FLOOR = 1e-12
+
+Algorithm = Literal["kmeans", "bisecting_kmeans"]
+TransformName = Literal["log1p", "none"]
+
+
+def _sql_double(value: float) -> str:
+    return f"CAST('{value!r}' AS DOUBLE)"
+
+
+def _transformed_sql(feature: str, transform: str) -> str:
+    x = f"CAST(`{feature}` AS DOUBLE)"
+    return f"(SIGN({x}) * LN(1 + ABS({x})))" if transform == "log1p" else x
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Fitted skew transforms and standard scaling for the clustering features."""
+
+    features: tuple[str, ...]
+    transforms: tuple[str, ...]
+    means: tuple[float, ...]
+    stds: tuple[float, ...]
+
+    @property
+    def scaled_columns(self) -> list[str]:
+        return [f"{_PREFIX}z_{i}" for i in range(len(self.features))]
+
+    def stage(self) -> SQLTransformer:
+        """The SQL stage that adds the scaled columns."""
+        parts = []
+        for feature, transform, mean, std, out in zip(
+            self.features, self.transforms, self.means, self.stds, self.scaled_columns, strict=True
+        ):
+            value = _transformed_sql(feature, transform)
+            parts.append(
+                f"COALESCE(({value} - {_sql_double(mean)}) / {_sql_double(std)}, 0D) AS `{out}`"
+            )
+        return SQLTransformer(statement=f"SELECT *, {', '.join(parts)} FROM __THIS__")
+
+    def to_original(self, scaled: Sequence[float]) -> list[float]:
+        """Map a point of the scaled space back to the features' original units."""
+        values = []
+        for z, transform, mean, std in zip(
+            scaled, self.transforms, self.means, self.stds, strict=True
+        ):
+            t = z * std + mean
+            values.append(math.copysign(math.expm1(abs(t)), t) if transform == "log1p" else t)
+        return values
+
+
+def fit_scaling(
+    df: DataFrame,
+    features: Sequence[str],
+    *,
+    transforms: Mapping[str, str] | None = None,
+    default_transform: str = "log1p",
+) -> Scaling:
+    """Means and standard deviations of the transformed features, in one pass over ``df``.
+
+    A feature with zero variance gets standard deviation 1 (its scaled value is 0 everywhere),
+    so it cannot produce NaN; it simply has no influence on the clustering.
+    """
+    missing = [f for f in features if f not in df.columns]
+    if missing:
+        raise InputError(
+            f"clustering feature(s) {missing} (config key training.features) are not columns of "
+            f"customer_features; available: {', '.join(sorted(df.columns))}"
+        )
+    chosen = tuple((transforms or {}).get(f, default_transform) for f in features)
+    exprs = []
+    for i, (feature, transform) in enumerate(zip(features, chosen, strict=True)):
+        value = F.expr(_transformed_sql(feature, transform))
+        exprs += [F.avg(value).alias(f"m{i}"), F.stddev_pop(value).alias(f"s{i}")]
+    row = df.agg(*exprs).first()
+    if row is None or row["m0"] is None:
+        raise InputError("cannot fit scaling: customer_features has no rows")
+    means = tuple(float(row[f"m{i}"]) for i in range(len(features)))
+    stds = tuple(
+        float(row[f"s{i}"]) if row[f"s{i}"] and row[f"s{i}"] > _STD_FLOOR else 1.0
+        for i in range(len(features))
+    )
+    return Scaling(tuple(features), chosen, means, stds)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One evaluated k during model selection."""
+
+    k: int
+    silhouette: float
+    cost: float
+    sizes: tuple[int, ...]
+
+    @property
+    def min_share(self) -> float:
+        total = sum(self.sizes)
+        return min(self.sizes) / total if total else 0.0
+
+
+@dataclass(frozen=True)
+class KSelection:
+    """The outcome of model selection: every candidate and the chosen k with the reason."""
+
+    candidates: tuple[Candidate, ...]
+    chosen_k: int
+    reason: str
+    sample_rows: int
+
+
+@dataclass
+class SegmentModel:
+    """A fitted segmentation: the Spark pipeline plus what explains it."""
+
+    pipeline: PipelineModel
+    scaling: Scaling
+    k: int
+    cluster_to_segment: dict[int, int]
+    centers_scaled: dict[int, list[float]] = field(default_factory=dict)
+    sizes: dict[int, int] = field(default_factory=dict)
+
+    def transform(self, df: DataFrame) -> DataFrame:
+        """``df`` plus ``segment_id`` (INT) and ``distance`` (DOUBLE)."""
+        return assign(self.pipeline, df)
+
+    def centers_original(self) -> dict[int, list[float]]:
+        """Segment centres in the features' original units, keyed by segment id."""
+        return {s: self.scaling.to_original(c) for s, c in self.centers_scaled.items()}
+
+
+def assign(pipeline: Transformer, df: DataFrame) -> DataFrame:
+    """Apply a fitted segmentation pipeline (also one loaded from MLflow) to ``df``."""
+    out = pipeline.transform(df)
+    return out.select(*df.columns, SEGMENT_ID, DISTANCE)
+
+
+class SegmentationKMeans:
+    """Unfitted estimator: skew transform, scaling and (bisecting) KMeans with a fixed ``k``.
+
+    ``fit`` returns a separate ``SegmentModel``, as ``pyspark.ml`` estimators do.
+    """
+
+    def __init__(
+        self,
+        *,
+        features: Sequence[str],
+        k: int = 2,
+        algorithm: Algorithm = "kmeans",
+        seed: int = 42,
+        max_iter: int = 40,
+        transforms: Mapping[str, str] | None = None,
+        default_transform: TransformName = "log1p",
+    ) -> None:
+        """Args:
+        features: feature columns to cluster on.
+        k: number of segments.
+        algorithm: ``kmeans`` (k-means||) or ``bisecting_kmeans``.
+        seed: random seed of the clustering; the same seed and data give the same model.
+        max_iter: maximum iterations of the clustering.
+        transforms: per-feature skew transform (``log1p`` or ``none``).
+        default_transform: the transform of features not in ``transforms``.
+        """
+        self.features = tuple(features)
+        self.k = k
+        self.algorithm = algorithm
+        self.seed = seed
+        self.max_iter = max_iter
+        self.transforms = dict(transforms or {})
+        self.default_transform = default_transform
+
+    def copy(self, *, k: int) -> SegmentationKMeans:
+        """The same estimator with another ``k``."""
+        return SegmentationKMeans(
+            features=self.features,
+            k=k,
+            algorithm=self.algorithm,
+            seed=self.seed,
+            max_iter=self.max_iter,
+            transforms=self.transforms,
+            default_transform=self.default_transform,
+        )
+
+    def fit_scaling(self, df: DataFrame) -> Scaling:
+        return fit_scaling(
+            df, self.features, transforms=self.transforms, default_transform=self.default_transform
+        )
+
+    def clusterer(self) -> KMeans | BisectingKMeans:
+        """The unfitted Spark clustering estimator on the scaled feature vector."""
+        if self.algorithm == "bisecting_kmeans":
+            return BisectingKMeans(
+                k=self.k,
+                seed=self.seed,
+                maxIter=self.max_iter,
+                featuresCol=_FEATURES_VEC,
+                predictionCol=_CLUSTER,
+            )
+        return KMeans(
+            k=self.k,
+            seed=self.seed,
+            maxIter=self.max_iter,
+            featuresCol=_FEATURES_VEC,
+            predictionCol=_CLUSTER,
+        )
+
+    def prepare(self, df: DataFrame, scaling: Scaling) -> DataFrame:
+        """``df`` with the scaled feature vector the clusterer trains on."""
+        assembler = VectorAssembler(inputCols=scaling.scaled_columns, outputCol=_FEATURES_VEC)
+        return assembler.transform(scaling.stage().transform(df))
+
+    def fit(self, df: DataFrame, *, scaling: Scaling | None = None) -> SegmentModel:
+        """Fit on every row of ``df`` (cache it first: clustering iterates over it).
+
+        Args:
+            df: customer features.
+            scaling: an already fitted scaling (from model selection); fitted here if None.
+        """
+        scaling = scaling or self.fit_scaling(df)
+        prepared = self.prepare(df, scaling)
+        n_rows = prepared.count()
+        if n_rows < self.k:
+            raise InputError(
+                f"cannot make {self.k} segments from {n_rows} customers: lower training.k_min / "
+                "k_max or provide more customers"
+            )
+        model = self.clusterer().fit(prepared)
+        centers = [list(map(float, c)) for c in model.clusterCenters()]
+        sizes = list(model.summary.clusterSizes)
+        # Segment ids: 1 for the largest cluster, then by size (ties by cluster index).
+        order = sorted(range(len(centers)), key=lambda i: (-sizes[i], i))
+        cluster_to_segment = {cluster: rank + 1 for rank, cluster in enumerate(order)}
+        labeller = _labeller(scaling, centers, cluster_to_segment)
+        pipeline = PipelineModel(
+            stages=[
+                scaling.stage(),
+                VectorAssembler(inputCols=scaling.scaled_columns, outputCol=_FEATURES_VEC),
+                model,
+                labeller,
+            ]
+        )
+        return SegmentModel(
+            pipeline=pipeline,
+            scaling=scaling,
+            k=len(centers),
+            cluster_to_segment=cluster_to_segment,
+            centers_scaled={cluster_to_segment[i]: c for i, c in enumerate(centers)},
+            sizes={cluster_to_segment[i]: int(s) for i, s in enumerate(sizes)},
+        )
+
+
+def _labeller(
+    scaling: Scaling, centers: Sequence[Sequence[float]], cluster_to_segment: Mapping[int, int]
+) -> SQLTransformer:
+    ids = " ".join(f"WHEN {c} THEN {s}" for c, s in sorted(cluster_to_segment.items()))
+    squared = []
+    for cluster, center in enumerate(centers):
+        terms = " + ".join(
+            f"POW(`{col}` - {_sql_double(v)}, 2)"
+            for col, v in zip(scaling.scaled_columns, center, strict=True)
+        )
+        squared.append(f"WHEN {cluster} THEN {terms}")
+    return SQLTransformer(
+        statement=(
+            f"SELECT *, CAST(CASE `{_CLUSTER}` {ids} END AS INT) AS `{SEGMENT_ID}`, "
+            f"SQRT(CASE `{_CLUSTER}` {' '.join(squared)} END) AS `{DISTANCE}` FROM __THIS__"
+        )
+    )
+
+
+def select_k(
+    estimator: SegmentationKMeans,
+    df: DataFrame,
+    *,
+    k_values: Sequence[int],
+    scaling: Scaling,
+    sample_rows: int,
+    min_segment_share: float,
+    tolerance: float,
+) -> KSelection:
+    """Choose k on a sample: silhouette, a minimum segment share, and a preference for small k.
+
+    Every k in ``k_values`` is fitted on the same seeded sample. Among candidates whose smallest
+    segment holds at least ``min_segment_share`` of the sample, the smallest k whose silhouette
+    is within ``tolerance`` of the best silhouette wins. If no candidate meets the share, the
+    best silhouette wins and the reason says so.
+    """
+    total = df.count()
+    if total < 2:
+        raise InputError(f"cannot select k from {total} customer(s): at least 2 are needed")
+    fraction = min(1.0, sample_rows / total)
+    sample = estimator.prepare(df, scaling)
+    if fraction < 1.0:
+        sample = sample.sample(withReplacement=False, fraction=fraction, seed=estimator.seed)
+    sample = sample.select(_FEATURES_VEC).cache()
+    try:
+        n_sample = sample.count()
+        usable = [k for k in k_values if k < n_sample]
+        if not usable:
+            raise InputError(
+                f"only {n_sample} customers in the selection sample: every k in "
+                f"{list(k_values)} needs more (lower training.k_min)"
+            )
+        evaluator = ClusteringEvaluator(
+            featuresCol=_FEATURES_VEC, predictionCol=_CLUSTER, metricName="silhouette"
+        )
+        candidates = []
+        for k in usable:
+            model = estimator.copy(k=k).clusterer().fit(sample)
+            predictions = model.transform(sample)
+            sizes = tuple(int(s) for s in model.summary.clusterSizes)
+            distinct = sum(1 for s in sizes if s > 0)
+            silhouette = evaluator.evaluate(predictions) if distinct > 1 else -1.0
+            candidates.append(
+                Candidate(
+                    k=k, silhouette=float(silhouette), cost=float(model.summary.trainingCost),
+                    sizes=sizes,
+                )
+            )  # fmt: skip
+            log.info("k=%d silhouette=%.4f sizes=%s", k, silhouette, sizes)
+    finally:
+        sample.unpersist()
+    chosen, reason = _choose(candidates, min_segment_share, tolerance)
+    return KSelection(tuple(candidates), chosen, reason, n_sample)
+
+
+def _choose(
+    candidates: Sequence[Candidate], min_segment_share: float, tolerance: float
+) -> tuple[int, str]:
+    eligible = [c for c in candidates if c.min_share >= min_segment_share]
+    if not eligible:
+        best = max(candidates, key=lambda c: (c.silhouette, -c.k))
+        return best.k, (
+            f"no k had every segment >= {min_segment_share:.1%} of customers; "
+            f"k={best.k} has the best silhouette ({best.silhouette:.3f})"
+        )
+    best = max(eligible, key=lambda c: (c.silhouette, -c.k))
+    within = [c for c in eligible if c.silhouette >= best.silhouette - tolerance]
+    chosen = min(within, key=lambda c: c.k)
+    return chosen.k, (
+        f"k={chosen.k}: smallest k with silhouette {chosen.silhouette:.3f} within {tolerance} of "
+        f"the best ({best.silhouette:.3f} at k={best.k}), every segment >= "
+        f"{min_segment_share:.1%}"
+    )

@@ -1,0 +1,228 @@
+"""Segment profiles in the features' original units, and deterministic names from them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation import features as feat
+from segmentation.clustering import SEGMENT_ID
+
+PROFILE_SCHEMA = T.StructType(
+    [
+        T.StructField("segment_id", T.IntegerType(), False),
+        T.StructField("segment_name", T.StringType(), False),
+        T.StructField("size", T.LongType(), False),
+        T.StructField("share", T.DoubleType(), False),
+        T.StructField("feature", T.StringType(), False),
+        T.StructField("mean", T.DoubleType(), True),
+        T.StructField("stddev", T.DoubleType(), True),
+        T.StructField("min", T.DoubleType(), True),
+        T.StructField("p25", T.DoubleType(), True),
+        T.StructField("median", T.DoubleType(), True),
+        T.StructField("p75", T.DoubleType(), True),
+        T.StructField("max", T.DoubleType(), True),
+        T.StructField("population_mean", T.DoubleType(), True),
+        T.StructField("std_diff", T.DoubleType(), True),
+    ]
+)
+_QUANTILES = (0.25, 0.5, 0.75)
+# Standardised difference from the population above which a trait is called out.
+_STRONG = 1.0
+_NOTABLE = 0.5
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    mean: float | None
+    stddev: float | None
+    min: float | None
+    p25: float | None
+    median: float | None
+    p75: float | None
+    max: float | None
+    std_diff: float | None
+
+
+@dataclass(frozen=True)
+class SegmentProfile:
+    """One segment's size, share and per-feature statistics."""
+
+    segment_id: int
+    size: int
+    share: float
+    stats: Mapping[str, FeatureStats]
+
+    def z(self, feature: str) -> float:
+        """Standardised difference of the segment mean from the population (0 if unknown)."""
+        s = self.stats.get(feature)
+        return s.std_diff if s is not None and s.std_diff is not None else 0.0
+
+
+@dataclass(frozen=True)
+class Profiles:
+    segments: tuple[SegmentProfile, ...]
+    population_mean: Mapping[str, float | None]
+    features: tuple[str, ...]
+
+
+def profile_segments(assigned: DataFrame, features: Sequence[str]) -> Profiles:
+    """Statistics per segment and per feature, in original units (two small aggregations).
+
+    Args:
+        assigned: customer features with ``segment_id`` (cache it: it is read twice).
+        features: the numeric feature columns to profile.
+    """
+    pop_exprs = []
+    for i, f in enumerate(features):
+        x = F.col(f).cast("double")
+        pop_exprs += [F.avg(x).alias(f"m{i}"), F.stddev_pop(x).alias(f"s{i}")]
+    pop = assigned.agg(F.count(F.lit(1)).alias("n"), *pop_exprs).first()
+    assert pop is not None
+    total = int(pop["n"])
+    seg_exprs = [F.count(F.lit(1)).alias("n")]
+    for i, f in enumerate(features):
+        x = F.col(f).cast("double")
+        seg_exprs += [
+            F.avg(x).alias(f"m{i}"),
+            F.stddev_pop(x).alias(f"s{i}"),
+            F.min(x).alias(f"lo{i}"),
+            F.max(x).alias(f"hi{i}"),
+            F.percentile_approx(x, list(_QUANTILES), 10000).alias(f"q{i}"),
+        ]
+    rows = assigned.groupBy(SEGMENT_ID).agg(*seg_exprs).orderBy(SEGMENT_ID).collect()
+    segments = []
+    for row in rows:
+        stats = {}
+        for i, f in enumerate(features):
+            mean, pop_mean, pop_std = row[f"m{i}"], pop[f"m{i}"], pop[f"s{i}"]
+            quantiles = row[f"q{i}"] or [None, None, None]
+            std_diff = (
+                (mean - pop_mean) / pop_std
+                if mean is not None and pop_mean is not None and pop_std
+                else (0.0 if mean is not None else None)
+            )
+            stats[f] = FeatureStats(
+                mean=mean,
+                stddev=row[f"s{i}"],
+                min=row[f"lo{i}"],
+                p25=_float(quantiles[0]),
+                median=_float(quantiles[1]),
+                p75=_float(quantiles[2]),
+                max=row[f"hi{i}"],
+                std_diff=std_diff,
+            )
+        segments.append(
+            SegmentProfile(
+                segment_id=int(row[SEGMENT_ID]),
+                size=int(row["n"]),
+                share=int(row["n"]) / total if total else 0.0,
+                stats=stats,
+            )
+        )
+    return Profiles(
+        segments=tuple(segments),
+        population_mean={f: pop[f"m{i}"] for i, f in enumerate(features)},
+        features=tuple(features),
+    )
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def profile_rows(profiles: Profiles, names: Mapping[int, str]) -> list[tuple]:
+    """Rows of ``PROFILE_SCHEMA``: one per segment and feature."""
+    rows = []
+    for seg in profiles.segments:
+        for f in profiles.features:
+            s = seg.stats[f]
+            rows.append(
+                (
+                    seg.segment_id,
+                    names[seg.segment_id],
+                    seg.size,
+                    seg.share,
+                    f,
+                    s.mean,
+                    s.stddev,
+                    s.min,
+                    s.p25,
+                    s.median,
+                    s.p75,
+                    s.max,
+                    profiles.population_mean[f],
+                    s.std_diff,
+                )
+            )
+    return rows
+
+
+# Traits in the order they are checked: the first that fits names the segment.
+def _base_name(seg: SegmentProfile) -> str:
+    z = seg.z
+    if z(feat.TENURE) < -_STRONG:
+        return "New customers"
+    if z(feat.RECENCY) > _STRONG:
+        if z(feat.MONETARY) > _NOTABLE or z(feat.AOV) > _STRONG:
+            return "Lapsed big spenders"
+        return "Lapsed customers"
+    if z(feat.FREQUENCY) > _STRONG and z(feat.MONETARY) > _STRONG:
+        return "Champions"
+    if z(feat.AOV) > _STRONG:
+        return "Big-ticket occasional buyers"
+    if z(feat.DISCOUNT_SHARE) > _STRONG:
+        return "Bargain hunters"
+    if z(feat.RETURN_RATE) > _STRONG:
+        return "Frequent returners"
+    if z(feat.RECENCY) < 0 and z(feat.FREQUENCY) > -_NOTABLE:
+        return "Loyal regulars"
+    return "Occasional buyers"
+
+
+_TRAIT_WORDS = {
+    feat.MONETARY: ("high spend", "low spend"),
+    feat.FREQUENCY: ("frequent", "infrequent"),
+    feat.RECENCY: ("long inactive", "recently active"),
+    feat.TENURE: ("long-standing", "recent joiners"),
+    feat.AOV: ("large baskets", "small baskets"),
+    feat.DISCOUNT_SHARE: ("discount-driven", "full-price"),
+    feat.RETURN_RATE: ("many returns", "few returns"),
+}
+
+
+def name_segments(profiles: Profiles) -> dict[int, str]:
+    """A descriptive, unique name per segment, derived only from the profiles.
+
+    The same profiles always give the same names. Segments that would share a name are told
+    apart by their most distinctive remaining trait, then by their id.
+    """
+    base = {seg.segment_id: _base_name(seg) for seg in profiles.segments}
+    counts: dict[str, int] = {}
+    for name in base.values():
+        counts[name] = counts.get(name, 0) + 1
+    names: dict[int, str] = {}
+    for seg in profiles.segments:
+        name = base[seg.segment_id]
+        if counts[name] > 1:
+            name = f"{name} ({_trait(seg)})"
+        names[seg.segment_id] = name
+    seen: dict[str, int] = {}
+    for seg_id in sorted(names):
+        seen[names[seg_id]] = seen.get(names[seg_id], 0) + 1
+        if seen[names[seg_id]] > 1:
+            names[seg_id] = f"{names[seg_id]} #{seg_id}"
+    return names
+
+
+def _trait(seg: SegmentProfile) -> str:
+    scored = [(abs(seg.z(f)), f) for f in _TRAIT_WORDS if f in seg.stats]
+    if not scored:
+        return f"segment {seg.segment_id}"
+    _, feature = max(scored, key=lambda t: (t[0], t[1]))
+    high, low = _TRAIT_WORDS[feature]
+    return high if seg.z(feature) > 0 else low

@@ -1,0 +1,256 @@
+"""Reading the user's events: path and schema checks first, then one canonical schema.
+
+Users map their column names, format and timestamp format in ``input.events``; everything after
+this module sees the canonical columns of ``CANONICAL_SCHEMA``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation import delta_tables
+from segmentation.config import EventSourceConfig, EventTypes
+from segmentation.errors import InputError, TableError
+
+ORDER, RETURN, VISIT, OTHER = "order", "return", "visit", "other"
+
+CANONICAL_SCHEMA = T.StructType(
+    [
+        T.StructField("customer_id", T.StringType()),
+        T.StructField("event_time", T.TimestampType()),
+        T.StructField("amount", T.DoubleType()),
+        T.StructField("event_type", T.StringType()),
+        T.StructField("category", T.StringType()),
+        T.StructField("channel", T.StringType()),
+        T.StructField("device", T.StringType()),
+        T.StructField("quantity", T.DoubleType()),
+        T.StructField("discount", T.DoubleType()),
+        T.StructField("event_id", T.StringType()),
+    ]
+)
+
+# Arrow / Spark type families accepted for each canonical column.
+_NUMERIC = "numeric"
+_TEMPORAL = "timestamp, date, string or epoch number"
+_EXPECTED = {"amount": _NUMERIC, "quantity": _NUMERIC, "discount": _NUMERIC}
+
+# Reasons a row cannot be used. Such rows are counted and reported, never silently dropped.
+REJECT_REASONS = ("missing_customer_id", "invalid_event_time", "invalid_amount")
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """The events read and normalised, plus which optional columns the user's data has."""
+
+    events: DataFrame
+    present: frozenset[str]
+
+
+def check_source(source: EventSourceConfig, path: str, *, backend: str) -> pa.Schema | None:
+    """Fail fast, before any Spark job, if the path is unreadable or a mapped column is missing.
+
+    Returns the source's Arrow schema where it can be read without Spark (Delta, Parquet),
+    else None (CSV, JSON: their columns are checked when Spark reads the header).
+    """
+    if "://" not in path and not os.path.exists(path):
+        raise InputError(
+            f"input path not found: {path} (config key input.events.path; "
+            "run `make run` to generate the sample, or point the key at your events)"
+        )
+    schema: pa.Schema | None = None
+    if source.format == "delta" and backend == "embedded":
+        try:
+            schema = delta_tables.table_schema(path)
+        except TableError as exc:
+            raise InputError(
+                f"input path {path} is not a readable Delta table (input.events.format is "
+                f"'delta'): {exc}"
+            ) from exc
+    elif source.format == "parquet" and "://" not in path:
+        try:
+            schema = pads.dataset(path, format="parquet", partitioning="hive").schema
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(f"input path {path} is not readable as Parquet: {exc}") from exc
+    if schema is not None:
+        _check_columns(source, {f.name: _family_arrow(f.type) for f in schema}, path)
+    return schema
+
+
+def read_events(
+    spark: SparkSession, source: EventSourceConfig, path: str, *, backend: str
+) -> EventSource:
+    """Read events from ``path`` and map them to ``CANONICAL_SCHEMA``.
+
+    Raises:
+        InputError: the path is unreadable, or a mapped column is missing or of a wrong type;
+            the message names the path or the column and its config key.
+    """
+    check_source(source, path, backend=backend)
+    raw = _read_raw(spark, source, path, backend=backend)
+    families = {f.name: _family_spark(f.dataType) for f in raw.schema.fields}
+    _check_columns(source, families, path)
+    mapped = source.columns.mapped()
+    by_lower = {c.lower(): c for c in raw.columns}
+
+    def col(canonical: str) -> Column | None:
+        user = mapped.get(canonical)
+        return F.col(f"`{by_lower[user.lower()]}`") if user else None
+
+    customer = col("customer_id")
+    assert customer is not None
+    amount = col("amount")
+    assert amount is not None
+    event_time = _parse_time(col("event_time"), families, mapped["event_time"], source)
+    event_type = col("event_type")
+
+    def text(canonical: str) -> Column:
+        c = col(canonical)
+        return F.lower(F.trim(c.cast("string"))) if c is not None else F.lit(None).cast("string")
+
+    def number(canonical: str) -> Column:
+        c = col(canonical)
+        return c.try_cast("double") if c is not None else F.lit(None).cast("double")
+
+    events = raw.select(
+        F.trim(customer.cast("string")).alias("customer_id"),
+        event_time.alias("event_time"),
+        amount.try_cast("double").alias("amount"),
+        (
+            _event_type(event_type, source.event_types)
+            if event_type is not None
+            else F.lit(ORDER)
+        ).alias("event_type"),
+        text("category").alias("category"),
+        text("channel").alias("channel"),
+        text("device").alias("device"),
+        number("quantity").alias("quantity"),
+        number("discount").alias("discount"),
+        (col("event_id").cast("string") if col("event_id") is not None else F.lit(None))
+        .cast("string")
+        .alias("event_id"),
+    )
+    return EventSource(events=events, present=frozenset(mapped))
+
+
+def reject_reason(events: DataFrame) -> Column:
+    """Why a canonical event row cannot be used, or null for a usable row."""
+    amount = F.col("amount")
+    return (
+        F.when(
+            F.col("customer_id").isNull() | (F.col("customer_id") == ""),
+            F.lit("missing_customer_id"),
+        )
+        .when(F.col("event_time").isNull(), F.lit("invalid_event_time"))
+        .when(
+            amount.isNull() | F.isnan(amount) | (F.abs(amount) == float("inf")),
+            F.lit("invalid_amount"),
+        )
+    )
+
+
+def _read_raw(
+    spark: SparkSession, source: EventSourceConfig, path: str, *, backend: str
+) -> DataFrame:
+    try:
+        if source.format == "delta":
+            return delta_tables.read_table(spark, path, backend=backend)  # type: ignore[arg-type]
+        reader = spark.read.options(**dict(source.options))
+        if source.format == "csv":
+            return reader.option("header", source.options.get("header", "true")).csv(path)
+        if source.format == "json":
+            return reader.json(path)
+        return reader.parquet(path)
+    except AnalysisException as exc:
+        raise InputError(f"cannot read input path {path} as {source.format}: {exc}") from exc
+    except TableError as exc:
+        raise InputError(f"cannot read input path {path}: {exc}") from exc
+
+
+def _check_columns(source: EventSourceConfig, families: dict[str, str], path: str) -> None:
+    by_lower = {name.lower(): family for name, family in families.items()}
+    for canonical, user in source.columns.mapped().items():
+        family = by_lower.get(user.lower())
+        if family is None:
+            raise InputError(
+                f"column '{user}' (config key input.events.columns.{canonical}) is not in "
+                f"{path}; its columns are: {', '.join(sorted(families))}"
+            )
+        expected = _EXPECTED.get(canonical)
+        if expected == _NUMERIC and family not in ("numeric", "string"):
+            raise InputError(
+                f"column '{user}' (input.events.columns.{canonical}) must be numeric, "
+                f"found {family}"
+            )
+        if canonical == "event_time" and family not in ("timestamp", "date", "string", "numeric"):
+            raise InputError(
+                f"column '{user}' (input.events.columns.event_time) must be a {_TEMPORAL}, "
+                f"found {family}"
+            )
+
+
+def _parse_time(
+    column: Column | None, families: dict[str, str], user_name: str, source: EventSourceConfig
+) -> Column:
+    assert column is not None
+    family = {k.lower(): v for k, v in families.items()}[user_name.lower()]
+    fmt = source.timestamp_format
+    if fmt == "epoch_seconds":
+        return F.timestamp_seconds(column.try_cast("double"))
+    if fmt == "epoch_millis":
+        return F.timestamp_millis(column.try_cast("long"))
+    if family in ("timestamp", "date"):
+        return column.try_cast("timestamp")
+    if family == "numeric":
+        raise InputError(
+            f"column '{user_name}' (input.events.columns.event_time) is numeric: set "
+            "input.events.timestamp_format to epoch_seconds or epoch_millis"
+        )
+    text = F.trim(column.cast("string"))
+    # try_to_timestamp: an unparseable value becomes null (and is reported), not a job failure.
+    return F.try_to_timestamp(text, F.lit(fmt)) if fmt else F.try_to_timestamp(text)
+
+
+def _event_type(column: Column, types: EventTypes) -> Column:
+    value = F.lower(F.trim(column.cast("string")))
+    return (
+        F.when(value.isin(*[t.lower() for t in types.order]), F.lit(ORDER))
+        .when(value.isin(*[t.lower() for t in types.return_]), F.lit(RETURN))
+        .when(value.isin(*[t.lower() for t in types.visit]), F.lit(VISIT))
+        .otherwise(F.lit(OTHER))
+    )
+
+
+def _family_arrow(data_type: pa.DataType) -> str:
+    if pa.types.is_integer(data_type) or pa.types.is_floating(data_type):
+        return "numeric"
+    if pa.types.is_decimal(data_type):
+        return "numeric"
+    if pa.types.is_timestamp(data_type):
+        return "timestamp"
+    if pa.types.is_date(data_type):
+        return "date"
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+        return "string"
+    if pa.types.is_dictionary(data_type):
+        return _family_arrow(data_type.value_type)
+    return str(data_type)
+
+
+def _family_spark(data_type: T.DataType) -> str:
+    if isinstance(data_type, T.NumericType):
+        return "numeric"
+    if isinstance(data_type, T.TimestampType | T.TimestampNTZType):
+        return "timestamp"
+    if isinstance(data_type, T.DateType):
+        return "date"
+    if isinstance(data_type, T.StringType):
+        return "string"
+    return data_type.simpleString()

@@ -1,0 +1,88 @@
+"""MLflow: one run per training, the model logged and registered, the alias moved on purpose."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.spark
+from mlflow import MlflowClient
+from pyspark.ml import PipelineModel
+
+from segmentation.config import TrackingConfig
+from segmentation.errors import SegmentationError
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT = "model"
+# MLflow caps a param value at 6000 characters; longer values are truncated, never rejected.
+_PARAM_LIMIT = 6000
+
+
+def configure(cfg: TrackingConfig) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id."""
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    client = MlflowClient()
+    try:
+        experiment = client.get_experiment_by_name(cfg.experiment)
+    except Exception as exc:
+        raise SegmentationError(
+            f"MLflow tracking store {cfg.tracking_uri} (tracking.tracking_uri) is not "
+            f"reachable: {exc}"
+        ) from exc
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = cfg.artifact_location
+    if location and "://" not in location:
+        location = Path(location).resolve().as_uri()
+    return str(client.create_experiment(cfg.experiment, artifact_location=location or None))
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log params, truncating values past MLflow's limit."""
+    mlflow.log_params({k: str(v)[:_PARAM_LIMIT] for k, v in params.items()})
+
+
+def log_json(data: Any, name: str) -> None:
+    """Log ``data`` as a JSON artifact called ``name``."""
+    mlflow.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), name)
+
+
+def log_spark_model(
+    pipeline: PipelineModel, *, registered_model: str, pyspark_version: str
+) -> tuple[str, int]:
+    """Log the fitted pipeline under the active run and register it.
+
+    Returns:
+        The model URI and the registered version number.
+    """
+    with tempfile.TemporaryDirectory(prefix="segmentation-model-") as tmp:
+        info = mlflow.spark.log_model(
+            pipeline,
+            artifact_path=MODEL_ARTIFACT,
+            registered_model_name=registered_model,
+            # Explicit requirements: inferring them would load the model in a subprocess.
+            pip_requirements=[f"pyspark=={pyspark_version}"],
+            dfs_tmpdir=os.path.join(tmp, "dfs"),
+        )
+    version = info.registered_model_version
+    if version is None:
+        raise SegmentationError(f"MLflow did not register model {registered_model}")
+    return info.model_uri, int(version)
+
+
+def promote(registered_model: str, alias: str, version: int) -> None:
+    """Point ``alias`` at ``version`` (a deliberate, logged step)."""
+    MlflowClient().set_registered_model_alias(registered_model, alias, str(version))
+    log.info("model %s version %s is now @%s", registered_model, version, alias)
+
+
+def load_model(registered_model: str, alias: str) -> PipelineModel:
+    """The pipeline registered under ``registered_model@alias``."""
+    return mlflow.spark.load_model(f"models:/{registered_model}@{alias}")
