@@ -129,6 +129,7 @@ class Candidate:
     silhouette: float
     cost: float
     sizes: tuple[int, ...]
+    seed: int
 
     @property
     def min_share(self) -> float:
@@ -144,6 +145,10 @@ class KSelection:
     chosen_k: int
     reason: str
     sample_rows: int
+
+    @property
+    def chosen(self) -> Candidate:
+        return next(c for c in self.candidates if c.k == self.chosen_k)
 
 
 @dataclass
@@ -206,13 +211,13 @@ class SegmentationKMeans:
         self.transforms = dict(transforms or {})
         self.default_transform = default_transform
 
-    def copy(self, *, k: int) -> SegmentationKMeans:
-        """The same estimator with another ``k``."""
+    def copy(self, *, k: int, seed: int | None = None) -> SegmentationKMeans:
+        """The same estimator with another ``k`` (and optionally another seed)."""
         return SegmentationKMeans(
             features=self.features,
             k=k,
             algorithm=self.algorithm,
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
             max_iter=self.max_iter,
             transforms=self.transforms,
             default_transform=self.default_transform,
@@ -314,10 +319,13 @@ def select_k(
     sample_rows: int,
     min_segment_share: float,
     tolerance: float,
+    n_init: int = 1,
 ) -> KSelection:
     """Choose k on a sample: silhouette, a minimum segment share, and a preference for small k.
 
-    Every k in ``k_values`` is fitted on the same seeded sample. Among candidates whose smallest
+    Every k in ``k_values`` is fitted on the same seeded sample, ``n_init`` times with seeds
+    ``seed, seed + 1, ...``; the fit with the lowest cost represents that k (a single k-means
+    run can stop in a poor local optimum). Among candidates whose smallest
     segment holds at least ``min_segment_share`` of the sample, the smallest k whose silhouette
     is within ``tolerance`` of the best silhouette wins. If no candidate meets the share, the
     best silhouette wins and the reason says so.
@@ -343,18 +351,17 @@ def select_k(
         )
         candidates = []
         for k in usable:
-            model = estimator.copy(k=k).clusterer().fit(sample)
-            predictions = model.transform(sample)
+            fits = []
+            for run in range(max(1, n_init)):
+                seed = estimator.seed + run
+                fitted = estimator.copy(k=k, seed=seed).clusterer().fit(sample)
+                fits.append((float(fitted.summary.trainingCost), run, seed, fitted))
+            cost, _, seed, model = min(fits, key=lambda f: (f[0], f[1]))
             sizes = tuple(int(s) for s in model.summary.clusterSizes)
             distinct = sum(1 for s in sizes if s > 0)
-            silhouette = evaluator.evaluate(predictions) if distinct > 1 else -1.0
-            candidates.append(
-                Candidate(
-                    k=k, silhouette=float(silhouette), cost=float(model.summary.trainingCost),
-                    sizes=sizes,
-                )
-            )  # fmt: skip
-            log.info("k=%d silhouette=%.4f sizes=%s", k, silhouette, sizes)
+            silhouette = evaluator.evaluate(model.transform(sample)) if distinct > 1 else -1.0
+            candidates.append(Candidate(k, float(silhouette), cost, sizes, seed))
+            log.info("k=%d silhouette=%.4f cost=%.1f sizes=%s", k, silhouette, cost, sizes)
     finally:
         sample.unpersist()
     chosen, reason = _choose(candidates, min_segment_share, tolerance)

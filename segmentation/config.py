@@ -131,6 +131,7 @@ class TrainingConfig:
     k_max: int = 10
     seed: int = 42
     max_iter: int = 40
+    n_init: int = 3
     selection_sample_rows: int = 20000
     min_segment_share: float = 0.02
     silhouette_tolerance: float = 0.03
@@ -313,6 +314,7 @@ def validate(cfg: AppConfig) -> None:
         (t.k_min >= 2, "training.k_min must be >= 2"),
         (t.k_max >= t.k_min, f"training.k_max ({t.k_max}) must be >= k_min ({t.k_min})"),
         (t.max_iter >= 1, "training.max_iter must be >= 1"),
+        (t.n_init >= 1, "training.n_init must be >= 1"),
         (t.selection_sample_rows >= 10, "training.selection_sample_rows must be >= 10"),
         (0 <= t.min_segment_share < 1, "training.min_segment_share must be in [0, 1)"),
         (t.silhouette_tolerance >= 0, "training.silhouette_tolerance must be >= 0"),

@@ -60,11 +60,11 @@ class Archetype:
 
 ARCHETYPES: tuple[Archetype, ...] = (
     Archetype(
-        "champions", 0.12, 3.0, (700, 1095), (0, 6), 110.0, 0.35, 0.25, 0.04, 0.10,
+        "champions", 0.12, 4.0, (700, 1095), (0, 5), 160.0, 0.30, 0.25, 0.04, 0.10,
         (3, 2, 2, 1, 1, 1, 1, 1), (0.25, 0.6, 0.15),
     ),
     Archetype(
-        "loyal_regulars", 0.22, 1.0, (500, 1095), (0, 25), 45.0, 0.35, 0.30, 0.04, 0.12,
+        "loyal_regulars", 0.22, 1.0, (500, 1095), (0, 30), 40.0, 0.30, 0.30, 0.04, 0.12,
         (1, 2, 1, 1, 3, 1, 1, 1), (0.35, 0.35, 0.3),
     ),
     Archetype(
@@ -72,7 +72,7 @@ ARCHETYPES: tuple[Archetype, ...] = (
         (5, 4, 1, 0.5, 0.2, 1, 0.5, 0.3), (0.4, 0.1, 0.5),
     ),
     Archetype(
-        "bargain_hunters", 0.18, 1.0, (400, 1095), (0, 40), 22.0, 0.35, 0.35, 0.22, 0.85,
+        "bargain_hunters", 0.18, 1.0, (400, 1095), (0, 40), 22.0, 0.35, 0.35, 0.12, 0.85,
         (0.5, 1, 4, 2, 1, 1, 1, 0.5), (0.7, 0.25, 0.05),
     ),
     Archetype(
@@ -176,7 +176,7 @@ def _with_archetype_params(
     first_ago = first_lo + _uniform(seed, "first", cid) * (first_hi - first_lo)
     last_ago = last_lo + _uniform(seed, "last", cid) * (last_hi - last_lo)
     # Heavy-tailed activity: a log-normal multiplier with mean 1.
-    tail = F.exp(0.7 * _normal(seed, "tail", cid) - 0.245)
+    tail = F.exp(0.6 * _normal(seed, "tail", cid) - 0.18)
     n_events = F.greatest(
         F.lit(1),
         F.least(
@@ -236,6 +236,7 @@ def _events(
         "cid",
         "customer_id",
         "k",
+        "p_discount",
         (F.lit(end_ts).cast("long") - ago_s).cast("timestamp").alias("event_time"),
         event_type.alias("event_type"),
         value.alias("value"),
@@ -255,7 +256,11 @@ def _events(
         "event_type",
         F.round(
             F.when(is_visit, 0.0)
-            .when(F.col("event_type") == "return", F.col("value") * 0.8)
+            # A return refunds what was paid: the typical discounted price of this customer.
+            .when(
+                F.col("event_type") == "return",
+                F.col("value") * (1 - F.col("p_discount") * 0.3),
+            )
             .otherwise(F.col("value") - F.coalesce(discount, F.lit(0.0))),
             2,
         ).alias("amount"),

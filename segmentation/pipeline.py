@@ -229,9 +229,12 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
             sample_rows=t.selection_sample_rows,
             min_segment_share=t.min_segment_share,
             tolerance=t.silhouette_tolerance,
+            n_init=t.n_init,
         )
         log.info("model selection: %s", selection.reason)
-        model = estimator.copy(k=selection.chosen_k).fit(features_df, scaling=scaling)
+        model = estimator.copy(k=selection.chosen_k, seed=selection.chosen.seed).fit(
+            features_df, scaling=scaling
+        )
         assigned = model.transform(features_df).cache()
         profile_features = [
             f.name
@@ -288,6 +291,8 @@ def _track_and_write(
             "k_max": t.k_max,
             "seed": t.seed,
             "max_iter": t.max_iter,
+            "n_init": t.n_init,
+            "final_fit_seed": selection.chosen.seed,
             "features": ",".join(t.features),
             "transforms": ",".join(f"{f}:{model.scaling.transforms[i]}" for i, f in
                                    enumerate(model.scaling.features)),
