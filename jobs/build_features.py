@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(events {r.events_path} version {r.events_version}; rejected rows: {rejected})"
         )
 
-    return cli.run(args, body)
+    return cli.run(args, body, preflight=pipeline.check_inputs)
 
 
 if __name__ == "__main__":

@@ -47,8 +47,15 @@ def load(args: argparse.Namespace) -> AppConfig:
     return cfg
 
 
-def run(args: argparse.Namespace, body: Callable[[SparkSession, AppConfig], None]) -> int:
-    """Load config, build the session, run ``body``, always stop the session.
+def run(
+    args: argparse.Namespace,
+    body: Callable[[SparkSession, AppConfig], None],
+    *,
+    preflight: Callable[[AppConfig], None] | None = None,
+) -> int:
+    """Load config, run ``preflight`` (before any Spark), build the session, run ``body``.
+
+    The session is always stopped.
 
     Returns the process exit code: 0 on success, 2 for a problem the user can fix (the message
     says which), 1 for anything else.
@@ -61,6 +68,8 @@ def run(args: argparse.Namespace, body: Callable[[SparkSession, AppConfig], None
     spark: SparkSession | None = None
     try:
         cfg = load(args)
+        if preflight is not None:
+            preflight(cfg)
         spark = build_session(cfg)
         body(spark, cfg)
         return 0

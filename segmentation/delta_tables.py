@@ -110,6 +110,13 @@ def resolve_backend(spark: SparkSession, configured: str = "auto") -> Backend:
     return "spark" if has_delta else "embedded"
 
 
+def configured_backend(configured: str, spark_conf: Mapping[str, str]) -> Backend:
+    """The backend a session built with ``spark_conf`` will use (decided before it exists)."""
+    if configured in ("spark", "embedded"):
+        return configured  # type: ignore[return-value]
+    return "spark" if _DELTA_EXTENSION in spark_conf.get("spark.sql.extensions", "") else "embedded"
+
+
 def stage(
     spark: SparkSession, df: DataFrame, path: str, options: WriteOptions, *, backend: Backend
 ) -> StagedWrite:
@@ -133,22 +140,19 @@ def stage(
         return StagedWrite(path=path, backend=backend, options=options, schema=df.schema, df=df)
     staging_rel = f"data-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
     staging_dir = posixpath.join(_local_or_uri(path), staging_rel)
-    ordered = df.select(
-        *[c for c in df.columns if c not in options.partition_by], *options.partition_by
-    )
-    writer = ordered.write.mode("errorifexists")
+    writer = df.write.mode("errorifexists")
     if options.partition_by:
         writer = writer.partitionBy(*options.partition_by)
     staged = StagedWrite(
         path=path,
         backend=backend,
         options=options,
-        schema=ordered.schema,
+        schema=df.schema,
         staging_dir=staging_dir,
     )
     try:
         writer.parquet(staging_dir)
-        staged.adds, staged.rows = _collect_adds(path, staging_rel, ordered.schema, options)
+        staged.adds, staged.rows = _collect_adds(path, staging_rel, df.schema, options)
     except BaseException:
         abort(staged)
         raise
@@ -166,8 +170,13 @@ def commit(spark: SparkSession, staged: StagedWrite) -> int:
         return _commit_spark(spark, staged)
     arrow_schema = to_arrow_schema(staged.schema, timezone="UTC")
     delta_schema = DeltaSchema.from_arrow(arrow_schema)
+    write_id = posixpath.basename(staged.staging_dir or "")
     props = CommitProperties(
-        custom_metadata={**opts.metadata, "writer": "segmentation-embedded"},
+        custom_metadata={
+            **opts.metadata,
+            "writer": "segmentation-embedded",
+            "segmentation.write_id": write_id,
+        },
         app_transactions=(
             [Transaction(opts.idempotency_key, _TXN_VERSION)] if opts.idempotency_key else None
         ),
@@ -215,7 +224,7 @@ def commit(spark: SparkSession, staged: StagedWrite) -> int:
     except Exception as exc:
         abort(staged)
         raise TableError(f"commit to Delta table {staged.path} failed: {exc}") from exc
-    staged.committed_version = table.version()
+    staged.committed_version = _version_of_write(location, write_id)
     return staged.committed_version
 
 
@@ -309,7 +318,8 @@ def read_table(
     for key, files in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
         part = spark.read.schema(T.StructType(data_fields)).parquet(*files)
         for col, value in zip(part_cols, key, strict=True):
-            part = part.withColumn(col, F.lit(value).cast(types[col]))
+            # CASE without ELSE keeps the column nullable, as the table schema declares it.
+            part = part.withColumn(col, F.when(F.lit(True), F.lit(value)).cast(types[col]))
         frames.append(part.select(*spark_schema.names))
     return reduce(DataFrame.unionByName, frames)
 
@@ -501,6 +511,15 @@ def _check_compatible(
             f"changed {changed}); the columns changed with the configuration: write to a new "
             "table location or replace the whole table"
         )
+
+
+def _version_of_write(location: str, write_id: str) -> int:
+    """The version our commit got: found by its write id, since other writers may commit too."""
+    table = DeltaTable(location)
+    for entry in table.history(limit=100):
+        if entry.get("segmentation.write_id") == write_id:
+            return int(entry["version"])
+    raise TableError(f"commit {write_id} to {location} is not in the table's recent history")
 
 
 def _open(location: str) -> DeltaTable | None:

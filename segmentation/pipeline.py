@@ -95,6 +95,12 @@ class FeaturesResult:
     feature_columns: tuple[str, ...]
 
 
+def check_inputs(cfg: AppConfig) -> None:
+    """Fail before any Spark work if the events path or a mapped column is missing."""
+    backend = delta_tables.configured_backend(cfg.storage.delta_backend, cfg.spark.conf)
+    sources.check_source(cfg.input.events, cfg.events_path(), backend=backend)
+
+
 def build_features(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
     """Compute ``customer_features`` as of ``features.as_of`` and replace that snapshot."""
     backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)

@@ -1,0 +1,86 @@
+"""Config loading: layering, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from segmentation.config import load_config, mask_uri, to_dict
+from segmentation.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "base.yaml").write_text((CONF / "base.yaml").read_text())
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(text)
+    return overlay
+
+
+def test_load_config_merges_base_overlay_and_overrides():
+    cfg = load_config(CONF / "local.yaml", overrides=["training.k_max=7", "features.as_of=2024-06-30"])
+    assert cfg.training.k_max == 7
+    assert cfg.features.as_of == dt.date(2024, 6, 30)
+    assert cfg.features.categories is not None and "electronics" in cfg.features.categories
+    assert cfg.training.algorithm == "kmeans"  # from base.yaml
+    assert cfg.input.events.event_types.return_ == ("return", "refund")
+
+
+def test_load_config_cluster_overlay_keeps_base_spark_conf_keys():
+    cfg = load_config(CONF / "cluster.yaml")
+    assert cfg.spark.master is None
+    assert cfg.spark.conf["spark.sql.adaptive.enabled"] == "true"
+    assert cfg.tracking.tracking_uri.startswith("http://")
+
+
+def test_load_config_rejects_unknown_key(tmp_path):
+    overlay = write(tmp_path, "training:\n  k_maxx: 4\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'training.k_maxx'"):
+        load_config(overlay)
+
+
+def test_load_config_rejects_wrong_type_naming_key(tmp_path):
+    overlay = write(tmp_path, "training:\n  k_max: many\n")
+    with pytest.raises(ConfigError, match=r"'training.k_max' must be an integer"):
+        load_config(overlay)
+
+
+def test_load_config_rejects_empty_k_range():
+    with pytest.raises(ConfigError, match=r"training.k_max \(3\) must be >= k_min \(5\)"):
+        load_config(CONF / "local.yaml", overrides=["training.k_min=5", "training.k_max=3"])
+
+
+def test_load_config_rejects_unparseable_as_of():
+    with pytest.raises(ConfigError, match=r"'features.as_of' must be a date"):
+        load_config(CONF / "local.yaml", overrides=["features.as_of=31/12/2025"])
+
+
+def test_load_config_rejects_negative_window():
+    with pytest.raises(ConfigError, match=r"features.windows_days must all be >= 1"):
+        load_config(CONF / "local.yaml", overrides=["features.windows_days=[30, -5]"])
+
+
+def test_load_config_rejects_unknown_algorithm():
+    with pytest.raises(ConfigError, match=r"'training.algorithm' must be one of"):
+        load_config(CONF / "local.yaml", overrides=["training.algorithm=dbscan"])
+
+
+def test_load_config_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_to_dict_masks_secrets():
+    cfg = load_config(
+        CONF / "local.yaml",
+        overrides=[
+            "tracking.tracking_uri=http://bob:hunter2@127.0.0.1:5001",
+            "spark.conf={spark.hadoop.fs.s3a.secret.key: hunter2, spark.hadoop.fs.s3a.access_key: AKIA}",
+        ],
+    )
+    text = str(to_dict(cfg))
+    assert "hunter2" not in text and "AKIA" not in text
+    assert mask_uri("https://u:p@host/x") == "https://u:***@host/x"
