@@ -59,6 +59,10 @@ class Scaling:
     transforms: tuple[str, ...]
     means: tuple[float, ...]
     stds: tuple[float, ...]
+    # Added to every scaled value. Spark's BisectingKMeans splits a cluster by perturbing its
+    # centre by 1e-4 * norm(centre): a root cluster centred exactly at the origin (which is
+    # where standard scaling puts it) can never split. Distances do not change with a shift.
+    offset: float = 0.0
 
     @property
     def scaled_columns(self) -> list[str]:
@@ -72,7 +76,8 @@ class Scaling:
         ):
             value = _transformed_sql(feature, transform)
             parts.append(
-                f"COALESCE(({value} - {_sql_double(mean)}) / {_sql_double(std)}, 0D) AS `{out}`"
+                f"COALESCE(({value} - {_sql_double(mean)}) / {_sql_double(std)}, 0D)"
+                f" + {_sql_double(self.offset)} AS `{out}`"
             )
         return SQLTransformer(statement=f"SELECT *, {', '.join(parts)} FROM __THIS__")
 
@@ -82,7 +87,7 @@ class Scaling:
         for z, transform, mean, std in zip(
             scaled, self.transforms, self.means, self.stds, strict=True
         ):
-            t = z * std + mean
+            t = (z - self.offset) * std + mean
             values.append(math.copysign(math.expm1(abs(t)), t) if transform == "log1p" else t)
         return values
 
@@ -93,6 +98,7 @@ def fit_scaling(
     *,
     transforms: Mapping[str, str] | None = None,
     default_transform: str = "log1p",
+    offset: float = 0.0,
 ) -> Scaling:
     """Means and standard deviations of the transformed features, in one pass over ``df``.
 
@@ -118,7 +124,7 @@ def fit_scaling(
         float(row[f"s{i}"]) if row[f"s{i}"] and row[f"s{i}"] > _STD_FLOOR else 1.0
         for i in range(len(features))
     )
-    return Scaling(tuple(features), chosen, means, stds)
+    return Scaling(tuple(features), chosen, means, stds, offset)
 
 
 @dataclass(frozen=True)
@@ -225,7 +231,11 @@ class SegmentationKMeans:
 
     def fit_scaling(self, df: DataFrame) -> Scaling:
         return fit_scaling(
-            df, self.features, transforms=self.transforms, default_transform=self.default_transform
+            df,
+            self.features,
+            transforms=self.transforms,
+            default_transform=self.default_transform,
+            offset=1.0 if self.algorithm == "bisecting_kmeans" else 0.0,
         )
 
     def clusterer(self) -> KMeans | BisectingKMeans:

@@ -184,33 +184,34 @@ def _base_name(seg: SegmentProfile) -> str:
     return "Occasional buyers"
 
 
+# Relative wording: used to tell apart segments that would otherwise share a name.
 _TRAIT_WORDS = {
-    feat.MONETARY: ("high spend", "low spend"),
-    feat.FREQUENCY: ("frequent", "infrequent"),
-    feat.RECENCY: ("long inactive", "recently active"),
-    feat.TENURE: ("long-standing", "recent joiners"),
-    feat.AOV: ("large baskets", "small baskets"),
-    feat.DISCOUNT_SHARE: ("discount-driven", "full-price"),
-    feat.RETURN_RATE: ("many returns", "few returns"),
+    feat.MONETARY: ("higher spend", "lower spend"),
+    feat.FREQUENCY: ("more frequent", "less frequent"),
+    feat.RECENCY: ("longer inactive", "more recently active"),
+    feat.TENURE: ("longer-standing", "newer"),
+    feat.AOV: ("larger baskets", "smaller baskets"),
+    feat.DISCOUNT_SHARE: ("more discount-driven", "less discount-driven"),
+    feat.RETURN_RATE: ("more returns", "fewer returns"),
 }
 
 
 def name_segments(profiles: Profiles) -> dict[int, str]:
     """A descriptive, unique name per segment, derived only from the profiles.
 
-    The same profiles always give the same names. Segments that would share a name are told
-    apart by their most distinctive remaining trait, then by their id.
+    The same profiles always give the same names. Segments that would share a name get the
+    trait on which each differs most from the others of that group, then their id if needed.
     """
     base = {seg.segment_id: _base_name(seg) for seg in profiles.segments}
-    counts: dict[str, int] = {}
-    for name in base.values():
-        counts[name] = counts.get(name, 0) + 1
-    names: dict[int, str] = {}
+    groups: dict[str, list[SegmentProfile]] = {}
     for seg in profiles.segments:
-        name = base[seg.segment_id]
-        if counts[name] > 1:
-            name = f"{name} ({_trait(seg)})"
-        names[seg.segment_id] = name
+        groups.setdefault(base[seg.segment_id], []).append(seg)
+    names: dict[int, str] = {}
+    for name, members in groups.items():
+        for seg in members:
+            names[seg.segment_id] = (
+                f"{name} ({_distinguishing_trait(seg, members)})" if len(members) > 1 else name
+            )
     seen: dict[str, int] = {}
     for seg_id in sorted(names):
         seen[names[seg_id]] = seen.get(names[seg_id], 0) + 1
@@ -219,10 +220,15 @@ def name_segments(profiles: Profiles) -> dict[int, str]:
     return names
 
 
-def _trait(seg: SegmentProfile) -> str:
-    scored = [(abs(seg.z(f)), f) for f in _TRAIT_WORDS if f in seg.stats]
+def _distinguishing_trait(seg: SegmentProfile, group: Sequence[SegmentProfile]) -> str:
+    scored = []
+    for feature in _TRAIT_WORDS:
+        if feature not in seg.stats:
+            continue
+        group_mean = sum(other.z(feature) for other in group) / len(group)
+        scored.append((abs(seg.z(feature) - group_mean), feature, seg.z(feature) - group_mean))
     if not scored:
         return f"segment {seg.segment_id}"
-    _, feature = max(scored, key=lambda t: (t[0], t[1]))
-    high, low = _TRAIT_WORDS[feature]
-    return high if seg.z(feature) > 0 else low
+    _, feature, delta = max(scored, key=lambda t: (t[0], t[1]))
+    more, less = _TRAIT_WORDS[feature]
+    return more if delta > 0 else less

@@ -1,0 +1,132 @@
+"""Scaling + clustering pipeline, k selection rules, and assignment."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from pyspark.ml import PipelineModel
+from pyspark.testing import assertDataFrameEqual
+
+from segmentation import clustering
+from segmentation.clustering import Candidate, SegmentationKMeans
+from segmentation.errors import InputError
+
+CENTRES = {"big": (0.0, 0.0, 90), "mid": (10.0, 10.0, 60), "small": (0.0, 20.0, 30)}
+
+
+@pytest.fixture(scope="module")
+def blobs(spark):
+    rng = random.Random(7)
+    rows = []
+    for label, (x, y, n) in CENTRES.items():
+        for i in range(n):
+            rows.append((f"{label}{i}", label, x + rng.gauss(0, 0.5), y + rng.gauss(0, 0.5), 5.0))
+    return spark.createDataFrame(rows, "customer_id string, truth string, x double, y double, flat double").cache()
+
+
+def estimator(**kw):
+    return SegmentationKMeans(
+        features=["x", "y", "flat"], default_transform="none", seed=3, **kw
+    )
+
+
+def test_select_k_recovers_three_blobs(blobs):
+    est = estimator()
+    scaling = est.fit_scaling(blobs)
+    selection = clustering.select_k(
+        est, blobs, k_values=range(2, 7), scaling=scaling, sample_rows=1000,
+        min_segment_share=0.05, tolerance=0.02, n_init=2,
+    )  # fmt: skip
+    assert selection.chosen_k == 3
+    assert [c.k for c in selection.candidates] == [2, 3, 4, 5, 6]
+    assert selection.sample_rows == 180
+    best = max(selection.candidates, key=lambda c: c.silhouette)
+    assert best.k == 3
+
+
+def test_fit_numbers_segments_by_size_and_assigns_every_row(blobs):
+    model = estimator(k=3).fit(blobs)
+    assigned = model.transform(blobs)
+    pairs = {(r["truth"], r["segment_id"]) for r in assigned.select("truth", "segment_id").collect()}
+    assert pairs == {("big", 1), ("mid", 2), ("small", 3)}
+    assert model.sizes == {1: 90, 2: 60, 3: 30}
+    assert assigned.count() == 180
+
+
+def test_fit_distance_is_euclidean_in_scaled_space(blobs):
+    model = estimator(k=3).fit(blobs)
+    row = model.transform(blobs).where("customer_id = 'mid0'").first()
+    s = model.scaling
+    z = [(row["x"] - s.means[0]) / s.stds[0], (row["y"] - s.means[1]) / s.stds[1], 0.0]
+    assert s.offset == 0.0
+    centre = model.centers_scaled[row["segment_id"]]
+    expected = math.sqrt(sum((a - b) ** 2 for a, b in zip(z, centre, strict=True)))
+    assert row["distance"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_zero_variance_feature_scales_to_zero_not_nan(blobs):
+    scaling = estimator().fit_scaling(blobs)
+    assert scaling.stds[2] == 1.0
+    model = estimator(k=3).fit(blobs, scaling=scaling)
+    assert all(c[2] == 0.0 for c in model.centers_scaled.values())
+
+
+def test_saved_pipeline_assigns_the_same_segments(blobs, tmp_path):
+    model = estimator(k=3).fit(blobs)
+    model.pipeline.save(str(tmp_path / "m"))
+    loaded = PipelineModel.load(str(tmp_path / "m"))
+    assertDataFrameEqual(clustering.assign(loaded, blobs), model.transform(blobs))
+
+
+def test_fit_with_fewer_customers_than_k_is_a_clear_error(blobs):
+    with pytest.raises(InputError, match="cannot make 5 segments from 3 customers"):
+        estimator(k=5).fit(blobs.limit(3))
+
+
+def test_fit_scaling_missing_feature_names_config_key(blobs):
+    with pytest.raises(InputError, match=r"\['nope'\] \(config key training.features\)"):
+        SegmentationKMeans(features=["x", "nope"]).fit_scaling(blobs)
+
+
+def test_bisecting_kmeans_also_recovers_blobs(blobs):
+    # Standard scaling centres the data at the origin, where Spark's bisection cannot split.
+    model = estimator(k=3, algorithm="bisecting_kmeans").fit(blobs)
+    assert model.scaling.offset == 1.0
+    pairs = {(r["truth"], r["segment_id"]) for r in model.transform(blobs).collect()}
+    assert pairs == {("big", 1), ("mid", 2), ("small", 3)}
+
+
+def test_scaling_to_original_inverts_log1p():
+    s = clustering.Scaling(("m",), ("log1p",), (2.0,), (0.5,))
+    z = (math.log1p(100.0) - 2.0) / 0.5
+    assert s.to_original([z])[0] == pytest.approx(100.0)
+
+
+def cand(k, sil, sizes):
+    return Candidate(k=k, silhouette=sil, cost=0.0, sizes=sizes, seed=1)
+
+
+def test_choose_prefers_smallest_k_within_tolerance():
+    k, reason = clustering._choose(
+        [cand(2, 0.60, (50, 50)), cand(3, 0.70, (40, 30, 30)), cand(4, 0.71, (25,) * 4)],
+        min_segment_share=0.05, tolerance=0.02,
+    )  # fmt: skip
+    assert k == 3
+    assert "smallest k" in reason
+
+
+def test_choose_rejects_k_with_a_tiny_segment():
+    k, _ = clustering._choose(
+        [cand(2, 0.50, (50, 50)), cand(3, 0.90, (98, 1, 1))],
+        min_segment_share=0.05, tolerance=0.02,
+    )  # fmt: skip
+    assert k == 2
+
+
+def test_choose_falls_back_to_best_silhouette_when_no_k_meets_share():
+    k, reason = clustering._choose(
+        [cand(2, 0.50, (99, 1)), cand(3, 0.60, (98, 1, 1))], min_segment_share=0.05, tolerance=0.0
+    )
+    assert k == 3 and "no k had every segment" in reason
