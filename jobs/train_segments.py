@@ -8,9 +8,7 @@ from segmentation import cli, pipeline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = cli.parser("Train customer segments and write membership and profiles").parse_args(
-        argv
-    )
+    args = cli.parser("Train customer segments and write membership and profiles").parse_args(argv)
 
     def body(spark, cfg):  # type: ignore[no-untyped-def]
         result = pipeline.train_segments(spark, cfg)

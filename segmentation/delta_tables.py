@@ -36,6 +36,7 @@ from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import (
     AddAction,
     CommitProperties,
+    RemoveAction,
     Transaction,
     create_table_with_add_actions,
 )
@@ -204,7 +205,9 @@ def commit(spark: SparkSession, staged: StagedWrite) -> int:
             return 0
     assert table is not None
     if opts.idempotency_key and table.transaction_version(opts.idempotency_key) is not None:
-        log.info("%s already holds write %s: not committed again", staged.path, opts.idempotency_key)
+        log.info(
+            "%s already holds write %s: not committed again", staged.path, opts.idempotency_key
+        )
         abort(staged)
         staged.committed_version = table.version()
         return staged.committed_version
@@ -213,8 +216,9 @@ def commit(spark: SparkSession, staged: StagedWrite) -> int:
     if opts.mode == "overwrite" and opts.replace_partitions:
         filters = [(k, "=", _partition_string(v)) for k, v in opts.replace_partitions.items()]
     try:
+        actions: list[AddAction | RemoveAction] = list(staged.adds)
         table.create_write_transaction(
-            staged.adds,
+            actions,
             opts.mode,
             delta_schema,
             partition_by=list(opts.partition_by) or None,
@@ -304,20 +308,20 @@ def read_table(
     actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
     groups: dict[tuple[Any, ...], list[str]] = {}
     for action in actions:
-        key = tuple(action.get(f"partition.{c}") for c in part_cols)
+        part_key = tuple(action.get(f"partition.{c}") for c in part_cols)
         if partitions and any(
             _partition_string(action.get(f"partition.{k}")) != _partition_string(v)
             for k, v in partitions.items()
         ):
             continue
-        groups.setdefault(key, []).append(posixpath.join(location, action["path"]))
+        groups.setdefault(part_key, []).append(posixpath.join(location, action["path"]))
     if not groups:
         return spark.createDataFrame([], spark_schema)
     types = {f.name: f.dataType for f in spark_schema.fields}
     frames = []
-    for key, files in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
+    for part_key, files in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
         part = spark.read.schema(T.StructType(data_fields)).parquet(*files)
-        for col, value in zip(part_cols, key, strict=True):
+        for col, value in zip(part_cols, part_key, strict=True):
             # CASE without ELSE keeps the column nullable, as the table schema declares it.
             part = part.withColumn(col, F.when(F.lit(True), F.lit(value)).cast(types[col]))
         frames.append(part.select(*spark_schema.names))

@@ -170,8 +170,10 @@ def _daily(
 
 def _with_order_gaps(daily: DataFrame) -> DataFrame:
     """Adds ``order_gap``: days since the previous day with an order, on days with an order."""
-    previous = Window.partitionBy(CUSTOMER_ID).orderBy("event_date").rowsBetween(
-        Window.unboundedPreceding, -1
+    previous = (
+        Window.partitionBy(CUSTOMER_ID)
+        .orderBy("event_date")
+        .rowsBetween(Window.unboundedPreceding, -1)
     )
     order_day = F.col("orders") > 0
     prev_order_date = F.last(F.when(order_day, F.col("event_date")), ignorenulls=True).over(
@@ -263,16 +265,21 @@ def _finalise(
     ]
     columns += [F.col(f"orders_{w}d").cast("long").alias(f"orders_{w}d") for w in windows_days]
     columns.append(monetary.cast("double").alias(MONETARY))
-    columns += [F.col(f"monetary_{w}d").cast("double").alias(f"monetary_{w}d") for w in windows_days]
+    columns += [
+        F.col(f"monetary_{w}d").cast("double").alias(f"monetary_{w}d") for w in windows_days
+    ]
+    gap_mean = F.when(censored, since_first_order).otherwise(F.col("gap_mean"))
+    gap_std = F.when(censored, 0.0).otherwise(F.col("gap_std"))
+    gap_max = F.when(censored, since_first_order).otherwise(F.col("gap_max"))
     columns += [
         _ratio(monetary, frequency).alias(AOV),
         F.col(ACTIVE_DAYS).cast("long").alias(ACTIVE_DAYS),
-        F.when(censored, since_first_order).otherwise(F.col("gap_mean")).cast("double").alias(IPI_MEAN),
-        F.when(censored, 0.0).otherwise(F.col("gap_std")).cast("double").alias(IPI_STD),
-        F.when(censored, since_first_order).otherwise(F.col("gap_max")).cast("double").alias(IPI_MAX),
+        gap_mean.cast("double").alias(IPI_MEAN),
+        gap_std.cast("double").alias(IPI_STD),
+        gap_max.cast("double").alias(IPI_MAX),
         _ratio(recent - earlier, recent + earlier).alias(TREND),
         _ratio(F.col("return_amount"), monetary).alias(RETURN_RATE),
-    ]  # fmt: skip
+    ]
     if with_discount:
         columns.append(_ratio(F.col("discounted_orders"), frequency).alias(DISCOUNT_SHARE))
     if categories:

@@ -337,7 +337,9 @@ def _track_and_write(
         model.pipeline, registered_model=tc.registered_model, pyspark_version=pyspark.__version__
     )
     mlflow.set_tag("model_version", str(version))
-    name_map = F.create_map(*[x for sid, nm in sorted(names.items()) for x in (F.lit(sid), F.lit(nm))])
+    name_map = F.create_map(
+        *[x for sid, nm in sorted(names.items()) for x in (F.lit(sid), F.lit(nm))]
+    )
     membership = assigned.select(
         feat.CUSTOMER_ID,
         F.lit(fc.as_of).alias(feat.AS_OF),
@@ -495,9 +497,7 @@ def format_training_summary(result: TrainResult, cfg: AppConfig) -> str:
     ]
     for s in result.segments:
         values = "  ".join(f"{_fmt(s.means.get(f)):>15}" for f in shown)
-        lines.append(
-            f"{s.segment_id:>3}  {s.name[:34]:<34} {s.size:>9} {s.share:>6.1%}  {values}"
-        )
+        lines.append(f"{s.segment_id:>3}  {s.name[:34]:<34} {s.size:>9} {s.share:>6.1%}  {values}")
     lines += ["", "(feature columns show segment means in original units)"]
     if result.ari_vs_truth is not None:
         lines.append(f"Adjusted Rand index vs planted archetypes: {result.ari_vs_truth:.3f}")

@@ -115,6 +115,9 @@ def read_events(
         c = col(canonical)
         return F.lower(F.trim(c.cast("string"))) if c is not None else F.lit(None).cast("string")
 
+    def text_or_null(c: Column | None) -> Column:
+        return c.cast("string") if c is not None else F.lit(None).cast("string")
+
     def number(canonical: str) -> Column:
         c = col(canonical)
         return c.try_cast("double") if c is not None else F.lit(None).cast("double")
@@ -124,18 +127,14 @@ def read_events(
         event_time.alias("event_time"),
         amount.try_cast("double").alias("amount"),
         (
-            _event_type(event_type, source.event_types)
-            if event_type is not None
-            else F.lit(ORDER)
+            _event_type(event_type, source.event_types) if event_type is not None else F.lit(ORDER)
         ).alias("event_type"),
         text("category").alias("category"),
         text("channel").alias("channel"),
         text("device").alias("device"),
         number("quantity").alias("quantity"),
         number("discount").alias("discount"),
-        (col("event_id").cast("string") if col("event_id") is not None else F.lit(None))
-        .cast("string")
-        .alias("event_id"),
+        text_or_null(col("event_id")).alias("event_id"),
     )
     return EventSource(events=events, present=frozenset(mapped))
 

@@ -23,13 +23,13 @@ def blobs(spark):
     for label, (x, y, n) in CENTRES.items():
         for i in range(n):
             rows.append((f"{label}{i}", label, x + rng.gauss(0, 0.5), y + rng.gauss(0, 0.5), 5.0))
-    return spark.createDataFrame(rows, "customer_id string, truth string, x double, y double, flat double").cache()
+    return spark.createDataFrame(
+        rows, "customer_id string, truth string, x double, y double, flat double"
+    ).cache()
 
 
 def estimator(**kw):
-    return SegmentationKMeans(
-        features=["x", "y", "flat"], default_transform="none", seed=3, **kw
-    )
+    return SegmentationKMeans(features=["x", "y", "flat"], default_transform="none", seed=3, **kw)
 
 
 def test_select_k_recovers_three_blobs(blobs):
@@ -49,7 +49,9 @@ def test_select_k_recovers_three_blobs(blobs):
 def test_fit_numbers_segments_by_size_and_assigns_every_row(blobs):
     model = estimator(k=3).fit(blobs)
     assigned = model.transform(blobs)
-    pairs = {(r["truth"], r["segment_id"]) for r in assigned.select("truth", "segment_id").collect()}
+    pairs = {
+        (r["truth"], r["segment_id"]) for r in assigned.select("truth", "segment_id").collect()
+    }
     assert pairs == {("big", 1), ("mid", 2), ("small", 3)}
     assert model.sizes == {1: 90, 2: 60, 3: 30}
     assert assigned.count() == 180

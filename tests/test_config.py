@@ -21,7 +21,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_load_config_merges_base_overlay_and_overrides():
-    cfg = load_config(CONF / "local.yaml", overrides=["training.k_max=7", "features.as_of=2024-06-30"])
+    cfg = load_config(
+        CONF / "local.yaml", overrides=["training.k_max=7", "features.as_of=2024-06-30"]
+    )
     assert cfg.training.k_max == 7
     assert cfg.features.as_of == dt.date(2024, 6, 30)
     assert cfg.features.categories is not None and "electronics" in cfg.features.categories
@@ -78,7 +80,8 @@ def test_to_dict_masks_secrets():
         CONF / "local.yaml",
         overrides=[
             "tracking.tracking_uri=http://bob:hunter2@127.0.0.1:5001",
-            "spark.conf={spark.hadoop.fs.s3a.secret.key: hunter2, spark.hadoop.fs.s3a.access_key: AKIA}",
+            "spark.conf={spark.hadoop.fs.s3a.secret.key: hunter2, "
+            "spark.hadoop.fs.s3a.access_key: AKIA}",
         ],
     )
     text = str(to_dict(cfg))

@@ -18,7 +18,9 @@ def test_ari_is_one_for_identical_partitions_up_to_relabelling():
 
 def test_ari_matches_hand_computed_value():
     # truth {0,0,1,1}, pred {0,0,1,2}: index 1, expected 2*1/6 = 1/3, max 1.5 -> (1-1/3)/(1.5-1/3)
-    assert adjusted_rand_index_from_counts(counts([0, 0, 1, 1], [0, 0, 1, 2])) == pytest.approx(4 / 7)
+    assert adjusted_rand_index_from_counts(counts([0, 0, 1, 1], [0, 0, 1, 2])) == pytest.approx(
+        4 / 7
+    )
 
 
 def test_ari_on_spark_columns(spark):

@@ -92,9 +92,7 @@ def test_compute_features_monetary_windows_and_aov(spark, computed):
         "customer_id string, monetary_total double, monetary_30d double, monetary_90d double, "
         "avg_order_value double",
     )
-    actual = computed.select(
-        "customer_id", feat.MONETARY, "monetary_30d", "monetary_90d", feat.AOV
-    )
+    actual = computed.select("customer_id", feat.MONETARY, "monetary_30d", "monetary_90d", feat.AOV)
     assertDataFrameEqual(actual, expected)
 
 

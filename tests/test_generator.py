@@ -54,7 +54,9 @@ def test_generate_sizes_and_time_range(spark):
 
 def test_generate_archetype_shares_follow_weights(spark):
     truth = sample(spark, customers=6000, events=6000 * 3).segment_truth
-    counts = {r["true_segment"]: r["count"] for r in truth.groupBy("true_segment").count().collect()}
+    counts = {
+        r["true_segment"]: r["count"] for r in truth.groupBy("true_segment").count().collect()
+    }
     for archetype in gen.ARCHETYPES:
         assert counts[archetype.name] / 6000 == pytest.approx(archetype.weight, abs=0.025)
 
@@ -64,7 +66,11 @@ def test_generate_amounts_follow_event_types(spark):
     by_type = {
         r["event_type"]: r
         for r in ev.groupBy("event_type")
-        .agg(F.min("amount").alias("lo"), F.max("amount").alias("hi"), F.count("category").alias("cat"))
+        .agg(
+            F.min("amount").alias("lo"),
+            F.max("amount").alias("hi"),
+            F.count("category").alias("cat"),
+        )
         .collect()
     }
     assert set(by_type) == {"order", "return", "visit"}

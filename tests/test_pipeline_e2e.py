@@ -88,7 +88,7 @@ def test_membership_has_contract_schema_and_one_row_per_customer(run):
 
 
 def test_customer_features_table_is_partitioned_by_as_of(run):
-    cfg, _, features, _ = run
+    cfg, _, _, _ = run
     t = DeltaTable(cfg.storage.table_path("customer_features"))
     assert t.metadata().partition_columns == ["as_of"]
     f = table(cfg, "customer_features")

@@ -57,7 +57,9 @@ def test_read_events_maps_user_columns_formats_and_types(spark, csv_path):
     assert first[0]["event_type"] == "order" and first[0]["category"] == "home"
     assert first[1]["event_type"] == "return"
     assert [r["event_type"] for r in rows if r["customer_id"] == "c2"] == ["other"]
-    assert src.present == frozenset({"customer_id", "event_time", "amount", "event_type", "category"})
+    assert src.present == frozenset(
+        {"customer_id", "event_time", "amount", "event_type", "category"}
+    )
 
 
 def test_reject_reason_flags_unusable_rows_by_reason(spark, csv_path):
@@ -111,7 +113,9 @@ def test_check_source_missing_parquet_column_names_column_and_key(spark, tmp_pat
     path = str(tmp_path / "events.parquet")
     spark.createDataFrame([("x", 1.0)], "customer_id string, amount double").write.parquet(path)
     src = EventSourceConfig(format="parquet")
-    with pytest.raises(InputError, match=r"column 'event_time' \(config key input.events.columns.event_time\)"):
+    with pytest.raises(
+        InputError, match=r"column 'event_time' \(config key input.events.columns.event_time\)"
+    ):
         sources.check_source(src, path, backend="embedded")
 
 
@@ -120,7 +124,9 @@ def test_read_events_missing_csv_column_names_column(spark, csv_path):
     bad = csv_source(columns=EventColumns(**{**cols.mapped(), "amount": "price",
                                              "channel": None, "device": None, "quantity": None,
                                              "discount": None, "event_id": None}))  # fmt: skip
-    with pytest.raises(InputError, match=r"column 'price' \(config key input.events.columns.amount\)"):
+    with pytest.raises(
+        InputError, match=r"column 'price' \(config key input.events.columns.amount\)"
+    ):
         sources.read_events(spark, bad, csv_path, backend="embedded")
 
 
