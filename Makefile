@@ -51,13 +51,50 @@ format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# --- cluster (a real Spark standalone master + 2 workers and an MLflow server on 127.0.0.1) ---
+SPARK_SUBMIT := $(VENV)/bin/spark-submit
+PY_FILES := dist/segmentation.zip
+SEG_MASTER_PORT ?= 7177
+SEG_MLFLOW_PORT ?= 5001
+export SEG_MASTER_PORT SEG_MLFLOW_PORT
+CLUSTER_CONFIG ?= conf/cluster.yaml
+# spark-submit would look for pyspark with the system python3: point it at the venv's.
+SUBMIT = SPARK_HOME=$$($(PY) -m segmentation.devcluster spark-home) $(SPARK_SUBMIT) --master spark://127.0.0.1:$(SEG_MASTER_PORT) --py-files $(PY_FILES) \
+	$$($(PY) -m segmentation.devcluster submit-conf)
+CLUSTER_ARGS = --config $(CLUSTER_CONFIG) --set tracking.tracking_uri=http://127.0.0.1:$(SEG_MLFLOW_PORT) $(ARGS)
+
+.PHONY: package
+package: setup ## Build dist/segmentation.zip, the library shipped to executors with --py-files
+	@mkdir -p dist
+	rm -f $(PY_FILES)
+	$(PY) -c 'import pathlib, zipfile; z = zipfile.ZipFile("$(PY_FILES)", "w", zipfile.ZIP_DEFLATED); [z.write(p) for p in sorted(pathlib.Path("segmentation").rglob("*.py"))]; z.close()'
+
+.PHONY: cluster-up
+cluster-up: setup ## Start a standalone master, 2 workers, a history server and an MLflow server
+	$(PY) -m segmentation.devcluster up
+
+.PHONY: cluster-down
+cluster-down: ## Stop exactly what cluster-up started
+	@if [ -x $(PY) ]; then $(PY) -m segmentation.devcluster down; fi
+
+.PHONY: cluster-status
+cluster-status: ## Show which dev cluster processes are running
+	$(PY) -m segmentation.devcluster status
+
+.PHONY: submit
+submit: package cluster-up ## spark-submit generate, features and training to the dev cluster
+	$(SUBMIT) jobs/check_cluster.py $(CLUSTER_ARGS)
+	$(SUBMIT) jobs/generate_events.py --if-absent $(CLUSTER_ARGS)
+	$(SUBMIT) jobs/build_features.py $(CLUSTER_ARGS)
+	$(SUBMIT) jobs/train_segments.py $(CLUSTER_ARGS)
+
 .PHONY: mlflow-ui
 mlflow-ui: setup ## Open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 .PHONY: clean
-clean: ## Remove generated tables and the local MLflow store (keeps .venv)
-	rm -rf warehouse mlflow.db mlartifacts spark-warehouse metastore_db derby.log
+clean: cluster-down ## Remove generated tables, the local MLflow store and cluster state (keeps .venv)
+	rm -rf warehouse mlflow.db mlartifacts spark-warehouse metastore_db derby.log .cluster dist
 
 .PHONY: distclean
 distclean: clean ## Also remove .venv

@@ -7,12 +7,14 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from segmentation import tracking
 from segmentation.config import AppConfig, load_config, to_dict
 from segmentation.errors import SegmentationError
-from segmentation.session import build_session
+from segmentation.session import build_session, check_master_reachable, submitted_master
 
 log = logging.getLogger("segmentation")
 
@@ -68,9 +70,11 @@ def run(
     spark: SparkSession | None = None
     try:
         cfg = load(args)
+        check_master_reachable(cfg.spark.master or submitted_master())
+        tracking.check_server(cfg.tracking)
         if preflight is not None:
             preflight(cfg)
-        spark = build_session(cfg)
+        spark = build_session(cfg, job=Path(sys.argv[0]).stem)
         body(spark, cfg)
         return 0
     except SegmentationError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 from pyspark.sql import SparkSession
 
@@ -34,18 +35,29 @@ def require_java() -> None:
         )
 
 
-def build_session(cfg: AppConfig) -> SparkSession:
+def submitted_master() -> str | None:
+    """The master spark-submit was given (None outside spark-submit)."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    from pyspark import SparkConf
+
+    return SparkConf().get("spark.master", None)
+
+
+def build_session(cfg: AppConfig, *, job: str | None = None) -> SparkSession:
     """Build (or reuse) the SparkSession described by ``cfg.spark``.
 
     Args:
         cfg: the application config; ``spark.master`` None leaves the master to spark-submit.
+        job: appended to the application name, so each job is told apart in Spark's UIs.
 
     Returns:
         The active session, with UTC time, microsecond Parquet timestamps and the configured
         shuffle partitions.
     """
     require_java()
-    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    name = f"{cfg.spark.app_name}-{job}" if job else cfg.spark.app_name
+    builder = SparkSession.builder.appName(name)
     if cfg.spark.master:
         builder = builder.master(cfg.spark.master)
     settings = {
@@ -59,3 +71,25 @@ def build_session(cfg: AppConfig) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def check_master_reachable(master: str | None, *, timeout: float = 5.0) -> None:
+    """Fail fast, before any data is written, when a standalone master cannot be reached.
+
+    Without this check Spark retries registration for about a minute and then stops the
+    context with a message about "all masters are unresponsive".
+    """
+    if not master or not master.startswith("spark://"):
+        return
+    errors = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address}: {exc}")
+    raise SegmentationError(
+        f"Spark master {master} is not reachable ({'; '.join(errors)}): start it "
+        "(make cluster-up for the local dev cluster) or fix --master / spark.master"
+    )

@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import mlflow.spark
 from mlflow import MlflowClient
 from pyspark.ml import PipelineModel
 
-from segmentation.config import TrackingConfig
+from segmentation.config import TrackingConfig, mask_uri
 from segmentation.errors import SegmentationError
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,32 @@ log = logging.getLogger(__name__)
 MODEL_ARTIFACT = "model"
 # MLflow caps a param value at 6000 characters; longer values are truncated, never rejected.
 _PARAM_LIMIT = 6000
+
+
+def check_server(cfg: TrackingConfig, *, timeout: float = 5.0) -> None:
+    """Fail fast, before any data is written, when an HTTP tracking server is down.
+
+    Any HTTP answer (even 401/403) counts as reachable; only no answer is an error.
+    """
+    uri = cfg.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    request = urllib.request.Request(url)
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as exc:
+        raise SegmentationError(
+            f"MLflow tracking server {mask_uri(uri)} (tracking.tracking_uri) is not reachable: "
+            f"{getattr(exc, 'reason', exc)}. Start it (make cluster-up for the local one) or fix "
+            "the URI; nothing was written."
+        ) from exc
 
 
 def configure(cfg: TrackingConfig) -> str:

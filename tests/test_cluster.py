@@ -1,0 +1,246 @@
+"""The spark-submit path on a real standalone cluster and MLflow tracking server (loopback).
+
+Brings up a master, two workers, a history server and `mlflow server` with the product's own
+`segmentation.devcluster`, submits the pipeline with `make`'s packaging, checks the results
+through the master's, workers' and history server's JSON endpoints and MLflow's REST API,
+kills a worker during a job, and tears everything down with no process left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from segmentation import generator, pipeline
+from segmentation.config import load_config
+from segmentation.devcluster import DevCluster, Ports, group_members, spark_home
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SIZE = ["generator.customers=1500", "generator.events=45000", "training.k_max=7",
+        "training.n_init=2", "spark.shuffle_partitions=2"]  # fmt: skip
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    p = free_ports(6)
+    dev = DevCluster(
+        root=tmp_path_factory.mktemp("cluster"),
+        ports=Ports(master=p[0], master_ui=p[1], worker_uis=(p[2], p[3]), history=p[4],
+                    mlflow=p[5]),
+    )  # fmt: skip
+    dev.up(timeout=180)
+    pids = dev.running()
+    yield dev
+    dev.down()
+    assert dev.running() == {}
+    leftovers = {name: group_members(pid) for name, pid in pids.items()}
+    assert all(not members for members in leftovers.values()), leftovers
+
+
+@pytest.fixture(scope="module")
+def package():
+    subprocess.run(["make", "package"], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    zip_path = ROOT / "dist" / "segmentation.zip"
+    assert zip_path.is_file()
+    return zip_path
+
+
+def submit(dev: DevCluster, zip_path: Path, job: str, overrides: list[str], *extra: str,
+           wait: bool = True):  # fmt: skip
+    conf = [x for k, v in dev.submit_conf().items() for x in ("--conf", f"{k}={v}")]
+    argv = [
+        str(Path(sys.executable).with_name("spark-submit")),
+        "--master", dev.master_url, "--py-files", str(zip_path), *conf,
+        str(ROOT / "jobs" / f"{job}.py"), *extra, "--config", str(ROOT / "conf" / "cluster.yaml"),
+        *[x for o in overrides for x in ("--set", o)],
+    ]  # fmt: skip
+    env = {**os.environ, "SPARK_HOME": str(spark_home())}
+    if not wait:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def mlflow_get(dev: DevCluster, path: str, **params: str) -> dict:
+    url = f"{dev.tracking_uri}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def app_id(dev: DevCluster, job: str) -> str:
+    apps = dev.master_json()["completedapps"] + dev.master_json()["activeapps"]
+    ids = [a["id"] for a in apps if a["name"] == f"customer-segmentation-{job}"]
+    assert ids, apps
+    return sorted(ids)[-1]
+
+
+def tasks_per_worker(dev: DevCluster, app: str) -> list[int]:
+    """Tasks run by each worker's executors for ``app`` (workers' + history server's JSON)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            executors = dev.history_api(f"applications/{app}/allexecutors")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    tasks = {e["id"]: e["totalTasks"] for e in executors}
+    per_worker = []
+    for i in range(2):
+        info = dev.worker_json(i)
+        mine = [e for e in info["executors"] + info["finishedexecutors"] if e["appid"] == app]
+        per_worker.append(sum(tasks.get(str(e["id"]), 0) for e in mine))
+    return per_worker
+
+
+def test_unreachable_master_fails_before_any_write(tmp_path):
+    (port,) = free_ports(1)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "generate_events.py"),
+         "--config", str(ROOT / "conf" / "cluster.yaml"),
+         "--set", f"spark.master=spark://127.0.0.1:{port}",
+         "--set", f"storage.warehouse={tmp_path / 'wh'}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"Spark master spark://127.0.0.1:{port} is not reachable" in proc.stderr
+    assert not (tmp_path / "wh").exists()
+
+
+def test_tracking_server_down_fails_before_any_write(tmp_path):
+    (port,) = free_ports(1)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "generate_events.py"),
+         "--set", f"tracking.tracking_uri=http://127.0.0.1:{port}",
+         "--set", f"storage.warehouse={tmp_path / 'wh'}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"MLflow tracking server http://127.0.0.1:{port} (tracking.tracking_uri)" in proc.stderr
+    assert "not reachable" in proc.stderr
+    assert not (tmp_path / "wh").exists()
+
+
+def test_executors_import_the_library_shipped_with_py_files(cluster, package):
+    proc = submit(
+        cluster, package, "check_cluster", [f"tracking.tracking_uri={cluster.tracking_uri}"]
+    )
+    origins = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert origins
+    for origin in origins:
+        assert "segmentation.zip/segmentation/__init__.py" in origin["module_file"]
+        # The executors' interpreter cannot import the library by itself: only the zip gives it.
+        alone = subprocess.run([origin["python"], "-c", "import segmentation"],
+                               capture_output=True, text=True, cwd="/")  # fmt: skip
+        assert alone.returncode != 0 and "No module named 'segmentation'" in alone.stderr
+    assert {Path(o["executor_dir"]).parts[-3] for o in origins} <= {"work-1", "work-2"}
+
+
+def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_path_factory):
+    base = tmp_path_factory.mktemp("pipelines")
+    cluster_wh, local_wh = base / "cluster-wh", base / "local-wh"
+    overrides = [*SIZE, f"storage.warehouse={cluster_wh}",
+                 f"tracking.tracking_uri={cluster.tracking_uri}"]  # fmt: skip
+    for job, extra in (("generate_events", ()), ("build_features", ()), ("train_segments", ())):
+        submit(cluster, package, job, overrides, *extra)
+
+    # Tasks of the feature job ran on both workers (workers' and history server's JSON).
+    per_worker = tasks_per_worker(cluster, app_id(cluster, "build_features"))
+    assert all(n > 0 for n in per_worker), per_worker
+
+    # The same seed and data in local mode give the same membership.
+    local_cfg = load_config(
+        ROOT / "conf" / "local.yaml",
+        overrides=[*SIZE, f"storage.warehouse={local_wh}",
+                   f"tracking.tracking_uri=sqlite:///{base / 'local-mlflow.db'}",
+                   f"tracking.artifact_location={base / 'local-mlartifacts'}"],
+    )  # fmt: skip
+    pipeline.generate(spark, local_cfg)
+    pipeline.build_features(spark, local_cfg)
+    pipeline.train_segments(spark, local_cfg)
+    cols = ["customer_id", "as_of", "segment_id", "segment_name", "distance"]
+    on_cluster = (
+        pl.read_delta(str(cluster_wh / "segment_membership")).select(cols).sort("customer_id")
+    )
+    in_local = pl.read_delta(str(local_wh / "segment_membership")).select(cols).sort("customer_id")
+    assert on_cluster.height == 1500
+    assert on_cluster.drop("distance").equals(in_local.drop("distance"))
+    assert (on_cluster["distance"] - in_local["distance"]).abs().max() < 1e-9
+
+    # The run and the model version exist on the tracking server (REST over HTTP).
+    alias = mlflow_get(cluster, "registered-models/alias", name="customer_segments",
+                       alias="champion")["model_version"]  # fmt: skip
+    run = mlflow_get(cluster, "runs/get", run_id=alias["run_id"])["run"]
+    assert run["info"]["status"] == "FINISHED"
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert metrics["chosen_k"] == on_cluster["segment_id"].n_unique()
+    membership = pl.read_delta(str(cluster_wh / "segment_membership"))
+    assert membership["model_version"].unique().to_list() == [int(alias["version"])]
+    assert membership["run_id"].unique().to_list() == [alias["run_id"]]
+
+
+def test_job_survives_a_worker_killed_mid_job(spark, cluster, package, tmp_path_factory):
+    base = tmp_path_factory.mktemp("fault")
+    size = [
+        "generator.customers=20000",
+        "generator.events=600000",
+        "spark.shuffle_partitions=4",
+        f"storage.warehouse={base / 'wh'}",
+        f"tracking.tracking_uri={cluster.tracking_uri}",
+    ]
+    proc = submit(cluster, package, "generate_events", size, "--set", "generator.partitions=8",
+                  wait=False)  # fmt: skip
+    # Wait until the application has an executor on both workers, then kill worker 2 (and
+    # with its process group, its executor) while the job runs.
+    deadline = time.monotonic() + 180
+    killed = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            active = cluster.master_json()["activeapps"]
+            running = [cluster.worker_json(i)["executors"] for i in range(2)]
+        except OSError:
+            time.sleep(0.5)
+            continue
+        if active and all(running):
+            time.sleep(2)
+            cluster.stop("worker-2", sig=signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.5)
+    _, stderr = proc.communicate(timeout=900)
+    assert killed, "the job finished before a worker could be killed"
+    assert proc.returncode == 0, stderr[-4000:]
+    events = pl.read_delta(str(base / "wh" / "events"))
+    g = load_config(ROOT / "conf" / "base.yaml").generator
+    expected = generator.generate(
+        spark, customers=20000, events=600000, seed=g.seed, start_date=g.start_date,
+        end_date=g.end_date,
+    ).events.count()  # fmt: skip
+    assert events.height == expected
+    assert events["event_id"].n_unique() == events.height  # nothing written twice
