@@ -16,7 +16,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"customer_features as of {r.as_of}: {r.customers:,} customers, "
             f"{len(r.feature_columns)} features, table version {r.version} "
-            f"(events {r.events_path} version {r.events_version}; rejected rows: {rejected})"
+            f"(events {r.events_path} version {r.events_version}: {r.input_rows:,} rows; "
+            f"quarantined in rejected_events: {rejected}; MLflow run {r.run_id})"
         )
 
     return cli.run(args, body, preflight=pipeline.check_inputs)

@@ -125,6 +125,13 @@ class FeatureConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    earliest_event_date: dt.date = dt.date(1990, 1, 1)
+    max_days_after_as_of: int = 366
+    max_reject_share: float = 0.05
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     algorithm: Algorithm = "kmeans"
     k_min: int = 2
@@ -152,6 +159,7 @@ class AppConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     input: InputConfig = field(default_factory=InputConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def events_path(self) -> str:
@@ -328,6 +336,15 @@ def validate(cfg: AppConfig) -> None:
         (all(w >= 1 for w in f.windows_days), "features.windows_days must all be >= 1 day"),
         (f.trend_window_days >= 1, "features.trend_window_days must be >= 1 day"),
         (f.max_levels >= 1, "features.max_levels must be >= 1"),
+        (
+            0 <= cfg.quality.max_reject_share <= 1,
+            "quality.max_reject_share must be in [0, 1] (a share of input rows)",
+        ),
+        (cfg.quality.max_days_after_as_of >= 0, "quality.max_days_after_as_of must be >= 0"),
+        (
+            cfg.quality.earliest_event_date < f.as_of,
+            "quality.earliest_event_date must be before features.as_of",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -232,6 +232,20 @@ def commit(spark: SparkSession, staged: StagedWrite) -> int:
     return staged.committed_version
 
 
+def staged_rows(spark: SparkSession, staged: StagedWrite) -> DataFrame:
+    """The data columns of a staged (not yet committed) embedded write, read back."""
+    data = T.StructType(
+        [f for f in staged.schema.fields if f.name not in staged.options.partition_by]
+    )
+    if staged.backend == "spark":
+        assert staged.df is not None
+        return staged.df.select(*data.names)
+    if not staged.adds:
+        return spark.createDataFrame([], data)
+    location = _local_or_uri(staged.path)
+    return spark.read.schema(data).parquet(*[posixpath.join(location, a.path) for a in staged.adds])
+
+
 def abort(staged: StagedWrite) -> None:
     """Remove the staged files of a write that will not be committed (best effort)."""
     if staged.staging_dir is None or staged.committed_version is not None:

@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segmentation import clustering, delta_tables, profiling, sources, tracking
+from segmentation import clustering, delta_tables, profiling, quality, sources, tracking
 from segmentation import features as feat
 from segmentation import generator as gen
 from segmentation.config import AppConfig, flatten, to_dict
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 EVENTS, CUSTOMERS, TRUTH = "events", "customers", "segment_truth"
 FEATURES, MEMBERSHIP, PROFILES = "customer_features", "segment_membership", "segment_profiles"
+REJECTED = "rejected_events"
 
 
 # --- generate -----------------------------------------------------------------------------
@@ -91,8 +92,10 @@ class FeaturesResult:
     version: int
     events_path: str
     events_version: int | None
+    input_rows: int
     rejected: dict[str, int]
     feature_columns: tuple[str, ...]
+    run_id: str
 
 
 def check_inputs(cfg: AppConfig) -> None:
@@ -102,72 +105,130 @@ def check_inputs(cfg: AppConfig) -> None:
 
 
 def build_features(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
-    """Compute ``customer_features`` as of ``features.as_of`` and replace that snapshot."""
+    """Quarantine unusable events, compute ``customer_features`` as of ``features.as_of``.
+
+    Both tables' snapshots for ``as_of`` are replaced together, and only if the share of
+    rejected input rows is within ``quality.max_reject_share``; otherwise no table changes.
+    The run is tracked in MLflow with the counts per reject reason.
+    """
     backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
+    fc, q = cfg.features, cfg.quality
     events_path = cfg.events_path()
     source = sources.read_events(spark, cfg.input.events, events_path, backend=backend)
-    reason = sources.reject_reason(source.events)
-    counted = source.events.select(reason.alias("reason"))
-    rejected = {
-        r["reason"]: int(r["count"])
-        for r in counted.where(F.col("reason").isNotNull()).groupBy("reason").count().collect()
-    }
-    for why, n in sorted(rejected.items()):
-        log.warning("%d input event(s) excluded from features: %s", n, why)
-    usable = source.events.where(reason.isNull())
-    fc = cfg.features
-
-    def levels(column: str, configured: tuple[str, ...] | None) -> tuple[str, ...]:
-        if column not in source.present:
-            return ()
-        if configured is not None:
-            return configured
-        return feat.discover_levels(usable, column, max_levels=fc.max_levels)
-
-    features_df = feat.compute_features(
-        usable,
-        as_of=fc.as_of,
-        windows_days=fc.windows_days,
-        trend_window_days=fc.trend_window_days,
-        categories=levels("category", fc.categories),
-        channels=levels("channel", fc.channels),
-        devices=levels("device", fc.devices),
-        with_discount="discount" in source.present,
+    split = quality.split_events(
+        source.events,
+        earliest=q.earliest_event_date,
+        latest=fc.as_of + dt.timedelta(days=q.max_days_after_as_of),
     )
     events_version = (
         delta_tables.table_version(events_path) if cfg.input.events.format == "delta" else None
     )
-    options = delta_tables.WriteOptions(
-        mode="overwrite",
-        partition_by=(feat.AS_OF,),
-        replace_partitions={feat.AS_OF: fc.as_of},
-        metadata={
-            "job": "build_features",
-            "as_of": fc.as_of.isoformat(),
-            "events_path": events_path,
-            "events_version": str(events_version),
-            "rejected": json.dumps(rejected, sort_keys=True),
-        },
-    )
-    staged = delta_tables.stage(
-        spark, features_df, cfg.storage.table_path(FEATURES), options, backend=backend
-    )
-    if staged.rows == 0:
-        delta_tables.abort(staged)
-        raise InputError(
-            f"no usable events on or before {fc.as_of} in {events_path} "
-            f"(features.as_of; rejected rows by reason: {rejected or 'none'})"
+    experiment_id = tracking.configure(cfg.tracking)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"build_features {fc.as_of}"):
+        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+        mlflow.set_tag("job", "build_features")
+        tracking.log_params(
+            {
+                "as_of": fc.as_of.isoformat(),
+                "input.events.path": events_path,
+                "input.events.version": events_version,
+                "windows_days": ",".join(map(str, fc.windows_days)),
+                "trend_window_days": fc.trend_window_days,
+                "max_reject_share": q.max_reject_share,
+            }
         )
-    version = delta_tables.commit(spark, staged)
+        snapshot = delta_tables.WriteOptions(
+            mode="overwrite",
+            partition_by=(feat.AS_OF,),
+            replace_partitions={feat.AS_OF: fc.as_of},
+            metadata={
+                "job": "build_features",
+                "run_id": run_id,
+                "as_of": fc.as_of.isoformat(),
+                "events_path": events_path,
+                "events_version": str(events_version),
+            },
+        )
+        rejected_df = split.rejected.select(
+            *sources.CANONICAL_SCHEMA.names,
+            quality.REASON,
+            F.lit(fc.as_of).alias(feat.AS_OF),
+            F.lit(run_id).alias("run_id"),
+        )
+        staged_rejected = delta_tables.stage(
+            spark, rejected_df, cfg.storage.table_path(REJECTED), snapshot, backend=backend
+        )
+        input_rows = source.events.count()
+        rejected = {
+            r[quality.REASON]: int(r["count"])
+            for r in delta_tables.staged_rows(spark, staged_rejected)
+            .groupBy(quality.REASON)
+            .count()
+            .collect()
+        }
+        mlflow.log_metric("input_rows", input_rows)
+        mlflow.log_metric("rejected_rows", staged_rejected.rows)
+        for reason in quality.REASONS:
+            mlflow.log_metric(f"rejected_{reason}", rejected.get(reason, 0))
+        share = staged_rejected.rows / input_rows if input_rows else 0.0
+        if share > q.max_reject_share:
+            delta_tables.abort(staged_rejected)
+            raise InputError(
+                f"{staged_rejected.rows} of {input_rows} input events ({share:.1%}) were "
+                f"rejected, more than quality.max_reject_share ({q.max_reject_share:.1%}); "
+                f"by reason: {_counts(rejected)}. No table was changed: fix the input, or "
+                "raise quality.max_reject_share to write them to rejected_events."
+            )
+        for why, n in sorted(rejected.items()):
+            log.warning("%d input event(s) quarantined in rejected_events: %s", n, why)
+
+        def levels(column: str, configured: tuple[str, ...] | None) -> tuple[str, ...]:
+            if column not in source.present:
+                return ()
+            if configured is not None:
+                return configured
+            return feat.discover_levels(split.clean, column, max_levels=fc.max_levels)
+
+        features_df = feat.compute_features(
+            split.clean,
+            as_of=fc.as_of,
+            windows_days=fc.windows_days,
+            trend_window_days=fc.trend_window_days,
+            categories=levels("category", fc.categories),
+            channels=levels("channel", fc.channels),
+            devices=levels("device", fc.devices),
+            with_discount="discount" in source.present,
+        )
+        staged = delta_tables.stage(
+            spark, features_df, cfg.storage.table_path(FEATURES), snapshot, backend=backend
+        )
+        if staged.rows == 0:
+            delta_tables.abort(staged)
+            delta_tables.abort(staged_rejected)
+            raise InputError(
+                f"no usable events on or before {fc.as_of} in {events_path} "
+                f"({input_rows} input rows; rejected by reason: {_counts(rejected)}); "
+                "check features.as_of and the input. No table was changed."
+            )
+        delta_tables.commit(spark, staged_rejected)
+        version = delta_tables.commit(spark, staged)
+        mlflow.log_metric("customers", staged.rows)
+        mlflow.set_tag("output.customer_features.version", str(version))
     return FeaturesResult(
         as_of=fc.as_of,
         customers=staged.rows,
         version=version,
         events_path=events_path,
         events_version=events_version,
+        input_rows=input_rows,
         rejected=rejected,
         feature_columns=tuple(feat.feature_columns(features_df)),
+        run_id=run_id,
     )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
 
 
 # --- train --------------------------------------------------------------------------------

@@ -42,9 +42,6 @@ _NUMERIC = "numeric"
 _TEMPORAL = "timestamp, date, string or epoch number"
 _EXPECTED = {"amount": _NUMERIC, "quantity": _NUMERIC, "discount": _NUMERIC}
 
-# Reasons a row cannot be used. Such rows are counted and reported, never silently dropped.
-REJECT_REASONS = ("missing_customer_id", "invalid_event_time", "invalid_amount")
-
 
 @dataclass(frozen=True)
 class EventSource:
@@ -137,22 +134,6 @@ def read_events(
         text_or_null(col("event_id")).alias("event_id"),
     )
     return EventSource(events=events, present=frozenset(mapped))
-
-
-def reject_reason(events: DataFrame) -> Column:
-    """Why a canonical event row cannot be used, or null for a usable row."""
-    amount = F.col("amount")
-    return (
-        F.when(
-            F.col("customer_id").isNull() | (F.col("customer_id") == ""),
-            F.lit("missing_customer_id"),
-        )
-        .when(F.col("event_time").isNull(), F.lit("invalid_event_time"))
-        .when(
-            amount.isNull() | F.isnan(amount) | (F.abs(amount) == float("inf")),
-            F.lit("invalid_amount"),
-        )
-    )
 
 
 def _read_raw(

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
 
 from segmentation import sources
 from segmentation.config import EventColumns, EventSourceConfig
@@ -60,17 +59,6 @@ def test_read_events_maps_user_columns_formats_and_types(spark, csv_path):
     assert src.present == frozenset(
         {"customer_id", "event_time", "amount", "event_type", "category"}
     )
-
-
-def test_reject_reason_flags_unusable_rows_by_reason(spark, csv_path):
-    src = sources.read_events(spark, csv_source(), csv_path, backend="embedded")
-    flagged = src.events.select("customer_id", sources.reject_reason(src.events).alias("r"))
-    got = {(r["customer_id"], r["r"]) for r in flagged.where(F.col("r").isNotNull()).collect()}
-    assert got == {
-        ("", "missing_customer_id"),
-        ("c3", "invalid_event_time"),
-        ("c4", "invalid_amount"),
-    }
 
 
 def test_read_events_without_event_type_treats_all_as_orders(spark, csv_path):

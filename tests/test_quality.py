@@ -1,0 +1,189 @@
+"""Quarantine: every unusable row lands in rejected_events with its reason, exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import mlflow
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
+from segmentation import delta_tables, pipeline, quality
+from segmentation import generator as gen
+from segmentation.config import load_config
+from segmentation.errors import InputError
+from segmentation.sources import CANONICAL_SCHEMA
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = dt.date(2025, 12, 31)
+
+
+def ts(text):
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC) if text else None
+
+
+def canonical(spark, rows):
+    """rows: (customer, time, amount, type, event_id)."""
+    return spark.createDataFrame(
+        [(c, ts(t), a, et, None, None, None, None, None, eid) for c, t, a, et, eid in rows],
+        CANONICAL_SCHEMA,
+    )
+
+
+def test_split_events_gives_each_bad_row_its_reason_and_keeps_duplicates_once(spark):
+    rows = [
+        ("a", "2025-01-01T10:00:00", 10.0, "order", "e1"),
+        ("a", "2025-01-01T10:00:00", 10.0, "order", "e1"),  # same id: duplicate
+        ("a", "2025-01-02T10:00:00", 5.0, "order", None),
+        ("a", "2025-01-02T10:00:00", 5.0, "order", None),  # same content, no id: duplicate
+        ("a", "2025-01-03T10:00:00", -4.0, "return", "e3"),  # a negative return is fine
+        ("a", "2026-06-01T10:00:00", 4.0, "order", "e4"),  # after as_of, plausible: kept
+        (None, "2025-01-01T10:00:00", 1.0, "order", "b1"),
+        ("", "2025-01-01T10:00:00", 1.0, "order", "b2"),
+        ("b", None, 1.0, "order", "b3"),
+        ("b", "1899-12-31T23:00:00", 1.0, "order", "b4"),
+        ("b", "2027-01-02T00:00:00", 1.0, "order", "b5"),
+        ("b", "2025-01-01T10:00:00", float("nan"), "order", "b6"),
+        ("b", "2025-01-01T10:00:00", float("inf"), "order", "b7"),
+        ("b", "2025-01-01T10:00:00", None, "order", "b8"),
+        ("b", "2025-01-01T10:00:00", -3.0, "order", "b9"),
+    ]
+    split = quality.split_events(
+        canonical(spark, rows), earliest=dt.date(1990, 1, 1), latest=dt.date(2026, 12, 31)
+    )
+    got = sorted((r["event_id"] or "-", r[quality.REASON]) for r in split.rejected.collect())
+    assert got == sorted([
+        ("e1", "duplicate_event"), ("-", "duplicate_event"),
+        ("b1", "missing_customer_id"), ("b2", "missing_customer_id"),
+        ("b3", "invalid_event_time"), ("b4", "implausible_event_time"),
+        ("b5", "implausible_event_time"), ("b6", "invalid_amount"), ("b7", "invalid_amount"),
+        ("b8", "invalid_amount"), ("b9", "negative_amount"),
+    ])  # fmt: skip
+    assert sorted(r["event_id"] or "-" for r in split.clean.collect()) == ["-", "e1", "e3", "e4"]
+    assert split.clean.count() + split.rejected.count() == len(rows)
+
+
+DEFECTS = {  # reason -> rows added to a clean history
+    "missing_customer_id": 5,
+    "invalid_event_time": 4,
+    "implausible_event_time": 5,
+    "invalid_amount": 5,
+    "negative_amount": 4,
+    "duplicate_event": 6,
+}
+
+
+def dirty_events(clean):
+    """The clean history as strings, plus rows with known defects (and 2 plausible later rows)."""
+    base = clean.withColumn("event_time", F.date_format("event_time", "yyyy-MM-dd HH:mm:ss"))
+    sample = base.where("event_type = 'order'").orderBy("event_id").limit(40).collect()
+
+    def variant(i, **changes):
+        row = sample[i].asDict()
+        row.update(event_id=f"X{i:03d}", **changes)
+        return row
+
+    extra = (
+        [variant(i, customer_id=None if i % 2 else "") for i in range(5)]
+        + [variant(5 + i, event_time="31-12-2025 25:61") for i in range(4)]
+        + [variant(9 + i, event_time="1850-01-01 00:00:00") for i in range(3)]
+        + [variant(12 + i, event_time="2031-01-01 00:00:00") for i in range(2)]
+        + [variant(14 + i, amount=float("nan")) for i in range(3)]
+        + [variant(17 + i, amount=float("inf")) for i in range(2)]
+        + [variant(19 + i, amount=-12.5) for i in range(4)]
+        + [sample[23 + i].asDict() for i in range(6)]  # exact copies: same event_id
+        + [variant(29 + i, event_time="2026-02-01 10:00:00") for i in range(2)]  # after as_of
+    )
+    nullable = T.StructType([T.StructField(f.name, f.dataType, True) for f in base.schema])
+    return base.unionByName(base.sparkSession.createDataFrame(extra, nullable))
+
+
+def config(base: Path, events_path: str | None, **over):
+    overrides = [
+        f"storage.warehouse={base / 'wh'}",
+        f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+        f"tracking.artifact_location={base / 'mla'}",
+        *[f"{k}={v}" for k, v in over.items()],
+    ]
+    if events_path:
+        overrides += [f"input.events.path={events_path}", "input.events.format=parquet"]
+    return load_config(ROOT / "conf" / "local.yaml", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def histories(spark, tmp_path_factory):
+    base = tmp_path_factory.mktemp("quality")
+    clean = gen.generate(
+        spark, customers=200, events=6000, seed=11, start_date=dt.date(2024, 1, 1), end_date=AS_OF
+    ).events.cache()
+    clean_path, dirty_path = str(base / "clean"), str(base / "dirty")
+    clean.write.parquet(clean_path)
+    dirty_events(clean).write.parquet(dirty_path)
+    yield base, clean_path, dirty_path
+    mlflow.set_tracking_uri(None)
+
+
+def test_build_features_quarantines_exactly_the_defective_rows(spark, histories):
+    base, clean_path, dirty_path = histories
+    cfg = config(base / "dirty-run", dirty_path, **{"quality.max_reject_share": 0.5})
+    result = pipeline.build_features(spark, cfg)
+    assert result.rejected == DEFECTS
+    rejected = pl.read_delta(cfg.storage.table_path("rejected_events"))
+    counts = dict(rejected.group_by("reason").len().iter_rows())
+    assert counts == DEFECTS
+    assert rejected["run_id"].unique().to_list() == [result.run_id]
+    assert rejected["as_of"].unique().to_list() == [AS_OF]
+    assert sorted(rejected.filter(pl.col("reason") != "duplicate_event")["event_id"].to_list()) == [
+        f"X{i:03d}" for i in range(23)
+    ]
+    run = mlflow.get_run(result.run_id)
+    assert run.data.metrics["rejected_negative_amount"] == 4
+    assert run.data.metrics["rejected_rows"] == sum(DEFECTS.values())
+
+    # The features equal those of the clean history: bad rows never count, copies count once.
+    clean_cfg = config(base / "clean-run", clean_path)
+    pipeline.build_features(spark, clean_cfg)
+    read = lambda c: delta_tables.read_table(  # noqa: E731
+        spark, c.storage.table_path("customer_features"), backend="embedded"
+    )
+    assertDataFrameEqual(read(cfg), read(clean_cfg))
+
+
+def test_build_features_fails_over_max_reject_share_without_changing_tables(spark, histories):
+    base, _, dirty_path = histories
+    cfg = config(base / "strict-run", dirty_path, **{"quality.max_reject_share": 0.001})
+    expected = (
+        r"29 of \d+ input events .* more than quality.max_reject_share \(0.1%\); "
+        r"by reason: duplicate_event: 6"
+    )
+    with pytest.raises(InputError, match=expected):
+        pipeline.build_features(spark, cfg)
+    for table in ("customer_features", "rejected_events"):
+        assert not delta_tables.table_exists(cfg.storage.table_path(table))
+    wh = Path(cfg.storage.warehouse)
+    leftovers = [p for p in wh.rglob("*.parquet")] if wh.exists() else []
+    assert leftovers == []
+
+
+def test_build_features_rerun_replaces_quarantine_snapshot(spark, histories):
+    base, _, dirty_path = histories
+    cfg = config(base / "rerun", dirty_path, **{"quality.max_reject_share": 0.5})
+    pipeline.build_features(spark, cfg)
+    pipeline.build_features(spark, cfg)
+    path = cfg.storage.table_path("rejected_events")
+    assert DeltaTable(path).version() == 1
+    assert pl.read_delta(path).height == sum(DEFECTS.values())
+
+
+def test_build_features_empty_input_is_a_clear_error(spark, tmp_path):
+    empty = str(tmp_path / "empty")
+    spark.createDataFrame([], CANONICAL_SCHEMA).write.parquet(empty)
+    cfg = config(tmp_path, empty)
+    with pytest.raises(InputError, match="no usable events on or before 2025-12-31"):
+        pipeline.build_features(spark, cfg)
+    assert not delta_tables.table_exists(cfg.storage.table_path("customer_features"))
