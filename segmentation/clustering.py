@@ -120,9 +120,17 @@ def fit_scaling(
     if row is None or row["m0"] is None:
         raise InputError("cannot fit scaling: customer_features has no rows")
     means = tuple(float(row[f"m{i}"]) for i in range(len(features)))
+    constant = [f for i, f in enumerate(features) if not row[f"s{i}"] or row[f"s{i}"] <= _STD_FLOOR]
+    if len(constant) == len(features):
+        raise InputError(
+            f"every clustering feature ({', '.join(features)}) has the same value for all "
+            "customers: there is nothing to segment (check the input, features.as_of and "
+            "training.features)"
+        )
+    for feature in constant:
+        log.warning("feature %s has zero variance: it cannot influence the segments", feature)
     stds = tuple(
-        float(row[f"s{i}"]) if row[f"s{i}"] and row[f"s{i}"] > _STD_FLOOR else 1.0
-        for i in range(len(features))
+        1.0 if features[i] in constant else float(row[f"s{i}"]) for i in range(len(features))
     )
     return Scaling(tuple(features), chosen, means, stds, offset)
 
@@ -381,9 +389,16 @@ def select_k(
 def _choose(
     candidates: Sequence[Candidate], min_segment_share: float, tolerance: float
 ) -> tuple[int, str]:
-    eligible = [c for c in candidates if c.min_share >= min_segment_share]
+    # An empty segment means fewer distinct customer profiles than k: never a valid choice.
+    complete = [c for c in candidates if min(c.sizes) > 0]
+    if not complete:
+        raise InputError(
+            f"every k in {[c.k for c in candidates]} left a segment empty: the customers have "
+            "fewer distinct feature profiles than k; lower training.k_min"
+        )
+    eligible = [c for c in complete if c.min_share >= min_segment_share]
     if not eligible:
-        best = max(candidates, key=lambda c: (c.silhouette, -c.k))
+        best = max(complete, key=lambda c: (c.silhouette, -c.k))
         return best.k, (
             f"no k had every segment >= {min_segment_share:.1%} of customers; "
             f"k={best.k} has the best silhouette ({best.silhouette:.3f})"

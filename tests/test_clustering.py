@@ -132,3 +132,39 @@ def test_choose_falls_back_to_best_silhouette_when_no_k_meets_share():
         [cand(2, 0.50, (99, 1)), cand(3, 0.60, (98, 1, 1))], min_segment_share=0.05, tolerance=0.0
     )
     assert k == 3 and "no k had every segment" in reason
+
+
+def test_all_constant_features_is_a_clear_error(spark):
+    df = spark.createDataFrame(
+        [(f"c{i}", 1.0, 2.0) for i in range(5)], "customer_id string, a double, b double"
+    )
+    with pytest.raises(InputError, match=r"every clustering feature .* has the same value"):
+        SegmentationKMeans(features=["a", "b"]).fit_scaling(df)
+
+
+def test_select_k_with_one_customer_is_a_clear_error(spark):
+    df = spark.createDataFrame([("c1", 1.0)], "customer_id string, a double")
+    est = SegmentationKMeans(features=["a"], default_transform="none")
+    with pytest.raises(InputError, match=r"cannot select k from 1 customer\(s\)"):
+        clustering.select_k(
+            est, df, k_values=[2, 3], scaling=clustering.Scaling(("a",), ("none",), (1.0,), (1.0,)),
+            sample_rows=100, min_segment_share=0.0, tolerance=0.0,
+        )  # fmt: skip
+
+
+def test_select_k_skips_k_above_the_number_of_distinct_profiles(spark):
+    # 40 customers but only two distinct profiles: any k > 2 leaves a segment empty.
+    df = spark.createDataFrame(
+        [(f"c{i}", float(i % 2)) for i in range(40)], "customer_id string, a double"
+    )
+    est = SegmentationKMeans(features=["a"], default_transform="none", seed=1)
+    selection = clustering.select_k(
+        est, df, k_values=[2, 3, 4], scaling=est.fit_scaling(df), sample_rows=100,
+        min_segment_share=0.0, tolerance=0.5,
+    )  # fmt: skip
+    assert selection.chosen_k == 2
+
+
+def test_choose_rejects_candidates_with_empty_segments():
+    with pytest.raises(InputError, match="fewer distinct feature profiles than k"):
+        clustering._choose([cand(3, 0.9, (10, 0, 5))], min_segment_share=0.0, tolerance=0.0)
