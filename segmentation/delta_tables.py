@@ -32,7 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import (
     AddAction,
     CommitProperties,
@@ -172,16 +172,23 @@ def commit(spark: SparkSession, staged: StagedWrite) -> int:
     arrow_schema = to_arrow_schema(staged.schema, timezone="UTC")
     delta_schema = DeltaSchema.from_arrow(arrow_schema)
     write_id = posixpath.basename(staged.staging_dir or "")
-    props = CommitProperties(
-        custom_metadata={
-            **opts.metadata,
-            "writer": "segmentation-embedded",
-            "segmentation.write_id": write_id,
-        },
-        app_transactions=(
-            [Transaction(opts.idempotency_key, _TXN_VERSION)] if opts.idempotency_key else None
-        ),
-    )
+
+    def properties(table: DeltaTable | None) -> CommitProperties:
+        txns = [Transaction(opts.idempotency_key, _TXN_VERSION)] if opts.idempotency_key else []
+        if table is not None and opts.mode == "overwrite" and opts.replace_partitions:
+            # Writers replacing the same snapshot set the same transaction id, so delta-rs
+            # rejects the second of two concurrent ones instead of keeping both (doubled rows).
+            app_id = snapshot_app_id(opts.replace_partitions)
+            txns.append(Transaction(app_id, (table.transaction_version(app_id) or 0) + 1))
+        return CommitProperties(
+            custom_metadata={
+                **opts.metadata,
+                "writer": "segmentation-embedded",
+                "segmentation.write_id": write_id,
+            },
+            app_transactions=txns or None,
+        )
+
     location = _local_or_uri(staged.path)
     table = _open(location)
     if table is None:
@@ -192,7 +199,7 @@ def commit(spark: SparkSession, staged: StagedWrite) -> int:
                 staged.adds,
                 mode="error",
                 partition_by=list(opts.partition_by) or None,
-                commit_properties=props,
+                commit_properties=properties(None),
             )
         except Exception as exc:
             # Another writer may have created the table between our check and our commit.
@@ -223,8 +230,20 @@ def commit(spark: SparkSession, staged: StagedWrite) -> int:
             delta_schema,
             partition_by=list(opts.partition_by) or None,
             partition_filters=filters,
-            commit_properties=props,
+            commit_properties=properties(table),
         )
+    except CommitFailedError as exc:
+        abort(staged)
+        what = (
+            f"snapshot {snapshot_app_id(opts.replace_partitions).split(':', 1)[1]}"
+            if opts.replace_partitions
+            else "the table"
+        )
+        raise TableError(
+            f"conflict: another run changed {what} of {staged.path} at the same time; this "
+            f"run's rows were not committed (the table holds the other run's). Re-run to "
+            f"replace them. ({exc})"
+        ) from exc
     except Exception as exc:
         abort(staged)
         raise TableError(f"commit to Delta table {staged.path} failed: {exc}") from exc
@@ -244,6 +263,12 @@ def staged_rows(spark: SparkSession, staged: StagedWrite) -> DataFrame:
         return spark.createDataFrame([], data)
     location = _local_or_uri(staged.path)
     return spark.read.schema(data).parquet(*[posixpath.join(location, a.path) for a in staged.adds])
+
+
+def snapshot_app_id(partitions: Mapping[str, Any]) -> str:
+    """The Delta transaction id every writer of one snapshot (partition values) shares."""
+    values = ",".join(f"{k}={_partition_string(v)}" for k, v in sorted(partitions.items()))
+    return f"segmentation.snapshot:{values}"
 
 
 def abort(staged: StagedWrite) -> None:

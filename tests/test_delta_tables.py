@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 
 import polars as pl
 import pyarrow as pa
@@ -145,3 +146,64 @@ def test_vacuum_refuses_short_retention(spark, tmp_path):
     with pytest.raises(TableError, match="refused"):
         dtab.vacuum(path, retention_hours=1)
     assert dtab.vacuum(path, retention_hours=168, dry_run=True) == []
+
+
+def commit_concurrently(spark, staged):
+    """Commit staged writes from threads released together; returns versions or errors."""
+    results: list = [None] * len(staged)
+    barrier = threading.Barrier(len(staged))
+
+    def commit(i):
+        barrier.wait()
+        try:
+            results[i] = dtab.commit(spark, staged[i])
+        except TableError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=commit, args=(i,)) for i in range(len(staged))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_concurrent_writers_of_different_snapshots_both_succeed(spark, tmp_path):
+    path = str(tmp_path / "t")
+    dtab.write_table(spark, rows(spark, D1, 2), path, snapshot_options(D1), backend="embedded")
+    d3 = dt.date(2025, 3, 31)
+    staged = [
+        dtab.stage(spark, rows(spark, D2, 3), path, snapshot_options(D2), backend="embedded"),
+        dtab.stage(spark, rows(spark, d3, 4), path, snapshot_options(d3), backend="embedded"),
+    ]
+    results = commit_concurrently(spark, staged)
+    assert sorted(results) == [1, 2]
+    counts = dict(pl.read_delta(path).group_by("as_of").len().iter_rows())
+    assert counts == {D1: 2, D2: 3, d3: 4}
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_concurrent_writers_of_the_same_snapshot_never_double_it(spark, tmp_path, attempt):
+    path = str(tmp_path / "t")
+    dtab.write_table(spark, rows(spark, D1, 2), path, snapshot_options(D1), backend="embedded")
+    staged = [
+        dtab.stage(
+            spark, rows(spark, D2, 3, seg=1), path, snapshot_options(D2), backend="embedded"
+        ),
+        dtab.stage(
+            spark, rows(spark, D2, 4, seg=2), path, snapshot_options(D2), backend="embedded"
+        ),
+    ]
+    results = commit_concurrently(spark, staged)
+    snapshot = pl.read_delta(path).filter(pl.col("as_of") == D2)
+    errors = [r for r in results if isinstance(r, TableError)]
+    if errors:  # the race happened: one writer lost with a clear message, its files removed
+        assert len(errors) == 1 and "conflict: another run changed snapshot as_of=" in str(
+            errors[0]
+        )
+        loser = staged[results.index(errors[0])]
+        assert not os.path.exists(loser.staging_dir)
+    winner = max((r, i) for i, r in enumerate(results) if isinstance(r, int))[1]
+    assert snapshot.height == (3, 4)[winner]  # one writer's rows, never both
+    assert snapshot["segment_id"].unique().to_list() == [winner + 1]
+    assert pl.read_delta(path).filter(pl.col("as_of") == D1).height == 2
