@@ -88,6 +88,10 @@ submit: package cluster-up ## spark-submit generate, features and training to th
 	$(SUBMIT) jobs/build_features.py $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/train_segments.py $(CLUSTER_ARGS)
 
+.PHONY: vacuum
+vacuum: setup ## List files a vacuum would delete (old versions, killed runs); APPLY=1 deletes
+	$(PY) jobs/maintain_tables.py --config $(CONFIG) $(if $(APPLY),--apply) $(ARGS)
+
 .PHONY: mlflow-ui
 mlflow-ui: setup ## Open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -289,6 +289,17 @@ def write_table(
     return commit(spark, stage(spark, df, path, options, backend=backend))
 
 
+def tables_under(root: str) -> list[str]:
+    """Names of the Delta tables directly under ``root`` (directories with a _delta_log)."""
+    fs, base = _filesystem(_local_or_uri(root))
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(base, recursive=False))
+    except FileNotFoundError:
+        return []
+    names = [posixpath.basename(e.path) for e in entries if e.type == pafs.FileType.Directory]
+    return sorted(n for n in names if table_exists(posixpath.join(root, n)))
+
+
 def table_exists(path: str) -> bool:
     """Whether ``path`` holds a Delta table (has a transaction log)."""
     return _open(_local_or_uri(path)) is not None
@@ -368,21 +379,44 @@ def read_table(
 
 
 def vacuum(path: str, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
-    """Delete files no version within ``retention_hours`` references (left by killed runs too).
+    """Delete files no reader needs: old versions' files and files of runs that never committed.
 
-    The retention guard: fewer than 24 hours is refused, because a reader of a recent version
-    or a write still in progress may need those files.
+    Two kinds of files go: those delta-rs's vacuum finds (no longer referenced by any version
+    within ``retention_hours``), and the staging directories of writes that never committed
+    (a killed or failed run; their write id is in no commit of the log), once older than the
+    retention. The retention guard: fewer than 24 hours is refused, because a reader of a
+    recent version or a write still in progress may need those files.
+
+    Returns:
+        The paths deleted (or, with ``dry_run``, that would be deleted), relative to the table.
     """
     if retention_hours < 24:
         raise TableError("vacuum retention below 24 hours is refused: readers may need the files")
-    table = _open(_local_or_uri(path))
+    location = _local_or_uri(path)
+    table = _open(location)
     if table is None:
         raise TableError(f"no Delta table at {path}")
-    return list(
+    removed = list(
         table.vacuum(
             retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False
         )
     )
+    committed = {e.get("segmentation.write_id") for e in table.history()}
+    active = {posixpath.relpath(u, location).split("/", 1)[0] for u in table.file_uris()}
+    fs, root = _filesystem(location)
+    cutoff_ns = (time.time() - retention_hours * 3600) * 1e9
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=False)):
+        name = posixpath.basename(info.path)
+        if not name.startswith("data-") or name in committed or name in active:
+            continue
+        files = fs.get_file_info(pafs.FileSelector(info.path, recursive=True))
+        newest = max([f.mtime_ns or 0 for f in files] + [info.mtime_ns or 0])
+        if newest > cutoff_ns:
+            continue  # maybe a write still in progress
+        removed += [posixpath.relpath(f.path, root) for f in files if f.type == pafs.FileType.File]
+        if not dry_run:
+            fs.delete_dir(info.path)
+    return sorted(removed)
 
 
 # --- internals ---------------------------------------------------------------------------

@@ -11,7 +11,9 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +80,7 @@ def generate(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) ->
     )
     frames = {EVENTS: data.events, CUSTOMERS: data.customers, TRUTH: data.segment_truth}
     staged = _stage_all(spark, frames, paths, options, backend)
-    versions = {name: delta_tables.commit(spark, s) for name, s in staged.items()}
+    versions = _commit_all(spark, staged)
     return GenerateResult(False, dict(versions), {n: s.rows for n, s in staged.items()})
 
 
@@ -210,8 +212,7 @@ def build_features(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
                 f"({input_rows} input rows; rejected by reason: {_counts(rejected)}); "
                 "check features.as_of and the input. No table was changed."
             )
-        delta_tables.commit(spark, staged_rejected)
-        version = delta_tables.commit(spark, staged)
+        version = _commit_all(spark, {REJECTED: staged_rejected, FEATURES: staged})[FEATURES]
         mlflow.log_metric("customers", staged.rows)
         mlflow.set_tag("output.customer_features.version", str(version))
     return FeaturesResult(
@@ -441,7 +442,7 @@ def _track_and_write(
         ),
         backend,
     )
-    versions = {name: delta_tables.commit(spark, s) for name, s in staged.items()}
+    versions = _commit_all(spark, staged)
     for name, v in versions.items():
         mlflow.set_tag(f"output.{name}.version", str(v))
     ari = _ari_vs_truth(spark, cfg, membership, backend)
@@ -508,6 +509,27 @@ def _log_k_plot(selection: clustering.KSelection) -> None:
         fig.savefig(path, dpi=100)
         mlflow.log_artifact(str(path), "plots")
     plt.close(fig)
+
+
+def _commit_all(spark: SparkSession, staged: dict[str, delta_tables.StagedWrite]) -> dict[str, int]:
+    """Commit staged tables back to back, after every table of the job was staged.
+
+    Each commit is atomic; a job killed before this point changes no table. Delta has no
+    multi-table transaction: a kill in the instant between two commits leaves the first
+    committed (each table stays consistent, and rows carry their run id).
+    """
+    _fault_point("before-commit")
+    return {name: delta_tables.commit(spark, s) for name, s in staged.items()}
+
+
+def _fault_point(name: str) -> None:
+    """Crash tests' hook: with SEGMENTATION_FAULT_POINT=name, signal and wait to be killed."""
+    if os.environ.get("SEGMENTATION_FAULT_POINT") != name:
+        return
+    marker = os.environ.get("SEGMENTATION_FAULT_MARKER")
+    if marker:
+        Path(marker).write_text(name)
+    time.sleep(600)
 
 
 def _stage_all(
