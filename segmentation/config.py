@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import re
 import types
 import typing
@@ -170,7 +171,10 @@ class AppConfig:
 # Names in YAML that differ from the Python field name.
 _YAML_ALIASES = {"return": "return_"}
 _PY_TO_YAML = {v: k for k, v in _YAML_ALIASES.items()}
-_SECRET_KEY = re.compile(r"(password|secret|token|credential|access_key|api_key)", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"(password|passwd|secret|token|credential|access[._-]?key|api[._-]?key|account\.key)",
+    re.IGNORECASE,
+)
 
 
 def join_path(root: str, name: str) -> str:
@@ -202,6 +206,8 @@ def load_config(
         merged = _deep_merge(merged, _read_yaml(overlay_path))
     for item in overrides:
         merged = _deep_merge(merged, _parse_override(item))
+    _reject_literal_secrets(merged, "")
+    merged = _resolve_env(merged, "")
     cfg = _build(AppConfig, merged, "")
     validate(cfg)
     return cfg
@@ -216,6 +222,51 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"configuration file {path} must hold a mapping at the top level")
+    return data
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _reject_literal_secrets(data: Any, where: str) -> None:
+    """Credentials come from the environment (``${VAR}``) or the platform, never from config."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            full = f"{where}.{key}" if where else str(key)
+            if isinstance(value, str) and _SECRET_KEY.search(str(key)):
+                if value and not _ENV_REF.fullmatch(value.strip()):
+                    raise ConfigError(
+                        f"config key '{full}' holds a credential: put it in an environment "
+                        f"variable and write '${{VARIABLE}}' instead (or use the platform's "
+                        "credentials, e.g. instance roles)"
+                    )
+            _reject_literal_secrets(value, full)
+    uri = data.get("tracking", {}).get("tracking_uri") if isinstance(data, Mapping) else None
+    if not where and isinstance(uri, str) and re.search(r"://[^/@:]+:[^/@]+@", uri):
+        raise ConfigError(
+            "config key 'tracking.tracking_uri' embeds a password: set "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in "
+            "the environment instead"
+        )
+
+
+def _resolve_env(data: Any, where: str) -> Any:
+    """Replace ``${VAR}`` in string values with the environment variable's value."""
+    if isinstance(data, Mapping):
+        return {k: _resolve_env(v, f"{where}.{k}" if where else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_resolve_env(v, where) for v in data]
+    if isinstance(data, str):
+
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(
+                    f"config key '{where}' refers to environment variable {name}, which is not set"
+                )
+            return os.environ[name]
+
+        return _ENV_REF.sub(value, data)
     return data
 
 

@@ -75,15 +75,41 @@ def test_load_config_missing_file_is_named(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
-def test_to_dict_masks_secrets():
-    cfg = load_config(
-        CONF / "local.yaml",
-        overrides=[
-            "tracking.tracking_uri=http://bob:hunter2@127.0.0.1:5001",
-            "spark.conf={spark.hadoop.fs.s3a.secret.key: hunter2, "
-            "spark.hadoop.fs.s3a.access_key: AKIA}",
-        ],
+def test_literal_credentials_in_config_are_rejected_naming_the_key(tmp_path):
+    overlay = write(tmp_path, "spark:\n  conf:\n    spark.hadoop.fs.s3a.secret.key: hunter2\n")
+    with pytest.raises(ConfigError, match=r"'spark.conf.spark.hadoop.fs.s3a.secret.key' holds a "
+                       r"credential: put it in an environment variable"):  # fmt: skip
+        load_config(overlay)
+
+
+def test_password_in_tracking_uri_is_rejected():
+    with pytest.raises(ConfigError, match="embeds a password"):
+        load_config(
+            CONF / "local.yaml",
+            overrides=["tracking.tracking_uri=http://bob:hunter2@127.0.0.1:5001"],
+        )
+
+
+def test_credentials_come_from_environment_and_are_masked(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEG_TEST_SECRET", "hunter2")
+    overlay = write(
+        tmp_path, "spark:\n  conf:\n    spark.hadoop.fs.s3a.secret.key: ${SEG_TEST_SECRET}\n"
     )
-    text = str(to_dict(cfg))
-    assert "hunter2" not in text and "AKIA" not in text
+    cfg = load_config(overlay)
+    assert cfg.spark.conf["spark.hadoop.fs.s3a.secret.key"] == "hunter2"
+    assert "hunter2" not in str(to_dict(cfg))
     assert mask_uri("https://u:p@host/x") == "https://u:***@host/x"
+
+
+def test_missing_environment_variable_is_named(tmp_path):
+    overlay = write(
+        tmp_path, "spark:\n  conf:\n    spark.hadoop.fs.s3a.access.key: ${SEG_NOT_SET_X}\n"
+    )
+    with pytest.raises(ConfigError, match="environment variable SEG_NOT_SET_X, which is not set"):
+        load_config(overlay)
+
+
+def test_literal_access_key_with_dots_is_rejected(tmp_path):
+    overlay = write(tmp_path, "spark:\n  conf:\n    spark.hadoop.fs.s3a.access.key: AKIA123\n")
+    with pytest.raises(ConfigError, match="holds a credential"):
+        load_config(overlay)
