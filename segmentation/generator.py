@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -224,8 +224,12 @@ def _events(
     value = F.exp(F.col("aov_mu") + F.col("aov_sigma") * _normal(seed, "amount", cid, k))
     discounted = _uniform(seed, "discount", cid, k) < F.col("p_discount")
     depth = 0.1 + 0.4 * _uniform(seed, "depth", cid, k)
-    category = _category_by_archetype(archetypes, _uniform(seed, "category", cid, k))
-    channel = _channel_by_archetype(archetypes, _uniform(seed, "channel", cid, k))
+    category = _pick_by_archetype(
+        archetypes, _uniform(seed, "category", cid, k), CATEGORIES, lambda a: a.category_weights
+    )
+    channel = _pick_by_archetype(
+        archetypes, _uniform(seed, "channel", cid, k), CHANNELS, lambda a: a.channel_weights
+    )
     u_dev = _uniform(seed, "device", cid, k)
     device = (
         F.when(channel == "store", F.lit("pos"))
@@ -306,18 +310,16 @@ def _customers(people: DataFrame, seed: int, end_date: dt.date) -> DataFrame:
     )
 
 
-def _category_by_archetype(archetypes: Sequence[Archetype], u: Column) -> Column:
+def _pick_by_archetype(
+    archetypes: Sequence[Archetype],
+    u: Column,
+    values: Sequence[str],
+    weights: Callable[[Archetype], Sequence[float]],
+) -> Column:
+    """The customer's archetype's weighted pick among ``values`` for the draw ``u``."""
     expr: Column = F.lit(None).cast("string")
     for a in reversed(archetypes):
-        pick = _pick_weighted(u, list(CATEGORIES), list(a.category_weights))
-        expr = F.when(F.col("archetype") == a.name, pick).otherwise(expr)
-    return expr
-
-
-def _channel_by_archetype(archetypes: Sequence[Archetype], u: Column) -> Column:
-    expr: Column = F.lit(None).cast("string")
-    for a in reversed(archetypes):
-        pick = _pick_weighted(u, list(CHANNELS), list(a.channel_weights))
+        pick = _pick_weighted(u, list(values), list(weights(a)))
         expr = F.when(F.col("archetype") == a.name, pick).otherwise(expr)
     return expr
 
