@@ -53,6 +53,9 @@ def cluster(tmp_path_factory):
     )  # fmt: skip
     dev.up(timeout=180)
     pids = dev.running()
+    assert set(pids) == {"master", "worker-1", "worker-2", "history", "mlflow"}
+    dev.up(timeout=60)  # starting twice is harmless: nothing new is started
+    assert dev.running() == pids
     yield dev
     dev.down()
     assert dev.running() == {}
