@@ -138,3 +138,21 @@ def test_build_features_job_fails_before_spark_on_missing_path(tmp_path):
     assert f"input path not found: {missing}" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "wh").exists()
+
+
+def test_check_source_mistyped_column_names_column_and_type(spark, tmp_path):
+    path = str(tmp_path / "events.parquet")
+    spark.createDataFrame(
+        [("x", dt.datetime(2025, 1, 1), dt.date(2025, 1, 1))],
+        "customer_id string, event_time timestamp, amount date",
+    ).write.parquet(path)
+    src = EventSourceConfig(
+        format="parquet",
+        columns=EventColumns(event_type=None, category=None, channel=None, device=None,
+                             quantity=None, discount=None, event_id=None),
+    )  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"column 'amount' \(input.events.columns.amount\) must be numeric, found date",
+    ):
+        sources.check_source(src, path, backend="embedded")
