@@ -97,22 +97,18 @@ class StagedWrite:
 
 def resolve_backend(spark: SparkSession, configured: str = "auto") -> Backend:
     """``spark`` when forced or when the session has the Delta extension, else ``embedded``."""
-    if configured == "embedded":
-        return "embedded"
-    has_delta = _DELTA_EXTENSION in (spark.conf.get("spark.sql.extensions", "") or "")
-    if configured == "spark":
-        if not has_delta:
-            raise TableError(
-                "storage.delta_backend is 'spark' but the session has no Delta extension: add "
-                "--packages io.delta:delta-spark_2.13:<version> and set spark.sql.extensions="
-                f"{_DELTA_EXTENSION} (or use delta_backend: auto/embedded)"
-            )
-        return "spark"
-    return "spark" if has_delta else "embedded"
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    if configured == "spark" and _DELTA_EXTENSION not in extensions:
+        raise TableError(
+            "storage.delta_backend is 'spark' but the session has no Delta extension: add "
+            "--packages io.delta:delta-spark_2.13:<version> and set spark.sql.extensions="
+            f"{_DELTA_EXTENSION} (or use delta_backend: auto/embedded)"
+        )
+    return configured_backend(configured, {"spark.sql.extensions": extensions})
 
 
 def configured_backend(configured: str, spark_conf: Mapping[str, str]) -> Backend:
-    """The backend a session built with ``spark_conf`` will use (decided before it exists)."""
+    """The backend a session with ``spark_conf`` uses (also before the session exists)."""
     if configured in ("spark", "embedded"):
         return configured  # type: ignore[return-value]
     return "spark" if _DELTA_EXTENSION in spark_conf.get("spark.sql.extensions", "") else "embedded"
