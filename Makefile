@@ -7,6 +7,10 @@ STAMP := $(VENV)/.setup-stamp
 CONFIG ?= conf/local.yaml
 # Extra job arguments, e.g. make run ARGS="--set training.k_max=8"
 ARGS ?=
+# make run trains on the sample's snapshot of TRAIN_AS_OF, then scores AS_OF (a month later)
+# with that model: two snapshots, so membership history, migration and drift have content.
+TRAIN_AS_OF ?= 2025-11-30
+AS_OF ?= 2025-12-31
 
 .DEFAULT_GOAL := help
 
@@ -31,10 +35,19 @@ $(STAMP): pyproject.toml
 setup: check-java $(STAMP) ## Create .venv and install the package with its pinned dependency ranges
 
 .PHONY: run
-run: setup ## Run the whole pipeline locally: sample data (if absent), features, training, assignment
+run: setup ## Whole pipeline locally: sample data (if absent), train on TRAIN_AS_OF, score AS_OF
 	$(PY) jobs/generate_events.py --config $(CONFIG) --if-absent $(ARGS)
-	$(PY) jobs/build_features.py --config $(CONFIG) $(ARGS)
-	$(PY) jobs/train_segments.py --config $(CONFIG) $(ARGS)
+	$(PY) jobs/build_features.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
+	$(PY) jobs/train_segments.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
+	$(PY) jobs/assign_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
+
+.PHONY: assign
+assign: setup ## Score AS_OF with the @champion model: membership, history, migration, drift
+	$(PY) jobs/assign_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
+
+.PHONY: promote
+promote: setup ## Move the @champion alias to model VERSION (default: the latest), logged in MLflow
+	$(PY) jobs/promote_model.py --config $(CONFIG) $(if $(VERSION),--version $(VERSION)) $(ARGS)
 
 .PHONY: test
 test: setup ## Run the test suite (unit, integration and slow tests)
@@ -87,6 +100,7 @@ submit: package cluster-up ## spark-submit generate, features and training to th
 	$(SUBMIT) jobs/generate_events.py --if-absent $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/build_features.py $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/train_segments.py $(CLUSTER_ARGS)
+	$(SUBMIT) jobs/assign_segments.py --set assign.reuse_features=true $(CLUSTER_ARGS)
 
 .PHONY: vacuum
 vacuum: setup ## List files a vacuum would delete (old versions, killed runs); APPLY=1 deletes

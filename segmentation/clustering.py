@@ -8,8 +8,10 @@ BisectingKMeans model), so the model registered in MLflow loads anywhere Spark r
    means and standard deviations of the training data (nulls become the mean).
 2. ``VectorAssembler`` of the scaled columns.
 3. ``KMeansModel`` / ``BisectingKMeansModel``.
-4. ``SQLTransformer``: cluster index -> ``segment_id`` (1 = largest segment at training time)
-   and the Euclidean ``distance`` to the segment's centre in the scaled space.
+4. ``SQLTransformer``: cluster index -> ``segment_id`` and the Euclidean ``distance`` to the
+   segment's centre in the scaled space. A first model numbers its segments by size (1 =
+   largest); a retrained model keeps the ids of the champion's matching segments
+   (``matching.py``, ``SegmentModel.with_segment_ids``).
 """
 
 from __future__ import annotations
@@ -183,6 +185,32 @@ class SegmentModel:
     def centers_original(self) -> dict[int, list[float]]:
         """Segment centres in the features' original units, keyed by segment id."""
         return {s: self.scaling.to_original(c) for s, c in self.centers_scaled.items()}
+
+    def by_cluster(self) -> tuple[dict[int, list[float]], dict[int, int]]:
+        """Centres (scaled) and sizes keyed by the clusterer's own cluster index."""
+        return (
+            {c: self.centers_scaled[s] for c, s in self.cluster_to_segment.items()},
+            {c: self.sizes.get(s, 0) for c, s in self.cluster_to_segment.items()},
+        )
+
+    def with_segment_ids(self, cluster_to_segment: Mapping[int, int]) -> SegmentModel:
+        """The same model numbering its segments differently (e.g. ids kept from a retrain)."""
+        if sorted(cluster_to_segment) != sorted(self.cluster_to_segment):
+            raise ValueError("cluster_to_segment must cover exactly the model's clusters")
+        if len(set(cluster_to_segment.values())) != len(cluster_to_segment):
+            raise ValueError("segment ids must be unique")
+        centers, sizes = self.by_cluster()
+        labeller = _labeller(
+            self.scaling, [centers[c] for c in sorted(centers)], cluster_to_segment
+        )
+        return SegmentModel(
+            pipeline=PipelineModel(stages=[*self.pipeline.stages[:-1], labeller]),
+            scaling=self.scaling,
+            k=self.k,
+            cluster_to_segment=dict(cluster_to_segment),
+            centers_scaled={cluster_to_segment[c]: v for c, v in centers.items()},
+            sizes={cluster_to_segment[c]: n for c, n in sizes.items()},
+        )
 
 
 def assign(pipeline: Transformer, df: DataFrame) -> DataFrame:

@@ -54,7 +54,7 @@ class TrackingConfig:
     experiment: str = "customer-segmentation"
     registered_model: str = "customer_segments"
     alias: str = "champion"
-    promote: bool = True
+    promote: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,10 +146,23 @@ class TrainingConfig:
     features: tuple[str, ...] = ()
     default_transform: Transform = "log1p"
     transforms: Mapping[str, Transform] = field(default_factory=dict)
+    match_max_distance: float = 1.5
 
     def transform_for(self, feature: str) -> Transform:
         """The skew transform applied to ``feature`` before scaling."""
         return self.transforms.get(feature, self.default_transform)
+
+
+@dataclass(frozen=True)
+class AssignConfig:
+    reuse_features: bool = False
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    baseline_as_of: dt.date | None = None
+    psi_threshold: float = 0.25
+    psi_bins: int = 10
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,8 @@ class AppConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    assign: AssignConfig = field(default_factory=AssignConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def events_path(self) -> str:
         """Where the events are read from: the configured path or the generator's table."""
@@ -390,6 +405,13 @@ def validate(cfg: AppConfig) -> None:
         (
             0 <= cfg.quality.max_reject_share <= 1,
             "quality.max_reject_share must be in [0, 1] (a share of input rows)",
+        ),
+        (t.match_max_distance >= 0, "training.match_max_distance must be >= 0"),
+        (cfg.drift.psi_threshold > 0, "drift.psi_threshold must be > 0"),
+        (2 <= cfg.drift.psi_bins <= 100, "drift.psi_bins must be in [2, 100]"),
+        (
+            cfg.drift.baseline_as_of is None or cfg.drift.baseline_as_of < f.as_of,
+            "drift.baseline_as_of must be before features.as_of",
         ),
         (cfg.quality.max_days_after_as_of >= 0, "quality.max_days_after_as_of must be >= 0"),
         (

@@ -171,10 +171,10 @@ def commit(spark: SparkSession, staged: StagedWrite) -> int:
 
     def properties(table: DeltaTable | None) -> CommitProperties:
         txns = [Transaction(opts.idempotency_key, _TXN_VERSION)] if opts.idempotency_key else []
-        if table is not None and opts.mode == "overwrite" and opts.replace_partitions:
-            # Writers replacing the same snapshot set the same transaction id, so delta-rs
-            # rejects the second of two concurrent ones instead of keeping both (doubled rows).
-            app_id = snapshot_app_id(opts.replace_partitions)
+        if table is not None and opts.mode == "overwrite":
+            # Writers replacing the same snapshot (or the whole table) set the same transaction
+            # id, so delta-rs rejects the second of two concurrent ones instead of keeping both.
+            app_id = snapshot_app_id(opts.replace_partitions or {})
             txns.append(Transaction(app_id, (table.transaction_version(app_id) or 0) + 1))
         return CommitProperties(
             custom_metadata={
@@ -262,9 +262,12 @@ def staged_rows(spark: SparkSession, staged: StagedWrite) -> DataFrame:
 
 
 def snapshot_app_id(partitions: Mapping[str, Any]) -> str:
-    """The Delta transaction id every writer of one snapshot (partition values) shares."""
+    """The Delta transaction id every writer of one snapshot (partition values) shares.
+
+    No partition values means the whole table (``*``).
+    """
     values = ",".join(f"{k}={_partition_string(v)}" for k, v in sorted(partitions.items()))
-    return f"segmentation.snapshot:{values}"
+    return f"segmentation.snapshot:{values or '*'}"
 
 
 def abort(staged: StagedWrite) -> None:

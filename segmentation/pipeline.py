@@ -14,8 +14,11 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import mlflow
 import pyspark
@@ -23,7 +26,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segmentation import clustering, delta_tables, profiling, quality, sources, tracking
+from segmentation import (
+    clustering,
+    delta_tables,
+    history,
+    matching,
+    profiling,
+    quality,
+    sources,
+    tracking,
+)
 from segmentation import features as feat
 from segmentation import generator as gen
 from segmentation.config import AppConfig, flatten, to_dict
@@ -35,6 +47,7 @@ log = logging.getLogger(__name__)
 EVENTS, CUSTOMERS, TRUTH = "events", "customers", "segment_truth"
 FEATURES, MEMBERSHIP, PROFILES = "customer_features", "segment_membership", "segment_profiles"
 REJECTED = "rejected_events"
+HISTORY, MIGRATION = "segment_membership_history", "segment_migration"
 
 
 # --- generate -----------------------------------------------------------------------------
@@ -106,6 +119,29 @@ def check_inputs(cfg: AppConfig) -> None:
     sources.check_source(cfg.input.events, cfg.events_path(), backend=backend)
 
 
+@dataclass
+class StagedFeatures:
+    """A feature snapshot and its quarantined rows, staged (not yet visible)."""
+
+    features: delta_tables.StagedWrite
+    rejected: delta_tables.StagedWrite
+    rejected_counts: dict[str, int]
+    input_rows: int
+    events_path: str
+    events_version: int | None
+    feature_columns: tuple[str, ...]
+
+    def rows(self, spark: SparkSession, as_of: dt.date) -> DataFrame:
+        """The staged feature rows, with their ``as_of`` column."""
+        return delta_tables.staged_rows(spark, self.features).withColumn(
+            feat.AS_OF, F.lit(as_of).cast("date")
+        )
+
+    def abort(self) -> None:
+        delta_tables.abort(self.features)
+        delta_tables.abort(self.rejected)
+
+
 def build_features(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
     """Quarantine unusable events, compute ``customer_features`` as of ``features.as_of``.
 
@@ -114,6 +150,37 @@ def build_features(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
     The run is tracked in MLflow with the counts per reject reason.
     """
     backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
+    experiment_id = tracking.configure(cfg.tracking)
+    as_of = cfg.features.as_of
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"build_features {as_of}"):
+        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+        mlflow.set_tag("job", "build_features")
+        staged = stage_features(spark, cfg, backend=backend, run_id=run_id, job="build_features")
+        version = _commit_all(spark, {REJECTED: staged.rejected, FEATURES: staged.features})[
+            FEATURES
+        ]
+        mlflow.set_tag("output.customer_features.version", str(version))
+    return FeaturesResult(
+        as_of=as_of,
+        customers=staged.features.rows,
+        version=version,
+        events_path=staged.events_path,
+        events_version=staged.events_version,
+        input_rows=staged.input_rows,
+        rejected=staged.rejected_counts,
+        feature_columns=staged.feature_columns,
+        run_id=run_id,
+    )
+
+
+def stage_features(
+    spark: SparkSession, cfg: AppConfig, *, backend: delta_tables.Backend, run_id: str, job: str
+) -> StagedFeatures:
+    """Stage the ``customer_features`` and ``rejected_events`` snapshots of ``features.as_of``.
+
+    Logs params and quality metrics to the active MLflow run. Raises (and stages nothing) when
+    too many rows are rejected or no usable event is left.
+    """
     fc, q = cfg.features, cfg.quality
     events_path = cfg.events_path()
     source = sources.read_events(spark, cfg.input.events, events_path, backend=backend)
@@ -125,106 +192,103 @@ def build_features(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
     events_version = (
         delta_tables.table_version(events_path) if cfg.input.events.format == "delta" else None
     )
-    experiment_id = tracking.configure(cfg.tracking)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"build_features {fc.as_of}"):
-        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
-        mlflow.set_tag("job", "build_features")
-        tracking.log_params(
-            {
-                "as_of": fc.as_of.isoformat(),
-                "input.events.path": events_path,
-                "input.events.version": events_version,
-                "windows_days": ",".join(map(str, fc.windows_days)),
-                "trend_window_days": fc.trend_window_days,
-                "max_reject_share": q.max_reject_share,
-            }
-        )
-        snapshot = delta_tables.WriteOptions(
-            mode="overwrite",
-            partition_by=(feat.AS_OF,),
-            replace_partitions={feat.AS_OF: fc.as_of},
-            metadata={
-                "job": "build_features",
-                "run_id": run_id,
-                "as_of": fc.as_of.isoformat(),
-                "events_path": events_path,
-                "events_version": str(events_version),
-            },
-        )
-        rejected_df = split.rejected.select(
-            *sources.CANONICAL_SCHEMA.names,
-            quality.REASON,
-            F.lit(fc.as_of).alias(feat.AS_OF),
-            F.lit(run_id).alias("run_id"),
-        )
-        staged_rejected = delta_tables.stage(
-            spark, rejected_df, cfg.storage.table_path(REJECTED), snapshot, backend=backend
-        )
-        input_rows = source.events.count()
-        rejected = {
-            r[quality.REASON]: int(r["count"])
-            for r in delta_tables.staged_rows(spark, staged_rejected)
-            .groupBy(quality.REASON)
-            .count()
-            .collect()
+    tracking.log_params(
+        {
+            "as_of": fc.as_of.isoformat(),
+            "input.events.path": events_path,
+            "input.events.version": events_version,
+            "windows_days": ",".join(map(str, fc.windows_days)),
+            "trend_window_days": fc.trend_window_days,
+            "max_reject_share": q.max_reject_share,
         }
-        mlflow.log_metric("input_rows", input_rows)
-        mlflow.log_metric("rejected_rows", staged_rejected.rows)
-        for reason in quality.REASONS:
-            mlflow.log_metric(f"rejected_{reason}", rejected.get(reason, 0))
-        share = staged_rejected.rows / input_rows if input_rows else 0.0
-        if share > q.max_reject_share:
-            delta_tables.abort(staged_rejected)
-            raise InputError(
-                f"{staged_rejected.rows} of {input_rows} input events ({share:.1%}) were "
-                f"rejected, more than quality.max_reject_share ({q.max_reject_share:.1%}); "
-                f"by reason: {_counts(rejected)}. No table was changed: fix the input, or "
-                "raise quality.max_reject_share to write them to rejected_events."
-            )
-        for why, n in sorted(rejected.items()):
-            log.warning("%d input event(s) quarantined in rejected_events: %s", n, why)
-
-        def levels(column: str, configured: tuple[str, ...] | None) -> tuple[str, ...]:
-            if column not in source.present:
-                return ()
-            if configured is not None:
-                return configured
-            return feat.discover_levels(split.clean, column, max_levels=fc.max_levels)
-
-        features_df = feat.compute_features(
-            split.clean,
-            as_of=fc.as_of,
-            windows_days=fc.windows_days,
-            trend_window_days=fc.trend_window_days,
-            categories=levels("category", fc.categories),
-            channels=levels("channel", fc.channels),
-            devices=levels("device", fc.devices),
-            with_discount="discount" in source.present,
+    )
+    snapshot = delta_tables.WriteOptions(
+        mode="overwrite",
+        partition_by=(feat.AS_OF,),
+        replace_partitions={feat.AS_OF: fc.as_of},
+        idempotency_key=f"{job}-{run_id}",
+        metadata={
+            "job": job,
+            "run_id": run_id,
+            "as_of": fc.as_of.isoformat(),
+            "events_path": events_path,
+            "events_version": str(events_version),
+        },
+    )
+    rejected_df = split.rejected.select(
+        *sources.CANONICAL_SCHEMA.names,
+        quality.REASON,
+        F.lit(fc.as_of).alias(feat.AS_OF),
+        F.lit(run_id).alias("run_id"),
+    )
+    staged_rejected = delta_tables.stage(
+        spark, rejected_df, cfg.storage.table_path(REJECTED), snapshot, backend=backend
+    )
+    input_rows = source.events.count()
+    rejected = {
+        r[quality.REASON]: int(r["count"])
+        for r in delta_tables.staged_rows(spark, staged_rejected)
+        .groupBy(quality.REASON)
+        .count()
+        .collect()
+    }
+    mlflow.log_metric("input_rows", input_rows)
+    mlflow.log_metric("rejected_rows", staged_rejected.rows)
+    for reason in quality.REASONS:
+        mlflow.log_metric(f"rejected_{reason}", rejected.get(reason, 0))
+    share = staged_rejected.rows / input_rows if input_rows else 0.0
+    if share > q.max_reject_share:
+        delta_tables.abort(staged_rejected)
+        raise InputError(
+            f"{staged_rejected.rows} of {input_rows} input events ({share:.1%}) were "
+            f"rejected, more than quality.max_reject_share ({q.max_reject_share:.1%}); "
+            f"by reason: {_counts(rejected)}. No table was changed: fix the input, or "
+            "raise quality.max_reject_share to write them to rejected_events."
         )
+    for why, n in sorted(rejected.items()):
+        log.warning("%d input event(s) quarantined in rejected_events: %s", n, why)
+
+    def levels(column: str, configured: tuple[str, ...] | None) -> tuple[str, ...]:
+        if column not in source.present:
+            return ()
+        if configured is not None:
+            return configured
+        return feat.discover_levels(split.clean, column, max_levels=fc.max_levels)
+
+    features_df = feat.compute_features(
+        split.clean,
+        as_of=fc.as_of,
+        windows_days=fc.windows_days,
+        trend_window_days=fc.trend_window_days,
+        categories=levels("category", fc.categories),
+        channels=levels("channel", fc.channels),
+        devices=levels("device", fc.devices),
+        with_discount="discount" in source.present,
+    )
+    try:
         staged = delta_tables.stage(
             spark, features_df, cfg.storage.table_path(FEATURES), snapshot, backend=backend
         )
-        if staged.rows == 0:
-            delta_tables.abort(staged)
-            delta_tables.abort(staged_rejected)
-            raise InputError(
-                f"no usable events on or before {fc.as_of} in {events_path} "
-                f"({input_rows} input rows; rejected by reason: {_counts(rejected)}); "
-                "check features.as_of and the input. No table was changed."
-            )
-        version = _commit_all(spark, {REJECTED: staged_rejected, FEATURES: staged})[FEATURES]
-        mlflow.log_metric("customers", staged.rows)
-        mlflow.set_tag("output.customer_features.version", str(version))
-    return FeaturesResult(
-        as_of=fc.as_of,
-        customers=staged.rows,
-        version=version,
+    except BaseException:
+        delta_tables.abort(staged_rejected)
+        raise
+    if staged.rows == 0:
+        delta_tables.abort(staged)
+        delta_tables.abort(staged_rejected)
+        raise InputError(
+            f"no usable events on or before {fc.as_of} in {events_path} "
+            f"({input_rows} input rows; rejected by reason: {_counts(rejected)}); "
+            "check features.as_of and the input. No table was changed."
+        )
+    mlflow.log_metric("customers", staged.rows)
+    return StagedFeatures(
+        features=staged,
+        rejected=staged_rejected,
+        rejected_counts=rejected,
+        input_rows=input_rows,
         events_path=events_path,
         events_version=events_version,
-        input_rows=input_rows,
-        rejected=rejected,
         feature_columns=tuple(feat.feature_columns(features_df)),
-        run_id=run_id,
     )
 
 
@@ -244,6 +308,46 @@ class SegmentSummary:
     means: dict[str, float | None]
 
 
+@dataclass(frozen=True)
+class Champion:
+    """The model under the alias, with the segments its training run recorded."""
+
+    version: int
+    run_id: str
+    segments: tuple[matching.KnownSegment, ...]
+    max_segment_id: int
+    features: tuple[str, ...]
+
+    @property
+    def names(self) -> dict[int, str]:
+        return {s.segment_id: s.name for s in self.segments}
+
+
+def load_champion(cfg: AppConfig) -> Champion | None:
+    """The current ``registered_model@alias`` and its segments, or None when there is none."""
+    tc = cfg.tracking
+    current = tracking.alias_version(tc.registered_model, tc.alias)
+    if current is None:
+        return None
+    info = tracking.load_json(current.run_id, matching.SEGMENTS_ARTIFACT)
+    if info is None:
+        raise InputError(
+            f"model {tc.registered_model} version {current.version} (@{tc.alias}) has no "
+            f"{matching.SEGMENTS_ARTIFACT} artifact in run {current.run_id}: it was not trained "
+            "by train_segments; train and promote a new version"
+        )
+    return Champion(
+        version=current.version,
+        run_id=current.run_id,
+        segments=tuple(
+            matching.KnownSegment(int(s["segment_id"]), str(s["name"]), s["center"])
+            for s in info["segments"]
+        ),
+        max_segment_id=int(info["max_segment_id"]),
+        features=tuple(info["features"]),
+    )
+
+
 @dataclass
 class TrainResult:
     as_of: dt.date
@@ -256,12 +360,20 @@ class TrainResult:
     segments: list[SegmentSummary]
     table_versions: dict[str, int]
     customers: int
+    matching: matching.Matching
+    previous_version: int | None
+    publication: Publication | None = None
     ari_vs_truth: float | None = None
     paths: dict[str, str] = field(default_factory=dict)
 
 
 def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
-    """Select k, fit on all customers, register the model, write membership and profiles."""
+    """Select k, fit on all customers, keep the champion's segment ids, register the model.
+
+    Segment profiles of the new version are always written. With ``tracking.promote`` the
+    version is also published (membership, history, migration and drift for ``features.as_of``)
+    and the alias moved to it, last.
+    """
     backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
     t, fc, tc = cfg.training, cfg.features, cfg.tracking
     features_path = cfg.storage.table_path(FEATURES)
@@ -273,6 +385,7 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
     ).cache()
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     experiment_id = tracking.configure(tc)
+    champion = load_champion(cfg)
     try:
         n_customers = features_df.count()
         if n_customers == 0:
@@ -303,6 +416,16 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         model = estimator.copy(k=selection.chosen_k, seed=selection.chosen.seed).fit(
             features_df, scaling=scaling
         )
+        centers, sizes = model.by_cluster()
+        matched = matching.match_segments(
+            scaling=model.scaling,
+            new_centers_scaled=centers,
+            new_sizes=sizes,
+            previous=champion.segments if champion else (),
+            previous_max_id=champion.max_segment_id if champion else 0,
+            max_distance=t.match_max_distance,
+        )
+        model = model.with_segment_ids(matched.cluster_to_segment)
         assigned = model.transform(features_df).cache()
         profile_features = [
             f.name
@@ -311,20 +434,22 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
             and isinstance(f.dataType, T.NumericType)
         ]
         profiles = profiling.profile_segments(assigned, profile_features)
-        names = profiling.name_segments(profiles)
+        names = _stable_names(profiling.name_segments(profiles), matched, champion)
         with mlflow.start_run(experiment_id=experiment_id) as run:
-            run_id = run.info.run_id
             result = _track_and_write(
                 spark,
                 cfg,
                 backend=backend,
-                run_id=run_id,
+                run_id=run.info.run_id,
                 experiment_id=experiment_id,
                 features_version=features_version,
                 n_customers=n_customers,
                 selection=selection,
                 model=model,
+                matched=matched,
+                champion=champion,
                 assigned=assigned,
+                features_df=features_df,
                 profiles=profiles,
                 names=names,
                 scored_at=scored_at,
@@ -333,6 +458,22 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         return result
     finally:
         features_df.unpersist()
+
+
+def _stable_names(
+    generated: dict[int, str], matched: matching.Matching, champion: Champion | None
+) -> dict[int, str]:
+    """Kept segments keep the champion's name; new ones get their generated name (unique)."""
+    previous = champion.names if champion else {}
+    names = {sid: previous[old] for sid, old in matched.kept.items() if old in previous}
+    taken = set(names.values())
+    for sid in sorted(generated):
+        if sid in names:
+            continue
+        name = generated[sid] if generated[sid] not in taken else f"{generated[sid]} #{sid}"
+        names[sid] = name
+        taken.add(name)
+    return names
 
 
 def _track_and_write(
@@ -346,12 +487,16 @@ def _track_and_write(
     n_customers: int,
     selection: clustering.KSelection,
     model: clustering.SegmentModel,
+    matched: matching.Matching,
+    champion: Champion | None,
     assigned: DataFrame,
+    features_df: DataFrame,
     profiles: profiling.Profiles,
     names: dict[int, str],
     scored_at: dt.datetime,
 ) -> TrainResult:
     t, fc, tc = cfg.training, cfg.features, cfg.tracking
+    mlflow.set_tag("job", "train_segments")
     tracking.log_params(
         {
             "algorithm": t.algorithm,
@@ -367,6 +512,8 @@ def _track_and_write(
             "selection_sample_rows": selection.sample_rows,
             "min_segment_share": t.min_segment_share,
             "silhouette_tolerance": t.silhouette_tolerance,
+            "match_max_distance": t.match_max_distance,
+            "previous_model_version": champion.version if champion else "none",
             "as_of": fc.as_of.isoformat(),
             "input.customer_features.path": cfg.storage.table_path(FEATURES),
             "input.customer_features.version": features_version,
@@ -395,24 +542,42 @@ def _track_and_write(
         "k_selection.json",
     )
     _log_k_plot(selection)
+    mlflow.log_metrics(
+        {
+            "segments_kept": len(matched.kept),
+            "segments_new": len(matched.pairs) - len(matched.kept),
+            "segments_retired": len(matched.retired),
+        }
+    )
+    tracking.log_json(
+        {"previous_model_version": champion.version if champion else None, **matched.as_dict()},
+        "segments/matching.json",
+    )
+    centers = model.centers_original()
+    tracking.log_json(
+        {
+            "as_of": fc.as_of.isoformat(),
+            "features": list(model.scaling.features),
+            "max_segment_id": matched.max_segment_id,
+            "previous_model_version": champion.version if champion else None,
+            "segments": [
+                {
+                    "segment_id": seg.segment_id,
+                    "name": names[seg.segment_id],
+                    "size": seg.size,
+                    "share": seg.share,
+                    "center": dict(zip(model.scaling.features, centers[seg.segment_id],
+                                       strict=True)),
+                }
+                for seg in profiles.segments
+            ],
+        },
+        matching.SEGMENTS_ARTIFACT,
+    )  # fmt: skip
     model_uri, version = tracking.log_spark_model(
         model.pipeline, registered_model=tc.registered_model, pyspark_version=pyspark.__version__
     )
     mlflow.set_tag("model_version", str(version))
-    name_map = F.create_map(
-        *[x for sid, nm in sorted(names.items()) for x in (F.lit(sid), F.lit(nm))]
-    )
-    membership = assigned.select(
-        feat.CUSTOMER_ID,
-        F.lit(fc.as_of).alias(feat.AS_OF),
-        F.col(clustering.SEGMENT_ID).cast("int").alias("segment_id"),
-        F.element_at(name_map, F.col(clustering.SEGMENT_ID)).alias("segment_name"),
-        F.col(clustering.DISTANCE).cast("double").alias("distance"),
-        F.lit(tc.registered_model).alias("model_name"),
-        F.lit(version).cast("int").alias("model_version"),
-        F.lit(run_id).alias("run_id"),
-        F.lit(scored_at).cast("timestamp").alias("scored_at"),
-    )  # fmt: skip
     profile_df = spark.createDataFrame(
         profiling.profile_rows(profiles, names), profiling.PROFILE_SCHEMA
     ).select(
@@ -427,30 +592,48 @@ def _track_and_write(
         "profiles/segment_profiles.json",
     )
     tracking.log_json({str(k): v for k, v in names.items()}, "profiles/segment_names.json")
-    paths = {n: cfg.storage.table_path(n) for n in (MEMBERSHIP, PROFILES)}
-    metadata = {"job": "train_segments", "run_id": run_id, "model_version": str(version)}
-    staged = _stage_all(
+    staged_profiles = delta_tables.stage(
         spark,
-        {MEMBERSHIP: membership, PROFILES: profile_df},
-        paths,
+        profile_df,
+        cfg.storage.table_path(PROFILES),
         delta_tables.WriteOptions(
             mode="overwrite",
-            partition_by=(feat.AS_OF,),
-            replace_partitions={feat.AS_OF: fc.as_of},
-            idempotency_key=f"train-{run_id}",
-            metadata=metadata,
+            partition_by=("model_name", "model_version"),
+            replace_partitions={"model_name": tc.registered_model, "model_version": version},
+            idempotency_key=f"train_segments-{run_id}",
+            metadata={"job": "train_segments", "run_id": run_id, "model_version": str(version)},
         ),
-        backend,
+        backend=backend,
     )
-    versions = _commit_all(spark, staged)
+    publication = None
+    if tc.promote:
+        publication = publish(
+            spark,
+            cfg,
+            backend=backend,
+            job="train_segments",
+            run_id=run_id,
+            assigned=assigned,
+            features_df=features_df,
+            model_version=version,
+            model_features=model.scaling.features,
+            names=names,
+            scored_at=scored_at,
+            extra={PROFILES: staged_profiles},
+        )
+        versions = publication.table_versions
+        tracking.promote(
+            tc.registered_model, tc.alias, version,
+            reason=f"train_segments run {run_id} with tracking.promote=true",
+        )  # fmt: skip
+        mlflow.set_tag("promoted_to", tc.alias)
+    else:
+        versions = _commit_all(spark, {PROFILES: staged_profiles})
     for name, v in versions.items():
         mlflow.set_tag(f"output.{name}.version", str(v))
-    ari = _ari_vs_truth(spark, cfg, membership, backend)
+    ari = _ari_vs_truth(spark, cfg, assigned, backend)
     if ari is not None:
         mlflow.log_metric("ari_vs_truth", ari)
-    if tc.promote:
-        tracking.promote(tc.registered_model, tc.alias, version)
-        mlflow.set_tag("promoted_to", tc.alias)
     segments = [
         SegmentSummary(
             segment_id=seg.segment_id,
@@ -472,21 +655,26 @@ def _track_and_write(
         segments=segments,
         table_versions=versions,
         customers=n_customers,
+        matching=matched,
+        previous_version=champion.version if champion else None,
+        publication=publication,
         ari_vs_truth=ari,
-        paths={**paths, "model_uri": model_uri},
+        paths={PROFILES: cfg.storage.table_path(PROFILES), "model_uri": model_uri},
     )
 
 
 def _ari_vs_truth(
-    spark: SparkSession, cfg: AppConfig, membership: DataFrame, backend: delta_tables.Backend
+    spark: SparkSession, cfg: AppConfig, assigned: DataFrame, backend: delta_tables.Backend
 ) -> float | None:
     """ARI against the generator's planted archetypes, when that table exists."""
     truth_path = cfg.storage.table_path(TRUTH)
     if cfg.input.events.path is not None or not delta_tables.table_exists(truth_path):
         return None
     truth = delta_tables.read_table(spark, truth_path, backend=backend)
-    joined = membership.join(truth, on=feat.CUSTOMER_ID, how="inner")
-    return adjusted_rand_index(joined, "true_segment", "segment_id")
+    joined = assigned.select(feat.CUSTOMER_ID, clustering.SEGMENT_ID).join(
+        truth, on=feat.CUSTOMER_ID, how="inner"
+    )
+    return adjusted_rand_index(joined, "true_segment", clustering.SEGMENT_ID)
 
 
 def _log_k_plot(selection: clustering.KSelection) -> None:
@@ -509,6 +697,442 @@ def _log_k_plot(selection: clustering.KSelection) -> None:
         fig.savefig(path, dpi=100)
         mlflow.log_artifact(str(path), "plots")
     plt.close(fig)
+
+
+# --- publish: membership, history, migration, drift ---------------------------------------
+
+
+@dataclass
+class Publication:
+    """What publishing one membership snapshot wrote and found."""
+
+    as_of: dt.date
+    model_name: str
+    model_version: int
+    customers: int
+    sizes: dict[int, int]
+    names: dict[int, str]
+    table_versions: dict[str, int]
+    history_mode: str
+    baseline_as_of: dt.date | None = None
+    migration: list[dict[str, Any]] = field(default_factory=list)
+    segment_psi: float | None = None
+    feature_psi: dict[str, float] = field(default_factory=dict)
+    retrain_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def retrain_recommended(self) -> bool:
+        return bool(self.retrain_reasons)
+
+    def moves(self) -> dict[str, int]:
+        """Customers who stayed, moved between segments, entered and left since the baseline."""
+        out = {"stayed": 0, "moved": 0, "entered": 0, "left": 0}
+        for r in self.migration:
+            if r["from_segment_id"] is None:
+                out["entered"] += r["customers"]
+            elif r["to_segment_id"] is None:
+                out["left"] += r["customers"]
+            elif r["from_segment_id"] == r["to_segment_id"]:
+                out["stayed"] += r["customers"]
+            else:
+                out["moved"] += r["customers"]
+        return out
+
+
+def publish(
+    spark: SparkSession,
+    cfg: AppConfig,
+    *,
+    backend: delta_tables.Backend,
+    job: str,
+    run_id: str,
+    assigned: DataFrame,
+    features_df: DataFrame,
+    model_version: int,
+    model_features: Sequence[str],
+    names: Mapping[int, str],
+    scored_at: dt.datetime,
+    extra: Mapping[str, delta_tables.StagedWrite] = MappingProxyType({}),
+) -> Publication:
+    """Write one model's membership snapshot for ``features.as_of`` with its consequences.
+
+    Stages ``segment_membership`` (the ``as_of`` snapshot replaced), the SCD2
+    ``segment_membership_history`` (merged, or rebuilt from the snapshots for a backfill) and
+    ``segment_migration`` (from the baseline snapshot), computes PSI for segment shares and
+    ``model_features``, then commits ``extra`` and these tables, in that order, and logs it all
+    to the active MLflow run. A failure before the commit step changes no table.
+    """
+    fc, tc, dc = cfg.features, cfg.tracking, cfg.drift
+    as_of, model_name = fc.as_of, tc.registered_model
+    unknown = sorted(
+        r[0]
+        for r in assigned.select(clustering.SEGMENT_ID).distinct().collect()
+        if r[0] not in names
+    )
+    if unknown:
+        raise InputError(
+            f"model {model_name} v{model_version} has no name for segment(s) {unknown}"
+        )
+    name_map = F.create_map(
+        *[x for sid, nm in sorted(names.items()) for x in (F.lit(sid), F.lit(nm))]
+    )
+    membership = assigned.select(
+        feat.CUSTOMER_ID,
+        F.lit(as_of).cast("date").alias(feat.AS_OF),
+        F.col(clustering.SEGMENT_ID).cast("int").alias("segment_id"),
+        F.element_at(name_map, F.col(clustering.SEGMENT_ID)).alias("segment_name"),
+        F.col(clustering.DISTANCE).cast("double").alias("distance"),
+        F.lit(model_name).alias("model_name"),
+        F.lit(model_version).cast("int").alias("model_version"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(scored_at).cast("timestamp").alias("scored_at"),
+    )
+    paths = {n: cfg.storage.table_path(n) for n in (MEMBERSHIP, HISTORY, MIGRATION)}
+    existing = (
+        delta_tables.read_table(spark, paths[MEMBERSHIP], backend=backend).where(
+            F.col("model_name") == model_name
+        )
+        if delta_tables.table_exists(paths[MEMBERSHIP])
+        else None
+    )
+    snapshots = (
+        sorted(r[0] for r in existing.select(feat.AS_OF).distinct().collect())
+        if existing is not None
+        else []
+    )
+    baseline = _baseline(dc.baseline_as_of, snapshots, as_of)
+    metadata = {"job": job, "run_id": run_id, "model_version": str(model_version),
+                "as_of": as_of.isoformat()}  # fmt: skip
+    snapshot_opts = delta_tables.WriteOptions(
+        mode="overwrite",
+        partition_by=(feat.AS_OF,),
+        replace_partitions={feat.AS_OF: as_of},
+        idempotency_key=f"{job}-{run_id}",
+        metadata=metadata,
+    )
+    frames: dict[str, tuple[DataFrame, delta_tables.WriteOptions]] = {
+        MEMBERSHIP: (membership, snapshot_opts)
+    }
+    history_df, history_mode = _next_history(
+        spark, paths[HISTORY], backend, existing, snapshots, membership, as_of, model_name
+    )
+    frames[HISTORY] = (
+        history_df,
+        delta_tables.WriteOptions(
+            mode="overwrite", idempotency_key=f"{job}-{run_id}", metadata=metadata
+        ),
+    )
+    migration_rows: list[dict[str, Any]] = []
+    previous = None
+    if baseline is not None and existing is not None:
+        previous = existing.where(F.col(feat.AS_OF) == F.lit(baseline).cast("date"))
+        migration_df = history.migration_matrix(
+            previous, membership, as_of=as_of, previous_as_of=baseline, model_name=model_name
+        ).cache()
+        migration_rows = [r.asDict() for r in migration_df.collect()]
+        frames[MIGRATION] = (migration_df, snapshot_opts)
+    staged: dict[str, delta_tables.StagedWrite] = {}
+    try:
+        for name, (df, opts) in frames.items():
+            staged[name] = delta_tables.stage(spark, df, paths[name], opts, backend=backend)
+        sizes = history.segment_counts(membership)
+        pub = Publication(
+            as_of=as_of,
+            model_name=model_name,
+            model_version=model_version,
+            customers=sum(sizes.values()),
+            sizes=sizes,
+            names=dict(names),
+            table_versions={},
+            history_mode=history_mode,
+            baseline_as_of=baseline,
+            migration=migration_rows,
+        )
+        if previous is not None:
+            _drift(spark, cfg, backend, pub, previous, features_df, model_features)
+    except BaseException:
+        for s in staged.values():
+            delta_tables.abort(s)
+        raise
+    pub.table_versions = _commit_all(spark, {**extra, **staged})
+    _log_publication(pub, dc.psi_threshold)
+    return pub
+
+
+def _baseline(
+    configured: dt.date | None, snapshots: Sequence[dt.date], as_of: dt.date
+) -> dt.date | None:
+    if configured is not None:
+        if configured not in snapshots:
+            raise InputError(
+                f"drift.baseline_as_of {configured} has no segment_membership snapshot; "
+                f"available: {', '.join(map(str, snapshots)) or 'none'}"
+            )
+        return configured
+    earlier = [d for d in snapshots if d < as_of]
+    return max(earlier) if earlier else None
+
+
+def _next_history(
+    spark: SparkSession,
+    path: str,
+    backend: delta_tables.Backend,
+    existing: DataFrame | None,
+    snapshots: Sequence[dt.date],
+    membership: DataFrame,
+    as_of: dt.date,
+    model_name: str,
+) -> tuple[DataFrame, str]:
+    """The whole history table after this snapshot, and how it was derived."""
+    if not delta_tables.table_exists(path):
+        return history.apply_snapshot(None, membership, as_of=as_of, model_name=model_name), (
+            "created"
+        )
+    current = delta_tables.read_table(spark, path, backend=backend)
+    latest = history.latest_change(current, model_name)
+    if latest is None or latest <= as_of:
+        merged = history.apply_snapshot(current, membership, as_of=as_of, model_name=model_name)
+        return merged, "merged"
+    # A backfill (older than the latest snapshot): derive this model's rows from every snapshot.
+    log.warning(
+        "as_of %s is before the latest snapshot in segment_membership_history (%s): "
+        "rebuilding that model's history from all membership snapshots",
+        as_of,
+        latest,
+    )
+    assert existing is not None
+    all_snapshots = existing.where(F.col(feat.AS_OF) != F.lit(as_of).cast("date")).unionByName(
+        membership.select(*existing.columns)
+    )
+    rebuilt = history.rebuild(all_snapshots, model_name=model_name, snapshots=[*snapshots, as_of])
+    return current.where(F.col("model_name") != model_name).unionByName(rebuilt), "rebuilt"
+
+
+def _drift(
+    spark: SparkSession,
+    cfg: AppConfig,
+    backend: delta_tables.Backend,
+    pub: Publication,
+    previous: DataFrame,
+    features_df: DataFrame,
+    model_features: Sequence[str],
+) -> None:
+    """PSI of segment shares and of each clustering feature against the baseline snapshot."""
+    dc = cfg.drift
+    assert pub.baseline_as_of is not None
+    pub.segment_psi = history.psi(history.segment_counts(previous), pub.sizes)
+    if pub.segment_psi > dc.psi_threshold:
+        pub.retrain_reasons.append(
+            f"segment shares moved: PSI {pub.segment_psi:.3f} > drift.psi_threshold "
+            f"{dc.psi_threshold}"
+        )
+    base_features = delta_tables.read_table(
+        spark,
+        cfg.storage.table_path(FEATURES),
+        backend=backend,
+        partitions={feat.AS_OF: pub.baseline_as_of},
+    )
+    if base_features.isEmpty():
+        log.warning("no customer_features snapshot for %s: no feature PSI", pub.baseline_as_of)
+        return
+    for d in history.feature_psi(base_features, features_df, model_features, bins=dc.psi_bins):
+        pub.feature_psi[d.feature] = d.psi
+        if d.psi > dc.psi_threshold:
+            pub.retrain_reasons.append(
+                f"feature {d.feature} drifted: PSI {d.psi:.3f} > drift.psi_threshold "
+                f"{dc.psi_threshold}"
+            )
+
+
+def _log_publication(pub: Publication, threshold: float) -> None:
+    for name, v in pub.table_versions.items():
+        mlflow.set_tag(f"output.{name}.version", str(v))
+    mlflow.set_tag("history_update", pub.history_mode)
+    mlflow.log_metric("membership_customers", pub.customers)
+    if pub.baseline_as_of is None:
+        mlflow.set_tag("retrain_recommended", "unknown (no earlier snapshot)")
+        return
+    mlflow.set_tag("drift_baseline_as_of", pub.baseline_as_of.isoformat())
+    mlflow.set_tag("retrain_recommended", str(pub.retrain_recommended).lower())
+    if pub.retrain_reasons:
+        mlflow.set_tag("retrain_reasons", "; ".join(pub.retrain_reasons)[:5000])
+    moves = pub.moves()
+    mlflow.log_metrics({f"migration_{k}": v for k, v in moves.items()})
+    if pub.segment_psi is not None:
+        mlflow.log_metric("psi_segments", pub.segment_psi)
+    for f, value in pub.feature_psi.items():
+        mlflow.log_metric(f"psi_feature_{f}", value)
+    tracking.log_json(pub.migration, "drift/migration_matrix.json")
+    header = ["from_segment_id", "from_segment_name", "to_segment_id", "to_segment_name",
+              "customers", "share_of_from"]  # fmt: skip
+    lines = [",".join(header)] + [
+        ",".join(_csv(r[h]) for h in header) for r in sorted(pub.migration, key=_migration_key)
+    ]
+    mlflow.log_text("\n".join(lines) + "\n", "drift/migration_matrix.csv")
+    tracking.log_json(
+        {
+            "baseline_as_of": pub.baseline_as_of,
+            "as_of": pub.as_of,
+            "psi_threshold": threshold,
+            "segment_shares": pub.segment_psi,
+            "features": pub.feature_psi,
+            "retrain_recommended": pub.retrain_recommended,
+            "reasons": pub.retrain_reasons,
+        },
+        "drift/psi.json",
+    )
+
+
+def _migration_key(r: Mapping[str, Any]) -> tuple[int, int]:
+    return (r["from_segment_id"] or 0, r["to_segment_id"] or 0)
+
+
+def _csv(value: Any) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    return f'"{text}"' if "," in text or '"' in text else text
+
+
+# --- assign -------------------------------------------------------------------------------
+
+
+@dataclass
+class AssignResult:
+    run_id: str
+    model_name: str
+    model_version: int
+    features_reused: bool
+    publication: Publication
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+def assign_segments(spark: SparkSession, cfg: AppConfig) -> AssignResult:
+    """Score ``features.as_of`` with the model under the alias, without retraining.
+
+    Computes that date's features (or reuses the stored snapshot with
+    ``assign.reuse_features``), assigns every customer with the registered pipeline, and
+    publishes membership, history, migration and drift; the features and quarantined events
+    commit with them, so a failure changes no table.
+    """
+    backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
+    tc, as_of = cfg.tracking, cfg.features.as_of
+    experiment_id = tracking.configure(tc)
+    champion = load_champion(cfg)
+    if champion is None:
+        raise InputError(
+            f"no model under {tc.registered_model}@{tc.alias} (tracking.registered_model, "
+            "tracking.alias): train one with tracking.promote=true, or promote a trained "
+            "version with `make promote VERSION=<n>`"
+        )
+    model = tracking.load_model(tc.registered_model, champion.version)
+    scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"assign_segments {as_of}"):
+        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+        mlflow.set_tag("job", "assign_segments")
+        mlflow.set_tag("model_version", str(champion.version))
+        tracking.log_params(
+            {
+                "model_name": tc.registered_model,
+                "alias": tc.alias,
+                "model_version": champion.version,
+                "model_run_id": champion.run_id,
+                "reuse_features": cfg.assign.reuse_features,
+                "drift.baseline_as_of": cfg.drift.baseline_as_of,
+                "drift.psi_threshold": cfg.drift.psi_threshold,
+            }
+        )
+        staged: StagedFeatures | None = None
+        features_df = None
+        if cfg.assign.reuse_features and delta_tables.table_exists(
+            cfg.storage.table_path(FEATURES)
+        ):
+            features_df = delta_tables.read_table(
+                spark, cfg.storage.table_path(FEATURES), backend=backend,
+                partitions={feat.AS_OF: as_of},
+            )  # fmt: skip
+            if features_df.isEmpty():
+                features_df = None
+        if features_df is None:
+            staged = stage_features(spark, cfg, backend=backend, run_id=run_id,
+                                    job="assign_segments")  # fmt: skip
+            features_df = staged.rows(spark, as_of)
+        extra = {REJECTED: staged.rejected, FEATURES: staged.features} if staged else {}
+        features_df = features_df.cache()
+        assigned = clustering.assign(model, features_df).cache()
+        try:
+            pub = publish(
+                spark,
+                cfg,
+                backend=backend,
+                job="assign_segments",
+                run_id=run_id,
+                assigned=assigned,
+                features_df=features_df,
+                model_version=champion.version,
+                model_features=champion.features,
+                names=champion.names,
+                scored_at=scored_at,
+                extra=extra,
+            )
+        except BaseException:
+            if staged is not None:
+                staged.abort()
+            raise
+        finally:
+            assigned.unpersist()
+            features_df.unpersist()
+    return AssignResult(
+        run_id=run_id,
+        model_name=tc.registered_model,
+        model_version=champion.version,
+        features_reused=staged is None,
+        publication=pub,
+        rejected=staged.rejected_counts if staged else {},
+    )
+
+
+# --- promote ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    model_name: str
+    alias: str
+    version: int
+    previous_version: int | None
+    run_id: str
+
+
+def promote_model(cfg: AppConfig, version: int | None) -> PromoteResult:
+    """Move ``tracking.alias`` to ``version`` (None: the latest registered), logged in MLflow."""
+    tc = cfg.tracking
+    experiment_id = tracking.configure(tc)
+    if version is None:
+        version = tracking.latest_version(tc.registered_model)
+        if version is None:
+            raise InputError(f"model {tc.registered_model} has no registered version to promote")
+    training_run = tracking.version_run_id(tc.registered_model, version)
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"promote {tc.registered_model} v{version}"
+    ) as run:
+        mlflow.set_tag("job", "promote_model")
+        previous = tracking.promote(
+            tc.registered_model, tc.alias, version, reason=f"promote_model run {run.info.run_id}"
+        )
+        tracking.log_params(
+            {
+                "model_name": tc.registered_model,
+                "alias": tc.alias,
+                "version": version,
+                "previous_version": previous if previous is not None else "none",
+                "training_run_id": training_run,
+            }
+        )
+    return PromoteResult(tc.registered_model, tc.alias, version, previous, run.info.run_id)
+
+
+# --- staging and commits -----------------------------------------------------------------
 
 
 def _commit_all(spark: SparkSession, staged: dict[str, delta_tables.StagedWrite]) -> dict[str, int]:
@@ -584,21 +1208,105 @@ def format_training_summary(result: TrainResult, cfg: AppConfig) -> str:
     lines += ["", "(feature columns show segment means in original units)"]
     if result.ari_vs_truth is not None:
         lines.append(f"Adjusted Rand index vs planted archetypes: {result.ari_vs_truth:.3f}")
+    m = result.matching
+    if result.previous_version is None:
+        lines.append("Segment ids: first model, numbered by size (1 = largest).")
+    else:
+        new_ids = [p.segment_id for p in m.pairs if p.previous_id is None]
+        lines.append(
+            f"Segment ids: {len(m.kept)} kept from version {result.previous_version} (same id "
+            f"and name), new: {new_ids or 'none'}, retired: {list(m.retired) or 'none'} "
+            "(MLflow artifact segments/matching.json)."
+        )
     lines += [
         "",
         f"Tables (Delta) under {cfg.storage.warehouse}/:",
-        *[f"  {n:<20} version {v}" for n, v in result.table_versions.items()],
+        *[f"  {n:<27} version {v}" for n, v in result.table_versions.items()],
         f"MLflow: run {result.run_id} in experiment '{cfg.tracking.experiment}' "
         f"({cfg.tracking.tracking_uri})",
-        f"  model {result.model_name} version {result.model_version}"
-        + (f" is now @{cfg.tracking.alias}" if result.promoted else " (alias not moved)"),
     ]
+    if result.promoted:
+        lines.append(
+            f"  model {result.model_name} version {result.model_version} is now "
+            f"@{cfg.tracking.alias}"
+        )
+    else:
+        lines.append(
+            f"  model {result.model_name} version {result.model_version} registered as a "
+            f"candidate; @{cfg.tracking.alias} is unchanged (version "
+            f"{result.previous_version or 'none'}). Review it, then: make promote "
+            f"VERSION={result.model_version} && make assign"
+        )
+    if result.publication is not None:
+        lines += _publication_lines(result.publication, cfg)
     if cfg.tracking.tracking_uri.startswith("sqlite:"):
         lines.append(
             f"  open the UI: make mlflow-ui  (or: .venv/bin/mlflow ui --backend-store-uri "
             f"{cfg.tracking.tracking_uri}), then http://127.0.0.1:5000"
         )
     return "\n".join(lines)
+
+
+def format_assign_summary(result: AssignResult, cfg: AppConfig) -> str:
+    """A readable report of an assignment run for the terminal."""
+    pub = result.publication
+    features = (
+        "reused the stored customer_features snapshot"
+        if result.features_reused
+        else "computed customer_features from the events (quarantined: "
+        + (_counts(result.rejected) if result.rejected else "none")
+        + ")"
+    )
+    lines = [
+        "",
+        f"Segments as of {pub.as_of}: {pub.customers} customers scored with "
+        f"{result.model_name} version {result.model_version} (@{cfg.tracking.alias}); "
+        f"{features}",
+        "",
+        f"{'id':>3}  {'segment':<40} {'customers':>9} {'share':>6}",
+    ]
+    for sid in sorted(pub.names):
+        n = pub.sizes.get(sid, 0)
+        share = n / pub.customers if pub.customers else 0.0
+        lines.append(f"{sid:>3}  {pub.names[sid][:40]:<40} {n:>9} {share:>6.1%}")
+    lines += ["", f"Tables (Delta) under {cfg.storage.warehouse}/:"]
+    lines += [f"  {n:<27} version {v}" for n, v in pub.table_versions.items()]
+    lines.append(f"MLflow: run {result.run_id} in experiment '{cfg.tracking.experiment}'")
+    lines += _publication_lines(pub, cfg)
+    return "\n".join(lines)
+
+
+def _publication_lines(pub: Publication, cfg: AppConfig) -> list[str]:
+    lines = [f"History (segment_membership_history): {pub.history_mode}."]
+    if pub.baseline_as_of is None:
+        lines.append("No earlier snapshot: no migration matrix or drift yet.")
+        return lines
+    moves = pub.moves()
+    lines.append(
+        f"Since {pub.baseline_as_of}: {moves['stayed']} stayed, {moves['moved']} moved between "
+        f"segments, {moves['entered']} entered, {moves['left']} left (table segment_migration)."
+    )
+    top = sorted(
+        (r for r in pub.migration
+         if r["from_segment_id"] is not None and r["to_segment_id"] is not None
+         and r["from_segment_id"] != r["to_segment_id"]),
+        key=lambda r: -r["customers"],
+    )[:5]  # fmt: skip
+    for r in top:
+        lines.append(
+            f"  {r['customers']:>7} from {r['from_segment_id']} {r['from_segment_name']} "
+            f"-> {r['to_segment_id']} {r['to_segment_name']} ({r['share_of_from']:.1%})"
+        )
+    psi_parts = [f"segments {pub.segment_psi:.3f}"] if pub.segment_psi is not None else []
+    psi_parts += [f"{f} {v:.3f}" for f, v in sorted(pub.feature_psi.items())]
+    lines.append(f"PSI vs {pub.baseline_as_of}: {', '.join(psi_parts)}")
+    if pub.retrain_recommended:
+        lines.append("RETRAIN RECOMMENDED: " + "; ".join(pub.retrain_reasons))
+    else:
+        lines.append(
+            f"Retrain not needed: every PSI <= drift.psi_threshold ({cfg.drift.psi_threshold})."
+        )
+    return lines
 
 
 def _fmt(value: float | None) -> str:

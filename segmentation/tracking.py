@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -9,10 +10,13 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.artifacts
+import mlflow.exceptions
 import mlflow.spark
 from mlflow import MlflowClient
 from pyspark.ml import PipelineModel
@@ -105,12 +109,79 @@ def log_spark_model(
     return info.model_uri, int(version)
 
 
-def promote(registered_model: str, alias: str, version: int) -> None:
-    """Point ``alias`` at ``version`` (a deliberate, logged step)."""
-    MlflowClient().set_registered_model_alias(registered_model, alias, str(version))
-    log.info("model %s version %s is now @%s", registered_model, version, alias)
+def promote(registered_model: str, alias: str, version: int, *, reason: str) -> int | None:
+    """Point ``alias`` at ``version`` (a deliberate, logged step); returns the previous version.
+
+    The model version gets tags saying when, why and from which version it was promoted.
+    """
+    client = MlflowClient()
+    previous = alias_version(registered_model, alias)
+    prior = previous.version if previous is not None else None
+    client.get_model_version(registered_model, str(version))  # fails clearly if missing
+    client.set_registered_model_alias(registered_model, alias, str(version))
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for key, value in {
+        f"promoted_to_{alias}_at": stamp,
+        f"promoted_to_{alias}_from_version": str(prior) if prior is not None else "none",
+        f"promoted_to_{alias}_reason": reason,
+    }.items():
+        client.set_model_version_tag(registered_model, str(version), key, value)
+    log.info(
+        "model %s version %s is now @%s (was %s): %s", registered_model, version, alias, prior,
+        reason,
+    )  # fmt: skip
+    return None if prior is None else int(prior)
 
 
-def load_model(registered_model: str, alias: str) -> PipelineModel:
-    """The pipeline registered under ``registered_model@alias``."""
-    return mlflow.spark.load_model(f"models:/{registered_model}@{alias}")
+@dataclass(frozen=True)
+class AliasVersion:
+    version: int
+    run_id: str
+
+
+def alias_version(registered_model: str, alias: str) -> AliasVersion | None:
+    """The version (and its training run) under ``registered_model@alias``, or None."""
+    try:
+        mv = MlflowClient().get_model_version_by_alias(registered_model, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return AliasVersion(int(mv.version), str(mv.run_id))
+
+
+def latest_version(registered_model: str) -> int | None:
+    """The highest registered version of ``registered_model``, or None."""
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{registered_model}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    return max((int(v.version) for v in versions), default=None)
+
+
+def version_run_id(registered_model: str, version: int) -> str:
+    """The training run that logged ``version``."""
+    try:
+        return str(MlflowClient().get_model_version(registered_model, str(version)).run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise SegmentationError(
+            f"model {registered_model} has no version {version} in the registry"
+        ) from exc
+
+
+def load_json(run_id: str, name: str) -> Any | None:
+    """A JSON artifact of a run, or None when the run has no such artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=name, dst_path=tmp
+            )
+        except (mlflow.exceptions.MlflowException, OSError):
+            return None
+        return json.loads(Path(local).read_text())
+
+
+def load_model(registered_model: str, version: int) -> PipelineModel:
+    """The pipeline of one registered version (resolve an alias first: a pinned version)."""
+    with tempfile.TemporaryDirectory(prefix="segmentation-model-") as tmp:
+        return mlflow.spark.load_model(
+            f"models:/{registered_model}/{version}", dfs_tmpdir=os.path.join(tmp, "dfs")
+        )

@@ -57,6 +57,25 @@ def test_fit_numbers_segments_by_size_and_assigns_every_row(blobs):
     assert assigned.count() == 180
 
 
+def test_with_segment_ids_renumbers_rows_centres_and_sizes(blobs):
+    model = estimator(k=3).fit(blobs)
+    # Keep "big" as 1, give "mid" and "small" ids 7 and 4 (e.g. matched to a champion).
+    by_id = {s: c for c, s in model.cluster_to_segment.items()}
+    renumbered = model.with_segment_ids({by_id[1]: 1, by_id[2]: 7, by_id[3]: 4})
+    pairs = {
+        (r["truth"], r["segment_id"])
+        for r in renumbered.transform(blobs).select("truth", "segment_id").collect()
+    }
+    assert pairs == {("big", 1), ("mid", 7), ("small", 4)}
+    assert renumbered.sizes == {1: 90, 7: 60, 4: 30}
+    assert renumbered.centers_scaled[7] == model.centers_scaled[2]
+    before = model.transform(blobs).select("customer_id", "distance")
+    after = renumbered.transform(blobs).select("customer_id", "distance")
+    assertDataFrameEqual(before, after)
+    with pytest.raises(ValueError, match="unique"):
+        model.with_segment_ids({by_id[1]: 1, by_id[2]: 1, by_id[3]: 2})
+
+
 def test_fit_distance_is_euclidean_in_scaled_space(blobs):
     model = estimator(k=3).fit(blobs)
     row = model.transform(blobs).where("customer_id = 'mid0'").first()

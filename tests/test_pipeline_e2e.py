@@ -152,7 +152,9 @@ def test_mlflow_run_has_params_metrics_and_registered_model(run):
 def test_registered_model_loads_and_assigns_the_same_segments(spark, run):
     cfg, _, _, _ = run
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    model = tracking.load_model("customer_segments", "champion")
+    champion = tracking.alias_version("customer_segments", "champion")
+    assert champion is not None
+    model = tracking.load_model("customer_segments", champion.version)
     feats = delta_tables.read_table(
         spark, cfg.storage.table_path("customer_features"), backend="embedded"
     )

@@ -1,0 +1,100 @@
+"""Stable segment ids: Hungarian matching of a retrained model's centroids to the champion's."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from segmentation.clustering import Scaling
+from segmentation.matching import KnownSegment, match_segments, scaled_point
+
+FEATURES = ("recency_days", "frequency")
+# Old model: log1p on both features, its own means and stds.
+OLD = Scaling(FEATURES, ("log1p", "log1p"), (3.0, 2.0), (1.0, 0.5))
+# The retrained model saw other data: different means and standard deviations.
+NEW = Scaling(FEATURES, ("log1p", "log1p"), (3.2, 2.1), (1.1, 0.6))
+
+
+def centre(recency: float, frequency: float) -> dict[str, float]:
+    return {"recency_days": recency, "frequency": frequency}
+
+
+PREVIOUS = (
+    KnownSegment(1, "Lapsed customers", centre(400.0, 3.0)),
+    KnownSegment(2, "Loyal regulars", centre(10.0, 30.0)),
+    KnownSegment(4, "New customers", centre(5.0, 1.0)),
+)
+
+
+def new_centres(*points: tuple[float, float]) -> dict[int, list[float]]:
+    return {i: scaled_point(NEW, centre(*p)) for i, p in enumerate(points)}
+
+
+def test_scaled_point_inverts_to_original():
+    point = scaled_point(NEW, centre(400.0, 3.0))
+    assert NEW.to_original(point) == pytest.approx([400.0, 3.0])
+
+
+def test_same_segments_in_another_order_keep_ids_across_scalings():
+    # New clusters in a different order, shifted slightly: every one finds its old id.
+    centres = new_centres((6.0, 1.1), (380.0, 3.2), (11.0, 28.0))
+    m = match_segments(
+        scaling=NEW, new_centers_scaled=centres, new_sizes={0: 10, 1: 50, 2: 30},
+        previous=PREVIOUS, previous_max_id=4, max_distance=1.0,
+    )  # fmt: skip
+    assert m.cluster_to_segment == {0: 4, 1: 1, 2: 2}
+    assert m.kept == {4: 4, 1: 1, 2: 2}
+    assert m.retired == () and m.max_segment_id == 4
+    assert all(p.reason == "matched" and p.distance < 0.2 for p in m.pairs)
+
+
+def test_extra_segment_gets_a_never_used_id_and_missing_one_is_retired():
+    # Lapsed disappears; two new behaviours appear. Ids 1..4 were issued before (3 was
+    # retired earlier), so new ids start at 5, the larger new segment first.
+    centres = new_centres((10.0, 30.0), (5.0, 1.0), (60.0, 100.0), (2000.0, 500.0))
+    m = match_segments(
+        scaling=NEW, new_centers_scaled=centres, new_sizes={0: 40, 1: 10, 2: 5, 3: 20},
+        previous=PREVIOUS, previous_max_id=4, max_distance=1.0,
+    )  # fmt: skip
+    assert m.cluster_to_segment[0] == 2 and m.cluster_to_segment[1] == 4
+    assert m.cluster_to_segment[3] == 5 and m.cluster_to_segment[2] == 6
+    assert m.retired == (1,)
+    assert m.max_segment_id == 6
+    far = next(p for p in m.pairs if p.cluster in (2, 3) and p.distance is not None)
+    assert "match_max_distance" in far.reason
+
+
+def test_a_segment_beyond_the_distance_threshold_is_new():
+    # One-to-one optimal: the only candidate for the moved segment is too far away.
+    centres = new_centres((400.0, 3.0), (10.0, 30.0), (5.0, 40.0))
+    m = match_segments(
+        scaling=NEW, new_centers_scaled=centres, new_sizes={0: 1, 1: 1, 2: 1},
+        previous=PREVIOUS, previous_max_id=4, max_distance=1.0,
+    )  # fmt: skip
+    assert m.cluster_to_segment[0] == 1 and m.cluster_to_segment[1] == 2
+    assert m.cluster_to_segment[2] == 5
+    assert m.retired == (4,)
+    d = m.distances[2][m.previous_ids.index(4)]
+    assert d > 1.0 and math.isclose(d, math.dist(centres[2], scaled_point(NEW, centre(5, 1))),
+                                    rel_tol=1e-5)  # fmt: skip
+
+
+def test_first_model_numbers_segments_by_size():
+    centres = new_centres((1.0, 1.0), (100.0, 1.0), (1.0, 100.0))
+    m = match_segments(
+        scaling=NEW, new_centers_scaled=centres, new_sizes={0: 5, 1: 50, 2: 20},
+        previous=(), previous_max_id=0, max_distance=1.0,
+    )  # fmt: skip
+    assert m.cluster_to_segment == {1: 1, 2: 2, 0: 3}
+    assert all(p.reason.startswith("first model") for p in m.pairs)
+
+
+def test_a_champion_on_other_features_is_not_matched():
+    other = (KnownSegment(1, "Old", {"monetary_total": 5.0}),)
+    m = match_segments(
+        scaling=NEW, new_centers_scaled=new_centres((1.0, 1.0)), new_sizes={0: 5},
+        previous=other, previous_max_id=3, max_distance=1.0,
+    )  # fmt: skip
+    assert m.cluster_to_segment == {0: 4} and m.retired == (1,)
+    assert "other features" in m.pairs[0].reason
