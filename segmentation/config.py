@@ -146,7 +146,7 @@ class TrainingConfig:
     features: tuple[str, ...] = ()
     default_transform: Transform = "log1p"
     transforms: Mapping[str, Transform] = field(default_factory=dict)
-    match_max_distance: float = 1.5
+    match_max_distance: float = 1.0
 
     def transform_for(self, feature: str) -> Transform:
         """The skew transform applied to ``feature`` before scaling."""

@@ -1,0 +1,277 @@
+"""Segments over time on generated data: two monthly snapshots, moves, history, retrain, replay.
+
+The second snapshot's events are the first's shifted by exactly one month (features are all
+relative to ``as_of``, so every customer's features repeat exactly), except for planted
+changes: some bargain hunters take over the event history of big-ticket customers, and some
+loyal regulars vanish from the input. The migration matrix must report exactly those moves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import mlflow
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+from pyspark.sql import functions as F
+
+from segmentation import delta_tables, pipeline, tracking
+from segmentation.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+D1, D2 = dt.date(2025, 11, 30), dt.date(2025, 12, 31)
+# Enough movers that big-ticket outgrows bargain hunters: numbering by size would swap their
+# ids, so only the matching can keep them.
+MOVERS, VANISHED = 80, 10
+
+
+def read(cfg, name, **kw) -> pl.DataFrame:
+    return pl.read_delta(cfg.storage.table_path(name), **kw)
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    base = tmp_path_factory.mktemp("over-time")
+    common = [
+        f"storage.warehouse={base / 'wh'}",
+        f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+        f"tracking.artifact_location={base / 'mla'}",
+        "generator.customers=2000",
+        "generator.events=60000",
+        "training.n_init=2",
+        "training.k_max=8",
+    ]
+    cfg1 = load_config(ROOT / "conf" / "local.yaml", overrides=[*common, f"features.as_of={D1}"])
+    pipeline.generate(spark, cfg1)
+    pipeline.build_features(spark, cfg1)
+    trained1 = pipeline.train_segments(spark, cfg1)
+
+    # The second month's input: everything shifted by D2 - D1, with planted changes.
+    truth = read(cfg1, "segment_truth")
+    m1 = read(cfg1, "segment_membership").filter(pl.col("as_of") == D1)
+    present = set(m1["customer_id"])
+
+    def pick(archetype: str, n: int, skip: int = 0) -> list[str]:
+        ids = sorted(
+            c for c in truth.filter(pl.col("true_segment") == archetype)["customer_id"]
+            if c in present
+        )  # fmt: skip
+        return ids[skip : skip + n]
+
+    movers, sources = pick("bargain_hunters", MOVERS), pick("big_ticket", MOVERS)
+    vanished = pick("loyal_regulars", VANISHED)
+    events = delta_tables.read_table(spark, cfg1.events_path(), backend="embedded")
+    pairs = spark.createDataFrame(list(zip(sources, movers, strict=True)), "src string, dst string")
+    copied = (
+        events.join(pairs, events.customer_id == pairs.src)
+        .withColumn("customer_id", F.col("dst"))
+        .withColumn("event_id", F.concat("event_id", F.lit("-copy")))
+        .drop("src", "dst")
+    )
+    kept = events.where(~F.col("customer_id").isin(movers + vanished))
+    shift = (D2 - D1).days
+    month2 = kept.unionByName(copied).withColumn(
+        "event_time", F.col("event_time") + F.make_interval(days=F.lit(shift))
+    )
+    events2 = str(base / "events-month2")
+    delta_tables.write_table(
+        spark, month2, events2, delta_tables.WriteOptions(mode="overwrite"), backend="embedded"
+    )
+    cfg2 = load_config(
+        ROOT / "conf" / "local.yaml",
+        overrides=[*common, f"features.as_of={D2}", f"input.events.path={events2}"],
+    )
+    assigned2 = pipeline.assign_segments(spark, cfg2)
+    yield {
+        "cfg1": cfg1, "cfg2": cfg2, "trained1": trained1, "assigned2": assigned2,
+        "movers": dict(zip(movers, sources, strict=True)), "vanished": vanished, "m1": m1,
+        "base": base, "common": common,
+    }  # fmt: skip
+    mlflow.set_tracking_uri(None)
+
+
+def test_migration_matrix_reports_exactly_the_planted_moves(world):
+    cfg2, m1 = world["cfg2"], world["m1"]
+    seg1 = dict(zip(m1["customer_id"], m1["segment_id"], strict=True))
+    expected: dict[tuple[int | None, int | None], int] = {}
+    for customer, segment in seg1.items():
+        if customer in world["vanished"]:
+            key = (segment, None)
+        elif customer in world["movers"]:
+            key = (segment, seg1[world["movers"][customer]])  # the source's segment
+        else:
+            key = (segment, segment)
+        expected[key] = expected.get(key, 0) + 1
+    migration = read(cfg2, "segment_migration").filter(pl.col("as_of") == D2)
+    got = {
+        (r["from_segment_id"], r["to_segment_id"]): r["customers"]
+        for r in migration.iter_rows(named=True)
+    }
+    # No entries: every customer of month 2 already existed in month 1.
+    assert not [k for k in got if k[0] is None]
+    assert got == expected
+    assert set(migration["previous_as_of"]) == {D1}
+    moved = sum(n for (a, b), n in expected.items() if a is not None and b is not None and a != b)
+    assert moved > 0  # big-ticket and bargain hunters are different segments
+    moves = world["assigned2"].publication.moves()
+    assert moves == {"stayed": sum(n for (a, b), n in expected.items() if a == b),
+                     "moved": moved, "entered": 0, "left": VANISHED}  # fmt: skip
+    # The same matrix is an MLflow artifact of the assign run.
+    client = MlflowClient(cfg2.tracking.tracking_uri)
+    artifacts = {a.path for a in client.list_artifacts(world["assigned2"].run_id, "drift")}
+    assert {"drift/migration_matrix.csv", "drift/migration_matrix.json", "drift/psi.json"} <= (
+        artifacts
+    )
+
+
+def test_history_opens_and_closes_rows_on_the_snapshot_dates(world):
+    cfg2, m1 = world["cfg2"], world["m1"]
+    h = read(cfg2, "segment_membership_history")
+    seg1 = dict(zip(m1["customer_id"], m1["segment_id"], strict=True))
+    m2 = read(cfg2, "segment_membership").filter(pl.col("as_of") == D2)
+    seg2 = dict(zip(m2["customer_id"], m2["segment_id"], strict=True))
+    rows = {c: sorted(g.iter_rows(named=True), key=lambda r: r["valid_from"])
+            for (c,), g in h.group_by("customer_id")}  # fmt: skip
+    for customer in world["vanished"]:
+        (only,) = rows[customer]
+        assert (only["valid_from"], only["valid_to"], only["is_current"]) == (D1, D2, False)
+        assert customer not in seg2
+    for customer in world["movers"]:
+        if seg1[customer] == seg2[customer]:
+            continue
+        old, new = rows[customer]
+        assert (old["segment_id"], old["valid_from"], old["valid_to"], old["is_current"]) == (
+            seg1[customer], D1, D2, False,
+        )  # fmt: skip
+        assert (new["segment_id"], new["valid_from"], new["valid_to"], new["is_current"]) == (
+            seg2[customer], D2, None, True,
+        )  # fmt: skip
+    stayed = [c for c in seg1 if c not in world["movers"] and c not in world["vanished"]]
+    for customer in stayed[:200]:
+        (only,) = rows[customer]
+        assert (only["segment_id"], only["valid_from"], only["valid_to"]) == (
+            seg1[customer], D1, None,
+        )  # fmt: skip
+    # Exactly one current row per present customer, none for the vanished.
+    current = h.filter(pl.col("is_current"))
+    assert current.height == current["customer_id"].n_unique() == len(seg2)
+
+
+def test_first_snapshot_reads_back_after_the_second_by_as_of_and_by_version(world):
+    cfg2, m1 = world["cfg2"], world["m1"]
+    cols = ["customer_id", "segment_id", "segment_name", "model_version"]
+    by_as_of = read(cfg2, "segment_membership").filter(pl.col("as_of") == D1)
+    assert by_as_of.select(cols).sort("customer_id").equals(m1.select(cols).sort("customer_id"))
+    first_version = world["trained1"].table_versions["segment_membership"]
+    by_version = read(cfg2, "segment_membership", version=first_version)
+    assert by_version.select(cols).sort("customer_id").equals(m1.select(cols).sort("customer_id"))
+    assert set(by_version["as_of"]) == {D1}
+
+
+def test_replaying_a_snapshot_replaces_it_in_one_version(spark, world):
+    cfg2 = world["cfg2"]
+    names = ("segment_membership", "segment_membership_history", "segment_migration")
+    before = {n: read(cfg2, n) for n in names}
+    versions = {n: delta_tables.table_version(cfg2.storage.table_path(n)) for n in names}
+    strict = load_config(
+        ROOT / "conf" / "local.yaml",
+        overrides=[*world["common"], f"features.as_of={D2}",
+                   f"input.events.path={cfg2.input.events.path}", "assign.reuse_features=true",
+                   "drift.psi_threshold=0.000001"],
+    )  # fmt: skip
+    again = pipeline.assign_segments(spark, strict)
+    assert again.features_reused
+    for n in names:
+        after = read(cfg2, n)
+        assert delta_tables.table_version(cfg2.storage.table_path(n)) == versions[n] + 1
+        assert after.height == before[n].height, n
+    key = ["customer_id", "segment_id", "valid_from", "valid_to", "is_current"]
+    assert read(cfg2, names[1]).select(key).sort(key).equals(before[names[1]].select(key).sort(key))
+    m = read(cfg2, "segment_membership")
+    assert m.group_by("as_of").len().sort("as_of")["len"].to_list() == [
+        world["m1"].height, world["m1"].height - VANISHED,
+    ]  # fmt: skip
+    # Drift: the first run was under the default threshold, the replay under a tiny one.
+    client = MlflowClient(cfg2.tracking.tracking_uri)
+    first = client.get_run(world["assigned2"].run_id).data
+    assert first.tags["retrain_recommended"] == "false"
+    assert first.metrics["psi_segments"] < 0.25
+    replay = client.get_run(again.run_id).data
+    assert replay.tags["retrain_recommended"] == "true"
+    assert "RETRAIN RECOMMENDED" in pipeline.format_assign_summary(again, strict)
+    assert "Retrain not needed" in pipeline.format_assign_summary(world["assigned2"], cfg2)
+
+
+def test_retrain_with_another_seed_keeps_ids_and_names_and_promotion_is_deliberate(spark, world):
+    cfg2, base = world["cfg2"], world["base"]
+    k1 = world["trained1"].selection.chosen_k
+    retrain = load_config(
+        ROOT / "conf" / "local.yaml",
+        overrides=[*world["common"], f"features.as_of={D2}",
+                   f"input.events.path={cfg2.input.events.path}", "training.seed=7",
+                   "tracking.promote=false",
+                   # The same k: this test is about ids across fits, not about model selection
+                   # (more restarts: a single k-means run may stop in a poor local optimum).
+                   f"training.k_min={k1}", f"training.k_max={k1}", "training.n_init=4"],
+    )  # fmt: skip
+    membership_version = delta_tables.table_version(cfg2.storage.table_path("segment_membership"))
+    trained2 = pipeline.train_segments(spark, retrain)
+    v1 = world["trained1"].model_version
+    assert trained2.previous_version == v1 and not trained2.promoted
+    # Not promoted: the alias and the membership are untouched.
+    mlflow.set_tracking_uri(cfg2.tracking.tracking_uri)
+    assert tracking.alias_version("customer_segments", "champion").version == v1
+    assert (
+        delta_tables.table_version(cfg2.storage.table_path("segment_membership"))
+        == membership_version
+    )
+    profiles = read(cfg2, "segment_profiles")
+    assert set(profiles["model_version"]) == {v1, trained2.model_version}
+
+    # The deliberate step, logged as its own run and as tags on the version.
+    promoted = pipeline.promote_model(retrain, trained2.model_version)
+    assert promoted.previous_version == v1
+    client = MlflowClient(cfg2.tracking.tracking_uri)
+    tags = client.get_model_version("customer_segments", str(trained2.model_version)).tags
+    assert tags["promoted_to_champion_from_version"] == str(v1)
+    assert client.get_run(promoted.run_id).data.params["version"] == str(trained2.model_version)
+    pipeline.assign_segments(spark, load_config(
+        ROOT / "conf" / "local.yaml",
+        overrides=[*world["common"], f"features.as_of={D2}", "assign.reuse_features=true",
+                   f"input.events.path={cfg2.input.events.path}"],
+    ))  # fmt: skip
+
+    # Every planted archetype keeps its segment id and name across the two models.
+    truth = read(cfg2, "segment_truth")
+    m = read(cfg2, "segment_membership").join(truth, on="customer_id")
+
+    def majority(as_of: dt.date) -> dict[str, tuple[int, str, int]]:
+        counts = (
+            m.filter(pl.col("as_of") == as_of)
+            .group_by("true_segment", "segment_id", "segment_name", "model_version")
+            .len()
+            .sort("len", descending=True)
+        )
+        top = counts.unique("true_segment", keep="first", maintain_order=True)
+        return {
+            r["true_segment"]: (r["segment_id"], r["segment_name"], r["model_version"])
+            for r in top.iter_rows(named=True)
+        }
+
+    old, new = majority(D1), majority(D2)
+    for archetype in old:
+        if archetype == "new_customers":
+            continue  # absent or few at D1: new customers arrive in the last weeks
+        assert old[archetype][:2] == new[archetype][:2], archetype
+        assert (old[archetype][2], new[archetype][2]) == (v1, trained2.model_version)
+    # Big-ticket was smaller than bargain hunters at D1 and is larger at D2.
+    sizes1 = {s.segment_id: s.size for s in world["trained1"].segments}
+    sizes2 = {s.segment_id: s.size for s in trained2.segments}
+    assert sizes1[old["big_ticket"][0]] < sizes1[old["bargain_hunters"][0]]
+    assert sizes2[new["big_ticket"][0]] > sizes2[new["bargain_hunters"][0]]
+    assert len(trained2.matching.kept) == k1 and not trained2.matching.retired
+    assert base.exists()
