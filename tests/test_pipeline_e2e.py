@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from mlflow import MlflowClient
 
 from segmentation import clustering, delta_tables, pipeline, tracking
 from segmentation.config import load_config
+from segmentation.errors import InputError
 from segmentation.evaluation import adjusted_rand_index_from_counts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +199,8 @@ def test_jobs_run_end_to_end_as_processes(tmp_path):
     ]  # fmt: skip
     outputs = []
     for job, extra in (("generate_events", ["--if-absent"]), ("build_features", []),
-                       ("train_segments", [])):  # fmt: skip
+                       ("train_segments", []), ("promote_model", ["--version", "1"]),
+                       ("assign_segments", ["--set", "assign.reuse_features=true"])):  # fmt: skip
         proc = subprocess.run(
             [sys.executable, str(ROOT / "jobs" / f"{job}.py"), *extra, *common],
             capture_output=True, text=True, cwd=ROOT, timeout=600,
@@ -210,4 +213,23 @@ def test_jobs_run_end_to_end_as_processes(tmp_path):
     assert "Segmentation as of 2025-12-31: 400 customers" in summary
     assert "model customer_segments version 1 is now @champion" in summary
     assert "make mlflow-ui" in summary
-    assert pl.read_delta(str(tmp_path / "wh" / "segment_membership")).height == 400
+    assert "model customer_segments version 1 is now @champion (was 1)" in outputs[3]
+    assigned = outputs[4]
+    assert "Segments as of 2025-12-31: 400 customers scored with customer_segments version 1" in (
+        assigned
+    )
+    assert "reused the stored customer_features snapshot" in assigned
+    assert "History (segment_membership_history): merged." in assigned
+    membership = pl.read_delta(str(tmp_path / "wh" / "segment_membership"))
+    assert membership.height == 400  # the training's snapshot, replaced by the assignment
+    history = pl.read_delta(str(tmp_path / "wh" / "segment_membership_history"))
+    assert history.height == 400 and history["is_current"].all()
+
+
+def test_assign_without_a_champion_is_a_clear_error(spark, run):
+    cfg, _, _, _ = run
+    other = dataclasses.replace(
+        cfg, tracking=dataclasses.replace(cfg.tracking, registered_model="nothing_here")
+    )
+    with pytest.raises(InputError, match="no model under nothing_here@champion"):
+        pipeline.assign_segments(spark, other)
