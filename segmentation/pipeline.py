@@ -385,7 +385,11 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
     ).cache()
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     experiment_id = tracking.configure(tc)
-    champion = load_champion(cfg)
+    try:
+        champion = load_champion(cfg)
+    except InputError as exc:
+        log.warning("%s; the new model's segments get new ids", exc)
+        champion = None
     try:
         n_customers = features_df.count()
         if n_customers == 0:

@@ -170,7 +170,8 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     cluster_wh, local_wh = base / "cluster-wh", base / "local-wh"
     overrides = [*SIZE, f"storage.warehouse={cluster_wh}",
                  f"tracking.tracking_uri={cluster.tracking_uri}"]  # fmt: skip
-    for job, extra in (("generate_events", ()), ("build_features", ()), ("train_segments", ())):
+    for job, extra in (("generate_events", ()), ("build_features", ()), ("train_segments", ()),
+                       ("assign_segments", ("--set", "assign.reuse_features=true"))):  # fmt: skip
         submit(cluster, package, job, overrides, *extra)
 
     # Tasks of the feature job ran on both workers (workers' and history server's JSON).
@@ -203,9 +204,16 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     assert run["info"]["status"] == "FINISHED"
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     assert metrics["chosen_k"] == on_cluster["segment_id"].n_unique()
+    # The last writer of the membership is the assign job, scoring with the champion it loaded
+    # from the tracking server; its run records that version.
     membership = pl.read_delta(str(cluster_wh / "segment_membership"))
     assert membership["model_version"].unique().to_list() == [int(alias["version"])]
-    assert membership["run_id"].unique().to_list() == [alias["run_id"]]
+    (assign_run_id,) = membership["run_id"].unique().to_list()
+    assign_run = mlflow_get(cluster, "runs/get", run_id=assign_run_id)["run"]
+    tags = {t["key"]: t["value"] for t in assign_run["data"]["tags"]}
+    assert tags["job"] == "assign_segments" and tags["model_version"] == alias["version"]
+    history = pl.read_delta(str(cluster_wh / "segment_membership_history"))
+    assert history.height == 1500 and history["is_current"].all()
 
 
 def test_job_survives_a_worker_killed_mid_job(spark, cluster, package, tmp_path_factory):
