@@ -195,7 +195,7 @@ def test_downstream_readers_agree_on_current_and_past_snapshots_and_history(worl
     members = DeltaTable(path).to_pyarrow_dataset()  # noqa: F841 (read by DuckDB by name)
     history_ds = DeltaTable(hist_path).to_pyarrow_dataset()  # noqa: F841
     per_day = dict(duckdb.sql("SELECT as_of, count(*) FROM members GROUP BY ALL").fetchall())
-    (duck_open,) = duckdb.sql("SELECT count(*) FROM history_ds WHERE is_current").fetchone()
+    ((duck_open,),) = duckdb.sql("SELECT count(*) FROM history_ds WHERE is_current").fetchall()
 
     n1, n2 = world["m1"].height, world["m1"].height - VANISHED
     assert current.num_rows == pl_current.height == per_day[D2] == n2
