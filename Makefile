@@ -7,10 +7,11 @@ STAMP := $(VENV)/.setup-stamp
 CONFIG ?= conf/local.yaml
 # Extra job arguments, e.g. make run ARGS="--set training.k_max=8"
 ARGS ?=
-# make run trains on the sample's snapshot of TRAIN_AS_OF, then scores AS_OF (a month later)
-# with that model: two snapshots, so membership history, migration and drift have content.
-TRAIN_AS_OF ?= 2025-11-30
-AS_OF ?= 2025-12-31
+# make run trains on the sample's last day (TRAIN_AS_OF), then scores AS_OF, a month later, with
+# that model: two snapshots, so history, migration and drift have content. The sample's events
+# end on 2025-12-31, so by AS_OF everyone has aged a month without activity (drift is flagged).
+TRAIN_AS_OF ?= 2025-12-31
+AS_OF ?= 2026-01-31
 
 .DEFAULT_GOAL := help
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -53,6 +53,16 @@ PSI_FLOOR = 1e-4
 
 def _conform(df: DataFrame) -> DataFrame:
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in HISTORY_SCHEMA])
+
+
+def _stays(df: DataFrame, model_name: str, valid_from: Column, valid_to: Column) -> DataFrame:
+    """History rows from ``df``'s customer_id, segment_id, segment_name and model_version."""
+    return _conform(
+        df.withColumn("model_name", F.lit(model_name))
+        .withColumn("valid_from", valid_from)
+        .withColumn("valid_to", valid_to)
+        .withColumn("is_current", F.col("valid_to").isNull())
+    )
 
 
 def _snapshot_rows(snapshot: DataFrame, model_name: str) -> DataFrame:
@@ -89,18 +99,7 @@ def apply_snapshot(
     day = F.lit(as_of).cast("date")
     new = _snapshot_rows(snapshot, model_name).alias("n")
     if history is None:
-        return _conform(
-            new.select(
-                CUSTOMER_ID,
-                F.lit(model_name).alias("model_name"),
-                "segment_id",
-                "segment_name",
-                day.alias("valid_from"),
-                F.lit(None).cast("date").alias("valid_to"),
-                F.lit(True).alias("is_current"),
-                "model_version",
-            )
-        )
+        return _stays(new, model_name, day, F.lit(None).cast("date"))
     others = history.where(F.col("model_name") != model_name)
     mine = history.where(F.col("model_name") == model_name)
     # Undo an earlier application of this same snapshot (a replay).
@@ -123,17 +122,13 @@ def apply_snapshot(
         F.col("o.model_version").alias("model_version"),
     )
     # New open rows: a customer who moved, or who was not open before.
-    opened = joined.where(
-        F.col(f"n.{CUSTOMER_ID}").isNotNull() & (F.col(f"o.{CUSTOMER_ID}").isNull() | ~same)
-    ).select(
-        F.col(f"n.{CUSTOMER_ID}").alias(CUSTOMER_ID),
-        F.lit(model_name).alias("model_name"),
-        F.col("n.segment_id").alias("segment_id"),
-        F.col("n.segment_name").alias("segment_name"),
-        day.alias("valid_from"),
-        F.lit(None).cast("date").alias("valid_to"),
-        F.lit(True).alias("is_current"),
-        F.col("n.model_version").alias("model_version"),
+    opened = _stays(
+        joined.where(
+            F.col(f"n.{CUSTOMER_ID}").isNotNull() & (F.col(f"o.{CUSTOMER_ID}").isNull() | ~same)
+        ).select("n.*"),
+        model_name,
+        day,
+        F.lit(None).cast("date"),
     )
     return (
         _conform(others.withColumn("is_current", F.col("valid_to").isNull()))
@@ -181,18 +176,7 @@ def rebuild(membership: DataFrame, *, model_name: str, snapshots: Sequence[dt.da
         F.min_by("segment_name", "snap").alias("segment_name"),
         F.min_by("model_version", "snap").alias("model_version"),
     )
-    return _conform(
-        stays.select(
-            CUSTOMER_ID,
-            F.lit(model_name).alias("model_name"),
-            "segment_id",
-            "segment_name",
-            "valid_from",
-            "valid_to",
-            F.col("valid_to").isNull().alias("is_current"),
-            "model_version",
-        )
-    )
+    return _stays(stays, model_name, F.col("valid_from"), F.col("valid_to"))
 
 
 def migration_matrix(

@@ -431,13 +431,7 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         )
         model = model.with_segment_ids(matched.cluster_to_segment)
         assigned = model.transform(features_df).cache()
-        profile_features = [
-            f.name
-            for f in features_df.schema.fields
-            if f.name not in (feat.CUSTOMER_ID, feat.AS_OF)
-            and isinstance(f.dataType, T.NumericType)
-        ]
-        profiles = profiling.profile_segments(assigned, profile_features)
+        profiles = profiling.profile_segments(assigned, _numeric_features(features_df))
         names = _stable_names(profiling.name_segments(profiles), matched, champion)
         with mlflow.start_run(experiment_id=experiment_id) as run:
             result = _track_and_write(
@@ -462,6 +456,15 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         return result
     finally:
         features_df.unpersist()
+
+
+def _numeric_features(features_df: DataFrame) -> list[str]:
+    """The numeric feature columns of a customer_features frame (not its keys)."""
+    return [
+        f.name
+        for f in features_df.schema.fields
+        if f.name not in (feat.CUSTOMER_ID, feat.AS_OF) and isinstance(f.dataType, T.NumericType)
+    ]
 
 
 def _stable_names(
@@ -722,6 +725,7 @@ class Publication:
     migration: list[dict[str, Any]] = field(default_factory=list)
     segment_psi: float | None = None
     feature_psi: dict[str, float] = field(default_factory=dict)
+    other_feature_psi: dict[str, float] = field(default_factory=dict)
     retrain_reasons: list[str] = field(default_factory=list)
 
     @property
@@ -939,7 +943,13 @@ def _drift(
     if base_features.isEmpty():
         log.warning("no customer_features snapshot for %s: no feature PSI", pub.baseline_as_of)
         return
-    for d in history.feature_psi(base_features, features_df, model_features, bins=dc.psi_bins):
+    # Every numeric feature is measured (and logged); the clustering features decide.
+    numeric = [f for f in _numeric_features(features_df) if f in base_features.columns]
+    measured = [*model_features, *[f for f in numeric if f not in model_features]]
+    for d in history.feature_psi(base_features, features_df, measured, bins=dc.psi_bins):
+        if d.feature not in model_features:
+            pub.other_feature_psi[d.feature] = d.psi
+            continue
         pub.feature_psi[d.feature] = d.psi
         if d.psi > dc.psi_threshold:
             pub.retrain_reasons.append(
@@ -964,7 +974,7 @@ def _log_publication(pub: Publication, threshold: float) -> None:
     mlflow.log_metrics({f"migration_{k}": v for k, v in moves.items()})
     if pub.segment_psi is not None:
         mlflow.log_metric("psi_segments", pub.segment_psi)
-    for f, value in pub.feature_psi.items():
+    for f, value in {**pub.feature_psi, **pub.other_feature_psi}.items():
         mlflow.log_metric(f"psi_feature_{f}", value)
     tracking.log_json(pub.migration, "drift/migration_matrix.json")
     header = ["from_segment_id", "from_segment_name", "to_segment_id", "to_segment_name",
@@ -980,6 +990,7 @@ def _log_publication(pub: Publication, threshold: float) -> None:
             "psi_threshold": threshold,
             "segment_shares": pub.segment_psi,
             "features": pub.feature_psi,
+            "other_features": pub.other_feature_psi,
             "retrain_recommended": pub.retrain_recommended,
             "reasons": pub.retrain_reasons,
         },

@@ -234,6 +234,9 @@ def test_replaying_a_snapshot_replaces_it_in_one_version(spark, world):
     first = client.get_run(world["assigned2"].run_id).data
     assert first.tags["retrain_recommended"] == "false"
     assert first.metrics["psi_segments"] < 0.25
+    # PSI for every feature is logged; only the clustering features decide.
+    assert {"psi_feature_recency_days", "psi_feature_monetary_total"} <= set(first.metrics)
+    assert "monetary_total" not in world["assigned2"].publication.feature_psi
     replay = client.get_run(again.run_id).data
     assert replay.tags["retrain_recommended"] == "true"
     assert "RETRAIN RECOMMENDED" in pipeline.format_assign_summary(again, strict)
