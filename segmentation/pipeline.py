@@ -91,8 +91,12 @@ def generate(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) ->
     options = delta_tables.WriteOptions(
         mode="overwrite", idempotency_key=key, metadata={"job": "generate", "params": params}
     )
-    frames = {EVENTS: data.events, CUSTOMERS: data.customers, TRUTH: data.segment_truth}
-    staged = _stage_all(spark, frames, paths, options, backend)
+    frames = {
+        EVENTS: (data.events, options),
+        CUSTOMERS: (data.customers, options),
+        TRUTH: (data.segment_truth, options),
+    }
+    staged = _stage_all(spark, frames, paths, backend)
     versions = _commit_all(spark, staged)
     return GenerateResult(False, dict(versions), {n: s.rows for n, s in staged.items()})
 
@@ -772,11 +776,8 @@ def publish(
     """
     fc, tc, dc = cfg.features, cfg.tracking, cfg.drift
     as_of, model_name = fc.as_of, tc.registered_model
-    unknown = sorted(
-        r[0]
-        for r in assigned.select(clustering.SEGMENT_ID).distinct().collect()
-        if r[0] not in names
-    )
+    sizes = history.segment_counts(assigned)
+    unknown = sorted(set(sizes) - set(names))
     if unknown:
         raise InputError(
             f"model {model_name} v{model_version} has no name for segment(s) {unknown}"
@@ -836,14 +837,13 @@ def publish(
         previous = existing.where(F.col(feat.AS_OF) == F.lit(baseline).cast("date"))
         migration_df = history.migration_matrix(
             previous, membership, as_of=as_of, previous_as_of=baseline, model_name=model_name
-        ).cache()
-        migration_rows = [r.asDict() for r in migration_df.collect()]
-        frames[MIGRATION] = (migration_df, snapshot_opts)
-    staged: dict[str, delta_tables.StagedWrite] = {}
+        )
+        collected = migration_df.collect()
+        migration_rows = [r.asDict() for r in collected]
+        # At most (k + 1)^2 rows: written from the driver rather than computed twice.
+        frames[MIGRATION] = (spark.createDataFrame(collected, migration_df.schema), snapshot_opts)
+    staged = _stage_all(spark, frames, paths, backend)
     try:
-        for name, (df, opts) in frames.items():
-            staged[name] = delta_tables.stage(spark, df, paths[name], opts, backend=backend)
-        sizes = history.segment_counts(membership)
         pub = Publication(
             as_of=as_of,
             model_name=model_name,
@@ -859,8 +859,7 @@ def publish(
         if previous is not None:
             _drift(spark, cfg, backend, pub, previous, features_df, model_features)
     except BaseException:
-        for s in staged.values():
-            delta_tables.abort(s)
+        _abort_all(staged)
         raise
     pub.table_versions = _commit_all(spark, {**extra, **staged})
     _log_publication(pub, dc.psi_threshold)
@@ -1173,21 +1172,24 @@ def _fault_point(name: str) -> None:
 
 def _stage_all(
     spark: SparkSession,
-    frames: dict[str, DataFrame],
-    paths: dict[str, str],
-    options: delta_tables.WriteOptions,
+    frames: Mapping[str, tuple[DataFrame, delta_tables.WriteOptions]],
+    paths: Mapping[str, str],
     backend: delta_tables.Backend,
 ) -> dict[str, delta_tables.StagedWrite]:
     """Stage every table before committing any: a failure leaves all tables as they were."""
     staged: dict[str, delta_tables.StagedWrite] = {}
     try:
-        for name, df in frames.items():
+        for name, (df, options) in frames.items():
             staged[name] = delta_tables.stage(spark, df, paths[name], options, backend=backend)
     except BaseException:
-        for s in staged.values():
-            delta_tables.abort(s)
+        _abort_all(staged)
         raise
     return staged
+
+
+def _abort_all(staged: Mapping[str, delta_tables.StagedWrite]) -> None:
+    for s in staged.values():
+        delta_tables.abort(s)
 
 
 # --- summaries ----------------------------------------------------------------------------

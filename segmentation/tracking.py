@@ -117,7 +117,7 @@ def promote(registered_model: str, alias: str, version: int, *, reason: str) -> 
     client = MlflowClient()
     previous = alias_version(registered_model, alias)
     prior = previous.version if previous is not None else None
-    client.get_model_version(registered_model, str(version))  # fails clearly if missing
+    version_run_id(registered_model, version)  # a clear error for a version that is not there
     client.set_registered_model_alias(registered_model, alias, str(version))
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     for key, value in {
@@ -130,7 +130,7 @@ def promote(registered_model: str, alias: str, version: int, *, reason: str) -> 
         "model %s version %s is now @%s (was %s): %s", registered_model, version, alias, prior,
         reason,
     )  # fmt: skip
-    return None if prior is None else int(prior)
+    return prior
 
 
 @dataclass(frozen=True)
