@@ -110,8 +110,19 @@ class EventSourceConfig:
 
 
 @dataclass(frozen=True)
+class CustomersSourceConfig:
+    """The customers dimension: one row per customer with descriptive attributes."""
+
+    path: str | None = None
+    format: EventFormat = "delta"
+    options: Mapping[str, str] = field(default_factory=dict)
+    customer_id: str = "customer_id"
+
+
+@dataclass(frozen=True)
 class InputConfig:
     events: EventSourceConfig = field(default_factory=EventSourceConfig)
+    customers: CustomersSourceConfig = field(default_factory=CustomersSourceConfig)
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,98 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class ExplainConfig:
+    """Profiles' composition, rule explanations, pictures and the HTML report of a training."""
+
+    composition_attributes: tuple[str, ...] = (
+        "country", "age", "gender", "os", "is_business", "industry", "employee_count",
+    )  # fmt: skip
+    sensitive_attributes: tuple[str, ...] = ("age", "gender")
+    bins: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    max_levels: int = 12
+    rules_max_depth: int = 5
+    rules_per_segment: int = 3
+    min_rule_fidelity: float = 0.85
+    plot_sample_rows: int = 5000
+    report: bool = True
+
+
+@dataclass(frozen=True)
+class RfmSegment:
+    """A named cell range of the RFM map: inclusive [low, high] score ranges."""
+
+    name: str
+    r: tuple[int, ...] = (1, 5)
+    f: tuple[int, ...] = (1, 5)
+    m: tuple[int, ...] = (1, 5)
+
+
+def _rfm(name: str, r: tuple[int, int], f: tuple[int, int]) -> RfmSegment:
+    return RfmSegment(name=name, r=r, f=f)
+
+
+# The widely used R x F map (the "RFM segments" grid), with Lost split off Hibernating.
+DEFAULT_RFM_SEGMENTS = (
+    _rfm("Champions", (5, 5), (4, 5)),
+    _rfm("Loyal", (3, 4), (4, 5)),
+    _rfm("Potential loyalists", (4, 5), (2, 3)),
+    _rfm("New", (5, 5), (1, 1)),
+    _rfm("Promising", (4, 4), (1, 1)),
+    _rfm("Need attention", (3, 3), (3, 3)),
+    _rfm("About to sleep", (3, 3), (1, 2)),
+    _rfm("Can't lose them", (1, 2), (5, 5)),
+    _rfm("At risk", (1, 2), (3, 4)),
+    _rfm("Lost", (1, 1), (1, 1)),
+    _rfm("Hibernating", (1, 2), (1, 2)),
+)
+
+
+@dataclass(frozen=True)
+class RfmConfig:
+    enabled: bool = True
+    model_name: str = "rfm"
+    version: int = 1
+    recency_feature: str = "recency_days"
+    frequency_feature: str = "frequency"
+    monetary_feature: str = "monetary_total"
+    quantile_accuracy: int = 10000
+    segments: tuple[RfmSegment, ...] = DEFAULT_RFM_SEGMENTS
+
+
+@dataclass(frozen=True)
+class B2bTier:
+    """A tier rule: every criterion given must hold (null: no constraint)."""
+
+    name: str
+    min_spend: float | None = None
+    min_employees: int | None = None
+    industries: tuple[str, ...] | None = None
+
+
+DEFAULT_B2B_TIERS = (
+    B2bTier("Strategic", min_spend=20000.0),
+    B2bTier("Strategic", min_spend=5000.0, min_employees=1000),
+    B2bTier("Large", min_spend=5000.0),
+    B2bTier("Large", min_employees=250),
+    B2bTier("Medium", min_spend=1000.0),
+    B2bTier("Medium", min_employees=50),
+    B2bTier("Small"),
+)
+
+
+@dataclass(frozen=True)
+class B2bConfig:
+    enabled: bool = True
+    model_name: str = "b2b_tiers"
+    version: int = 1
+    business_column: str = "is_business"
+    employees_column: str | None = "employee_count"
+    industry_column: str | None = "industry"
+    spend_feature: str = "monetary_365d"
+    tiers: tuple[B2bTier, ...] = DEFAULT_B2B_TIERS
+
+
+@dataclass(frozen=True)
 class AppConfig:
     spark: SparkConfig = field(default_factory=SparkConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -177,10 +280,20 @@ class AppConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     assign: AssignConfig = field(default_factory=AssignConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    rfm: RfmConfig = field(default_factory=RfmConfig)
+    b2b: B2bConfig = field(default_factory=B2bConfig)
 
     def events_path(self) -> str:
         """Where the events are read from: the configured path or the generator's table."""
         return self.input.events.path or self.storage.table_path("events")
+
+    def customers_path(self) -> str | None:
+        """The customers dimension: the configured path, else the generator's table when the
+        events are the generator's too (None: no customers dimension)."""
+        if self.input.customers.path:
+            return self.input.customers.path
+        return self.storage.table_path("customers") if self.input.events.path is None else None
 
 
 # Names in YAML that differ from the Python field name.
@@ -422,10 +535,77 @@ def validate(cfg: AppConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _validate_explain(cfg)
     for key, cols in (("input.events.columns", cfg.input.events.columns),):
         for required in EventColumns.REQUIRED:
             if not getattr(cols, required):
                 raise ConfigError(f"{key}.{required} must name a column (it is required)")
+
+
+def _validate_explain(cfg: AppConfig) -> None:
+    e, rfm, b2b = cfg.explain, cfg.rfm, cfg.b2b
+    sensitive = {a.lower() for a in e.sensitive_attributes}
+    used = sorted(f for f in cfg.training.features if f.lower() in sensitive)
+    if used:
+        raise ConfigError(
+            f"training.features {used} are listed in explain.sensitive_attributes: sensitive "
+            "attributes are never clustering features (remove them from training.features)"
+        )
+    checks = [
+        (1 <= e.rules_max_depth <= 10, "explain.rules_max_depth must be in [1, 10]"),
+        (e.rules_per_segment >= 1, "explain.rules_per_segment must be >= 1"),
+        (0 <= e.min_rule_fidelity <= 1, "explain.min_rule_fidelity must be in [0, 1]"),
+        (e.plot_sample_rows >= 10, "explain.plot_sample_rows must be >= 10"),
+        (e.max_levels >= 1, "explain.max_levels must be >= 1"),
+        (rfm.quantile_accuracy >= 100, "rfm.quantile_accuracy must be >= 100"),
+        (len(rfm.segments) >= 1, "rfm.segments must list at least one segment"),
+        (len(b2b.tiers) >= 1, "b2b.tiers must list at least one tier"),
+        (
+            len({cfg.tracking.registered_model, rfm.model_name, b2b.model_name}) == 3,
+            "tracking.registered_model, rfm.model_name and b2b.model_name must differ: they "
+            "name segmentations in the shared segment_membership table",
+        ),
+    ]
+    for name, edges in e.bins.items():
+        checks.append(
+            (
+                len(edges) >= 1 and list(edges) == sorted(set(edges)),
+                f"explain.bins.{name} must be increasing bin edges",
+            )
+        )
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    for i, seg in enumerate(rfm.segments):
+        for score in ("r", "f", "m"):
+            lo_hi = getattr(seg, score)
+            if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1] <= 5:
+                raise ConfigError(
+                    f"rfm.segments[{i}].{score} ({seg.name}) must be [low, high] with "
+                    f"1 <= low <= high <= 5, got {list(lo_hi)}"
+                )
+    uncovered = [
+        (r, f, m)
+        for r in range(1, 6)
+        for f in range(1, 6)
+        for m in range(1, 6)
+        if not any(
+            s.r[0] <= r <= s.r[1] and s.f[0] <= f <= s.f[1] and s.m[0] <= m <= s.m[1]
+            for s in rfm.segments
+        )
+    ]
+    if uncovered:
+        cells = ", ".join(f"r={r} f={f} m={m}" for r, f, m in uncovered[:5])
+        raise ConfigError(
+            f"rfm.segments leave {len(uncovered)} score cell(s) without a segment (e.g. "
+            f"{cells}): every customer must get one; add a catch-all segment last"
+        )
+    last = b2b.tiers[-1]
+    if (last.min_spend, last.min_employees, last.industries) != (None, None, None):
+        raise ConfigError(
+            f"b2b.tiers: the last tier ({last.name}) must have no criteria, so that every "
+            "business account gets a tier"
+        )
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

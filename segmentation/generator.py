@@ -300,6 +300,11 @@ def _customers(people: DataFrame, seed: int, end_date: dt.date) -> DataFrame:
             _pick_weighted(_uniform(seed, "gender", cid), ["female", "male", "other"], [49, 49, 2])
         )
         .alias("gender"),
+        _pick_weighted(
+            _uniform(seed, "os", cid),
+            ["android", "ios", "windows", "macos", "linux"],
+            [34, 30, 22, 11, 3],
+        ).alias("os"),
         is_business.alias("is_business"),
         F.when(is_business, F.round(F.exp(2.5 + 1.5 * _normal(seed, "employees", cid))))
         .cast("int")

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation import delta_tables
-from segmentation.config import EventSourceConfig, EventTypes
+from segmentation.config import CustomersSourceConfig, EventSourceConfig, EventTypes
 from segmentation.errors import InputError, TableError
 
 ORDER, RETURN, VISIT, OTHER = "order", "return", "visit", "other"
@@ -136,8 +136,51 @@ def read_events(
     return EventSource(events=events, present=frozenset(mapped))
 
 
+def read_customers(
+    spark: SparkSession, source: CustomersSourceConfig, path: str | None, *, backend: str
+) -> DataFrame | None:
+    """The customers dimension with ``customer_id`` as a trimmed string, or None without one.
+
+    A configured path that cannot be read is an error; the generator's default table that does
+    not exist (yet) just means there is no dimension.
+
+    Raises:
+        InputError: unreadable path, missing id column, or customer ids that repeat (the
+            message gives the count and examples).
+    """
+    if path is None:
+        return None
+    if "://" not in path and not os.path.exists(path):
+        if source.path:
+            raise InputError(f"input.customers.path {path} does not exist")
+        return None
+    raw = _read_raw(spark, source, path, backend=backend)
+    by_lower = {c.lower(): c for c in raw.columns}
+    id_col = by_lower.get(source.customer_id.lower())
+    if id_col is None:
+        raise InputError(
+            f"customers dimension {path} has no column {source.customer_id!r} "
+            f"(input.customers.customer_id); columns: {', '.join(raw.columns)}"
+        )
+    customers = raw.select(
+        F.trim(F.col(f"`{id_col}`").cast("string")).alias("customer_id"),
+        *[F.col(f"`{c}`") for c in raw.columns if c != id_col and c.lower() != "customer_id"],
+    )
+    repeated = customers.groupBy("customer_id").count().where(F.col("count") > 1).limit(5).collect()
+    if repeated:
+        examples = ", ".join(f"{r['customer_id']!r} ({r['count']} rows)" for r in repeated)
+        raise InputError(
+            f"customers dimension {path} must hold one row per customer; repeated ids: {examples}"
+        )
+    return customers
+
+
 def _read_raw(
-    spark: SparkSession, source: EventSourceConfig, path: str, *, backend: str
+    spark: SparkSession,
+    source: EventSourceConfig | CustomersSourceConfig,
+    path: str,
+    *,
+    backend: str,
 ) -> DataFrame:
     try:
         if source.format == "delta":
