@@ -1,0 +1,398 @@
+"""Why a customer is in a segment: decision-tree rules, and segment composition on attributes.
+
+``explain_with_rules`` trains a ``pyspark.ml`` decision tree to predict each customer's segment
+from the clustering features in their original units, and reads its leaves back as short
+threshold rules per segment. Its fidelity is the share of customers whose segment the tree
+(all of its rules) reproduces.
+
+``composition`` reports, per segment, the share of customers in each value (or bin) of the
+customers dimension's attributes, next to the population's share; sensitive attributes are
+flagged for review.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.ml.classification import DecisionTreeClassifier
+from pyspark.ml.feature import VectorAssembler
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation.clustering import SEGMENT_ID
+from segmentation.errors import InputError
+
+CUSTOMER_ID = "customer_id"
+MISSING = "(missing)"
+OTHER = "other"
+_LABEL, _VECTOR, _PREDICTION = "_rule_label", "_rule_features", "_rule_prediction"
+
+
+@dataclass(frozen=True)
+class Condition:
+    feature: str
+    op: str  # "<=" or ">"
+    threshold: float
+
+    def text(self) -> str:
+        return f"{self.feature} {self.op} {format_threshold(self.threshold)}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One leaf of the tree: customers matching every condition are predicted ``segment_id``."""
+
+    segment_id: int
+    conditions: tuple[Condition, ...]
+    customers: int
+    precision: float
+    recall: float
+
+    def text(self) -> str:
+        return " and ".join(c.text() for c in self.conditions) or "all customers"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "segment_id": self.segment_id,
+            "rule": self.text(),
+            "conditions": [
+                {"feature": c.feature, "op": c.op, "threshold": c.threshold}
+                for c in self.conditions
+            ],
+            "customers": self.customers,
+            "precision": self.precision,
+            "recall": self.recall,
+        }
+
+
+@dataclass
+class RuleExplanation:
+    features: tuple[str, ...]
+    max_depth: int
+    fidelity: float
+    segment_fidelity: dict[int, float]
+    importances: dict[str, float]
+    rules: dict[int, list[Rule]]
+    leaves: int
+    tree: str = field(repr=False, default="")
+
+    def top(self, segment_id: int, n: int, *, min_recall: float = 0.02) -> list[Rule]:
+        """The segment's ``n`` rules covering most of it (the first always; the others only
+        when they cover at least ``min_recall`` of the segment)."""
+        rules = self.rules.get(segment_id, [])
+        return [r for i, r in enumerate(rules) if i == 0 or r.recall >= min_recall][:n]
+
+    def as_dict(self, rules_per_segment: int) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "max_depth": self.max_depth,
+            "fidelity": self.fidelity,
+            "segment_fidelity": {str(k): v for k, v in sorted(self.segment_fidelity.items())},
+            "feature_importances": self.importances,
+            "leaves": self.leaves,
+            "rules": {
+                str(sid): [r.as_dict() for r in self.top(sid, rules_per_segment)]
+                for sid in sorted(self.rules)
+            },
+        }
+
+
+def format_threshold(value: float) -> str:
+    """A threshold as people read it: at most 3 significant digits below 1000, else whole."""
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def explain_with_rules(
+    assigned: DataFrame,
+    features: Sequence[str],
+    segment_ids: Sequence[int],
+    *,
+    max_depth: int,
+    seed: int,
+) -> RuleExplanation:
+    """Fit a decision tree on ``features`` (original units) that predicts ``segment_id``.
+
+    Args:
+        assigned: customers with ``features`` and ``segment_id`` (cache it: read twice).
+        features: the clustering features (never transformed: rules must read in raw units).
+        segment_ids: every segment id of the model.
+        max_depth: the tree's depth; a rule has at most this many conditions.
+        seed: for the tree's (deterministic) fit.
+    """
+    ids = sorted(segment_ids)
+    index_of = {sid: i for i, sid in enumerate(ids)}
+    label_map = F.create_map(*[x for sid, i in index_of.items() for x in (F.lit(sid), F.lit(i))])
+    data = VectorAssembler(inputCols=list(features), outputCol=_VECTOR, handleInvalid="keep")
+    prepared = data.transform(
+        assigned.select(
+            *[F.col(f).cast("double").alias(f) for f in features],
+            F.element_at(label_map, F.col(SEGMENT_ID)).cast("double").alias(_LABEL),
+        )
+    )
+    tree = DecisionTreeClassifier(
+        labelCol=_LABEL,
+        featuresCol=_VECTOR,
+        predictionCol=_PREDICTION,
+        maxDepth=max_depth,
+        maxBins=128,
+        seed=seed,
+    ).fit(prepared)
+    per_class = (
+        tree.transform(prepared)
+        .groupBy(_LABEL)
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum((F.col(_PREDICTION) == F.col(_LABEL)).cast("long")).alias("hit"),
+        )
+        .collect()
+    )
+    total = sum(int(r["n"]) for r in per_class)
+    hits = sum(int(r["hit"]) for r in per_class)
+    sizes = {ids[int(r[_LABEL])]: int(r["n"]) for r in per_class}
+    segment_fidelity = {ids[int(r[_LABEL])]: int(r["hit"]) / int(r["n"]) for r in per_class}
+    importances = {f: float(v) for f, v in zip(features, tree.featureImportances.toArray(),
+                                               strict=True)}  # fmt: skip
+    leaves = _leaves(tree._java_obj.rootNode(), features, ())
+    rules: dict[int, list[Rule]] = {sid: [] for sid in ids}
+    for conditions, label, count, class_counts in leaves:
+        sid = ids[int(label)]
+        correct = class_counts[int(label)] if int(label) < len(class_counts) else 0.0
+        rules[sid].append(
+            Rule(
+                segment_id=sid,
+                conditions=_simplify(conditions),
+                customers=round(count),
+                precision=correct / count if count else 0.0,
+                recall=correct / sizes[sid] if sizes.get(sid) else 0.0,
+            )
+        )
+    for sid in rules:
+        rules[sid].sort(key=lambda r: (-r.recall, -r.precision, r.text()))
+    return RuleExplanation(
+        features=tuple(features),
+        max_depth=max_depth,
+        fidelity=hits / total if total else 0.0,
+        segment_fidelity=segment_fidelity,
+        importances=importances,
+        rules=rules,
+        leaves=len(leaves),
+        tree=tree.toDebugString,
+    )
+
+
+def _leaves(
+    node: Any, features: Sequence[str], path: tuple[Condition, ...]
+) -> list[tuple[tuple[Condition, ...], float, float, list[float]]]:
+    """(conditions, predicted label, training count, class counts) of every leaf below node.
+
+    Reads Spark's tree through its JVM nodes (``InternalNode`` / ``LeafNode``): the Python API
+    exposes only the debug string.
+    """
+    stats = node.impurityStats()
+    if node.getClass().getSimpleName() != "InternalNode":
+        return [(path, float(node.prediction()), float(stats.count()), list(stats.stats()))]
+    split = node.split()
+    feature = features[int(split.featureIndex())]
+    threshold = float(split.threshold())
+    return _leaves(node.leftChild(), features, (*path, Condition(feature, "<=", threshold))) + (
+        _leaves(node.rightChild(), features, (*path, Condition(feature, ">", threshold)))
+    )
+
+
+def _simplify(conditions: Sequence[Condition]) -> tuple[Condition, ...]:
+    """One upper and one lower bound per feature (the tightest), in first-use order."""
+    upper: dict[str, float] = {}
+    lower: dict[str, float] = {}
+    order: list[str] = []
+    for c in conditions:
+        if c.feature not in order:
+            order.append(c.feature)
+        if c.op == "<=":
+            upper[c.feature] = min(upper.get(c.feature, math.inf), c.threshold)
+        else:
+            lower[c.feature] = max(lower.get(c.feature, -math.inf), c.threshold)
+    out = []
+    for f in order:
+        if f in lower:
+            out.append(Condition(f, ">", lower[f]))
+        if f in upper:
+            out.append(Condition(f, "<=", upper[f]))
+    return tuple(out)
+
+
+# --- composition ----------------------------------------------------------------------------
+
+COMPOSITION_SCHEMA = T.StructType(
+    [
+        T.StructField("segment_id", T.IntegerType(), False),
+        T.StructField("attribute", T.StringType(), False),
+        T.StructField("value", T.StringType(), False),
+        T.StructField("customers", T.LongType(), False),
+        T.StructField("share_of_segment", T.DoubleType(), False),
+        T.StructField("population_share", T.DoubleType(), False),
+        T.StructField("sensitive", T.BooleanType(), False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Composition:
+    """Segment composition on the customers dimension's attributes."""
+
+    attributes: tuple[str, ...]
+    sensitive: tuple[str, ...]
+    missing: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    def max_gap(self, attribute: str) -> float:
+        """Largest |segment share - population share| of any value of ``attribute``."""
+        gaps = [abs(r[4] - r[5]) for r in self.rows if r[1] == attribute]
+        return max(gaps, default=0.0)
+
+
+def composition(
+    assigned: DataFrame,
+    customers: DataFrame,
+    attributes: Sequence[str],
+    *,
+    sensitive: Sequence[str],
+    bins: Mapping[str, Sequence[float]],
+    max_levels: int,
+) -> Composition:
+    """Shares of each attribute value per segment and in the whole population.
+
+    Customers absent from the dimension, and null values, count as ``(missing)``: every
+    customer of every segment is counted once per attribute. Numeric attributes are binned
+    (configured edges, else the population's quartiles); categorical ones keep their
+    ``max_levels`` most frequent values and pool the rest as ``other``.
+
+    Args:
+        assigned: ``customer_id`` and ``segment_id`` of every customer.
+        customers: the customers dimension (``customer_id`` plus attributes).
+        attributes: attributes to report; sensitive ones are always added.
+    """
+    by_lower = {c.lower(): c for c in customers.columns}
+    wanted = list(dict.fromkeys([*attributes, *sensitive]))
+    present = [a for a in wanted if a.lower() in by_lower and a.lower() != CUSTOMER_ID]
+    missing = tuple(a for a in wanted if a not in present)
+    sensitive_set = {s.lower() for s in sensitive}
+    if not present:
+        return Composition((), tuple(sensitive), missing, ())
+    fields = {f.name: f.dataType for f in customers.schema.fields}
+    joined = assigned.select(CUSTOMER_ID, SEGMENT_ID).join(
+        customers.select(
+            CUSTOMER_ID, *[F.col(f"`{by_lower[a.lower()]}`").alias(a) for a in present]
+        ),
+        on=CUSTOMER_ID,
+        how="left",
+    )
+    numeric = [a for a in present if isinstance(fields[by_lower[a.lower()]], T.NumericType)]
+    edges = {a: list(bins[a]) for a in numeric if a in bins}
+    unbinned = [a for a in numeric if a not in edges]
+    if unbinned:
+        q = joined.agg(
+            *[
+                F.percentile_approx(F.col(a).cast("double"), [0.25, 0.5, 0.75], 10000).alias(a)
+                for a in unbinned
+            ]
+        ).first()
+        assert q is not None
+        for a in unbinned:
+            edges[a] = sorted(set(q[a] or []))
+    labels = [
+        F.struct(F.lit(a).alias("attribute"), _value_label(F.col(a), edges.get(a)).alias("value"))
+        for a in present
+    ]
+    stacked = joined.select(SEGMENT_ID, F.explode(F.array(*labels)).alias("kv")).select(
+        SEGMENT_ID, "kv.attribute", "kv.value"
+    )
+    counts = stacked.groupBy(SEGMENT_ID, "attribute", "value").agg(
+        F.count(F.lit(1)).alias("customers")
+    )
+    # Keep the most frequent values of categorical attributes; pool the rest (bins are kept).
+    population = counts.groupBy("attribute", "value").agg(F.sum("customers").alias("pop"))
+    ranked = population.withColumn(
+        "rank", F.row_number().over(Window.partitionBy("attribute").orderBy(F.desc("pop"), "value"))
+    )
+    kept = ranked.select(
+        "attribute",
+        "value",
+        F.when(
+            (F.col("rank") <= max_levels)
+            | (F.col("value") == MISSING)
+            | F.col("attribute").isin(numeric or [""]),
+            F.col("value"),
+        )
+        .otherwise(F.lit(OTHER))
+        .alias("level"),
+    )
+    pooled = (
+        counts.join(kept, on=["attribute", "value"])
+        .groupBy(SEGMENT_ID, "attribute", "level")
+        .agg(F.sum("customers").alias("customers"))
+        .collect()
+    )
+    seg_size: dict[tuple[int, str], int] = {}
+    pop_level: dict[tuple[str, str], int] = {}
+    pop_size: dict[str, int] = {}
+    for r in pooled:
+        key = (int(r[SEGMENT_ID]), r["attribute"])
+        seg_size[key] = seg_size.get(key, 0) + int(r["customers"])
+        pop_level[(r["attribute"], r["level"])] = pop_level.get((r["attribute"], r["level"]), 0) + (
+            int(r["customers"])
+        )
+        pop_size[r["attribute"]] = pop_size.get(r["attribute"], 0) + int(r["customers"])
+    rows = sorted(
+        (
+            int(r[SEGMENT_ID]),
+            r["attribute"],
+            r["level"],
+            int(r["customers"]),
+            int(r["customers"]) / seg_size[(int(r[SEGMENT_ID]), r["attribute"])],
+            pop_level[(r["attribute"], r["level"])] / pop_size[r["attribute"]],
+            r["attribute"].lower() in sensitive_set,
+        )
+        for r in pooled
+    )
+    return Composition(
+        attributes=tuple(present),
+        sensitive=tuple(a for a in present if a.lower() in sensitive_set),
+        missing=missing,
+        rows=tuple(rows),
+    )
+
+
+def _value_label(value: Column, edges: Sequence[float] | None) -> Column:
+    """The value as a string; numeric values as their bin, e.g. ``25-35``, ``<25``, ``>=65``."""
+    if edges is None:
+        text = value.cast("string")
+        return F.when(value.isNull() | (F.trim(text) == ""), F.lit(MISSING)).otherwise(text)
+    x = value.cast("double")
+    if not edges:
+        return F.when(x.isNull(), F.lit(MISSING)).otherwise(F.lit("all"))
+    expr = F.when(x.isNull(), F.lit(MISSING)).when(x < edges[0], F.lit(f"<{_num(edges[0])}"))
+    for lo, hi in itertools.pairwise(edges):
+        expr = expr.when(x < hi, F.lit(f"{_num(lo)}-{_num(hi)}"))
+    return expr.otherwise(F.lit(f">={_num(edges[-1])}"))
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def check_not_sensitive(features: Sequence[str], sensitive: Sequence[str]) -> None:
+    """A model's feature list must not contain a sensitive attribute (case-insensitive)."""
+    used = sorted(f for f in features if f.lower() in {s.lower() for s in sensitive})
+    if used:
+        raise InputError(
+            f"the model's features {used} are sensitive attributes (explain.sensitive_attributes)"
+        )

@@ -1,0 +1,329 @@
+"""Pictures of a training (PNG) and one self-contained HTML report per run.
+
+The pictures: k-selection curves, segment sizes, a profile heatmap (standardised differences)
+and a 2-D PCA projection of a sample coloured by segment. The report embeds them as data URIs,
+with no script and no external resource, so it opens anywhere, offline, as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.ml.feature import PCA, VectorAssembler
+from pyspark.sql import DataFrame
+
+from segmentation import clustering, profiling
+from segmentation.explain import Composition, RuleExplanation
+
+_PCA_VECTOR, _PCA_OUT = "_pca_in", "_pca_out"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _label(segment_id: int, names: Mapping[int, str]) -> str:
+    return f"{segment_id}: {names.get(segment_id, '?')}"
+
+
+def k_selection_png(selection: clustering.KSelection) -> bytes:
+    plt = _pyplot()
+    ks = [c.k for c in selection.candidates]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(ks, [c.silhouette for c in selection.candidates], marker="o")
+    left.set(title="Silhouette by k", xlabel="k", ylabel="silhouette")
+    right.plot(ks, [c.cost for c in selection.candidates], marker="o", color="tab:orange")
+    right.set(title="Cost (within-cluster SSE) by k", xlabel="k", ylabel="cost")
+    for ax in (left, right):
+        ax.axvline(selection.chosen_k, color="grey", linestyle="--")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def sizes_png(profiles: profiling.Profiles, names: Mapping[int, str]) -> bytes:
+    plt = _pyplot()
+    segs = sorted(profiles.segments, key=lambda s: s.size)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(segs) + 1.2))
+    bars = ax.barh([_label(s.segment_id, names) for s in segs], [s.size for s in segs],
+                   color="tab:blue")  # fmt: skip
+    for bar, s in zip(bars, segs, strict=True):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {s.share:.1%}",
+                va="center")  # fmt: skip
+    ax.set(title="Segment sizes", xlabel="customers")
+    ax.margins(x=0.15)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def heatmap_png(
+    profiles: profiling.Profiles, names: Mapping[int, str], features: Sequence[str]
+) -> bytes:
+    """Standardised difference of each segment's mean from the population, per feature."""
+    plt = _pyplot()
+    segs = list(profiles.segments)
+    values = [[seg.z(f) for f in features] for seg in segs]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(features) + 3), 0.5 * len(segs) + 2.2))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-3, vmax=3, aspect="auto")
+    ax.set_xticks(range(len(features)), labels=list(features), rotation=60, ha="right")
+    ax.set_yticks(range(len(segs)), labels=[_label(s.segment_id, names) for s in segs])
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(v) > 1.8 else "black")  # fmt: skip
+    fig.colorbar(image, ax=ax, label="std. difference from population")
+    ax.set_title("Segment profiles (standardised difference from the population)")
+    fig.tight_layout()
+    return _png(fig)
+
+
+@dataclass(frozen=True)
+class Projection:
+    points: list[tuple[float, float, int]]
+    explained_variance: tuple[float, float]
+
+
+def pca_projection(
+    assigned: DataFrame, scaling: clustering.Scaling, *, sample_rows: int, seed: int
+) -> Projection:
+    """A seeded sample of customers in the model's scaled space, projected on 2 components."""
+    total = assigned.count()
+    fraction = min(1.0, sample_rows / total) if total else 1.0
+    sample = assigned.sample(fraction=fraction, seed=seed).limit(sample_rows)
+    vectors = VectorAssembler(inputCols=scaling.scaled_columns, outputCol=_PCA_VECTOR).transform(
+        scaling.stage().transform(sample)
+    )
+    k = min(2, len(scaling.features))
+    model = PCA(k=k, inputCol=_PCA_VECTOR, outputCol=_PCA_OUT).fit(vectors)
+    rows = model.transform(vectors).select(_PCA_OUT, clustering.SEGMENT_ID).collect()
+    points = [(float(r[0][0]), float(r[0][1]) if k > 1 else 0.0, int(r[1])) for r in rows]
+    ev = [float(v) for v in model.explainedVariance.toArray()] + [0.0]
+    return Projection(points=points, explained_variance=(ev[0], ev[1]))
+
+
+def pca_png(projection: Projection, names: Mapping[int, str]) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    for i, sid in enumerate(sorted({p[2] for p in projection.points})):
+        xs = [p[0] for p in projection.points if p[2] == sid]
+        ys = [p[1] for p in projection.points if p[2] == sid]
+        ax.scatter(xs, ys, s=6, alpha=0.6, color=cmap(i % cmap.N), label=_label(sid, names))
+    ev = projection.explained_variance
+    ax.set(
+        title=f"PCA of {len(projection.points):,} sampled customers (scaled features)",
+        xlabel=f"PC1 ({ev[0]:.0%} of variance)",
+        ylabel=f"PC2 ({ev[1]:.0%} of variance)",
+    )
+    ax.legend(markerscale=3, fontsize=8, loc="best")
+    fig.tight_layout()
+    return _png(fig)
+
+
+# --- HTML -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows about one training."""
+
+    model_name: str
+    model_version: int
+    run_id: str
+    as_of: dt.date
+    customers: int
+    chosen_k: int
+    k_reason: str
+    features: tuple[str, ...]
+    profiles: profiling.Profiles
+    names: Mapping[int, str]
+    rules: RuleExplanation
+    rules_per_segment: int
+    composition: Composition | None
+    pictures: Mapping[str, bytes]
+    created_at: dt.datetime
+    notes: list[str] = field(default_factory=list)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid
+#ddd;padding-bottom:4px} .meta{color:#555;font-size:13px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{border:1px solid #d7dbe2;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f1f3f7} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.pos{color:#b2182b} .neg{color:#2166ac} .flag{color:#a15c00;font-weight:600}
+figure{display:inline-block;margin:8px 16px 8px 0} figcaption{font-size:12px;color:#555}
+img{max-width:100%;border:1px solid #eee} code{background:#f4f4f4;padding:1px 4px}
+"""
+
+_PICTURE_TITLES = {
+    "k_selection": "k selection: silhouette and cost against k (dashed: chosen k)",
+    "segment_sizes": "Segment sizes",
+    "profile_heatmap": "Profile heatmap",
+    "pca": "2-D projection (PCA) of a sample, coloured by segment",
+}
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _n(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "&ndash;"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.{digits}f}"
+
+
+def _traits(seg: profiling.SegmentProfile, features: Sequence[str], n: int = 3) -> str:
+    ranked = sorted(features, key=lambda f: (-abs(seg.z(f)), f))[:n]
+    parts = []
+    for f in ranked:
+        z = seg.z(f)
+        css = "pos" if z > 0 else "neg"
+        parts.append(f'<span class="{css}">{_e(f)} {"+" if z >= 0 else ""}{z:.1f}&sigma;</span>')
+    return ", ".join(parts)
+
+
+def render_html(data: ReportData) -> str:
+    """The report as one HTML document (pictures embedded as base64 PNG)."""
+    seg_rows = []
+    for seg in data.profiles.segments:
+        rules = data.rules.top(seg.segment_id, data.rules_per_segment)
+        rule_html = (
+            "<br>".join(
+                f"<code>{_e(r.text())}</code> ({r.recall:.0%} of segment, "
+                f"{r.precision:.0%} precise)"
+                for r in rules
+            )
+            or "&ndash;"
+        )
+        seg_rows.append(
+            f"<tr><td class=num>{seg.segment_id}</td><td><b>{_e(data.names[seg.segment_id])}"
+            f"</b></td><td class=num>{seg.size:,}</td><td class=num>{seg.share:.1%}</td>"
+            f"<td>{_traits(seg, data.features)}</td><td>{rule_html}</td></tr>"
+        )
+    pictures = "".join(
+        f'<figure><img alt="{_e(name)}" src="data:image/png;base64,'
+        f'{base64.b64encode(png).decode()}"><figcaption>{_e(_PICTURE_TITLES.get(name, name))}'
+        "</figcaption></figure>"
+        for name, png in data.pictures.items()
+    )
+    importances = "".join(
+        f"<tr><td>{_e(f)}</td><td class=num>{v:.3f}</td></tr>"
+        for f, v in sorted(data.rules.importances.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    fidelity_rows = "".join(
+        f"<tr><td>{sid}: {_e(data.names.get(sid, '?'))}</td><td class=num>{v:.1%}</td></tr>"
+        for sid, v in sorted(data.rules.segment_fidelity.items())
+    )
+    notes = "".join(f'<p class="flag">{_e(n)}</p>' for n in data.notes)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Segments of {_e(data.model_name)} v{data.model_version} as of {data.as_of}</title>
+<style>{_CSS}</style></head><body>
+<h1>Customer segments: {_e(data.model_name)} version {data.model_version}</h1>
+<p class="meta">Features as of {data.as_of} · {data.customers:,} customers · k = {data.chosen_k}
+({_e(data.k_reason)}) · MLflow run <code>{_e(data.run_id)}</code> · generated
+{data.created_at.isoformat()}</p>
+{notes}
+<h2>Segments</h2>
+<table id="segments"><thead><tr><th>id</th><th>name</th><th>customers</th><th>share</th>
+<th>strongest traits (vs population)</th><th>rules (decision tree)</th></tr></thead>
+<tbody>{"".join(seg_rows)}</tbody></table>
+<h2>Pictures</h2>
+<div id="pictures">{pictures}</div>
+<h2>Rules</h2>
+<p>A decision tree of depth {data.rules.max_depth} on {_e(", ".join(data.features))} reproduces
+the segment of <b>{data.rules.fidelity:.1%}</b> of customers (fidelity) with
+{data.rules.leaves} rules; the table above shows the
+{data.rules_per_segment} covering the most customers per segment.</p>
+<table id="fidelity"><thead><tr><th>segment</th><th>reproduced</th></tr></thead>
+<tbody>{fidelity_rows}</tbody></table>
+<table id="importances"><thead><tr><th>feature</th><th>importance</th></tr></thead>
+<tbody>{importances}</tbody></table>
+<h2>Profiles</h2>
+{_profiles_table(data)}
+<h2>Composition</h2>
+{_composition_html(data)}
+</body></html>
+"""
+
+
+def _profiles_table(data: ReportData) -> str:
+    head = "".join(f"<th>{_e(f)}</th>" for f in data.profiles.features)
+    pop = "".join(f"<td class=num>{_n(data.profiles.population_mean[f])}</td>"
+                  for f in data.profiles.features)  # fmt: skip
+    rows = []
+    for seg in data.profiles.segments:
+        cells = []
+        for f in data.profiles.features:
+            s = seg.stats[f]
+            z = s.std_diff or 0.0
+            css = "pos" if z >= 1 else "neg" if z <= -1 else ""
+            cells.append(
+                f'<td class="num {css}" title="mean {_n(s.mean)}, p25 {_n(s.p25)}, p75 '
+                f'{_n(s.p75)}, std diff {z:+.2f}">{_n(s.median)}<br><small>{_n(s.p25)}&ndash;'
+                f"{_n(s.p75)}</small></td>"
+            )
+        rows.append(f"<tr><td>{seg.segment_id}: {_e(data.names[seg.segment_id])}</td>"
+                    f"{''.join(cells)}</tr>")  # fmt: skip
+    return (
+        "<p>Median and interquartile range per segment, in original units; red: at least one "
+        "standard deviation above the population mean, blue: below.</p>"
+        '<div style="overflow-x:auto"><table id="profiles"><thead><tr><th>segment</th>'
+        f"{head}</tr></thead><tbody><tr><td><i>population mean</i></td>{pop}</tr>"
+        f"{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _composition_html(data: ReportData) -> str:
+    comp = data.composition
+    if comp is None or not comp.rows:
+        return "<p>No customers dimension: composition not reported.</p>"
+    parts = []
+    if comp.missing:
+        parts.append(f"<p>Not in the customers dimension: {_e(', '.join(comp.missing))}.</p>")
+    segs = sorted({r[0] for r in comp.rows})
+    for attribute in comp.attributes:
+        rows = [r for r in comp.rows if r[1] == attribute]
+        values = sorted({r[2] for r in rows})
+        pop = {r[2]: r[5] for r in rows}
+        share = {(r[0], r[2]): r[4] for r in rows}
+        flag = (
+            f' <span class="flag">sensitive: for review (largest gap to population '
+            f"{comp.max_gap(attribute):.1%})</span>"
+            if attribute in comp.sensitive
+            else ""
+        )
+        head = "".join(f"<th>{_e(v)}</th>" for v in values)
+        body = "".join(
+            f"<tr><td>{s}: {_e(data.names.get(s, '?'))}</td>"
+            + "".join(f"<td class=num>{share.get((s, v), 0.0):.1%}</td>" for v in values)
+            + "</tr>"
+            for s in segs
+        )
+        parts.append(
+            f"<h3>{_e(attribute)}{flag}</h3><table><thead><tr><th>segment</th>{head}</tr>"
+            f"</thead><tbody><tr><td><i>population</i></td>"
+            + "".join(f"<td class=num>{pop[v]:.1%}</td>" for v in values)
+            + f"</tr>{body}</tbody></table>"
+        )
+    return "".join(parts)

@@ -1,0 +1,177 @@
+"""Rule-based segmentations beside clustering: RFM scores with a named map, and B2B tiers.
+
+Both are computed in Spark (a quantile aggregation and column expressions, no UDF) and give
+``segment_id`` / ``segment_name`` per customer, so they are written to ``segment_membership``
+like a clustering model, under their own ``model_name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from segmentation.clustering import DISTANCE, SEGMENT_ID
+from segmentation.config import B2bConfig, B2bTier, RfmConfig, RfmSegment
+from segmentation.errors import InputError
+
+CUSTOMER_ID = "customer_id"
+R_SCORE, F_SCORE, M_SCORE = "r_score", "f_score", "m_score"
+QUINTILES = (0.2, 0.4, 0.6, 0.8)
+
+
+@dataclass(frozen=True)
+class RfmCuts:
+    """The population's quintile cut points per measure (4 each)."""
+
+    recency: tuple[float, ...]
+    frequency: tuple[float, ...]
+    monetary: tuple[float, ...]
+
+
+def segment_names(names: Sequence[str]) -> dict[int, str]:
+    """Segment ids 1..n for the distinct names, in first-listed order."""
+    return {i + 1: name for i, name in enumerate(dict.fromkeys(names))}
+
+
+def rfm_cuts(features: DataFrame, cfg: RfmConfig) -> RfmCuts:
+    """Quintile cut points of recency, frequency and monetary value (one aggregation)."""
+    _require(features, [cfg.recency_feature, cfg.frequency_feature, cfg.monetary_feature], "rfm")
+    row = features.agg(
+        *[
+            F.percentile_approx(
+                F.col(c).cast("double"), list(QUINTILES), cfg.quantile_accuracy
+            ).alias(name)
+            for name, c in (
+                ("r", cfg.recency_feature),
+                ("f", cfg.frequency_feature),
+                ("m", cfg.monetary_feature),
+            )
+        ]
+    ).first()
+    if row is None or row["r"] is None:
+        raise InputError("rfm: customer_features has no rows to score")
+    return RfmCuts(tuple(row["r"]), tuple(row["f"]), tuple(row["m"]))
+
+
+def _score(value: Column, cuts: Sequence[float], *, higher_is_better: bool) -> Column:
+    """1 + the number of cut points strictly below the value (reversed for recency).
+
+    Equal values always get equal scores; a null counts as the worst score.
+    """
+    above = sum((value > F.lit(float(c))).cast("int") for c in cuts)
+    score = (F.lit(1) + above) if higher_is_better else (F.lit(len(cuts) + 1) - above)
+    return F.when(value.isNull(), F.lit(1)).otherwise(score).cast("int")
+
+
+def score_rfm(features: DataFrame, cfg: RfmConfig, cuts: RfmCuts | None = None) -> DataFrame:
+    """``customer_id``, R/F/M scores (1-5), ``segment_id`` and ``segment_name`` per customer.
+
+    The map's segments are matched in order, the first whose ranges hold all three scores
+    wins (config validation guarantees every cell has one).
+    """
+    cuts = cuts or rfm_cuts(features, cfg)
+    scored = features.select(
+        CUSTOMER_ID,
+        _score(
+            F.col(cfg.recency_feature).cast("double"), cuts.recency, higher_is_better=False
+        ).alias(R_SCORE),
+        _score(
+            F.col(cfg.frequency_feature).cast("double"), cuts.frequency, higher_is_better=True
+        ).alias(F_SCORE),
+        _score(
+            F.col(cfg.monetary_feature).cast("double"), cuts.monetary, higher_is_better=True
+        ).alias(M_SCORE),
+    )
+    ids = {name: sid for sid, name in segment_names([s.name for s in cfg.segments]).items()}
+    segment: Column = F.lit(None).cast("int")
+    for s in reversed(cfg.segments):
+        segment = F.when(_in_cell(s), F.lit(ids[s.name])).otherwise(segment)
+    names = F.create_map(*[x for name, sid in ids.items() for x in (F.lit(sid), F.lit(name))])
+    return scored.withColumn(SEGMENT_ID, segment).withColumn(
+        "segment_name", F.element_at(names, F.col(SEGMENT_ID))
+    )
+
+
+def _in_cell(s: RfmSegment) -> Column:
+    return (
+        F.col(R_SCORE).between(s.r[0], s.r[1])
+        & F.col(F_SCORE).between(s.f[0], s.f[1])
+        & F.col(M_SCORE).between(s.m[0], s.m[1])
+    )
+
+
+def b2b_tiers(features: DataFrame, customers: DataFrame, cfg: B2bConfig) -> DataFrame:
+    """``customer_id``, ``segment_id`` and ``segment_name`` of every business account.
+
+    Business accounts are the customers whose ``business_column`` is true; the rest are not
+    accounts and get no row. An account with no usable spend counts as spending 0.
+    """
+    _require(features, [cfg.spend_feature], "b2b.spend_feature")
+    needed = {
+        "b2b.business_column": cfg.business_column,
+        "b2b.employees_column": cfg.employees_column,
+        "b2b.industry_column": cfg.industry_column,
+    }
+    by_lower = {c.lower(): c for c in customers.columns}
+    for key, column in needed.items():
+        if column is not None and column.lower() not in by_lower:
+            raise InputError(
+                f"{key} {column!r} is not a column of the customers dimension "
+                f"(columns: {', '.join(customers.columns)}); set it to null if there is none"
+            )
+
+    def dim(column: str | None) -> Column:
+        return F.col(f"`{by_lower[column.lower()]}`") if column else F.lit(None)
+
+    accounts = customers.where(F.coalesce(dim(cfg.business_column).cast("boolean"), F.lit(False)))
+    joined = accounts.select(
+        CUSTOMER_ID,
+        dim(cfg.employees_column).cast("double").alias("_employees"),
+        F.lower(F.trim(dim(cfg.industry_column).cast("string"))).alias("_industry"),
+    ).join(
+        features.select(CUSTOMER_ID, F.col(cfg.spend_feature).cast("double").alias("_spend")),
+        on=CUSTOMER_ID,
+        how="left",
+    )
+    ids = {name: sid for sid, name in segment_names([t.name for t in cfg.tiers]).items()}
+    segment: Column = F.lit(None).cast("int")
+    for tier in reversed(cfg.tiers):
+        segment = F.when(_tier_holds(tier), F.lit(ids[tier.name])).otherwise(segment)
+    names = F.create_map(*[x for name, sid in ids.items() for x in (F.lit(sid), F.lit(name))])
+    return joined.select(
+        CUSTOMER_ID,
+        segment.alias(SEGMENT_ID),
+        F.element_at(names, segment).alias("segment_name"),
+        F.coalesce(F.col("_spend"), F.lit(0.0)).alias("spend"),
+        F.col("_employees").alias("employees"),
+        F.col("_industry").alias("industry"),
+    )
+
+
+def _tier_holds(tier: B2bTier) -> Column:
+    cond: Column = F.lit(True)
+    if tier.min_spend is not None:
+        cond = cond & (F.coalesce(F.col("_spend"), F.lit(0.0)) >= float(tier.min_spend))
+    if tier.min_employees is not None:
+        cond = cond & F.coalesce(F.col("_employees") >= float(tier.min_employees), F.lit(False))
+    if tier.industries is not None:
+        wanted = [i.strip().lower() for i in tier.industries]
+        cond = cond & F.coalesce(F.col("_industry").isin(wanted), F.lit(False))
+    return cond
+
+
+def as_assignment(df: DataFrame) -> DataFrame:
+    """The columns ``publish`` expects of an assignment (rule segments have no distance)."""
+    return df.select(CUSTOMER_ID, SEGMENT_ID, F.lit(None).cast("double").alias(DISTANCE))
+
+
+def _require(df: DataFrame, columns: Sequence[str], key: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"{key}: customer_features has no column(s) {missing}; available: "
+            f"{', '.join(c for c in df.columns if c not in (CUSTOMER_ID, 'as_of'))}"
+        )
