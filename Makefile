@@ -36,22 +36,40 @@ $(STAMP): pyproject.toml
 setup: check-java $(STAMP) ## Create .venv and install the package with its pinned dependency ranges
 
 .PHONY: run
-run: setup ## Whole pipeline locally: sample data (if absent), train on TRAIN_AS_OF, score AS_OF
+run: setup ## Whole pipeline locally: sample data (if absent), train on TRAIN_AS_OF, rules, score AS_OF
 	$(PY) jobs/generate_events.py --config $(CONFIG) --if-absent $(ARGS)
 	$(PY) jobs/build_features.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
 	$(PY) jobs/train_segments.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
+	$(PY) jobs/rule_segments.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
 	$(PY) jobs/assign_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
+	$(PY) jobs/rule_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
 
 .PHONY: assign
 assign: setup ## Score AS_OF with the @champion model: membership, history, migration, drift
 	$(PY) jobs/assign_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
 
+.PHONY: rules
+rules: setup ## RFM segments and B2B tiers of the customer_features snapshot of AS_OF
+	$(PY) jobs/rule_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
+
 .PHONY: promote
 promote: setup ## Move the @champion alias to model VERSION (default: the latest), logged in MLflow
 	$(PY) jobs/promote_model.py --config $(CONFIG) $(if $(VERSION),--version $(VERSION)) $(ARGS)
 
+# The report test opens the HTML report in Debian's chromium (apt-get: root, or sudo).
+.PHONY: browser
+browser: ## Install Debian's chromium (headless browser for the HTML report test) if missing
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "Installing Debian's chromium (apt-get) for the report test..."; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "ERROR: chromium could not be installed: run 'apt-get install chromium' as root." >&2; \
+	  exit 1; }
+
 .PHONY: test
-test: setup ## Run the test suite (unit, integration and slow tests)
+test: setup browser ## Run the test suite (unit, integration and slow tests)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
@@ -96,12 +114,13 @@ cluster-status: ## Show which dev cluster processes are running
 	$(PY) -m segmentation.devcluster status
 
 .PHONY: submit
-submit: package cluster-up ## spark-submit generate, features and training to the dev cluster
+submit: package cluster-up ## spark-submit generate, features, training, assignment and rules to the dev cluster
 	$(SUBMIT) jobs/check_cluster.py $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/generate_events.py --if-absent $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/build_features.py $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/train_segments.py $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/assign_segments.py --set assign.reuse_features=true $(CLUSTER_ARGS)
+	$(SUBMIT) jobs/rule_segments.py $(CLUSTER_ARGS)
 
 .PHONY: vacuum
 vacuum: setup ## List files a vacuum would delete (old versions, killed runs); APPLY=1 deletes

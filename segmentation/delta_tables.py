@@ -299,6 +299,22 @@ def tables_under(root: str) -> list[str]:
     return sorted(n for n in names if table_exists(posixpath.join(root, n)))
 
 
+def write_file(path: str, data: bytes) -> str:
+    """Write a plain file (a report) next to the tables, local or on object storage.
+
+    The bytes go to a temporary name first and are then moved into place, so a reader never
+    sees half a file. Returns the absolute path or URI written.
+    """
+    location = _local_or_uri(path)
+    fs, target = _filesystem(location)
+    fs.create_dir(posixpath.dirname(target), recursive=True)
+    tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open_output_stream(tmp) as out:
+        out.write(data)
+    fs.move(tmp, target)
+    return location
+
+
 def table_exists(path: str) -> bool:
     """Whether ``path`` holds a Delta table (has a transaction log)."""
     return _open(_local_or_uri(path)) is not None

@@ -29,16 +29,19 @@ from pyspark.sql import types as T
 from segmentation import (
     clustering,
     delta_tables,
+    explain,
     history,
     matching,
     profiling,
     quality,
+    report,
+    rulesets,
     sources,
     tracking,
 )
 from segmentation import features as feat
 from segmentation import generator as gen
-from segmentation.config import AppConfig, flatten, to_dict
+from segmentation.config import AppConfig, flatten, join_path, to_dict
 from segmentation.errors import InputError
 from segmentation.evaluation import adjusted_rand_index
 
@@ -48,6 +51,10 @@ EVENTS, CUSTOMERS, TRUTH = "events", "customers", "segment_truth"
 FEATURES, MEMBERSHIP, PROFILES = "customer_features", "segment_membership", "segment_profiles"
 REJECTED = "rejected_events"
 HISTORY, MIGRATION = "segment_membership_history", "segment_migration"
+COMPOSITION, RFM_SCORES = "segment_composition", "rfm_scores"
+# segment_membership and segment_migration: one partition per segmentation and snapshot date.
+SNAPSHOT_PARTITIONS = ("model_name", feat.AS_OF)
+REPORTS_DIR = "reports"
 
 
 # --- generate -----------------------------------------------------------------------------
@@ -369,6 +376,7 @@ class TrainResult:
     publication: Publication | None = None
     ari_vs_truth: float | None = None
     paths: dict[str, str] = field(default_factory=dict)
+    explanation: Explained | None = None
 
 
 def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
@@ -552,7 +560,9 @@ def _track_and_write(
         },
         "k_selection.json",
     )
-    _log_k_plot(selection)
+    explained = _explain(spark, cfg, backend=backend, model=model, assigned=assigned,
+                         profiles=profiles, names=names, selection=selection)  # fmt: skip
+    _log_explanation(explained, cfg)
     mlflow.log_metrics(
         {
             "segments_kept": len(matched.kept),
@@ -603,18 +613,27 @@ def _track_and_write(
         "profiles/segment_profiles.json",
     )
     tracking.log_json({str(k): v for k, v in names.items()}, "profiles/segment_names.json")
-    staged_profiles = delta_tables.stage(
-        spark,
-        profile_df,
-        cfg.storage.table_path(PROFILES),
-        delta_tables.WriteOptions(
-            mode="overwrite",
-            partition_by=("model_name", "model_version"),
-            replace_partitions={"model_name": tc.registered_model, "model_version": version},
-            idempotency_key=f"train_segments-{run_id}",
-            metadata={"job": "train_segments", "run_id": run_id, "model_version": str(version)},
-        ),
-        backend=backend,
+    per_version = delta_tables.WriteOptions(
+        mode="overwrite",
+        partition_by=("model_name", "model_version"),
+        replace_partitions={"model_name": tc.registered_model, "model_version": version},
+        idempotency_key=f"train_segments-{run_id}",
+        metadata={"job": "train_segments", "run_id": run_id, "model_version": str(version)},
+    )
+    version_frames = {PROFILES: (profile_df, per_version)}
+    if explained.composition is not None:
+        version_frames[COMPOSITION] = (
+            _composition_df(spark, explained.composition, names).select(
+                F.lit(fc.as_of).alias(feat.AS_OF),
+                F.lit(tc.registered_model).alias("model_name"),
+                F.lit(version).cast("int").alias("model_version"),
+                F.lit(run_id).alias("run_id"),
+                "*",
+            ),
+            per_version,
+        )
+    staged_version = _stage_all(
+        spark, version_frames, {n: cfg.storage.table_path(n) for n in version_frames}, backend
     )
     publication = None
     if tc.promote:
@@ -630,7 +649,7 @@ def _track_and_write(
             model_features=model.scaling.features,
             names=names,
             scored_at=scored_at,
-            extra={PROFILES: staged_profiles},
+            extra=staged_version,
         )
         versions = publication.table_versions
         tracking.promote(
@@ -639,12 +658,18 @@ def _track_and_write(
         )  # fmt: skip
         mlflow.set_tag("promoted_to", tc.alias)
     else:
-        versions = _commit_all(spark, {PROFILES: staged_profiles})
+        versions = _commit_all(spark, staged_version)
     for name, v in versions.items():
         mlflow.set_tag(f"output.{name}.version", str(v))
     ari = _ari_vs_truth(spark, cfg, assigned, backend)
     if ari is not None:
         mlflow.log_metric("ari_vs_truth", ari)
+    report_path = None
+    if cfg.explain.report:
+        report_path = _write_report(
+            cfg, explained, run_id=run_id, version=version, selection=selection,
+            model=model, profiles=profiles, names=names, customers=n_customers,
+        )  # fmt: skip
     segments = [
         SegmentSummary(
             segment_id=seg.segment_id,
@@ -670,7 +695,9 @@ def _track_and_write(
         previous_version=champion.version if champion else None,
         publication=publication,
         ari_vs_truth=ari,
-        paths={PROFILES: cfg.storage.table_path(PROFILES), "model_uri": model_uri},
+        paths={PROFILES: cfg.storage.table_path(PROFILES), "model_uri": model_uri}
+        | ({"report": report_path} if report_path else {}),
+        explanation=explained,
     )
 
 
@@ -688,26 +715,158 @@ def _ari_vs_truth(
     return adjusted_rand_index(joined, "true_segment", clustering.SEGMENT_ID)
 
 
-def _log_k_plot(selection: clustering.KSelection) -> None:
-    import matplotlib
+@dataclass
+class Explained:
+    """What explains a trained model: rules, composition and pictures (PNG bytes)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    rules: explain.RuleExplanation
+    composition: explain.Composition | None
+    pictures: dict[str, bytes]
+    notes: list[str] = field(default_factory=list)
 
-    ks = [c.k for c in selection.candidates]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(ks, [c.silhouette for c in selection.candidates], marker="o")
-    left.set(title="Silhouette by k", xlabel="k", ylabel="silhouette")
-    right.plot(ks, [c.cost for c in selection.candidates], marker="o", color="tab:orange")
-    right.set(title="Cost (within-cluster SSE) by k", xlabel="k", ylabel="cost")
-    for ax in (left, right):
-        ax.axvline(selection.chosen_k, color="grey", linestyle="--")
-    fig.tight_layout()
+
+def _explain(
+    spark: SparkSession,
+    cfg: AppConfig,
+    *,
+    backend: delta_tables.Backend,
+    model: clustering.SegmentModel,
+    assigned: DataFrame,
+    profiles: profiling.Profiles,
+    names: Mapping[int, str],
+    selection: clustering.KSelection,
+) -> Explained:
+    ec = cfg.explain
+    features = model.scaling.features
+    explain.check_not_sensitive(features, ec.sensitive_attributes)
+    rules = explain.explain_with_rules(
+        assigned,
+        features,
+        [s.segment_id for s in profiles.segments],
+        max_depth=ec.rules_max_depth,
+        seed=cfg.training.seed,
+    )
+    notes = []
+    if rules.fidelity < ec.min_rule_fidelity:
+        notes.append(
+            f"The rules reproduce only {rules.fidelity:.1%} of customers' segments (below "
+            f"explain.min_rule_fidelity {ec.min_rule_fidelity:.0%}): read them as hints."
+        )
+        log.warning(notes[-1])
+    customers = sources.read_customers(
+        spark, cfg.input.customers, cfg.customers_path(), backend=backend
+    )
+    composition = None
+    if customers is None:
+        notes.append("No customers dimension (input.customers): composition not reported.")
+        log.info(notes[-1])
+    else:
+        composition = explain.composition(
+            assigned,
+            customers,
+            ec.composition_attributes,
+            sensitive=ec.sensitive_attributes,
+            bins=ec.bins,
+            max_levels=ec.max_levels,
+        )
+    projection = report.pca_projection(
+        assigned, model.scaling, sample_rows=ec.plot_sample_rows, seed=cfg.training.seed
+    )
+    pictures = {
+        "k_selection": report.k_selection_png(selection),
+        "segment_sizes": report.sizes_png(profiles, names),
+        "profile_heatmap": report.heatmap_png(profiles, names, profiles.features),
+        "pca": report.pca_png(projection, names),
+    }
+    return Explained(rules=rules, composition=composition, pictures=pictures, notes=notes)
+
+
+def _log_explanation(explained: Explained, cfg: AppConfig) -> None:
+    ec, rules = cfg.explain, explained.rules
+    mlflow.log_metric("rules_fidelity", rules.fidelity)
+    mlflow.set_tag("rules_fidelity_ok", str(rules.fidelity >= ec.min_rule_fidelity).lower())
+    mlflow.log_metrics({f"rules_fidelity_{sid}": v for sid, v in rules.segment_fidelity.items()})
+    mlflow.log_metrics({f"feature_importance_{f}": v for f, v in rules.importances.items()})
+    tracking.log_json(rules.as_dict(ec.rules_per_segment), "explain/rules.json")
+    tracking.log_json(
+        {"feature_importances": rules.importances, "features": list(rules.features)},
+        "explain/feature_importances.json",
+    )
+    mlflow.log_text(rules.tree, "explain/decision_tree.txt")
+    comp = explained.composition
+    if comp is not None:
+        tracking.log_json(
+            {
+                "attributes": list(comp.attributes),
+                "sensitive": list(comp.sensitive),
+                "not_in_customers_dimension": list(comp.missing),
+                "rows": [dict(zip(explain.COMPOSITION_SCHEMA.names, r, strict=True))
+                         for r in comp.rows],
+            },
+            "explain/composition.json",
+        )  # fmt: skip
+        for attribute in comp.sensitive:
+            mlflow.log_metric(f"sensitive_max_gap_{attribute}", comp.max_gap(attribute))
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "k_selection.png"
-        fig.savefig(path, dpi=100)
-        mlflow.log_artifact(str(path), "plots")
-    plt.close(fig)
+        for name, png in explained.pictures.items():
+            path = Path(tmp) / f"{name}.png"
+            path.write_bytes(png)
+            mlflow.log_artifact(str(path), "plots")
+
+
+def _composition_df(
+    spark: SparkSession, comp: explain.Composition, names: Mapping[int, str]
+) -> DataFrame:
+    rows = [(r[0], names[r[0]], *r[1:]) for r in comp.rows]
+    schema = T.StructType(
+        [explain.COMPOSITION_SCHEMA["segment_id"],
+         T.StructField("segment_name", T.StringType(), False),
+         *explain.COMPOSITION_SCHEMA.fields[1:]]
+    )  # fmt: skip
+    return spark.createDataFrame(rows, schema)
+
+
+def _write_report(
+    cfg: AppConfig,
+    explained: Explained,
+    *,
+    run_id: str,
+    version: int,
+    selection: clustering.KSelection,
+    model: clustering.SegmentModel,
+    profiles: profiling.Profiles,
+    names: Mapping[int, str],
+    customers: int,
+) -> str:
+    """The HTML report, logged to MLflow and written under ``<warehouse>/reports/``."""
+    tc, fc = cfg.tracking, cfg.features
+    html = report.render_html(
+        report.ReportData(
+            model_name=tc.registered_model,
+            model_version=version,
+            run_id=run_id,
+            as_of=fc.as_of,
+            customers=customers,
+            chosen_k=selection.chosen_k,
+            k_reason=selection.reason,
+            features=model.scaling.features,
+            profiles=profiles,
+            names=names,
+            rules=explained.rules,
+            rules_per_segment=cfg.explain.rules_per_segment,
+            composition=explained.composition,
+            pictures=explained.pictures,
+            created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+            notes=explained.notes,
+        )
+    )
+    name = f"segment_report_{tc.registered_model}_v{version}_{fc.as_of.isoformat()}.html"
+    mlflow.log_text(html, f"report/{name}")
+    path = delta_tables.write_file(
+        join_path(cfg.storage.table_path(REPORTS_DIR), name), html.encode("utf-8")
+    )
+    mlflow.set_tag("report_path", path)
+    return path
 
 
 # --- publish: membership, history, migration, drift ---------------------------------------
@@ -765,6 +924,7 @@ def publish(
     names: Mapping[int, str],
     scored_at: dt.datetime,
     extra: Mapping[str, delta_tables.StagedWrite] = MappingProxyType({}),
+    model_name: str | None = None,
 ) -> Publication:
     """Write one model's membership snapshot for ``features.as_of`` with its consequences.
 
@@ -773,9 +933,12 @@ def publish(
     ``segment_migration`` (from the baseline snapshot), computes PSI for segment shares and
     ``model_features``, then commits ``extra`` and these tables, in that order, and logs it all
     to the active MLflow run. A failure before the commit step changes no table.
+
+    ``model_name`` (default ``tracking.registered_model``) names the segmentation: snapshots,
+    history and migration of other segmentations (e.g. ``rfm``) are never touched.
     """
-    fc, tc, dc = cfg.features, cfg.tracking, cfg.drift
-    as_of, model_name = fc.as_of, tc.registered_model
+    fc, dc = cfg.features, cfg.drift
+    as_of, model_name = fc.as_of, model_name or cfg.tracking.registered_model
     sizes = history.segment_counts(assigned)
     unknown = sorted(set(sizes) - set(names))
     if unknown:
@@ -814,8 +977,8 @@ def publish(
                 "as_of": as_of.isoformat()}  # fmt: skip
     snapshot_opts = delta_tables.WriteOptions(
         mode="overwrite",
-        partition_by=(feat.AS_OF,),
-        replace_partitions={feat.AS_OF: as_of},
+        partition_by=SNAPSHOT_PARTITIONS,
+        replace_partitions={"model_name": model_name, feat.AS_OF: as_of},
         idempotency_key=f"{job}-{run_id}",
         metadata=metadata,
     )
@@ -1106,6 +1269,131 @@ def assign_segments(spark: SparkSession, cfg: AppConfig) -> AssignResult:
     )
 
 
+# --- rule-based segmentations -------------------------------------------------------------
+
+
+@dataclass
+class RuleSegmentsResult:
+    run_id: str
+    as_of: dt.date
+    publications: dict[str, Publication] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    rfm_cuts: rulesets.RfmCuts | None = None
+
+
+def rule_segments(spark: SparkSession, cfg: AppConfig) -> RuleSegmentsResult:
+    """RFM segments and B2B tiers of ``features.as_of``, each published like a model.
+
+    Reads the stored ``customer_features`` snapshot of that date. Both segmentations are
+    computed and checked before either is written; each is then published (membership,
+    history, migration, drift) under its own ``model_name`` in a nested MLflow run, RFM with its
+    per-customer scores (``rfm_scores``).
+    """
+    backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
+    as_of, rc, bc = cfg.features.as_of, cfg.rfm, cfg.b2b
+    features_path = cfg.storage.table_path(FEATURES)
+    features_df = (
+        delta_tables.read_table(spark, features_path, backend=backend,
+                                partitions={feat.AS_OF: as_of})
+        if delta_tables.table_exists(features_path)
+        else None
+    )  # fmt: skip
+    if features_df is None or features_df.isEmpty():
+        raise InputError(
+            f"no customer_features snapshot for {as_of} (features.as_of) at {features_path}: "
+            "run build_features for that date first"
+        )
+    features_df = features_df.cache()
+    experiment_id = tracking.configure(cfg.tracking)
+    scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    cached: list[DataFrame] = [features_df]
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"rule_segments {as_of}") as run:
+        result = RuleSegmentsResult(run_id=run.info.run_id, as_of=as_of)
+        mlflow.set_tag("job", "rule_segments")
+        tracking.log_params({"as_of": as_of.isoformat(), "rfm.enabled": rc.enabled,
+                             "b2b.enabled": bc.enabled})  # fmt: skip
+        # (model name, assignment, names, version, features, extra frames): all computed first.
+        todo: list[tuple[str, DataFrame, dict[int, str], int, tuple[str, ...], DataFrame | None]]
+        todo = []
+        try:
+            if rc.enabled:
+                result.rfm_cuts = rulesets.rfm_cuts(features_df, rc)
+                scored = rulesets.score_rfm(features_df, rc, result.rfm_cuts).cache()
+                cached.append(scored)
+                scores = scored.select(
+                    F.lit(as_of).cast("date").alias(feat.AS_OF),
+                    F.lit(rc.model_name).alias("model_name"),
+                    F.lit(rc.version).cast("int").alias("model_version"),
+                    feat.CUSTOMER_ID, rulesets.R_SCORE, rulesets.F_SCORE, rulesets.M_SCORE,
+                    F.concat_ws("", rulesets.R_SCORE, rulesets.F_SCORE, rulesets.M_SCORE)
+                    .alias("rfm_cell"),
+                    F.col(clustering.SEGMENT_ID).alias("segment_id"), "segment_name",
+                    F.lit(result.run_id).alias("run_id"),
+                )  # fmt: skip
+                names = rulesets.segment_names([s.name for s in rc.segments])
+                rfm_features = (rc.recency_feature, rc.frequency_feature, rc.monetary_feature)
+                todo.append((rc.model_name, scored, names, rc.version, rfm_features, scores))
+            else:
+                result.skipped[rc.model_name] = "rfm.enabled is false"
+            if bc.enabled:
+                customers = sources.read_customers(
+                    spark, cfg.input.customers, cfg.customers_path(), backend=backend
+                )
+                if customers is None:
+                    result.skipped[bc.model_name] = "no customers dimension (input.customers)"
+                else:
+                    tiers = rulesets.b2b_tiers(features_df, customers, bc).cache()
+                    cached.append(tiers)
+                    if tiers.isEmpty():
+                        result.skipped[bc.model_name] = (
+                            f"no business accounts ({bc.business_column} is never true)"
+                        )
+                    else:
+                        names = rulesets.segment_names([t.name for t in bc.tiers])
+                        todo.append((bc.model_name, tiers, names, bc.version,
+                                     (bc.spend_feature,), None))  # fmt: skip
+            else:
+                result.skipped[bc.model_name] = "b2b.enabled is false"
+            for model_name, reason in result.skipped.items():
+                log.info("%s skipped: %s", model_name, reason)
+                mlflow.set_tag(f"skipped.{model_name}", reason)
+            for model_name, assigned, names, version, model_features, extra_rows in todo:
+                with mlflow.start_run(run_name=f"{model_name} {as_of}", nested=True) as child:
+                    mlflow.set_tags({"job": "rule_segments", "segmentation": model_name})
+                    extra = {}
+                    if extra_rows is not None:
+                        extra[RFM_SCORES] = delta_tables.stage(
+                            spark, extra_rows, cfg.storage.table_path(RFM_SCORES),
+                            delta_tables.WriteOptions(
+                                mode="overwrite", partition_by=(feat.AS_OF,),
+                                replace_partitions={feat.AS_OF: as_of},
+                                idempotency_key=f"rule_segments-{child.info.run_id}",
+                                metadata={"job": "rule_segments", "run_id": child.info.run_id},
+                            ),
+                            backend=backend,
+                        )  # fmt: skip
+                    if model_name == rc.model_name and result.rfm_cuts is not None:
+                        tracking.log_json(dataclasses.asdict(result.rfm_cuts), "rfm/cuts.json")
+                    try:
+                        result.publications[model_name] = publish(
+                            spark, cfg, backend=backend, job="rule_segments",
+                            run_id=child.info.run_id,
+                            assigned=rulesets.as_assignment(assigned), features_df=features_df,
+                            model_version=version, model_features=model_features,
+                            names=names, scored_at=scored_at, extra=extra,
+                            model_name=model_name,
+                        )  # fmt: skip
+                    except BaseException:
+                        _abort_all(extra)
+                        raise
+                    for sid, n in result.publications[model_name].sizes.items():
+                        mlflow.log_metric(f"segment_size_{sid}", n)
+        finally:
+            for df in cached:
+                df.unpersist()
+    return result
+
+
 # --- promote ------------------------------------------------------------------------------
 
 
@@ -1225,6 +1513,23 @@ def format_training_summary(result: TrainResult, cfg: AppConfig) -> str:
     lines += ["", "(feature columns show segment means in original units)"]
     if result.ari_vs_truth is not None:
         lines.append(f"Adjusted Rand index vs planted archetypes: {result.ari_vs_truth:.3f}")
+    ex = result.explanation
+    if ex is not None:
+        lines.append(
+            f"Rules (decision tree, depth {ex.rules.max_depth}) reproduce {ex.rules.fidelity:.1%} "
+            "of segments (MLflow artifact explain/rules.json); e.g.:"
+        )
+        for s in result.segments:
+            top = ex.rules.top(s.segment_id, 1)
+            if top:
+                lines.append(f"  {s.segment_id:>3} {s.name[:30]:<30} {top[0].text()}")
+        if ex.composition is not None and ex.composition.sensitive:
+            gaps = ", ".join(
+                f"{a} {ex.composition.max_gap(a):.1%}" for a in ex.composition.sensitive
+            )
+            lines.append(f"Sensitive attributes, largest segment-vs-population gap: {gaps}")
+    if "report" in result.paths:
+        lines.append(f"Report: {result.paths['report']}")
     m = result.matching
     if result.previous_version is None:
         lines.append("Segment ids: first model, numbered by size (1 = largest).")
@@ -1290,6 +1595,33 @@ def format_assign_summary(result: AssignResult, cfg: AppConfig) -> str:
     lines += [f"  {n:<27} version {v}" for n, v in pub.table_versions.items()]
     lines.append(f"MLflow: run {result.run_id} in experiment '{cfg.tracking.experiment}'")
     lines += _publication_lines(pub, cfg)
+    return "\n".join(lines)
+
+
+def format_rules_summary(result: RuleSegmentsResult, cfg: AppConfig) -> str:
+    """A readable report of a rule_segments run for the terminal."""
+    lines = ["", f"Rule-based segmentations as of {result.as_of}:"]
+    if result.rfm_cuts is not None:
+        c = result.rfm_cuts
+        lines.append(
+            f"  RFM quintile cuts: recency {list(c.recency)}, frequency {list(c.frequency)}, "
+            f"monetary {[round(v, 2) for v in c.monetary]}"
+        )
+    for name, pub in result.publications.items():
+        lines += ["", f"{name} (version {pub.model_version}): {pub.customers} customers"]
+        for sid in sorted(pub.names):
+            n = pub.sizes.get(sid, 0)
+            share = n / pub.customers if pub.customers else 0.0
+            lines.append(f"  {sid:>3}  {pub.names[sid][:32]:<32} {n:>9} {share:>6.1%}")
+        if pub.baseline_as_of is not None:
+            moves = pub.moves()
+            lines.append(
+                f"  since {pub.baseline_as_of}: {moves['stayed']} stayed, {moves['moved']} "
+                f"moved, {moves['entered']} entered, {moves['left']} left"
+            )
+    for name, reason in result.skipped.items():
+        lines.append(f"{name}: skipped ({reason})")
+    lines.append(f"MLflow: run {result.run_id} in experiment '{cfg.tracking.experiment}'")
     return "\n".join(lines)
 
 

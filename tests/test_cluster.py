@@ -89,8 +89,8 @@ def submit(dev: DevCluster, zip_path: Path, job: str, overrides: list[str], *ext
     return proc
 
 
-def mlflow_get(dev: DevCluster, path: str, **params: str) -> dict:
-    url = f"{dev.tracking_uri}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(params)}"
+def mlflow_get(dev: DevCluster, endpoint: str, **params: str) -> dict:
+    url = f"{dev.tracking_uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}"
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
 
@@ -171,7 +171,8 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     overrides = [*SIZE, f"storage.warehouse={cluster_wh}",
                  f"tracking.tracking_uri={cluster.tracking_uri}"]  # fmt: skip
     for job, extra in (("generate_events", ()), ("build_features", ()), ("train_segments", ()),
-                       ("assign_segments", ("--set", "assign.reuse_features=true"))):  # fmt: skip
+                       ("assign_segments", ("--set", "assign.reuse_features=true")),
+                       ("rule_segments", ())):  # fmt: skip
         submit(cluster, package, job, overrides, *extra)
 
     # Tasks of the feature job ran on both workers (workers' and history server's JSON).
@@ -189,8 +190,11 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     pipeline.build_features(spark, local_cfg)
     pipeline.train_segments(spark, local_cfg)
     cols = ["customer_id", "as_of", "segment_id", "segment_name", "distance"]
+    all_models = pl.read_delta(str(cluster_wh / "segment_membership"))
     on_cluster = (
-        pl.read_delta(str(cluster_wh / "segment_membership")).select(cols).sort("customer_id")
+        all_models.filter(pl.col("model_name") == "customer_segments")
+        .select(cols)
+        .sort("customer_id")
     )
     in_local = pl.read_delta(str(local_wh / "segment_membership")).select(cols).sort("customer_id")
     assert on_cluster.height == 1500
@@ -206,14 +210,21 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     assert metrics["chosen_k"] == on_cluster["segment_id"].n_unique()
     # The last writer of the membership is the assign job, scoring with the champion it loaded
     # from the tracking server; its run records that version.
-    membership = pl.read_delta(str(cluster_wh / "segment_membership"))
+    membership = all_models.filter(pl.col("model_name") == "customer_segments")
     assert membership["model_version"].unique().to_list() == [int(alias["version"])]
     (assign_run_id,) = membership["run_id"].unique().to_list()
     assign_run = mlflow_get(cluster, "runs/get", run_id=assign_run_id)["run"]
     tags = {t["key"]: t["value"] for t in assign_run["data"]["tags"]}
     assert tags["job"] == "assign_segments" and tags["model_version"] == alias["version"]
     history = pl.read_delta(str(cluster_wh / "segment_membership_history"))
-    assert history.height == 1500 and history["is_current"].all()
+    assert history.filter(pl.col("model_name") == "customer_segments").height == 1500
+    assert history["is_current"].all()
+    # RFM beside it, from the cluster's rule_segments job; the training's report and pictures
+    # went to the tracking server with its run.
+    assert all_models.filter(pl.col("model_name") == "rfm").height == 1500
+    artifacts = mlflow_get(cluster, "artifacts/list", run_id=alias["run_id"], path="plots")
+    assert {Path(f["path"]).name for f in artifacts["files"]} >= {"pca.png", "profile_heatmap.png"}
+    assert (cluster_wh / "reports").is_dir()
 
 
 def test_job_survives_a_worker_killed_mid_job(spark, cluster, package, tmp_path_factory):

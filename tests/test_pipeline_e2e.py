@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,8 +45,12 @@ def run(spark, tmp_path_factory):
     mlflow.set_tracking_uri(None)
 
 
-def table(cfg, name) -> pl.DataFrame:
-    return pl.read_delta(cfg.storage.table_path(name))
+def table(cfg, name, model_name: str | None = "customer_segments") -> pl.DataFrame:
+    """A table read with Polars; segment_membership only for ``model_name`` (None: all)."""
+    df = pl.read_delta(cfg.storage.table_path(name))
+    if name == "segment_membership" and model_name is not None:
+        df = df.filter(pl.col("model_name") == model_name)
+    return df
 
 
 def test_segments_recover_planted_archetypes(run):
@@ -77,7 +82,7 @@ def test_membership_has_contract_schema_and_one_row_per_customer(run):
         "run_id": "string",
         "scored_at": "timestamp[us, tz=UTC]",
     }
-    assert dt_table.metadata().partition_columns == ["as_of"]
+    assert dt_table.metadata().partition_columns == ["model_name", "as_of"]
     m = table(cfg, "segment_membership")
     assert m.height == features.customers == 3000
     assert m["customer_id"].n_unique() == m.height
@@ -130,6 +135,7 @@ def test_names_fit_planted_behaviour(run):
     assert "Champions" in names["champions"]
     assert "Bargain" in names["bargain_hunters"]
     assert "Big-ticket" in names["big_ticket"]
+    assert "Loyal" in names["loyal_regulars"]
 
 
 def test_mlflow_run_has_params_metrics_and_registered_model(run):
@@ -161,9 +167,13 @@ def test_registered_model_loads_and_assigns_the_same_segments(spark, run):
         spark, cfg.storage.table_path("customer_features"), backend="embedded"
     )
     again = clustering.assign(model, feats).select("customer_id", "segment_id")
-    stored = delta_tables.read_table(
-        spark, cfg.storage.table_path("segment_membership"), backend="embedded"
-    ).select("customer_id", "segment_id")
+    stored = (
+        delta_tables.read_table(
+            spark, cfg.storage.table_path("segment_membership"), backend="embedded"
+        )
+        .where("model_name = 'customer_segments'")
+        .select("customer_id", "segment_id")
+    )
     assert again.exceptAll(stored).count() == 0 and stored.exceptAll(again).count() == 0
 
 
@@ -200,7 +210,8 @@ def test_jobs_run_end_to_end_as_processes(tmp_path):
     outputs = []
     for job, extra in (("generate_events", ["--if-absent"]), ("build_features", []),
                        ("train_segments", []), ("promote_model", ["--version", "1"]),
-                       ("assign_segments", ["--set", "assign.reuse_features=true"])):  # fmt: skip
+                       ("assign_segments", ["--set", "assign.reuse_features=true"]),
+                       ("rule_segments", [])):  # fmt: skip
         proc = subprocess.run(
             [sys.executable, str(ROOT / "jobs" / f"{job}.py"), *extra, *common],
             capture_output=True, text=True, cwd=ROOT, timeout=600,
@@ -220,10 +231,16 @@ def test_jobs_run_end_to_end_as_processes(tmp_path):
     )
     assert "reused the stored customer_features snapshot" in assigned
     assert "History (segment_membership_history): merged." in assigned
+    assert "Report: " in summary and "Rules (decision tree" in summary
+    rules = outputs[5]
+    assert "rfm (version 1): 400 customers" in rules and "b2b_tiers (version 1)" in rules
     membership = pl.read_delta(str(tmp_path / "wh" / "segment_membership"))
-    assert membership.height == 400  # the training's snapshot, replaced by the assignment
+    by_model = dict(membership.group_by("model_name").len().iter_rows())
+    # The training's snapshot was replaced by the assignment; RFM sits beside it.
+    assert by_model["customer_segments"] == 400 and by_model["rfm"] == 400
     history = pl.read_delta(str(tmp_path / "wh" / "segment_membership_history"))
-    assert history.height == 400 and history["is_current"].all()
+    assert history.filter(pl.col("model_name") == "customer_segments").height == 400
+    assert history["is_current"].all()
 
 
 def test_assign_without_a_champion_is_a_clear_error(spark, run):
@@ -233,3 +250,203 @@ def test_assign_without_a_champion_is_a_clear_error(spark, run):
     )
     with pytest.raises(InputError, match="no model under nothing_here@champion"):
         pipeline.assign_segments(spark, other)
+
+
+# --- explainability (issue 5) --------------------------------------------------------------
+
+
+def artifact_json(cfg, run_id: str, path: str):
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    return tracking.load_json(run_id, path)
+
+
+def test_rules_reproduce_the_planted_segments(run):
+    cfg, _, _, trained = run
+    rules = trained.explanation.rules
+    assert rules.fidelity >= 0.85
+    # Stored with the model run: rules, fidelity, importances.
+    stored = artifact_json(cfg, trained.run_id, "explain/rules.json")
+    assert stored["fidelity"] == pytest.approx(rules.fidelity)
+    assert set(stored["rules"]) == {str(s.segment_id) for s in trained.segments}
+    for sid, seg_rules in stored["rules"].items():
+        assert 1 <= len(seg_rules) <= cfg.explain.rules_per_segment
+        assert all(r["segment_id"] == int(sid) and r["rule"] for r in seg_rules)
+    importances = artifact_json(cfg, trained.run_id, "explain/feature_importances.json")
+    assert set(importances["feature_importances"]) == set(cfg.training.features)
+    assert sum(importances["feature_importances"].values()) == pytest.approx(1.0)
+    metrics = MlflowClient(cfg.tracking.tracking_uri).get_run(trained.run_id).data.metrics
+    assert metrics["rules_fidelity"] == pytest.approx(rules.fidelity)
+    # Fidelity recomputed independently: apply each segment's stored top rule to the features
+    # in Polars; the customers it selects are (nearly all) in that segment.
+    f = table(cfg, "customer_features").join(
+        table(cfg, "segment_membership").select("customer_id", "segment_id"), on="customer_id"
+    )
+    for sid, seg_rules in stored["rules"].items():
+        cond = pl.lit(True)
+        for c in seg_rules[0]["conditions"]:
+            x = pl.col(c["feature"]).cast(pl.Float64)
+            cond = cond & (x <= c["threshold"] if c["op"] == "<=" else x > c["threshold"])
+        chosen = f.filter(cond)
+        assert chosen.height == seg_rules[0]["customers"]
+        hit = chosen.filter(pl.col("segment_id") == int(sid)).height / chosen.height
+        assert hit == pytest.approx(seg_rules[0]["precision"])
+
+
+def test_lapsed_segment_rule_speaks_of_recency(run):
+    _, _, _, trained = run
+    lapsed = next(s for s in trained.segments if "Lapsed" in s.name)
+    rule = trained.explanation.rules.top(lapsed.segment_id, 1)[0]
+    assert any(c.feature == "recency_days" and c.op == ">" for c in rule.conditions)
+
+
+def test_sensitive_attributes_never_reach_the_model(run):
+    cfg, _, _, trained = run
+    sensitive = set(cfg.explain.sensitive_attributes)
+    segments = artifact_json(cfg, trained.run_id, "segments/segments.json")
+    assert not sensitive & set(segments["features"])
+    params = MlflowClient(cfg.tracking.tracking_uri).get_run(trained.run_id).data.params
+    assert not sensitive & set(params["features"].split(","))
+    # ... and the model's pipeline reads no sensitive column (its scaling SQL names its inputs).
+    model = tracking.load_model("customer_segments", trained.model_version)
+    sql = model.stages[0].getStatement()
+    assert all(f"`{a}`" not in sql and f" {a} " not in sql for a in sensitive)
+
+
+def test_composition_table_matches_an_independent_count(run):
+    cfg, _, _, trained = run
+    comp = table(cfg, "segment_composition")
+    assert set(comp["model_version"].unique()) == {trained.model_version}
+    assert {"age", "gender", "country", "os", "is_business"} <= set(comp["attribute"])
+    assert comp.filter(pl.col("sensitive"))["attribute"].unique().sort().to_list() == [
+        "age", "gender",
+    ]  # fmt: skip
+    # Gender shares per segment, recomputed from membership and the customers dimension.
+    m = table(cfg, "segment_membership").join(table(cfg, "customers"), on="customer_id")
+    expected = (
+        m.with_columns(pl.col("gender").fill_null("(missing)"))
+        .group_by("segment_id", "gender").len()
+        .with_columns((pl.col("len") / pl.col("len").sum().over("segment_id")).alias("share"))
+    )  # fmt: skip
+    got = comp.filter(pl.col("attribute") == "gender").join(
+        expected, left_on=["segment_id", "value"], right_on=["segment_id", "gender"]
+    )
+    assert got.height == expected.height
+    assert (got["customers"] == got["len"]).all()
+    assert ((got["share_of_segment"] - got["share"]).abs() < 1e-9).all()
+
+
+def test_pictures_and_report_are_logged_and_written(run):
+    cfg, _, _, trained = run
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    plots = {Path(a.path).name for a in client.list_artifacts(trained.run_id, "plots")}
+    assert plots == {"k_selection.png", "segment_sizes.png", "profile_heatmap.png", "pca.png"}
+    report_path = Path(trained.paths["report"])
+    assert report_path.parent == Path(cfg.storage.warehouse) / "reports"
+    logged = [a.path for a in client.list_artifacts(trained.run_id, "report")]
+    assert logged == [f"report/{report_path.name}"]
+    html = report_path.read_text()
+    assert "http://" not in html and "https://" not in html  # self-contained
+    for s in trained.segments:
+        assert s.name in html
+
+
+def test_report_opens_in_headless_chromium(run, tmp_path):
+    """Debian's chromium (installed by `make test`) renders the report: no errors, every
+    picture decoded, one table row per segment; the screenshot shows table and pictures."""
+    _, _, _, trained = run
+    shot = browser_screenshot(Path(trained.paths["report"]), tmp_path / "report.png")
+    assert shot["errors"] == []
+    assert shot["segment_rows"] == len(trained.segments)
+    assert shot["images"] == {"k_selection", "segment_sizes", "profile_heatmap", "pca"}
+    # The screenshot's first screen holds the segment table and the first pictures.
+    table_box, pictures_box = shot["boxes"]["#segments"], shot["boxes"]["#pictures"]
+    assert table_box["y"] < pictures_box["y"] < shot["viewport_height"]
+    png = shot["png"]
+    assert png.startswith(b"\x89PNG") and len(png) > 50_000
+
+
+def browser_screenshot(report: Path, out: Path) -> dict:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: `make browser` installs it (make test does)"
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
+        page.goto(report.resolve().as_uri())
+        images = page.evaluate(
+            "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 100)"
+            ".map(i => i.alt)"
+        )
+        boxes = {sel: page.locator(sel).bounding_box() for sel in ("#segments", "#pictures")}
+        rows = page.locator("#segments tbody tr").count()
+        page.screenshot(path=str(out))
+        browser.close()
+    return {
+        "errors": errors,
+        "images": set(images),
+        "segment_rows": rows,
+        "boxes": boxes,
+        "viewport_height": 1600,
+        "png": out.read_bytes(),
+    }
+
+
+@pytest.fixture(scope="module")
+def rules_run(spark, run):
+    cfg, _, _, _ = run
+    return cfg, pipeline.rule_segments(spark, cfg)
+
+
+def test_rule_segmentations_share_the_membership_table(rules_run):
+    cfg, result = rules_run
+    m = table(cfg, "segment_membership", model_name=None)
+    sizes = dict(m.group_by("model_name").len().iter_rows())
+    customers = table(cfg, "customers")
+    accounts = customers.filter(pl.col("is_business")).height
+    assert sizes == {"customer_segments": 3000, "rfm": 3000, "b2b_tiers": accounts}
+    rfm = m.filter(pl.col("model_name") == "rfm")
+    assert set(rfm["segment_name"]) <= {s.name for s in cfg.rfm.segments}
+    assert rfm["model_version"].unique().to_list() == [cfg.rfm.version]
+    # Scores and segments agree with the map (first match) for every customer.
+    scores = table(cfg, "rfm_scores").join(rfm.select("customer_id", "segment_name"),
+                                           on="customer_id")  # fmt: skip
+    assert scores.height == 3000
+    for r in scores.iter_rows(named=True):
+        first = next(
+            s.name for s in cfg.rfm.segments
+            if s.r[0] <= r["r_score"] <= s.r[1] and s.f[0] <= r["f_score"] <= s.f[1]
+            and s.m[0] <= r["m_score"] <= s.m[1]
+        )  # fmt: skip
+        assert r["segment_name"] == first == r["segment_name_right"]
+    # Quintiles: every score holds about a fifth of customers unless ties merge them.
+    shares = scores.group_by("m_score").len()["len"] / 3000
+    assert shares.min() > 0.15 and shares.max() < 0.25
+    # The history carries each segmentation separately.
+    h = table(cfg, "segment_membership_history")
+    assert h.filter(pl.col("model_name") == "rfm").height == 3000
+    assert h.filter(pl.col("model_name") == "customer_segments").height == 3000
+    assert result.publications["b2b_tiers"].customers == accounts
+
+
+def test_b2b_tiers_follow_spend_and_company_size(rules_run):
+    cfg, _ = rules_run
+    tiers = (
+        table(cfg, "segment_membership", model_name="b2b_tiers")
+        .join(table(cfg, "customers"), on="customer_id")
+        .join(table(cfg, "customer_features"), on="customer_id", how="left")
+    )
+    assert tiers["is_business"].all()
+    for r in tiers.iter_rows(named=True):
+        spend, staff = r["monetary_365d"] or 0.0, r["employee_count"]
+        expected = next(
+            t.name for t in cfg.b2b.tiers
+            if (t.min_spend is None or spend >= t.min_spend)
+            and (t.min_employees is None or (staff is not None and staff >= t.min_employees))
+        )  # fmt: skip
+        assert r["segment_name"] == expected
+    assert tiers["segment_name"].n_unique() >= 3

@@ -182,13 +182,14 @@ def test_downstream_readers_agree_on_current_and_past_snapshots_and_history(worl
     path = cfg2.storage.table_path("segment_membership")
     hist_path = cfg2.storage.table_path("segment_membership_history")
     t = DeltaTable(path)
-    latest = max(dt.date.fromisoformat(p["as_of"]) for p in t.partitions())
+    model = [("model_name", "=", "customer_segments")]
+    latest = max(dt.date.fromisoformat(p["as_of"]) for p in t.partitions(model))
     assert latest == D2
-    current = t.to_pyarrow_table(filters=[("as_of", "=", latest)])
-    past = t.to_pyarrow_table(filters=[("as_of", "=", D1)])
+    current = t.to_pyarrow_table(filters=[*model, ("as_of", "=", latest)])
+    past = t.to_pyarrow_table(filters=[*model, ("as_of", "=", D1)])
     open_rows = DeltaTable(hist_path).to_pyarrow_table().filter(pc.field("is_current"))
 
-    m = pl.scan_delta(path)
+    m = pl.scan_delta(path).filter(pl.col("model_name") == "customer_segments")
     pl_current = m.filter(pl.col("as_of") == pl.col("as_of").max()).collect()
     pl_past = m.filter(pl.col("as_of") == pl.date(2025, 11, 30)).collect()
 
