@@ -126,6 +126,10 @@ submit: package cluster-up ## spark-submit generate, features, training, assignm
 vacuum: setup ## List files a vacuum would delete (old versions, killed runs); APPLY=1 deletes
 	$(PY) jobs/maintain_tables.py --config $(CONFIG) $(if $(APPLY),--apply) $(ARGS)
 
+.PHONY: upgrade-tables
+upgrade-tables: setup ## Repartition membership/migration tables of an older release (once)
+	$(PY) jobs/maintain_tables.py --config $(CONFIG) --upgrade $(ARGS)
+
 .PHONY: mlflow-ui
 mlflow-ui: setup ## Open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -1,4 +1,5 @@
-"""Maintenance entry point: vacuum the output tables (files of old versions and killed runs)."""
+"""Maintenance entry point: vacuum the output tables (files of old versions and killed runs),
+or upgrade tables written by an older release to the current layout (--upgrade)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from segmentation import cli, delta_tables
+from segmentation import cli, delta_tables, pipeline
 from segmentation.errors import SegmentationError
 
 
@@ -18,9 +19,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--retention-hours", type=int, default=168, help="keep files younger (min 24, default 168)"
     )
     parser.add_argument("--apply", action="store_true", help="delete (default: only list)")
+    parser.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="repartition segment_membership / segment_migration by model_name, as_of",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = cli.load(args)
+        if args.upgrade:
+            upgraded = pipeline.upgrade_tables(cfg)
+            for name, version in upgraded.items():
+                print(f"{name}: repartitioned, version {version}")
+            print("nothing to upgrade" if not upgraded else "upgrade done")
+            return 0
         for name in delta_tables.tables_under(cfg.storage.warehouse):
             path = cfg.storage.table_path(name)
             files = delta_tables.vacuum(

@@ -299,6 +299,36 @@ def tables_under(root: str) -> list[str]:
     return sorted(n for n in names if table_exists(posixpath.join(root, n)))
 
 
+def partition_columns(path: str) -> list[str] | None:
+    """The table's partition columns (None when there is no table)."""
+    table = _open(_local_or_uri(path))
+    return None if table is None else list(table.metadata().partition_columns)
+
+
+def repartition(path: str, partition_by: Sequence[str], *, metadata: Mapping[str, str]) -> int:
+    """Rewrite the whole table partitioned by ``partition_by``, as one new version.
+
+    The rows stream from the current version's files into new ones (the driver holds one
+    batch at a time); the old files stay for time travel until a vacuum. Returns the version.
+    """
+    from deltalake import write_deltalake
+
+    location = _local_or_uri(path)
+    table = _open(location)
+    if table is None:
+        raise TableError(f"no Delta table at {path}")
+    reader = table.to_pyarrow_dataset().scanner().to_reader()
+    write_deltalake(
+        location,
+        reader,
+        mode="overwrite",
+        partition_by=list(partition_by),
+        schema_mode="overwrite",
+        commit_properties=CommitProperties(custom_metadata=dict(metadata)),
+    )
+    return DeltaTable(location).version()
+
+
 def write_file(path: str, data: bytes) -> str:
     """Write a plain file (a report) next to the tables, local or on object storage.
 

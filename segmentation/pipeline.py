@@ -388,6 +388,8 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
     """
     backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
     t, fc, tc = cfg.training, cfg.features, cfg.tracking
+    if tc.promote:
+        check_table_layout(cfg)
     features_path = cfg.storage.table_path(FEATURES)
     if not delta_tables.table_exists(features_path):
         raise InputError(f"no customer_features table at {features_path}: run build_features first")
@@ -960,6 +962,7 @@ def publish(
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
     )
     paths = {n: cfg.storage.table_path(n) for n in (MEMBERSHIP, HISTORY, MIGRATION)}
+    check_table_layout(cfg)
     existing = (
         delta_tables.read_table(spark, paths[MEMBERSHIP], backend=backend).where(
             F.col("model_name") == model_name
@@ -1027,6 +1030,40 @@ def publish(
     pub.table_versions = _commit_all(spark, {**extra, **staged})
     _log_publication(pub, dc.psi_threshold)
     return pub
+
+
+def _outdated_tables(cfg: AppConfig) -> dict[str, list[str]]:
+    """Snapshot tables written before they were partitioned by model_name (name -> layout)."""
+    out = {}
+    for name in (MEMBERSHIP, MIGRATION):
+        parts = delta_tables.partition_columns(cfg.storage.table_path(name))
+        if parts is not None and parts != list(SNAPSHOT_PARTITIONS):
+            out[name] = parts
+    return out
+
+
+def check_table_layout(cfg: AppConfig) -> None:
+    """Fail before any work when a snapshot table has the layout of an older release."""
+    outdated = _outdated_tables(cfg)
+    if outdated:
+        detail = ", ".join(f"{n} by {parts}" for n, parts in outdated.items())
+        raise InputError(
+            f"tables written by an older release are partitioned differently ({detail}; now "
+            f"{list(SNAPSHOT_PARTITIONS)}, so several segmentations can share them): run "
+            "`make upgrade-tables` (jobs/maintain_tables.py --upgrade) once"
+        )
+
+
+def upgrade_tables(cfg: AppConfig) -> dict[str, int]:
+    """Repartition outdated snapshot tables by ``SNAPSHOT_PARTITIONS`` (one version each)."""
+    return {
+        name: delta_tables.repartition(
+            cfg.storage.table_path(name),
+            SNAPSHOT_PARTITIONS,
+            metadata={"job": "maintain_tables", "upgrade": f"repartitioned from {parts}"},
+        )
+        for name, parts in _outdated_tables(cfg).items()
+    }
 
 
 def _baseline(
@@ -1194,6 +1231,7 @@ def assign_segments(spark: SparkSession, cfg: AppConfig) -> AssignResult:
     """
     backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
     tc, as_of = cfg.tracking, cfg.features.as_of
+    check_table_layout(cfg)
     experiment_id = tracking.configure(tc)
     champion = load_champion(cfg)
     if champion is None:
@@ -1291,6 +1329,7 @@ def rule_segments(spark: SparkSession, cfg: AppConfig) -> RuleSegmentsResult:
     """
     backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
     as_of, rc, bc = cfg.features.as_of, cfg.rfm, cfg.b2b
+    check_table_layout(cfg)
     features_path = cfg.storage.table_path(FEATURES)
     features_df = (
         delta_tables.read_table(spark, features_path, backend=backend,
