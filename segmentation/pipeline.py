@@ -1397,7 +1397,9 @@ def rule_segments(spark: SparkSession, cfg: AppConfig) -> RuleSegmentsResult:
                 log.info("%s skipped: %s", model_name, reason)
                 mlflow.set_tag(f"skipped.{model_name}", reason)
             for model_name, assigned, names, version, model_features, extra_rows in todo:
-                with mlflow.start_run(run_name=f"{model_name} {as_of}", nested=True) as child:
+                with mlflow.start_run(
+                    experiment_id=experiment_id, run_name=f"{model_name} {as_of}", nested=True
+                ) as child:
                     mlflow.set_tags({"job": "rule_segments", "segmentation": model_name})
                     extra = {}
                     if extra_rows is not None:

@@ -431,6 +431,16 @@ def test_rule_segmentations_share_the_membership_table(rules_run):
     assert h.filter(pl.col("model_name") == "rfm").height == 3000
     assert h.filter(pl.col("model_name") == "customer_segments").height == 3000
     assert result.publications["b2b_tiers"].customers == accounts
+    # One parent run, and a child run per segmentation in the same experiment.
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    parent = client.get_run(result.run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'"
+    )
+    assert sorted(c.data.tags["segmentation"] for c in children) == ["b2b_tiers", "rfm"]
+    rfm_run = next(c for c in children if c.data.tags["segmentation"] == "rfm")
+    assert set(rfm["run_id"]) == {rfm_run.info.run_id}
+    assert tracking.load_json(rfm_run.info.run_id, "rfm/cuts.json")["recency"]
 
 
 def test_b2b_tiers_follow_spend_and_company_size(rules_run):
