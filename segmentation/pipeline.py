@@ -639,20 +639,24 @@ def _track_and_write(
     )
     publication = None
     if tc.promote:
-        publication = publish(
-            spark,
-            cfg,
-            backend=backend,
-            job="train_segments",
-            run_id=run_id,
-            assigned=assigned,
-            features_df=features_df,
-            model_version=version,
-            model_features=model.scaling.features,
-            names=names,
-            scored_at=scored_at,
-            extra=staged_version,
-        )
+        try:
+            publication = publish(
+                spark,
+                cfg,
+                backend=backend,
+                job="train_segments",
+                run_id=run_id,
+                assigned=assigned,
+                features_df=features_df,
+                model_version=version,
+                model_features=model.scaling.features,
+                names=names,
+                scored_at=scored_at,
+                extra=staged_version,
+            )
+        except BaseException:
+            _abort_all(staged_version)
+            raise
         versions = publication.table_versions
         tracking.promote(
             tc.registered_model, tc.alias, version,
