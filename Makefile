@@ -126,6 +126,14 @@ submit: package cluster-up ## spark-submit generate, features, training, assignm
 vacuum: setup ## List files a vacuum would delete (old versions, killed runs); APPLY=1 deletes
 	$(PY) jobs/maintain_tables.py --config $(CONFIG) $(if $(APPLY),--apply) $(ARGS)
 
+# Benchmark sizes (events; k/M suffixes). The 100M size is opt-in: SIZES=1M,10M,50M,100M.
+SIZES ?= 1M,10M,50M
+BENCH_DIR ?= /tmp/segmentation-bench
+.PHONY: bench
+bench: setup ## Spark stages vs DuckDB + scikit-learn on SIZES events; writes BENCHMARKS.md (QUICK=1: 1M, checks only)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) jobs/benchmark.py $(if $(QUICK),--quick,--sizes $(SIZES)) --workdir $(BENCH_DIR)
+
 .PHONY: upgrade-tables
 upgrade-tables: setup ## Repartition membership/migration tables of an older release (once)
 	$(PY) jobs/maintain_tables.py --config $(CONFIG) --upgrade $(ARGS)

@@ -329,6 +329,14 @@ def repartition(path: str, partition_by: Sequence[str], *, metadata: Mapping[str
     return DeltaTable(location).version()
 
 
+def data_files(path: str) -> list[str]:
+    """The data files of the table's current version (for readers outside Spark)."""
+    table = _open(_local_or_uri(path))
+    if table is None:
+        raise TableError(f"no Delta table at {path}")
+    return list(table.file_uris())
+
+
 def write_file(path: str, data: bytes) -> str:
     """Write a plain file (a report) next to the tables, local or on object storage.
 

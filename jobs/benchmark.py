@@ -1,0 +1,97 @@
+"""Benchmark entry point (`make bench`): the Spark job's stages against DuckDB + scikit-learn.
+
+    python jobs/benchmark.py --sizes 1M,10M,50M          # writes the results into BENCHMARKS.md
+    python jobs/benchmark.py --quick                     # 1M events, checks agreement only
+
+The quick mode (CI) checks that the baseline and the job agree (features within tolerance,
+segment sizes and labels), never how fast they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from segmentation import benchmark
+from segmentation.config import load_config
+from segmentation.session import build_session
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmM]?)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1M, 500k, 2000000)")
+    factor = {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2).lower()]
+    return int(float(m.group(1)) * factor)
+
+
+def failures(result: benchmark.SizeResult) -> list[str]:
+    c = result.checks
+    out = []
+    if c.get("customers_equal") is False:
+        out.append("DuckDB and Spark found different customers")
+    if c.get("max_relative_feature_diff", 0.0) > 1e-6:
+        out.append(f"features differ: {c['worst_feature']} by {c['max_relative_feature_diff']:.1e}")
+    if c.get("features_missing_in_baseline"):
+        out.append(f"baseline lacks features {c['features_missing_in_baseline']}")
+    if c["max_size_diff_share"] > 0.01:
+        out.append(f"segment sizes differ by {c['max_size_diff_share']:.2%} of customers")
+    if c["ari_spark_vs_sklearn"] < 0.95:
+        out.append(f"Spark and scikit-learn segments disagree: ARI {c['ari_spark_vs_sklearn']:.3f}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1M,10M,50M", help="event counts, e.g. 1M,10M,50M,100M")
+    parser.add_argument("--quick", action="store_true", help="1M events, agreement checks only")
+    parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--workdir", default=None, help="where generated data goes (kept)")
+    parser.add_argument("--driver-memory", default="8g")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    sizes = [1_000_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
+    base = load_config(ROOT / "conf" / "local.yaml")
+    base = dataclasses.replace(
+        base,
+        spark=dataclasses.replace(
+            base.spark, conf={**base.spark.conf, "spark.driver.memory": args.driver_memory}
+        ),
+    )
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="segmentation-bench-"))
+    spark = build_session(base, job="benchmark")
+    results = []
+    try:
+        for events in sizes:
+            print(f"benchmark: {events:,} events (data under {workdir})", flush=True)
+            results.append(benchmark.run_size(spark, base, events, workdir))
+    finally:
+        spark.stop()
+    command = "make bench QUICK=1" if args.quick else f"make bench SIZES={args.sizes}"
+    text = benchmark.render_markdown(results, machine=benchmark.machine_description(),
+                                     command=command)  # fmt: skip
+    print(text)
+    bad = [f"{r.events:,} events: {f}" for r in results for f in failures(r)]
+    if not args.quick:
+        out = Path(args.out)
+        doc = out.read_text() if out.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+        head, _, rest = doc.partition(START)
+        _, _, tail = rest.partition(END)
+        out.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+        print(f"results written to {out}")
+    for b in bad:
+        print(f"CHECK FAILED: {b}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
