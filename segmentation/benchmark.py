@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark.ml.clustering import KMeansModel
+from pyspark.ml.clustering import KMeans, KMeansModel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -135,10 +135,9 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
             earliest=cfg.quality.earliest_event_date,
             latest=fc.as_of + dt.timedelta(days=cfg.quality.max_days_after_as_of),
         )
-        levels = {
-            c: feat.discover_levels(split.clean, c, max_levels=fc.max_levels)
-            for c in ("category", "channel", "device")
-        }
+        levels = feat.discover_all_levels(
+            split.clean, ["category", "channel", "device"], max_levels=fc.max_levels
+        )
         features_df = feat.compute_features(
             split.clean,
             as_of=fc.as_of,
@@ -186,14 +185,34 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
             f"k {t.k_min}-{t.k_max} x {t.n_init} restarts on {selection.sample_rows:,} rows, "
             f"chose {selection.chosen_k}"
         )
-    with measured(stages, "final fit") as st:
-        model = estimator.copy(k=selection.chosen_k, seed=selection.chosen.seed).fit(
-            features_df, scaling=scaling
-        )
+    with measured(stages, "final fit (restarts)") as st:
+        model, _ = clustering.fit_best(
+            estimator, features_df, k=selection.chosen_k, scaling=scaling,
+            seeds=pipeline._final_seeds(selection.chosen.seed, t.seed, t.n_init),
+        )  # fmt: skip
         kmeans = model.pipeline.stages[2]
         assert isinstance(kmeans, KMeansModel)
         result.iterations = int(kmeans.summary.numIter)
-        st.detail = f"k={selection.chosen_k}, {result.iterations} iterations, all customers"
+        st.detail = (
+            f"k={selection.chosen_k}, {t.n_init} seeded restarts on all customers (concurrent),"
+            f" the kept one ran {result.iterations} iterations"
+        )
+    # The comparison with scikit-learn: one run, the same k, matrix and iteration count.
+    prepared = estimator.prepare(features_df, scaling).select(clustering._FEATURES_VEC).cache()
+    prepared.count()
+    with measured(stages, "final fit") as st:
+        single = KMeans(
+            k=selection.chosen_k,
+            seed=t.seed,
+            maxIter=max(result.iterations, 1),
+            tol=0.0,
+            featuresCol=clustering._FEATURES_VEC,
+        ).fit(prepared)
+        st.detail = (
+            f"one run, k={selection.chosen_k}, {single.summary.numIter} iterations "
+            "(tol 0, at most the kept restart's count), cached vectors"
+        )
+    prepared.unpersist()
     with measured(stages, "assignment") as st:
         assigned = model.transform(features_df).cache()
         st.detail = f"{assigned.count():,} customers"
@@ -369,7 +388,7 @@ def run_baseline(cfg: AppConfig, result: SizeResult, spark_side: dict[str, Any])
             algorithm="lloyd",
             random_state=t.seed,
         ).fit(x)
-        st.detail = f"scikit-learn, k={result.chosen_k}, {km.n_iter_} iterations (max = Spark's)"
+        st.detail = f"scikit-learn, k={result.chosen_k}, {km.n_iter_} iterations (tol 0, same max)"
     with measured(result.baseline, "assignment", tree=False):
         labels = km.predict(x)
     result.checks["sklearn_labels"] = dict(zip(matrix[feat.CUSTOMER_ID], labels, strict=True))

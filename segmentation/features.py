@@ -65,15 +65,34 @@ def discover_levels(events: DataFrame, column: str, *, max_levels: int) -> tuple
 
     This is one extra pass over the events; configure the levels to avoid it.
     """
-    rows = (
-        events.where(F.col(column).isNotNull())
-        .groupBy(column)
+    return discover_all_levels(events, [column], max_levels=max_levels)[column]
+
+
+def discover_all_levels(
+    events: DataFrame, columns: Sequence[str], *, max_levels: int
+) -> dict[str, tuple[str, ...]]:
+    """``discover_levels`` for several columns in one pass over the events (one aggregation
+    of (column, value) pairs; ties broken by value)."""
+    if not columns:
+        return {}
+    pairs = F.explode(
+        F.array(*[F.struct(F.lit(c).alias("col"), F.col(c).cast("string").alias("value"))
+                  for c in columns])
+    )  # fmt: skip
+    counts = (
+        events.select(pairs.alias("p"))
+        .select("p.col", "p.value")
+        .where(F.col("value").isNotNull())
+        .groupBy("col", "value")
         .count()
-        .orderBy(F.desc("count"), F.asc(column))
-        .limit(max_levels)
+    )
+    rank = Window.partitionBy("col").orderBy(F.desc("count"), F.asc("value"))
+    rows = (
+        counts.withColumn("rank", F.row_number().over(rank))
+        .where(F.col("rank") <= max_levels)
         .collect()
     )
-    return tuple(sorted(str(r[column]) for r in rows))
+    return {c: tuple(sorted(str(r["value"]) for r in rows if r["col"] == c)) for c in columns}
 
 
 def compute_features(

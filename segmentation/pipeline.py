@@ -259,21 +259,23 @@ def stage_features(
     for why, n in sorted(rejected.items()):
         log.warning("%d input event(s) quarantined in rejected_events: %s", n, why)
 
-    def levels(column: str, configured: tuple[str, ...] | None) -> tuple[str, ...]:
-        if column not in source.present:
-            return ()
-        if configured is not None:
-            return configured
-        return feat.discover_levels(split.clean, column, max_levels=fc.max_levels)
-
+    configured = {"category": fc.categories, "channel": fc.channels, "device": fc.devices}
+    # Levels not configured are discovered, all in one pass over the events.
+    levels = feat.discover_all_levels(
+        split.clean,
+        [c for c, lv in configured.items() if lv is None and c in source.present],
+        max_levels=fc.max_levels,
+    )
+    for column, lv in configured.items():
+        levels.setdefault(column, () if column not in source.present or lv is None else lv)
     features_df = feat.compute_features(
         split.clean,
         as_of=fc.as_of,
         windows_days=fc.windows_days,
         trend_window_days=fc.trend_window_days,
-        categories=levels("category", fc.categories),
-        channels=levels("channel", fc.channels),
-        devices=levels("device", fc.devices),
+        categories=levels["category"],
+        channels=levels["channel"],
+        devices=levels["device"],
         with_discount="discount" in source.present,
     )
     try:
@@ -431,9 +433,11 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
             n_init=t.n_init,
         )
         log.info("model selection: %s", selection.reason)
-        model = estimator.copy(k=selection.chosen_k, seed=selection.chosen.seed).fit(
-            features_df, scaling=scaling
-        )
+        # Seeded restarts on all customers too: the lowest cost wins.
+        model, final_seed = clustering.fit_best(
+            estimator, features_df, k=selection.chosen_k, scaling=scaling,
+            seeds=_final_seeds(selection.chosen.seed, t.seed, t.n_init),
+        )  # fmt: skip
         centers, sizes = model.by_cluster()
         matched = matching.match_segments(
             scaling=model.scaling,
@@ -458,6 +462,7 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
                 n_customers=n_customers,
                 selection=selection,
                 model=model,
+                final_seed=final_seed,
                 matched=matched,
                 champion=champion,
                 assigned=assigned,
@@ -470,6 +475,11 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         return result
     finally:
         features_df.unpersist()
+
+
+def _final_seeds(chosen: int, seed: int, n_init: int) -> list[int]:
+    """The final fit's seeds: the sample's winner, then the other restarts' seeds."""
+    return [chosen, *[s for s in range(seed, seed + max(1, n_init)) if s != chosen]]
 
 
 def _numeric_features(features_df: DataFrame) -> list[str]:
@@ -508,6 +518,7 @@ def _track_and_write(
     n_customers: int,
     selection: clustering.KSelection,
     model: clustering.SegmentModel,
+    final_seed: int,
     matched: matching.Matching,
     champion: Champion | None,
     assigned: DataFrame,
@@ -526,7 +537,8 @@ def _track_and_write(
             "seed": t.seed,
             "max_iter": t.max_iter,
             "n_init": t.n_init,
-            "final_fit_seed": selection.chosen.seed,
+            "selection_seed": selection.chosen.seed,
+            "final_fit_seed": final_seed,
             "features": ",".join(t.features),
             "transforms": ",".join(f"{f}:{model.scaling.transforms[i]}" for i, f in
                                    enumerate(model.scaling.features)),
