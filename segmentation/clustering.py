@@ -19,9 +19,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from pyspark.ml import PipelineModel, Transformer
 from pyspark.ml.clustering import BisectingKMeans, KMeans
@@ -338,34 +337,6 @@ class SegmentationKMeans:
         )
 
 
-def fit_best(
-    estimator: SegmentationKMeans,
-    df: DataFrame,
-    *,
-    k: int,
-    scaling: Scaling,
-    seeds: Sequence[int],
-) -> tuple[SegmentModel, int]:
-    """Fit ``k`` segments on every row once per seed (concurrently) and keep the lowest cost.
-
-    One k-means run can stop in a poor local optimum, on all rows as on a sample; a seed that
-    won on the sample need not win on all rows. Returns the model and its seed (the lowest
-    seed among equal costs).
-    """
-    parallel = max(1, min(len(seeds), df.sparkSession.sparkContext.defaultParallelism))
-
-    def fit(seed: int) -> tuple[float, int, SegmentModel]:
-        model = estimator.copy(k=k, seed=seed).fit(df, scaling=scaling)
-        summary = model.pipeline.stages[2].summary  # type: ignore[attr-defined]
-        return float(summary.trainingCost), seed, model
-
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        fits = list(pool.map(fit, seeds))
-    _, seed, model = min(fits, key=lambda f: (f[0], f[1]))
-    log.info("final fit: costs by seed %s; kept seed %d", {s: c for c, s, _ in fits}, seed)
-    return model, seed
-
-
 def _labeller(
     scaling: Scaling, centers: Sequence[Sequence[float]], cluster_to_segment: Mapping[int, int]
 ) -> SQLTransformer:
@@ -412,11 +383,7 @@ def select_k(
     sample = estimator.prepare(df, scaling)
     if fraction < 1.0:
         sample = sample.sample(withReplacement=False, fraction=fraction, seed=estimator.seed)
-    # A small sample in one partition: every k-means iteration is a few Spark jobs, and on a
-    # sample their cost is per-task overhead, not data. Restarts run concurrently instead, so
-    # the cores stay busy (each fit is seeded: the result does not depend on the order).
-    sample = sample.select(_FEATURES_VEC).coalesce(1).cache()
-    parallel = max(1, min(n_init, df.sparkSession.sparkContext.defaultParallelism))
+    sample = sample.select(_FEATURES_VEC).cache()
     try:
         n_sample = sample.count()
         usable = [k for k in k_values if k < n_sample]
@@ -429,15 +396,12 @@ def select_k(
             featuresCol=_FEATURES_VEC, predictionCol=_CLUSTER, metricName="silhouette"
         )
         candidates = []
-
-        def fit(k: int, run: int) -> tuple[float, int, int, Any]:
-            seed = estimator.seed + run
-            fitted = estimator.copy(k=k, seed=seed).clusterer().fit(sample)
-            return float(fitted.summary.trainingCost), run, seed, fitted
-
         for k in usable:
-            with ThreadPoolExecutor(max_workers=parallel) as pool:
-                fits = list(pool.map(lambda run, k=k: fit(k, run), range(max(1, n_init))))
+            fits = []
+            for run in range(max(1, n_init)):
+                seed = estimator.seed + run
+                fitted = estimator.copy(k=k, seed=seed).clusterer().fit(sample)
+                fits.append((float(fitted.summary.trainingCost), run, seed, fitted))
             cost, _, seed, model = min(fits, key=lambda f: (f[0], f[1]))
             sizes = tuple(int(s) for s in model.summary.clusterSizes)
             distinct = sum(1 for s in sizes if s > 0)

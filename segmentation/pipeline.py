@@ -433,11 +433,10 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
             n_init=t.n_init,
         )
         log.info("model selection: %s", selection.reason)
-        # Seeded restarts on all customers too: the lowest cost wins.
-        model, final_seed = clustering.fit_best(
-            estimator, features_df, k=selection.chosen_k, scaling=scaling,
-            seeds=_final_seeds(selection.chosen.seed, t.seed, t.n_init),
-        )  # fmt: skip
+        final_seed = selection.chosen.seed
+        model = estimator.copy(k=selection.chosen_k, seed=final_seed).fit(
+            features_df, scaling=scaling
+        )
         centers, sizes = model.by_cluster()
         matched = matching.match_segments(
             scaling=model.scaling,
@@ -475,11 +474,6 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         return result
     finally:
         features_df.unpersist()
-
-
-def _final_seeds(chosen: int, seed: int, n_init: int) -> list[int]:
-    """The final fit's seeds: the sample's winner, then the other restarts' seeds."""
-    return [chosen, *[s for s in range(seed, seed + max(1, n_init)) if s != chosen]]
 
 
 def _numeric_features(features_df: DataFrame) -> list[str]:
