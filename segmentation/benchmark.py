@@ -160,26 +160,10 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
             ),
             backend=backend,
         )  # fmt: skip
-    estimator = clustering.SegmentationKMeans(
-        features=t.features,
-        algorithm=t.algorithm,
-        seed=t.seed,
-        max_iter=t.max_iter,
-        transforms=dict(t.transforms),
-        default_transform=t.default_transform,
-    )
+    estimator = pipeline.training_estimator(cfg)
     with measured(stages, "k selection") as st:
         scaling = estimator.fit_scaling(features_df)
-        selection = clustering.select_k(
-            estimator,
-            features_df,
-            k_values=range(t.k_min, t.k_max + 1),
-            scaling=scaling,
-            sample_rows=t.selection_sample_rows,
-            min_segment_share=t.min_segment_share,
-            tolerance=t.silhouette_tolerance,
-            n_init=t.n_init,
-        )
+        selection = pipeline.select_k(cfg, estimator, features_df, scaling)
         result.chosen_k = selection.chosen_k
         st.detail = (
             f"k {t.k_min}-{t.k_max} x {t.n_init} restarts on {selection.sample_rows:,} rows, "

@@ -413,25 +413,9 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
                 f"customer_features has no rows for as_of {fc.as_of} (features.as_of): "
                 "run build_features for that date first"
             )
-        estimator = clustering.SegmentationKMeans(
-            features=t.features,
-            algorithm=t.algorithm,
-            seed=t.seed,
-            max_iter=t.max_iter,
-            transforms=dict(t.transforms),
-            default_transform=t.default_transform,
-        )
+        estimator = training_estimator(cfg)
         scaling = estimator.fit_scaling(features_df)
-        selection = clustering.select_k(
-            estimator,
-            features_df,
-            k_values=range(t.k_min, t.k_max + 1),
-            scaling=scaling,
-            sample_rows=t.selection_sample_rows,
-            min_segment_share=t.min_segment_share,
-            tolerance=t.silhouette_tolerance,
-            n_init=t.n_init,
-        )
+        selection = select_k(cfg, estimator, features_df, scaling)
         log.info("model selection: %s", selection.reason)
         final_seed = selection.chosen.seed
         model = estimator.copy(k=selection.chosen_k, seed=final_seed).fit(
@@ -474,6 +458,39 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         return result
     finally:
         features_df.unpersist()
+
+
+def training_estimator(cfg: AppConfig) -> clustering.SegmentationKMeans:
+    """The unfitted estimator ``training.*`` describes (algorithm, seed, transforms)."""
+    t = cfg.training
+    return clustering.SegmentationKMeans(
+        features=t.features,
+        algorithm=t.algorithm,
+        seed=t.seed,
+        max_iter=t.max_iter,
+        transforms=dict(t.transforms),
+        default_transform=t.default_transform,
+    )
+
+
+def select_k(
+    cfg: AppConfig,
+    estimator: clustering.SegmentationKMeans,
+    features_df: DataFrame,
+    scaling: clustering.Scaling,
+) -> clustering.KSelection:
+    """Model selection with the ``training.*`` k range, sample, restarts and rules."""
+    t = cfg.training
+    return clustering.select_k(
+        estimator,
+        features_df,
+        k_values=range(t.k_min, t.k_max + 1),
+        scaling=scaling,
+        sample_rows=t.selection_sample_rows,
+        min_segment_share=t.min_segment_share,
+        tolerance=t.silhouette_tolerance,
+        n_init=t.n_init,
+    )
 
 
 def _numeric_features(features_df: DataFrame) -> list[str]:
