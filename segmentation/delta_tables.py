@@ -644,11 +644,21 @@ def _check_compatible(
 
 
 def _version_of_write(location: str, write_id: str) -> int:
-    """The version our commit got: found by its write id, since other writers may commit too."""
-    table = DeltaTable(location)
-    for entry in table.history(limit=100):
-        if entry.get("segmentation.write_id") == write_id:
-            return int(entry["version"])
+    """The version our commit got: found by its write id, since other writers may commit too.
+
+    delta-rs numbers ``history()`` entries by counting down from a second read of the latest
+    version (delta-io/delta-rs#4488), so a commit landing during the call shifts every number.
+    The history is trusted only when the latest version is the same before and after it.
+    """
+    for _ in range(20):
+        latest = DeltaTable(location).version()
+        entries = DeltaTable(location).history(limit=100)
+        if DeltaTable(location).version() != latest:
+            continue  # another writer committed meanwhile: the numbering may be shifted
+        for entry in entries:
+            if entry.get("segmentation.write_id") == write_id:
+                return int(entry["version"])
+        break
     raise TableError(f"commit {write_id} to {location} is not in the table's recent history")
 
 
