@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -182,6 +183,11 @@ class SegmentModel:
         """``df`` plus ``segment_id`` (INT) and ``distance`` (DOUBLE)."""
         return assign(self.pipeline, df)
 
+    @property
+    def training_cost(self) -> float:
+        """Sum of squared distances to the centres on the rows it was fitted on (fresh fits)."""
+        return float(self.pipeline.stages[2].summary.trainingCost)  # type: ignore[attr-defined]
+
     def centers_original(self) -> dict[int, list[float]]:
         """Segment centres in the features' original units, keyed by segment id."""
         return {s: self.scaling.to_original(c) for s, c in self.centers_scaled.items()}
@@ -335,6 +341,39 @@ class SegmentationKMeans:
             centers_scaled={cluster_to_segment[i]: c for i, c in enumerate(centers)},
             sizes={cluster_to_segment[i]: int(s) for i, s in enumerate(sizes)},
         )
+
+
+def fit_best(
+    estimator: SegmentationKMeans,
+    df: DataFrame,
+    *,
+    k: int,
+    scaling: Scaling,
+    seeds: Sequence[int],
+) -> tuple[SegmentModel, int]:
+    """Fit ``k`` segments on every row once per seed and keep the lowest-cost model.
+
+    One k-means run can stop in a poor local optimum, on all rows as on a sample, and the
+    seed that won on the sample need not win on all rows (measured: at 200k customers the
+    sample's winner alone disagreed with scikit-learn on 20% of customers). The fits run
+    concurrently (each is seeded, so the result does not depend on their order). Equal costs
+    keep the earliest seed in ``seeds``. Returns the model and its seed.
+    """
+    parallel = max(1, min(len(seeds), df.sparkSession.sparkContext.defaultParallelism))
+
+    def fit(seed: int) -> tuple[float, SegmentModel]:
+        model = estimator.copy(k=k, seed=seed).fit(df, scaling=scaling)
+        return model.training_cost, model
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        fits = list(pool.map(fit, seeds))
+    best = min(range(len(seeds)), key=lambda i: (fits[i][0], i))
+    log.info(
+        "final fit: cost by seed %s; kept seed %d",
+        {s: round(c, 6) for s, (c, _) in zip(seeds, fits, strict=True)},
+        seeds[best],
+    )
+    return fits[best][1], seeds[best]
 
 
 def _labeller(

@@ -417,10 +417,7 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         scaling = estimator.fit_scaling(features_df)
         selection = select_k(cfg, estimator, features_df, scaling)
         log.info("model selection: %s", selection.reason)
-        final_seed = selection.chosen.seed
-        model = estimator.copy(k=selection.chosen_k, seed=final_seed).fit(
-            features_df, scaling=scaling
-        )
+        model, final_seed = final_fit(cfg, estimator, features_df, scaling, selection)
         centers, sizes = model.by_cluster()
         matched = matching.match_segments(
             scaling=model.scaling,
@@ -490,6 +487,25 @@ def select_k(
         min_segment_share=t.min_segment_share,
         tolerance=t.silhouette_tolerance,
         n_init=t.n_init,
+    )
+
+
+def final_fit(
+    cfg: AppConfig,
+    estimator: clustering.SegmentationKMeans,
+    features_df: DataFrame,
+    scaling: clustering.Scaling,
+    selection: clustering.KSelection,
+) -> tuple[clustering.SegmentModel, int]:
+    """The chosen k fitted on all customers: ``training.n_init`` seeded restarts, lowest cost.
+
+    The sample's winning seed goes first (it wins ties); the other seeds are the restarts'.
+    """
+    t = cfg.training
+    chosen = selection.chosen.seed
+    seeds = [chosen, *[s for s in range(t.seed, t.seed + max(1, t.n_init)) if s != chosen]]
+    return clustering.fit_best(
+        estimator, features_df, k=selection.chosen_k, scaling=scaling, seeds=seeds
     )
 
 

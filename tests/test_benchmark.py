@@ -41,7 +41,7 @@ def test_baseline_and_job_agree_on_features_and_segments(quick):
 def test_every_stage_is_timed_and_reported(quick):
     spark_stages = [s.name for s in quick.spark]
     assert spark_stages == [
-        "features", "write customer_features (Delta)", "k selection", "final fit (pipeline)",
+        "features", "write customer_features (Delta)", "k selection", "final fit (restarts)",
         "final fit", "assignment", "write segment_membership (Delta)",
     ]  # fmt: skip
     assert [s.name for s in quick.baseline] == ["features", "final fit", "assignment"]
