@@ -41,6 +41,11 @@ def failures(result: benchmark.SizeResult) -> list[str]:
         out.append("DuckDB and Spark found different customers")
     if c.get("max_relative_feature_diff", 0.0) > 1e-6:
         out.append(f"features differ: {c['worst_feature']} by {c['max_relative_feature_diff']:.1e}")
+    if c.get("rejected_equal") is False:
+        out.append(
+            f"quarantined events differ: Spark {c.get('spark_rejected')}, "
+            f"DuckDB {c.get('duckdb_rejected')}"
+        )
     if c.get("features_missing_in_baseline"):
         out.append(f"baseline lacks features {c['features_missing_in_baseline']}")
     if c["max_size_diff_share"] > 0.01:

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from pyspark.ml.clustering import KMeans, KMeansModel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import clustering, delta_tables, pipeline, quality, sources
+from segmentation import clustering, delta_tables, pipeline, sources, tracking
 from segmentation import features as feat
 from segmentation.config import AppConfig
 from segmentation.evaluation import adjusted_rand_index_from_counts
@@ -128,38 +129,32 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
     fc, t = cfg.features, cfg.training
     backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
     stages = result.spark
+    # The product's own feature stage (build_features up to its commit): quality rules and
+    # quarantine, de-duplication, levels, features; both snapshots staged as Parquet files.
     with measured(stages, "features") as st:
-        source = sources.read_events(spark, cfg.input.events, cfg.events_path(), backend=backend)
-        split = quality.split_events(
-            source.events,
-            earliest=cfg.quality.earliest_event_date,
-            latest=fc.as_of + dt.timedelta(days=cfg.quality.max_days_after_as_of),
+        experiment_id = tracking.configure(cfg.tracking)
+        with mlflow.start_run(experiment_id=experiment_id, run_name="benchmark features") as run:
+            staged = pipeline.stage_features(
+                spark, cfg, backend=backend, run_id=run.info.run_id, job="benchmark"
+            )
+        result.customers = staged.features.rows
+        result.checks["spark_rejected"] = staged.rejected.rows
+        st.detail = (
+            f"{result.customers:,} customers x {len(staged.feature_columns)}; "
+            f"{staged.rejected.rows:,} events quarantined"
         )
-        levels = feat.discover_all_levels(
-            split.clean, ["category", "channel", "device"], max_levels=fc.max_levels
+    with measured(stages, "commit customer_features, rejected_events (Delta)"):
+        pipeline._commit_all(
+            spark, {pipeline.REJECTED: staged.rejected, pipeline.FEATURES: staged.features}
         )
-        features_df = feat.compute_features(
-            split.clean,
-            as_of=fc.as_of,
-            windows_days=fc.windows_days,
-            trend_window_days=fc.trend_window_days,
-            categories=levels["category"],
-            channels=levels["channel"],
-            devices=levels["device"],
-        ).cache()
-        result.customers = features_df.count()
-        st.detail = f"{result.customers:,} customers x {len(feat.feature_columns(features_df))}"
-    with measured(stages, "write customer_features (Delta)"):
-        delta_tables.write_table(
-            spark,
-            features_df,
-            cfg.storage.table_path(pipeline.FEATURES),
-            delta_tables.WriteOptions(
-                mode="overwrite", partition_by=(feat.AS_OF,),
-                replace_partitions={feat.AS_OF: fc.as_of},
-            ),
-            backend=backend,
-        )  # fmt: skip
+    with measured(stages, "read customer_features (cached)") as st:
+        features_path = cfg.storage.table_path(pipeline.FEATURES)
+        features_df = (
+            delta_tables.read_table(spark, features_path, backend=backend)
+            .where(F.col(feat.AS_OF) == F.lit(fc.as_of))
+            .cache()
+        )
+        st.detail = f"{features_df.count():,} rows"
     estimator = pipeline.training_estimator(cfg)
     with measured(stages, "k selection") as st:
         scaling = estimator.fit_scaling(features_df)
@@ -216,7 +211,7 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
     features_df.unpersist()
     assigned.unpersist()
     return {
-        "levels": levels,
+        "levels": staged.levels,
         "matrix": matrix,
         "labels": labels,
         "features": spark_features,
@@ -227,23 +222,63 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
 # --- the baseline ------------------------------------------------------------------------
 
 
+def duckdb_quality_sql(files: Sequence[str], *, earliest: dt.date, latest: dt.date) -> str:
+    """The job's input semantics in DuckDB: canonical columns (``sources``), a reject reason per
+    event (``quality.reject_reason``) and each valid event's copy number among its duplicates
+    (``quality.split_events``), into the temporary table ``checked``."""
+    epoch = dt.date(1970, 1, 1)
+    first_us = (earliest - epoch).days * 86_400_000_000
+    end_us = ((latest - epoch).days + 1) * 86_400_000_000
+    file_list = ", ".join(f"'{f}'" for f in files)
+    order = ", ".join(f"{c} ASC NULLS FIRST" for c in sources.CANONICAL_SCHEMA.names)
+    return f"""
+CREATE TEMP TABLE checked AS
+WITH canonical AS (
+  SELECT trim(customer_id) AS customer_id, event_time, amount,
+         CASE WHEN lower(trim(event_type)) IN ('order', 'purchase', 'sale') THEN 'order'
+              WHEN lower(trim(event_type)) IN ('return', 'refund') THEN 'return'
+              WHEN lower(trim(event_type)) IN ('visit', 'view', 'session') THEN 'visit'
+              ELSE 'other' END AS event_type,
+         lower(trim(category)) AS category, lower(trim(channel)) AS channel,
+         lower(trim(device)) AS device, TRY_CAST(quantity AS DOUBLE) AS quantity, discount,
+         event_id
+  FROM read_parquet([{file_list}])
+), flagged AS (
+  SELECT *, CASE
+    WHEN customer_id IS NULL OR customer_id = '' THEN 'missing_customer_id'
+    WHEN event_time IS NULL THEN 'invalid_event_time'
+    WHEN epoch_us(event_time) < {first_us} OR epoch_us(event_time) >= {end_us}
+      THEN 'implausible_event_time'
+    WHEN amount IS NULL OR isnan(amount) OR isinf(amount) THEN 'invalid_amount'
+    WHEN amount < 0 AND event_type <> 'return' THEN 'negative_amount'
+  END AS reason
+  FROM canonical
+)
+SELECT *, CASE WHEN reason IS NULL THEN row_number() OVER (
+    PARTITION BY reason IS NULL, customer_id, event_id,
+      CASE WHEN event_id IS NULL THEN epoch_us(event_time) END,
+      CASE WHEN event_id IS NULL THEN amount END,
+      CASE WHEN event_id IS NULL THEN event_type END
+    ORDER BY {order}) END AS copy
+FROM flagged
+"""
+
+
 def duckdb_features_sql(
-    files: Sequence[str],
     *,
     as_of: dt.date,
     windows_days: Sequence[int],
     trend_window_days: int,
     levels: dict[str, Sequence[str]],
 ) -> str:
-    """The same features in one DuckDB query over the events' Parquet files (same semantics:
-    customer-day pre-aggregation, then per customer)."""
+    """The same features in one DuckDB query over the usable events of ``checked`` (same
+    semantics: customer-day pre-aggregation, then per customer)."""
     # Days as integers since the epoch (UTC), as Spark's session time zone computes them; no
     # time zone support (DuckDB's icu extension) is needed.
     as_of_day = (as_of - dt.date(1970, 1, 1)).days
     end_us = (as_of_day + 1) * 86_400_000_000
     day = str(as_of_day)
     cats = [c for c in levels["category"] if c != feat.OTHER_LEVEL]
-    file_list = ", ".join(f"'{f}'" for f in files)
 
     def q(text: str) -> str:
         return text.replace("'", "''")
@@ -319,10 +354,9 @@ WITH ev AS (
   SELECT customer_id, (epoch_us(event_time) // 86400000000)::INTEGER AS d,
          event_type = 'order' AS is_order,
          event_type = 'return' AS is_return, abs(amount) AS amt,
-         coalesce(discount, 0) > 0 AS disc, lower(trim(category)) AS category,
-         lower(trim(channel)) AS channel, lower(trim(device)) AS device
-  FROM read_parquet([{file_list}])
-  WHERE epoch_us(event_time) < {end_us}
+         coalesce(discount, 0) > 0 AS disc, category, channel, device
+  FROM checked
+  WHERE reason IS NULL AND copy = 1 AND epoch_us(event_time) < {end_us}
 ), daily AS (
   SELECT customer_id, d, {day} - d AS days_ago, {", ".join(daily_cols)}
   FROM ev GROUP BY customer_id, d
@@ -344,20 +378,36 @@ def run_baseline(cfg: AppConfig, result: SizeResult, spark_side: dict[str, Any])
 
     fc, t = cfg.features, cfg.training
     files = delta_tables.data_files(cfg.events_path())
-    sql = duckdb_features_sql(
+    checks_sql = duckdb_quality_sql(
         files,
+        earliest=cfg.quality.earliest_event_date,
+        latest=fc.as_of + dt.timedelta(days=cfg.quality.max_days_after_as_of),
+    )
+    features_sql = duckdb_features_sql(
         as_of=fc.as_of,
         windows_days=fc.windows_days,
         trend_window_days=fc.trend_window_days,
         levels=spark_side["levels"],
     )
+    rejected_path = Path(cfg.storage.warehouse) / "duckdb_rejected.parquet"
     threads = os.cpu_count() or 1
     with measured(result.baseline, "features", tree=False) as st:
         con = duckdb.connect(config={"threads": threads})
-        out = con.sql(sql).arrow()
+        con.execute(checks_sql)
+        con.execute(
+            "COPY (SELECT * EXCLUDE (copy) FROM checked WHERE reason IS NOT NULL OR copy > 1) "
+            f"TO '{rejected_path}' (FORMAT parquet)"
+        )
+        out = con.sql(features_sql).arrow()
         # DuckDB 1.x returns a table, 2.x a record batch reader.
         table = out.read_all() if hasattr(out, "read_all") else out
-        st.detail = f"DuckDB {duckdb.__version__}, {threads} threads, {table.num_rows:,} rows"
+        count = con.execute(f"SELECT count(*) FROM '{rejected_path}'").fetchone()
+        result.checks["duckdb_rejected"] = int(count[0]) if count else -1
+        st.detail = (
+            f"DuckDB {duckdb.__version__}, {threads} threads: quality rules, de-duplication, "
+            f"quarantine to Parquet, features; {table.num_rows:,} rows"
+        )
+        con.close()
     matrix = spark_side["matrix"]
     x = np.ascontiguousarray(matrix[spark_side["scaled_columns"]].to_numpy(dtype=np.float64))
     with measured(result.baseline, "final fit", tree=False) as st:
@@ -421,6 +471,9 @@ def check_agreement(result: SizeResult, spark_side: dict[str, Any], duck: Any) -
         for a, b in zip(checks["spark_sizes"], checks["sklearn_sizes"], strict=False)
     )
     checks["ari_spark_vs_sklearn"] = adjusted_rand_index_from_counts(counts)
+    checks["rejected_equal"] = result.checks.get("spark_rejected") == result.checks.get(
+        "duckdb_rejected"
+    )
     result.checks.update(checks)
     return checks
 
@@ -536,6 +589,12 @@ def bench_config(base: AppConfig, events: int, workdir: Path) -> AppConfig:
             base.generator, customers=customers, events=events, partitions=None
         ),
         spark=dataclasses.replace(base.spark, shuffle_partitions=partitions),
+        tracking=dataclasses.replace(
+            base.tracking,
+            tracking_uri=f"sqlite:///{workdir / f'mlflow-{events}.db'}",
+            artifact_location=str(workdir / "mlartifacts"),
+            experiment="segmentation-benchmark",
+        ),
     )
 
 

@@ -69,22 +69,39 @@ def discover_levels(events: DataFrame, column: str, *, max_levels: int) -> tuple
 
 
 def discover_all_levels(
-    events: DataFrame, columns: Sequence[str], *, max_levels: int
+    events: DataFrame,
+    columns: Sequence[str],
+    *,
+    max_levels: int,
+    minus: DataFrame | None = None,
 ) -> dict[str, tuple[str, ...]]:
     """``discover_levels`` for several columns in one pass over the events (one aggregation
-    of (column, value) pairs; ties broken by value)."""
+    of (column, value) pairs; ties broken by value).
+
+    ``minus``: rows (with the same columns) whose values are not counted, e.g. the duplicate
+    copies ``quality.split_events`` removes. Counting ``valid - duplicates`` gives the counts
+    of the de-duplicated events without a second de-duplication pass over all events.
+    """
     if not columns:
         return {}
-    pairs = F.explode(
-        F.array(*[F.struct(F.lit(c).alias("col"), F.col(c).cast("string").alias("value"))
-                  for c in columns])
-    )  # fmt: skip
+
+    def pairs(df: DataFrame, weight: int) -> DataFrame:
+        exploded = F.explode(
+            F.array(*[F.struct(F.lit(c).alias("col"), F.col(c).cast("string").alias("value"))
+                      for c in columns])
+        )  # fmt: skip
+        return df.select(exploded.alias("p"), F.lit(weight).alias("w")).select(
+            "p.col", "p.value", "w"
+        )
+
+    weighted = pairs(events, 1)
+    if minus is not None:
+        weighted = weighted.unionByName(pairs(minus, -1))
     counts = (
-        events.select(pairs.alias("p"))
-        .select("p.col", "p.value")
-        .where(F.col("value").isNotNull())
+        weighted.where(F.col("value").isNotNull())
         .groupBy("col", "value")
-        .count()
+        .agg(F.sum("w").alias("count"))
+        .where(F.col("count") > 0)
     )
     rank = Window.partitionBy("col").orderBy(F.desc("count"), F.asc("value"))
     rows = (

@@ -141,6 +141,8 @@ class StagedFeatures:
     events_path: str
     events_version: int | None
     feature_columns: tuple[str, ...]
+    levels: dict[str, tuple[str, ...]]
+    """The category, channel and device levels the features use (configured or discovered)."""
 
     def rows(self, spark: SparkSession, as_of: dt.date) -> DataFrame:
         """The staged feature rows, with their ``as_of`` column."""
@@ -261,10 +263,16 @@ def stage_features(
 
     configured = {"category": fc.categories, "channel": fc.channels, "device": fc.devices}
     # Levels not configured are discovered, all in one pass over the events.
+    # Counted over the valid events minus the duplicate copies (read back from the staged
+    # quarantine), which equals counting the de-duplicated events without de-duplicating twice.
+    staged_duplicates = delta_tables.staged_rows(spark, staged_rejected).where(
+        F.col(quality.REASON) == quality.DUPLICATE_EVENT
+    )
     levels = feat.discover_all_levels(
-        split.clean,
+        split.valid,
         [c for c, lv in configured.items() if lv is None and c in source.present],
         max_levels=fc.max_levels,
+        minus=staged_duplicates,
     )
     for column, lv in configured.items():
         levels.setdefault(column, () if column not in source.present or lv is None else lv)
@@ -302,6 +310,7 @@ def stage_features(
         events_path=events_path,
         events_version=events_version,
         feature_columns=tuple(feat.feature_columns(features_df)),
+        levels=levels,
     )
 
 

@@ -34,10 +34,18 @@ REASONS = (
 
 @dataclass(frozen=True)
 class Split:
-    """Usable events, and rejected events with a ``reason`` column."""
+    """Usable events, and rejected events with a ``reason`` column.
+
+    ``clean`` is hash-partitioned by ``customer_id``: the per-customer aggregations over it
+    (``features.compute_features``) need no further shuffle of the events.
+    """
 
     clean: DataFrame
     rejected: DataFrame
+    valid: DataFrame
+    """Events that break no row rule, duplicates included (before de-duplication)."""
+    duplicates: DataFrame
+    """The extra copies removed from ``valid`` (canonical columns, without a reason)."""
 
 
 def reject_reason(*, earliest: dt.date, latest: dt.date) -> Column:
@@ -67,30 +75,34 @@ def reject_reason(*, earliest: dt.date, latest: dt.date) -> Column:
 def split_events(events: DataFrame, *, earliest: dt.date, latest: dt.date) -> Split:
     """Separate usable events from rejected ones; exact duplicates are kept once.
 
-    Duplicates are events with the same ``event_id``, or, without an id, the same customer,
-    time, amount and type. The copy kept is the first in a fixed order of all columns, so the
-    result does not depend on input order or partitioning.
+    Duplicates are events of the same customer with the same ``event_id``, or, without an id,
+    the same time, amount and type. The copy kept is the first in a fixed order of all
+    columns, so the result does not depend on input order or partitioning. (Two customers'
+    events sharing an id are not duplicates of each other: both are kept.)
+
+    The valid events are shuffled once, by customer: that one exchange serves the
+    de-duplication and every per-customer aggregation after it.
     """
     flagged = events.withColumn(REASON, reject_reason(earliest=earliest, latest=latest))
     invalid = flagged.where(F.col(REASON).isNotNull())
     valid = flagged.where(F.col(REASON).isNull()).drop(REASON)
-    identity = F.coalesce(
-        F.concat(F.lit("id:"), F.col("event_id")),
-        F.concat_ws(
-            "|",
-            F.lit("row"),
-            F.col("customer_id"),
-            F.col("event_time").cast("string"),
-            F.col("amount").cast("string"),
-            F.col("event_type"),
-        ),
-    )
+    no_id = F.col("event_id").isNull()
+    # The identity as columns (no string building per row); the content columns only count
+    # for events without an id.
+    identity = [
+        F.col("customer_id"),
+        F.col("event_id"),
+        *[F.when(no_id, F.col(c)) for c in ("event_time", "amount", "event_type")],
+    ]
     order = [F.col(c).asc_nulls_first() for c in events.columns]
-    ranked = valid.withColumn(
-        "_copy", F.row_number().over(Window.partitionBy(identity).orderBy(*order))
+    ranked = valid.repartition("customer_id").withColumn(
+        "_copy", F.row_number().over(Window.partitionBy(*identity).orderBy(*order))
     )
     clean = ranked.where(F.col("_copy") == 1).drop("_copy")
-    duplicates = (
-        ranked.where(F.col("_copy") > 1).drop("_copy").withColumn(REASON, F.lit(DUPLICATE_EVENT))
+    duplicates = ranked.where(F.col("_copy") > 1).drop("_copy")
+    return Split(
+        clean=clean,
+        rejected=invalid.unionByName(duplicates.withColumn(REASON, F.lit(DUPLICATE_EVENT))),
+        valid=valid,
+        duplicates=duplicates,
     )
-    return Split(clean=clean, rejected=invalid.unionByName(duplicates))

@@ -6,22 +6,53 @@ feature columns, recomputed by DuckDB's SQL), the same segment sizes and labels.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from pyspark.sql import functions as F
 
 from jobs import benchmark as bench_job
-from segmentation import benchmark
+from segmentation import benchmark, delta_tables, pipeline
 from segmentation.config import load_config
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def add_dirt(spark, cfg):
+    """Append events both sides must quarantine: copies, rule breakers, a late duplicate."""
+    path = cfg.events_path()
+    events = delta_tables.read_table(spark, path, backend="embedded")
+    orders = events.where("event_type = 'order'").orderBy("event_id").limit(40)
+    dirt = (
+        orders.limit(25)  # exact copies of 25 orders
+        .unionByName(orders.limit(3).withColumn("customer_id", F.lit("  ")))
+        .unionByName(orders.limit(4).withColumn("amount", F.lit(-5.0)))
+        .unionByName(orders.limit(2).withColumn("amount", F.lit(float("nan"))))
+        .unionByName(
+            orders.limit(2).withColumn("event_time", F.lit(dt.datetime(2031, 1, 1, tzinfo=dt.UTC)))
+        )
+        # the same id with other content: the copy kept is the first in the fixed order
+        .unionByName(orders.limit(5).withColumn("amount", F.col("amount") + 1))
+    )
+    delta_tables.write_table(
+        spark, dirt, path, delta_tables.WriteOptions(mode="append"), backend="embedded"
+    )
+    return 25 + 3 + 4 + 2 + 2 + 5
+
+
 @pytest.fixture(scope="module")
 def quick(spark, tmp_path_factory):
     base = load_config(ROOT / "conf" / "local.yaml")
+    workdir = tmp_path_factory.mktemp("bench")
     before = spark.conf.get("spark.sql.shuffle.partitions")
     try:
-        yield benchmark.run_size(spark, base, 1_000_000, tmp_path_factory.mktemp("bench"))
+        cfg = benchmark.bench_config(base, 1_000_000, workdir)
+        pipeline.generate(spark, cfg)
+        dirt = add_dirt(spark, cfg)
+        result = benchmark.run_size(spark, base, 1_000_000, workdir)
+        result.checks["dirt"] = dirt
+        yield result
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", before)
 
@@ -35,14 +66,18 @@ def test_baseline_and_job_agree_on_features_and_segments(quick):
     assert c["max_relative_feature_diff"] < 1e-9
     assert c["max_size_diff_share"] <= 0.01
     assert c["ari_spark_vs_sklearn"] >= 0.95
+    # Both sides quarantine exactly the dirt: 25 copies, 11 rule breakers, 5 conflicting ids.
+    assert c["spark_rejected"] == c["duckdb_rejected"] == c["dirt"]
+    assert c["rejected_equal"] is True
     assert bench_job.failures(quick) == []
 
 
 def test_every_stage_is_timed_and_reported(quick):
     spark_stages = [s.name for s in quick.spark]
     assert spark_stages == [
-        "features", "write customer_features (Delta)", "k selection", "final fit (restarts)",
-        "final fit", "assignment", "write segment_membership (Delta)",
+        "features", "commit customer_features, rejected_events (Delta)",
+        "read customer_features (cached)", "k selection", "final fit (restarts)", "final fit",
+        "assignment", "write segment_membership (Delta)",
     ]  # fmt: skip
     assert [s.name for s in quick.baseline] == ["features", "final fit", "assignment"]
     assert all(s.seconds > 0 and s.peak_rss_mb > 0 for s in quick.spark + quick.baseline)

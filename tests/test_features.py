@@ -180,3 +180,15 @@ def test_discover_levels_returns_most_frequent_sorted(spark):
 
 def test_level_name_sanitises_values():
     assert feat.level_name("category", "Home & Garden") == "category_share_home_garden"
+
+
+def test_discover_levels_minus_rows_counts_what_is_left(spark):
+    # ROWS' channels ranked "web" first; removing enough web rows changes the winner.
+    all_rows = events(spark, ROWS)
+    web = all_rows.where("channel = 'web'")
+    others = all_rows.where("channel <> 'web'")
+    assert feat.discover_all_levels(all_rows, ["channel"], max_levels=1)["channel"] == ("web",)
+    got = feat.discover_all_levels(all_rows, ["channel"], max_levels=3, minus=web)
+    expected = feat.discover_all_levels(others, ["channel"], max_levels=3)
+    assert got == expected
+    assert "web" not in got["channel"]

@@ -17,6 +17,7 @@ from segmentation import delta_tables, pipeline, quality
 from segmentation import generator as gen
 from segmentation.config import load_config
 from segmentation.errors import InputError
+from segmentation.features import compute_features
 from segmentation.sources import CANONICAL_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,3 +188,26 @@ def test_build_features_empty_input_is_a_clear_error(spark, tmp_path):
     with pytest.raises(InputError, match="no usable events on or before 2025-12-31"):
         pipeline.build_features(spark, cfg)
     assert not delta_tables.table_exists(cfg.storage.table_path("customer_features"))
+
+
+def test_duplicates_are_per_customer_and_the_clean_events_come_partitioned_by_customer(spark):
+    rows = [
+        ("a", "2025-01-01T10:00:00", 10.0, "order", "e1"),
+        ("a", "2025-01-01T10:00:00", 12.0, "order", "e1"),  # same id, other content: a copy
+        ("b", "2025-01-05T10:00:00", 7.0, "order", "e1"),  # another customer's id clash: kept
+        ("b", "2025-01-06T10:00:00", 7.0, "order", None),
+        ("b", "2025-01-06T10:00:00", 7.0, "visit", None),  # other type: not a copy
+    ]
+    split = quality.split_events(
+        canonical(spark, rows), earliest=dt.date(1990, 1, 1), latest=dt.date(2026, 12, 31)
+    )
+    kept = sorted((r["customer_id"], r["amount"], r["event_type"]) for r in split.clean.collect())
+    assert kept == [("a", 10.0, "order"), ("b", 7.0, "order"), ("b", 7.0, "order"),
+                    ("b", 7.0, "visit")]  # fmt: skip
+    assert [(r["customer_id"], r["amount"]) for r in split.duplicates.collect()] == [("a", 12.0)]
+    assert split.valid.count() == len(rows)
+    # One exchange, by customer: the per-customer features after it add none of their own.
+    features = compute_features(split.clean, as_of=dt.date(2025, 12, 31))
+    plan = features._jdf.queryExecution().executedPlan().toString()  # not run: initial plan
+    assert plan.count("Exchange") == 1
+    assert "Exchange hashpartitioning(customer_id" in plan
