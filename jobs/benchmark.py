@@ -55,6 +55,14 @@ def failures(result: benchmark.SizeResult) -> list[str]:
     return out
 
 
+def write_results(out: Path, text: str) -> None:
+    """Replace the results section of ``out`` (between the markers), keeping the rest."""
+    doc = out.read_text() if out.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    head, _, rest = doc.partition(START)
+    _, _, tail = rest.partition(END)
+    out.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1M,10M,50M", help="event counts, e.g. 1M,10M,50M,100M")
@@ -73,26 +81,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="segmentation-bench-"))
+    command = "make bench QUICK=1" if args.quick else f"make bench SIZES={args.sizes}"
     spark = build_session(base, job="benchmark")
-    results = []
+    results: list[benchmark.SizeResult] = []
     try:
         for events in sizes:
             print(f"benchmark: {events:,} events (data under {workdir})", flush=True)
             results.append(benchmark.run_size(spark, base, events, workdir))
+            # Written after every size, so a later size that fails keeps the earlier figures.
+            text = benchmark.render_markdown(
+                results, machine=benchmark.machine_description(), command=command
+            )
+            if not args.quick:
+                write_results(Path(args.out), text)
     finally:
         spark.stop()
-    command = "make bench QUICK=1" if args.quick else f"make bench SIZES={args.sizes}"
-    text = benchmark.render_markdown(results, machine=benchmark.machine_description(),
-                                     command=command)  # fmt: skip
     print(text)
-    bad = [f"{r.events:,} events: {f}" for r in results for f in failures(r)]
     if not args.quick:
-        out = Path(args.out)
-        doc = out.read_text() if out.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-        head, _, rest = doc.partition(START)
-        _, _, tail = rest.partition(END)
-        out.write_text(f"{head}{START}\n{text}\n{END}{tail}")
-        print(f"results written to {out}")
+        print(f"results written to {args.out}")
+    bad = [f"{r.events:,} events: {f}" for r in results for f in failures(r)]
     for b in bad:
         print(f"CHECK FAILED: {b}", file=sys.stderr)
     return 1 if bad else 0

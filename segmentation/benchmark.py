@@ -72,6 +72,18 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def _available_mb() -> int:
+    """MemAvailable from /proc/meminfo, in MiB (4096 if unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 4096
+
+
 def _descendants(root: int) -> list[int]:
     """``root`` and every process below it (the Spark driver JVM runs under this process)."""
     children: dict[int, list[int]] = {}
@@ -392,7 +404,16 @@ def run_baseline(cfg: AppConfig, result: SizeResult, spark_side: dict[str, Any])
     rejected_path = Path(cfg.storage.warehouse) / "duckdb_rejected.parquet"
     threads = os.cpu_count() or 1
     with measured(result.baseline, "features", tree=False) as st:
-        con = duckdb.connect(config={"threads": threads})
+        # The Spark JVM is still alive in this process tree: DuckDB gets 3/4 of the memory
+        # available now and spills to the work directory beyond that.
+        memory_mb = int(_available_mb() * 0.75)
+        con = duckdb.connect(
+            config={
+                "threads": threads,
+                "memory_limit": f"{memory_mb}MB",
+                "temp_directory": str(Path(cfg.storage.warehouse) / "duckdb_tmp"),
+            }
+        )
         con.execute(checks_sql)
         con.execute(
             "COPY (SELECT * EXCLUDE (copy) FROM checked WHERE reason IS NOT NULL OR copy > 1) "
@@ -404,7 +425,8 @@ def run_baseline(cfg: AppConfig, result: SizeResult, spark_side: dict[str, Any])
         count = con.execute(f"SELECT count(*) FROM '{rejected_path}'").fetchone()
         result.checks["duckdb_rejected"] = int(count[0]) if count else -1
         st.detail = (
-            f"DuckDB {duckdb.__version__}, {threads} threads: quality rules, de-duplication, "
+            f"DuckDB {duckdb.__version__}, {threads} threads, memory limit {memory_mb:,} MB: "
+            "quality rules, de-duplication, "
             f"quarantine to Parquet, features; {table.num_rows:,} rows"
         )
         con.close()

@@ -355,7 +355,7 @@ def fit_best(
 
     One k-means run can stop in a poor local optimum, on all rows as on a sample, and the
     seed that won on the sample need not win on all rows (measured: at 200k customers the
-    sample's winner alone disagreed with scikit-learn on 20% of customers). The fits run
+    sample's winner alone reached ARI 0.80 against scikit-learn's labelling). The fits run
     concurrently (each is seeded, so the result does not depend on their order). Equal costs
     keep the earliest seed in ``seeds``. Returns the model and its seed.
     """
