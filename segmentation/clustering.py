@@ -434,8 +434,8 @@ def select_k(
         evaluator = ClusteringEvaluator(
             featuresCol=_FEATURES_VEC, predictionCol=_CLUSTER, metricName="silhouette"
         )
-
-        def candidate(k: int) -> Candidate:
+        candidates = []
+        for k in usable:
             fits = []
             for run in range(max(1, n_init)):
                 seed = estimator.seed + run
@@ -445,15 +445,8 @@ def select_k(
             sizes = tuple(int(s) for s in model.summary.clusterSizes)
             distinct = sum(1 for s in sizes if s > 0)
             silhouette = evaluator.evaluate(model.transform(sample)) if distinct > 1 else -1.0
+            candidates.append(Candidate(k, float(silhouette), cost, sizes, seed))
             log.info("k=%d silhouette=%.4f cost=%.1f sizes=%s", k, silhouette, cost, sizes)
-            return Candidate(k, float(silhouette), cost, sizes, seed)
-
-        # On a sample, each k-means iteration's Spark job costs mostly scheduling, not data:
-        # the candidate k are fitted concurrently so the cores stay busy. Every fit is seeded
-        # on the same cached sample, so the result does not depend on the order.
-        parallel = max(2, df.sparkSession.sparkContext.defaultParallelism)
-        with ThreadPoolExecutor(max_workers=min(len(usable), parallel)) as pool:
-            candidates = list(pool.map(candidate, usable))
     finally:
         sample.unpersist()
     chosen, reason = _choose(candidates, min_segment_share, tolerance)
