@@ -185,9 +185,11 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
             f"k={selection.chosen_k}, {t.n_init} seeded restarts on all customers (concurrent),"
             f" the kept one ran {result.iterations} iterations"
         )
-    # The comparison with scikit-learn: one run, the same k, matrix and iteration count.
-    prepared = estimator.prepare(features_df, scaling).select(clustering._FEATURES_VEC).cache()
-    prepared.count()
+    # The comparison with scikit-learn: one run, the same k, matrix and iteration count. The
+    # vectors are derived from the cached features but not cached themselves, as in the
+    # product's fit: KMeans then persists its own vectors (measured at 10M: 2.3 s against
+    # 3.9 s when handed a cached frame, which it re-reads and converts on every pass).
+    prepared = estimator.prepare(features_df, scaling).select(clustering._FEATURES_VEC)
     with measured(stages, "final fit") as st:
         single = KMeans(
             k=selection.chosen_k,
@@ -198,9 +200,8 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
         ).fit(prepared)
         st.detail = (
             f"one run, k={selection.chosen_k}, {single.summary.numIter} iterations "
-            "(tol 0, at most the kept restart's count), cached vectors"
+            "(tol 0, at most the kept restart's count), vectors persisted by KMeans"
         )
-    prepared.unpersist()
     with measured(stages, "assignment") as st:
         assigned = model.transform(features_df).cache()
         st.detail = f"{assigned.count():,} customers"
