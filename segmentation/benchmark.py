@@ -161,11 +161,9 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
         )
     with measured(stages, "read customer_features (cached)") as st:
         features_path = cfg.storage.table_path(pipeline.FEATURES)
-        features_df = (
-            delta_tables.read_table(spark, features_path, backend=backend)
-            .where(F.col(feat.AS_OF) == F.lit(fc.as_of))
-            .cache()
-        )
+        features_df = delta_tables.read_table(
+            spark, features_path, backend=backend, partitions={feat.AS_OF: fc.as_of}
+        ).cache()
         st.detail = f"{features_df.count():,} rows"
     estimator = pipeline.training_estimator(cfg)
     with measured(stages, "k selection") as st:

@@ -651,9 +651,9 @@ def _version_of_write(location: str, write_id: str) -> int:
     The history is trusted only when the latest version is the same before and after it.
     """
     for _ in range(20):
-        latest = DeltaTable(location).version()
-        entries = DeltaTable(location).history(limit=100)
-        if DeltaTable(location).version() != latest:
+        table = DeltaTable(location)
+        entries = table.history(limit=100)
+        if DeltaTable(location).version() != table.version():
             continue  # another writer committed meanwhile: the numbering may be shifted
         for entry in entries:
             if entry.get("segmentation.write_id") == write_id:

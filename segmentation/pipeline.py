@@ -262,9 +262,9 @@ def stage_features(
         log.warning("%d input event(s) quarantined in rejected_events: %s", n, why)
 
     configured = {"category": fc.categories, "channel": fc.channels, "device": fc.devices}
-    # Levels not configured are discovered, all in one pass over the events.
-    # Counted over the valid events minus the duplicate copies (read back from the staged
-    # quarantine), which equals counting the de-duplicated events without de-duplicating twice.
+    # Levels not configured are discovered, all in one pass over the events: counted over the
+    # valid events minus the duplicate copies (read back from the staged quarantine), which
+    # equals counting the de-duplicated events without de-duplicating twice.
     staged_duplicates = delta_tables.staged_rows(spark, staged_rejected).where(
         F.col(quality.REASON) == quality.DUPLICATE_EVENT
     )

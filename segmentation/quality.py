@@ -44,8 +44,6 @@ class Split:
     rejected: DataFrame
     valid: DataFrame
     """Events that break no row rule, duplicates included (before de-duplication)."""
-    duplicates: DataFrame
-    """The extra copies removed from ``valid`` (canonical columns, without a reason)."""
 
 
 def reject_reason(*, earliest: dt.date, latest: dt.date) -> Column:
@@ -99,10 +97,7 @@ def split_events(events: DataFrame, *, earliest: dt.date, latest: dt.date) -> Sp
         "_copy", F.row_number().over(Window.partitionBy(*identity).orderBy(*order))
     )
     clean = ranked.where(F.col("_copy") == 1).drop("_copy")
-    duplicates = ranked.where(F.col("_copy") > 1).drop("_copy")
-    return Split(
-        clean=clean,
-        rejected=invalid.unionByName(duplicates.withColumn(REASON, F.lit(DUPLICATE_EVENT))),
-        valid=valid,
-        duplicates=duplicates,
+    duplicates = (
+        ranked.where(F.col("_copy") > 1).drop("_copy").withColumn(REASON, F.lit(DUPLICATE_EVENT))
     )
+    return Split(clean=clean, rejected=invalid.unionByName(duplicates), valid=valid)

@@ -204,7 +204,9 @@ def test_duplicates_are_per_customer_and_the_clean_events_come_partitioned_by_cu
     kept = sorted((r["customer_id"], r["amount"], r["event_type"]) for r in split.clean.collect())
     assert kept == [("a", 10.0, "order"), ("b", 7.0, "order"), ("b", 7.0, "order"),
                     ("b", 7.0, "visit")]  # fmt: skip
-    assert [(r["customer_id"], r["amount"]) for r in split.duplicates.collect()] == [("a", 12.0)]
+    assert [
+        (r["customer_id"], r["amount"], r[quality.REASON]) for r in split.rejected.collect()
+    ] == [("a", 12.0, quality.DUPLICATE_EVENT)]
     assert split.valid.count() == len(rows)
     # One exchange, by customer: the per-customer features after it add none of their own.
     features = compute_features(split.clean, as_of=dt.date(2025, 12, 31))
