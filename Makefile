@@ -30,10 +30,19 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "Resolving the Delta jars ($$($(PY) -m segmentation.session coordinates)) from Maven Central into the Ivy cache..."
+	$(PY) -m segmentation.session resolve-jars > $(VENV)/delta-jars.log 2>&1 || { tail -40 $(VENV)/delta-jars.log >&2; exit 1; }
+	@tail -1 $(VENV)/delta-jars.log
 	@touch $(STAMP)
 
 .PHONY: setup
-setup: check-java $(STAMP) ## Create .venv and install the package with its pinned dependency ranges
+setup: check-java $(STAMP) ## Create .venv, install the package and resolve the Delta jars once
+
+# For machines without network: copy the resolved jars into DIR and set spark.delta_jars: [DIR].
+.PHONY: delta-jars
+delta-jars: setup ## Copy the Delta jars into DIR (for spark.delta_jars on an offline machine)
+	@test -n "$(DIR)" || { echo "ERROR: give the target folder: make delta-jars DIR=/path" >&2; exit 1; }
+	$(PY) -m segmentation.session resolve-jars --copy-to $(DIR) 2>/dev/null
 
 .PHONY: run
 run: setup ## Whole pipeline locally: sample data (if absent), train on TRAIN_AS_OF, rules, score AS_OF
@@ -123,8 +132,12 @@ submit: package cluster-up ## spark-submit generate, features, training, assignm
 	$(SUBMIT) jobs/rule_segments.py $(CLUSTER_ARGS)
 
 .PHONY: vacuum
-vacuum: setup ## List files a vacuum would delete (old versions, killed runs); APPLY=1 deletes
+vacuum: setup ## Delta VACUUM: list files of old versions and killed runs; APPLY=1 deletes them
 	$(PY) jobs/maintain_tables.py --config $(CONFIG) $(if $(APPLY),--apply) $(ARGS)
+
+.PHONY: optimize
+optimize: setup ## Delta OPTIMIZE every table (compact small files), then list what VACUUM would delete
+	$(PY) jobs/maintain_tables.py --config $(CONFIG) --optimize $(ARGS)
 
 # Benchmark sizes (events; k/M suffixes). The 100M size is opt-in: SIZES=1M,10M,50M,100M.
 SIZES ?= 1M,10M,50M

@@ -10,7 +10,6 @@ segment sizes and labels), never how fast they were.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import re
 import sys
@@ -74,11 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     sizes = [1_000_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
     base = load_config(ROOT / "conf" / "local.yaml")
-    base = dataclasses.replace(
-        base,
-        spark=dataclasses.replace(
-            base.spark, conf={**base.spark.conf, "spark.driver.memory": args.driver_memory}
-        ),
+    base = base.model_copy(
+        update={
+            "spark": base.spark.model_copy(
+                update={"conf": {**base.spark.conf, "spark.driver.memory": args.driver_memory}}
+            )
+        }
     )
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="segmentation-bench-"))
     command = "make bench QUICK=1" if args.quick else f"make bench SIZES={args.sizes}"

@@ -16,6 +16,7 @@ import os
 import platform
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -139,30 +140,29 @@ def measured(stages: list[Stage], name: str, *, tree: bool = True) -> Iterator[S
 def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[str, Any]:
     """Time the pipeline's stages; returns what the baseline and the checks need."""
     fc, t = cfg.features, cfg.training
-    backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
     stages = result.spark
-    # The product's own feature stage (build_features up to its commit): quality rules and
-    # quarantine, de-duplication, levels, features; both snapshots staged as Parquet files.
-    with measured(stages, "features") as st:
-        experiment_id = tracking.configure(cfg.tracking)
-        with mlflow.start_run(experiment_id=experiment_id, run_name="benchmark features") as run:
-            staged = pipeline.stage_features(
-                spark, cfg, backend=backend, run_id=run.info.run_id, job="benchmark"
+    # The product's own feature stage (build_features up to its writes): quality rules and
+    # quarantine, de-duplication, levels, features; both snapshots computed and persisted.
+    experiment_id = tracking.configure(cfg.tracking)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="benchmark features") as run:
+        with measured(stages, "features") as st:
+            staged = pipeline.compute_feature_snapshot(spark, cfg)
+            result.customers = staged.customers
+            n_rejected = sum(staged.rejected_counts.values())
+            result.checks["spark_rejected"] = n_rejected
+            st.detail = (
+                f"{result.customers:,} customers x {len(staged.feature_columns)}; "
+                f"{n_rejected:,} events quarantined"
             )
-        result.customers = staged.features.rows
-        result.checks["spark_rejected"] = staged.rejected.rows
-        st.detail = (
-            f"{result.customers:,} customers x {len(staged.feature_columns)}; "
-            f"{staged.rejected.rows:,} events quarantined"
-        )
-    with measured(stages, "commit customer_features, rejected_events (Delta)"):
-        pipeline._commit_all(
-            spark, {pipeline.REJECTED: staged.rejected, pipeline.FEATURES: staged.features}
-        )
+        with measured(stages, "write customer_features, rejected_events (Delta)"):
+            pipeline.write_tables(
+                staged.writes(spark, cfg, job="benchmark", run_id=run.info.run_id)
+            )
+        staged.unpersist()
     with measured(stages, "read customer_features (cached)") as st:
         features_path = cfg.storage.table_path(pipeline.FEATURES)
-        features_df = delta_tables.read_table(
-            spark, features_path, backend=backend, partitions={feat.AS_OF: fc.as_of}
+        features_df = delta_tables.read(
+            spark, features_path, partitions={feat.AS_OF: fc.as_of}
         ).cache()
         st.detail = f"{features_df.count():,} rows"
     estimator = pipeline.training_estimator(cfg)
@@ -204,16 +204,12 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
         assigned = model.transform(features_df).cache()
         st.detail = f"{assigned.count():,} customers"
     with measured(stages, "write segment_membership (Delta)"):
-        delta_tables.write_table(
+        delta_tables.write(
             spark,
             assigned.select(feat.CUSTOMER_ID, F.lit(fc.as_of).alias(feat.AS_OF),
                             clustering.SEGMENT_ID, clustering.DISTANCE),
             cfg.storage.table_path(pipeline.MEMBERSHIP),
-            delta_tables.WriteOptions(
-                mode="overwrite", partition_by=(feat.AS_OF,),
-                replace_partitions={feat.AS_OF: fc.as_of},
-            ),
-            backend=backend,
+            delta_tables.WriteOptions(partition_by=(feat.AS_OF,), replace={feat.AS_OF: fc.as_of}),
         )  # fmt: skip
     scaled = model.scaling.stage().transform(features_df)
     matrix = scaled.select(feat.CUSTOMER_ID, *model.scaling.scaled_columns).toPandas()
@@ -381,14 +377,21 @@ FROM gaps GROUP BY customer_id
 """
 
 
-def run_baseline(cfg: AppConfig, result: SizeResult, spark_side: dict[str, Any]) -> Any:
+def run_baseline(
+    spark: SparkSession, cfg: AppConfig, result: SizeResult, spark_side: dict[str, Any]
+) -> Any:
     """DuckDB features and scikit-learn KMeans, each timed; returns DuckDB's feature table."""
     import duckdb
     import numpy as np
     from sklearn.cluster import KMeans
 
     fc, t = cfg.features, cfg.training
-    files = delta_tables.data_files(cfg.events_path())
+    # The Parquet files of the events table's current version, as Delta lists them (the
+    # generator's table has no deletion vectors, so the files are exactly its rows).
+    files = [
+        urllib.parse.urlparse(f).path if f.startswith("file:") else f
+        for f in delta_tables.read(spark, cfg.events_path()).inputFiles()
+    ]
     checks_sql = duckdb_quality_sql(
         files,
         earliest=cfg.quality.earliest_event_date,
@@ -599,23 +602,23 @@ def render_markdown(results: Sequence[SizeResult], *, machine: str, command: str
 
 def bench_config(base: AppConfig, events: int, workdir: Path) -> AppConfig:
     """The config for one size: its own warehouse and MLflow store under ``workdir``."""
-    import dataclasses
-
     customers = max(events // EVENTS_PER_CUSTOMER, 100)
     partitions = max(2, events // 2_000_000)
-    return dataclasses.replace(
-        base,
-        storage=dataclasses.replace(base.storage, warehouse=str(workdir / f"wh-{events}")),
-        generator=dataclasses.replace(
-            base.generator, customers=customers, events=events, partitions=None
-        ),
-        spark=dataclasses.replace(base.spark, shuffle_partitions=partitions),
-        tracking=dataclasses.replace(
-            base.tracking,
-            tracking_uri=f"sqlite:///{workdir / f'mlflow-{events}.db'}",
-            artifact_location=str(workdir / "mlartifacts"),
-            experiment="segmentation-benchmark",
-        ),
+    return base.model_copy(
+        update={
+            "storage": base.storage.model_copy(update={"warehouse": str(workdir / f"wh-{events}")}),
+            "generator": base.generator.model_copy(
+                update={"customers": customers, "events": events, "partitions": None}
+            ),
+            "spark": base.spark.model_copy(update={"shuffle_partitions": partitions}),
+            "tracking": base.tracking.model_copy(
+                update={
+                    "tracking_uri": f"sqlite:///{workdir / f'mlflow-{events}.db'}",
+                    "artifact_location": str(workdir / "mlartifacts"),
+                    "experiment": "segmentation-benchmark",
+                }
+            ),
+        }
     )
 
 
@@ -623,11 +626,11 @@ def run_size(spark: SparkSession, base: AppConfig, events: int, workdir: Path) -
     cfg = bench_config(base, events, workdir)
     spark.conf.set("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
     result = SizeResult(events=events, customers=0)
-    if not delta_tables.table_exists(cfg.events_path()):
+    if not delta_tables.exists(spark, cfg.events_path()):
         generated: list[Stage] = []
         with measured(generated, "generate"):
             pipeline.generate(spark, cfg)
     spark_side = run_spark(spark, cfg, result)
-    duck = run_baseline(cfg, result, spark_side)
+    duck = run_baseline(spark, cfg, result, spark_side)
     check_agreement(result, spark_side, duck)
     return result

@@ -36,6 +36,10 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="override a config key, e.g. --set training.k_max=8 (repeatable)",
     )
     p.add_argument("--as-of", help="snapshot date YYYY-MM-DD (overrides features.as_of)")
+    p.add_argument(
+        "--run-key",
+        help="identifies this run across retries (storage.run_key): a retry commits nothing twice",
+    )
     return p
 
 
@@ -44,6 +48,8 @@ def load(args: argparse.Namespace) -> AppConfig:
     overrides = list(args.overrides)
     if getattr(args, "as_of", None):
         overrides.append(f"features.as_of={args.as_of}")
+    if getattr(args, "run_key", None):
+        overrides.append(f"storage.run_key={args.run_key}")
     cfg = load_config(args.config, overrides=overrides)
     log.info("resolved config: %s", json.dumps(to_dict(cfg), sort_keys=True))
     return cfg

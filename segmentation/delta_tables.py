@@ -1,14 +1,19 @@
-"""Delta Lake I/O with two backends and one contract (DESIGN.md).
+"""Delta Lake I/O through delta-spark: the one way tables are written and read (DESIGN.md).
 
-* ``spark``: Spark's own Delta data source, when the session has the Delta extension.
-* ``embedded``: Spark writes Parquet files in parallel into a directory unique to this write,
-  inside the table's location; once that Spark job has succeeded, the driver commits exactly
-  those files as one Delta transaction with delta-rs, with partition values and per-file
-  statistics read from the Parquet footers. Files of a write that never committed are not in
-  the log, so no reader sees them (``vacuum`` removes them).
+* A snapshot (one ``as_of``, one model) is replaced atomically with ``replaceWhere`` on its
+  partition values: one new table version, never duplicate rows on a re-run.
+* A retried run commits nothing twice: every write carries a Delta transaction identifier
+  (``txnAppId``/``txnVersion``); a write whose identifier the table already recorded is skipped
+  by Delta itself.
+* Rows are upserted with ``DeltaTable.merge`` (the SCD2 history).
+* Schema enforcement is Delta's: a write whose columns differ from the table fails with a
+  message naming the table and the columns; a table whose contract allows it evolves
+  additively (new columns) on purpose, with ``mergeSchema``.
+* Concurrent writers are Delta's optimistic concurrency: a conflict becomes a ``TableError``
+  naming the table and the snapshot.
 
-Writes are two-phase (``stage`` then ``commit``) so a job can stage all of its tables before it
-commits any of them. Every commit is one new table version.
+Every commit records ``userMetadata`` (JSON: job, run id, the write's id), so the version a
+write produced is found in the table's history even when other writers commit meanwhile.
 """
 
 from __future__ import annotations
@@ -16,46 +21,70 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import os
 import posixpath
-import time
-import urllib.parse
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import reduce
 from typing import Any, Literal
 
-import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
-from deltalake import DeltaTable
-from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
-from deltalake.transaction import (
-    AddAction,
-    CommitProperties,
-    RemoveAction,
-    Transaction,
-    create_table_with_add_actions,
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
 )
+from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from segmentation.errors import TableError
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["spark", "embedded"]
 WriteMode = Literal["append", "overwrite"]
+# Delta's session confs for idempotent DML (MERGE) and commit metadata.
+_TXN_APP_ID_CONF = "spark.databricks.delta.write.txnAppId"
+_TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
+_USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+_RETENTION_CHECK_CONF = "spark.databricks.delta.retentionDurationCheck.enabled"
+# Delta 4 ignores VACUUM's RETAIN n HOURS (other than 0) by default and uses the table's
+# delta.deletedFileRetentionDuration; the job's --retention-hours is honoured with this off.
+_RETENTION_IGNORE_CONF = "spark.databricks.delta.vacuum.retentionWindowIgnore.enabled"
+# How far back a write looks for its own commit in the table's history.
+_HISTORY_SEARCH = 200
+# Session confs are per session, so two MERGEs from threads of one session take turns setting
+# them; DataFrame writes carry theirs as options and need no lock.
+_CONF_LOCK = threading.Lock()
+# Delta's commit conflicts (its Python classes do not share a base class).
+_CONFLICTS = (
+    DeltaConcurrentModificationException,
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 
-_DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
-_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-# Transaction identifiers are (app_id, version) pairs; one logical write is one app_id.
-_TXN_VERSION = 1
+
+@dataclass(frozen=True)
+class Txn:
+    """A Delta transaction identifier: Delta skips a write whose ``app_id`` already recorded
+    ``version`` or a higher one (``txnAppId``/``txnVersion``)."""
+
+    app_id: str
+    version: int = 1
 
 
 @dataclass(frozen=True)
@@ -63,278 +92,261 @@ class WriteOptions:
     """How a DataFrame lands in a table.
 
     Attributes:
-        mode: ``append`` adds files; ``overwrite`` replaces the whole table, or only the
-            partitions in ``replace_partitions``.
+        mode: ``append`` adds rows; ``overwrite`` replaces the rows of ``replace`` (a snapshot)
+            or, without ``replace``, the whole table.
         partition_by: partition columns of the table.
-        replace_partitions: with ``overwrite``, the partition values to replace
-            (e.g. ``{"as_of": date(2025, 12, 31)}``); other partitions are kept.
-        idempotency_key: identifies one logical write; committing a key the table already
-            recorded (a retried run) changes nothing.
-        metadata: extra commit info recorded in the Delta log (run id, job, inputs).
+        replace: with ``overwrite``, the partition values of the snapshot replaced atomically
+            (``replaceWhere``), e.g. ``{"as_of": date(2025, 12, 31)}``; other snapshots stay.
+        txn: the write's transaction identifier (a retry with the same one commits nothing).
+        metadata: recorded in the commit's ``userMetadata`` (job, run id, inputs).
+        evolve_schema: new columns in the rows are added to the table (``mergeSchema``); any
+            other schema difference still fails.
+        overwrite_schema: a whole-table overwrite may change the schema (``overwriteSchema``).
     """
 
-    mode: WriteMode = "append"
+    mode: WriteMode = "overwrite"
     partition_by: tuple[str, ...] = ()
-    replace_partitions: Mapping[str, Any] | None = None
-    idempotency_key: str | None = None
+    replace: Mapping[str, Any] | None = None
+    txn: Txn | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    evolve_schema: bool = False
+    overwrite_schema: bool = False
 
 
-@dataclass
-class StagedWrite:
-    """Files written for one table, not yet visible; ``commit`` makes them one version."""
+@dataclass(frozen=True)
+class Written:
+    """What a write did: the table version that holds its rows, and whether it committed now
+    (False: Delta skipped it, the table already held this transaction)."""
 
-    path: str
-    backend: Backend
-    options: WriteOptions
-    schema: T.StructType
-    df: DataFrame | None = None
-    staging_dir: str | None = None
-    adds: list[AddAction] = field(default_factory=list)
-    rows: int = 0
-    committed_version: int | None = None
+    version: int
+    committed: bool
 
 
-def resolve_backend(spark: SparkSession, configured: str = "auto") -> Backend:
-    """``spark`` when forced or when the session has the Delta extension, else ``embedded``."""
-    extensions = spark.conf.get("spark.sql.extensions", "") or ""
-    if configured == "spark" and _DELTA_EXTENSION not in extensions:
-        raise TableError(
-            "storage.delta_backend is 'spark' but the session has no Delta extension: add "
-            "--packages io.delta:delta-spark_2.13:<version> and set spark.sql.extensions="
-            f"{_DELTA_EXTENSION} (or use delta_backend: auto/embedded)"
-        )
-    return configured_backend(configured, {"spark.sql.extensions": extensions})
-
-
-def configured_backend(configured: str, spark_conf: Mapping[str, str]) -> Backend:
-    """The backend a session with ``spark_conf`` uses (also before the session exists)."""
-    if configured in ("spark", "embedded"):
-        return configured  # type: ignore[return-value]
-    return "spark" if _DELTA_EXTENSION in spark_conf.get("spark.sql.extensions", "") else "embedded"
-
-
-def stage(
-    spark: SparkSession, df: DataFrame, path: str, options: WriteOptions, *, backend: Backend
-) -> StagedWrite:
-    """Write ``df``'s files for ``path`` without making them visible.
+def write(spark: SparkSession, df: DataFrame, path: str, options: WriteOptions) -> Written:
+    """Write ``df`` to the Delta table at ``path`` (created on the first write) as one version.
 
     Args:
-        spark: the active session.
-        df: the rows to write; its schema becomes (or must match) the table's schema.
+        spark: the active session (with Delta).
+        df: the rows; their schema must equal the table's (or add columns, with
+            ``evolve_schema``).
         path: the table location (local path or URI).
-        options: mode, partitioning, replaced partitions, idempotency key, commit metadata.
-        backend: ``spark`` defers the whole write to ``commit``; ``embedded`` runs the Spark
-            job now and keeps the list of files it wrote.
+        options: mode, partitioning, the snapshot replaced, transaction id, commit metadata.
 
     Returns:
-        A staged write to pass to ``commit`` (or ``abort``).
+        The version holding the rows and whether this call committed it.
+
+    Raises:
+        TableError: the schema or partitioning conflicts with the table (naming the columns),
+            rows fall outside the replaced snapshot, or a concurrent writer changed the same
+            snapshot (naming it).
     """
     missing = [c for c in options.partition_by if c not in df.columns]
     if missing:
         raise TableError(f"cannot write {path}: partition column(s) {missing} not in the rows")
-    if backend == "spark":
-        return StagedWrite(path=path, backend=backend, options=options, schema=df.schema, df=df)
-    staging_rel = f"data-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
-    staging_dir = posixpath.join(_local_or_uri(path), staging_rel)
-    writer = df.write.mode("errorifexists")
+    existing = _schema_and_partitions(spark, path)
+    if existing is not None:
+        _check_compatible(path, existing, df.schema, options)
+    write_id = uuid.uuid4().hex
+    writer = df.write.format("delta").mode(options.mode)
     if options.partition_by:
         writer = writer.partitionBy(*options.partition_by)
-    staged = StagedWrite(
-        path=path,
-        backend=backend,
-        options=options,
-        schema=df.schema,
-        staging_dir=staging_dir,
-    )
-    try:
-        writer.parquet(staging_dir)
-        staged.adds, staged.rows = _collect_adds(path, staging_rel, df.schema, options)
-    except BaseException:
-        abort(staged)
-        raise
-    return staged
+    if options.mode == "overwrite" and options.replace:
+        writer = writer.option("replaceWhere", partition_predicate(options.replace))
+    if options.txn is not None:
+        writer = writer.option("txnAppId", options.txn.app_id).option(
+            "txnVersion", options.txn.version
+        )
+    if options.evolve_schema:
+        writer = writer.option("mergeSchema", "true")
+    if options.overwrite_schema and options.mode == "overwrite" and not options.replace:
+        writer = writer.option("overwriteSchema", "true")
+    writer = writer.option("userMetadata", _user_metadata(options, write_id))
+    with _translated(path, options.replace):
+        writer.save(path)
+    return _written(spark, path, write_id, options.txn)
 
 
-def commit(spark: SparkSession, staged: StagedWrite) -> int:
-    """Make a staged write visible as one new table version and return that version.
+def merge(
+    spark: SparkSession,
+    source: DataFrame,
+    path: str,
+    *,
+    keys: Sequence[str],
+    delete_unmatched: str | None = None,
+    txn: Txn | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Written:
+    """Upsert ``source`` into the table at ``path`` with one ``DeltaTable.merge``.
 
-    A write whose idempotency key the table already holds is not committed again; its staged
-    files are removed and the table's current version is returned.
+    Rows matching on ``keys`` are updated with the source's values, new ones inserted; target
+    rows with no source row are deleted only where ``delete_unmatched`` (a SQL condition on
+    the target, alias ``t``) holds, and kept otherwise.
+
+    Raises:
+        TableError: no table at ``path``, a schema conflict, or a concurrent writer.
     """
-    opts = staged.options
-    if staged.backend == "spark":
-        return _commit_spark(spark, staged)
-    arrow_schema = to_arrow_schema(staged.schema, timezone="UTC")
-    delta_schema = DeltaSchema.from_arrow(arrow_schema)
-    write_id = posixpath.basename(staged.staging_dir or "")
-
-    def properties(table: DeltaTable | None) -> CommitProperties:
-        txns = [Transaction(opts.idempotency_key, _TXN_VERSION)] if opts.idempotency_key else []
-        if table is not None and opts.mode == "overwrite":
-            # Writers replacing the same snapshot (or the whole table) set the same transaction
-            # id, so delta-rs rejects the second of two concurrent ones instead of keeping both.
-            app_id = snapshot_app_id(opts.replace_partitions or {})
-            txns.append(Transaction(app_id, (table.transaction_version(app_id) or 0) + 1))
-        return CommitProperties(
-            custom_metadata={
-                **opts.metadata,
-                "writer": "segmentation-embedded",
-                "segmentation.write_id": write_id,
-            },
-            app_transactions=txns or None,
-        )
-
-    location = _local_or_uri(staged.path)
-    table = _open(location)
-    if table is None:
-        try:
-            create_table_with_add_actions(
-                location,
-                delta_schema,
-                staged.adds,
-                mode="error",
-                partition_by=list(opts.partition_by) or None,
-                commit_properties=properties(None),
-            )
-        except Exception as exc:
-            # Another writer may have created the table between our check and our commit.
-            table = _open(location)
-            if table is None:
-                abort(staged)
-                raise TableError(f"could not create Delta table {staged.path}: {exc}") from exc
-        else:
-            staged.committed_version = 0
-            return 0
-    assert table is not None
-    if opts.idempotency_key and table.transaction_version(opts.idempotency_key) is not None:
-        log.info(
-            "%s already holds write %s: not committed again", staged.path, opts.idempotency_key
-        )
-        abort(staged)
-        staged.committed_version = table.version()
-        return staged.committed_version
-    _check_compatible(staged.path, table, arrow_schema, opts)
-    filters = None
-    if opts.mode == "overwrite" and opts.replace_partitions:
-        filters = [(k, "=", _partition_string(v)) for k, v in opts.replace_partitions.items()]
-    try:
-        actions: list[AddAction | RemoveAction] = list(staged.adds)
-        table.create_write_transaction(
-            actions,
-            opts.mode,
-            delta_schema,
-            partition_by=list(opts.partition_by) or None,
-            partition_filters=filters,
-            commit_properties=properties(table),
-        )
-    except CommitFailedError as exc:
-        abort(staged)
-        what = (
-            f"snapshot {snapshot_app_id(opts.replace_partitions).split(':', 1)[1]}"
-            if opts.replace_partitions
-            else "the table"
-        )
-        raise TableError(
-            f"conflict: another run changed {what} of {staged.path} at the same time; this "
-            f"run's rows were not committed (the table holds the other run's). Re-run to "
-            f"replace them. ({exc})"
-        ) from exc
-    except Exception as exc:
-        abort(staged)
-        raise TableError(f"commit to Delta table {staged.path} failed: {exc}") from exc
-    staged.committed_version = _version_of_write(location, write_id)
-    return staged.committed_version
-
-
-def staged_rows(spark: SparkSession, staged: StagedWrite) -> DataFrame:
-    """The data columns of a staged (not yet committed) embedded write, read back."""
-    data = T.StructType(
-        [f for f in staged.schema.fields if f.name not in staged.options.partition_by]
+    existing = _schema_and_partitions(spark, path)
+    if existing is None:
+        raise TableError(f"no Delta table at {path} to merge into")
+    opts = WriteOptions(txn=txn, metadata=dict(metadata or {}))
+    _check_compatible(path, existing, source.schema, opts)
+    write_id = uuid.uuid4().hex
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    builder = (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(source.alias("s"), condition)
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
     )
-    if staged.backend == "spark":
-        assert staged.df is not None
-        return staged.df.select(*data.names)
-    if not staged.adds:
-        return spark.createDataFrame([], data)
-    location = _local_or_uri(staged.path)
-    return spark.read.schema(data).parquet(*[posixpath.join(location, a.path) for a in staged.adds])
+    if delete_unmatched is not None:
+        builder = builder.whenNotMatchedBySourceDelete(delete_unmatched)
+    confs = {_USER_METADATA_CONF: _user_metadata(opts, write_id)}
+    if txn is not None:
+        confs |= {_TXN_APP_ID_CONF: txn.app_id, _TXN_VERSION_CONF: str(txn.version)}
+    with _CONF_LOCK, _session_confs(spark, confs), _translated(path, None):
+        builder.execute()
+    return _written(spark, path, write_id, txn)
 
 
-def snapshot_app_id(partitions: Mapping[str, Any]) -> str:
-    """The Delta transaction id every writer of one snapshot (partition values) shares.
+def read(
+    spark: SparkSession,
+    path: str,
+    *,
+    version: int | None = None,
+    partitions: Mapping[str, Any] | None = None,
+) -> DataFrame:
+    """Read a Delta table through Delta (deletion vectors and column mapping honoured).
 
-    No partition values means the whole table (``*``).
+    Args:
+        spark: the active session.
+        path: the table location.
+        version: the table version to read (time travel); None reads the latest.
+        partitions: keep only these partition values, e.g. ``{"as_of": date(2025, 12, 31)}``.
+
+    Raises:
+        TableError: no Delta table at ``path``, or no such version.
     """
-    values = ",".join(f"{k}={_partition_string(v)}" for k, v in sorted(partitions.items()))
-    return f"segmentation.snapshot:{values or '*'}"
-
-
-def abort(staged: StagedWrite) -> None:
-    """Remove the staged files of a write that will not be committed (best effort)."""
-    if staged.staging_dir is None or staged.committed_version is not None:
-        return
-    fs, root = _filesystem(staged.staging_dir)
+    if not exists(spark, path):
+        raise TableError(f"no Delta table at {path} (no _delta_log)")
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
     try:
-        fs.delete_dir(root)
-    except (FileNotFoundError, OSError):
-        pass
+        df = reader.load(path)
+    except AnalysisException as exc:
+        raise TableError(f"cannot read Delta table {path} at version {version}: {exc}") from exc
+    for key, value in (partitions or {}).items():
+        df = df.where(F.col(key) == F.lit(value))
+    return df
 
 
-def write_table(
-    spark: SparkSession, df: DataFrame, path: str, options: WriteOptions, *, backend: Backend
-) -> int:
-    """Stage and commit ``df`` to the table at ``path``; returns the new table version."""
-    return commit(spark, stage(spark, df, path, options, backend=backend))
+def exists(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` holds a Delta table."""
+    return bool(DeltaTable.isDeltaTable(spark, _absolute(path)))
 
 
-def tables_under(root: str) -> list[str]:
-    """Names of the Delta tables directly under ``root`` (directories with a _delta_log)."""
-    fs, base = _filesystem(_local_or_uri(root))
+def version(spark: SparkSession, path: str) -> int | None:
+    """The latest version of the table at ``path``, or None if there is no table."""
+    if not exists(spark, path):
+        return None
+    row = DeltaTable.forPath(spark, _absolute(path)).history(1).select("version").first()
+    return None if row is None else int(row["version"])
+
+
+def partition_columns(spark: SparkSession, path: str) -> list[str] | None:
+    """The table's partition columns (None when there is no table)."""
+    found = _schema_and_partitions(spark, path)
+    return None if found is None else found[1]
+
+
+def history(spark: SparkSession, path: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest commits, newest first: version, operation, engineInfo, userMetadata."""
+    rows = (
+        DeltaTable.forPath(spark, _absolute(path))
+        .history(limit)
+        .select("version", "operation", "engineInfo", "userMetadata", "operationParameters")
+        .collect()
+    )
+    return [r.asDict() for r in rows]
+
+
+def tables_under(spark: SparkSession, root: str) -> list[str]:
+    """Names of the Delta tables directly under ``root``."""
+    fs, base = _filesystem(_absolute(root))
     try:
         entries = fs.get_file_info(pafs.FileSelector(base, recursive=False))
     except FileNotFoundError:
         return []
     names = [posixpath.basename(e.path) for e in entries if e.type == pafs.FileType.Directory]
-    return sorted(n for n in names if table_exists(posixpath.join(root, n)))
+    return sorted(n for n in names if exists(spark, posixpath.join(root, n)))
 
 
-def partition_columns(path: str) -> list[str] | None:
-    """The table's partition columns (None when there is no table)."""
-    table = _open(_local_or_uri(path))
-    return None if table is None else list(table.metadata().partition_columns)
+def vacuum(
+    spark: SparkSession, path: str, *, retention_hours: int = 168, dry_run: bool = True
+) -> list[str]:
+    """Delta's ``VACUUM``: delete files no version within the retention needs.
+
+    That covers the files of old versions and the files of writes that never committed (a
+    killed run). The retention guard: fewer than 24 hours is refused, because a reader of a
+    recent version or a write still in progress may need those files.
+
+    Returns:
+        The files deleted (or, with ``dry_run``, that would be), relative to the table.
+    """
+    if retention_hours < 24:
+        raise TableError("vacuum retention below 24 hours is refused: readers may need the files")
+    location = _absolute(path)
+    if not exists(spark, location):
+        raise TableError(f"no Delta table at {path}")
+    # Delta's own check refuses < 168 hours; ours (>= 24) replaces it.
+    confs = {_RETENTION_CHECK_CONF: "false", _RETENTION_IGNORE_CONF: "false"}
+    with _CONF_LOCK, _session_confs(spark, confs):
+        listed = spark.sql(
+            f"VACUUM delta.`{location}` RETAIN {int(retention_hours)} HOURS DRY RUN"
+        ).collect()
+        files = sorted(_relative(location, r["path"]) for r in listed)
+        if not dry_run and files:
+            DeltaTable.forPath(spark, location).vacuum(float(retention_hours))
+    return files
 
 
-def repartition(path: str, partition_by: Sequence[str], *, metadata: Mapping[str, str]) -> int:
+def optimize(spark: SparkSession, path: str) -> dict[str, int]:
+    """Delta's ``OPTIMIZE`` (bin-packing compaction): files removed and added."""
+    metrics = DeltaTable.forPath(spark, _absolute(path)).optimize().executeCompaction().first()
+    m = metrics["metrics"] if metrics is not None else None
+    return {
+        "files_removed": int(m["numFilesRemoved"]) if m else 0,
+        "files_added": int(m["numFilesAdded"]) if m else 0,
+    }
+
+
+def repartition(
+    spark: SparkSession, path: str, partition_by: Sequence[str], *, metadata: Mapping[str, str]
+) -> int:
     """Rewrite the whole table partitioned by ``partition_by``, as one new version.
 
-    The rows stream from the current version's files into new ones (the driver holds one
-    batch at a time); the old files stay for time travel until a vacuum. Returns the version.
+    The old files stay for time travel until a vacuum. Returns the new version.
     """
-    from deltalake import write_deltalake
-
-    location = _local_or_uri(path)
-    table = _open(location)
-    if table is None:
+    if not exists(spark, path):
         raise TableError(f"no Delta table at {path}")
-    reader = table.to_pyarrow_dataset().scanner().to_reader()
-    write_deltalake(
-        location,
-        reader,
-        mode="overwrite",
-        partition_by=list(partition_by),
-        schema_mode="overwrite",
-        commit_properties=CommitProperties(custom_metadata=dict(metadata)),
+    current = read(spark, path)
+    options = WriteOptions(
+        mode="overwrite", partition_by=tuple(partition_by), metadata=metadata,
+        overwrite_schema=True,
+    )  # fmt: skip
+    return write(spark, current, path, options).version
+
+
+def partition_predicate(values: Mapping[str, Any]) -> str:
+    """A SQL predicate selecting one snapshot, e.g. ``model_name = 'rfm' AND as_of = DATE
+    '2025-12-31'`` (values quoted as SQL literals)."""
+    if not values:
+        raise TableError("a replaced snapshot needs at least one partition value")
+    return " AND ".join(
+        f"`{k}` IS NULL" if v is None else f"`{k}` = {sql_literal(v)}"
+        for k, v in sorted(values.items())
     )
-    return DeltaTable(location).version()
-
-
-def data_files(path: str) -> list[str]:
-    """The data files of the table's current version (for readers outside Spark)."""
-    table = _open(_local_or_uri(path))
-    if table is None:
-        raise TableError(f"no Delta table at {path}")
-    return list(table.file_uris())
 
 
 def write_file(path: str, data: bytes) -> str:
@@ -343,7 +355,7 @@ def write_file(path: str, data: bytes) -> str:
     The bytes go to a temporary name first and are then moved into place, so a reader never
     sees half a file. Returns the absolute path or URI written.
     """
-    location = _local_or_uri(path)
+    location = _absolute(path)
     fs, target = _filesystem(location)
     fs.create_dir(posixpath.dirname(target), recursive=True)
     tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
@@ -353,323 +365,153 @@ def write_file(path: str, data: bytes) -> str:
     return location
 
 
-def table_exists(path: str) -> bool:
-    """Whether ``path`` holds a Delta table (has a transaction log)."""
-    return _open(_local_or_uri(path)) is not None
-
-
-def table_version(path: str) -> int | None:
-    """The latest version of the table at ``path``, or None if there is no table."""
-    table = _open(_local_or_uri(path))
-    return None if table is None else table.version()
-
-
-def table_schema(path: str) -> pa.Schema:
-    """The Arrow schema of the Delta table at ``path`` (read from its log, no Spark work)."""
-    table = _open(_local_or_uri(path))
-    if table is None:
-        raise TableError(f"no Delta table at {path} (no _delta_log)")
-    return pa.schema(table.schema().to_arrow())
-
-
-def read_table(
-    spark: SparkSession,
-    path: str,
-    *,
-    backend: Backend,
-    version: int | None = None,
-    partitions: Mapping[str, Any] | None = None,
-) -> DataFrame:
-    """Read a Delta table as a distributed DataFrame.
-
-    Args:
-        spark: the active session.
-        path: the table location.
-        backend: ``spark`` uses Spark's Delta source; ``embedded`` resolves the files of the
-            snapshot with delta-rs and reads them with Spark's Parquet reader.
-        version: the table version to read (time travel); None reads the latest.
-        partitions: keep only these partition values, e.g. ``{"as_of": date(2025, 12, 31)}``.
-    """
-    if backend == "spark":
-        reader = spark.read.format("delta")
-        if version is not None:
-            reader = reader.option("versionAsOf", version)
-        df = reader.load(path)
-        for key, value in (partitions or {}).items():
-            df = df.where(F.col(key) == F.lit(value))
-        return df
-    location = _local_or_uri(path)
-    try:
-        table = DeltaTable(location, version=version)
-    except TableNotFoundError as exc:
-        raise TableError(f"no Delta table at {path} (no _delta_log)") from exc
-    except Exception as exc:
-        raise TableError(f"cannot read Delta table {path} at version {version}: {exc}") from exc
-    spark_schema = from_arrow_schema(pa.schema(table.schema().to_arrow()))
-    part_cols = list(table.metadata().partition_columns)
-    data_fields = [f for f in spark_schema.fields if f.name not in part_cols]
-    actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
-    groups: dict[tuple[Any, ...], list[str]] = {}
-    for action in actions:
-        part_key = tuple(action.get(f"partition.{c}") for c in part_cols)
-        if partitions and any(
-            _partition_string(action.get(f"partition.{k}")) != _partition_string(v)
-            for k, v in partitions.items()
-        ):
-            continue
-        groups.setdefault(part_key, []).append(posixpath.join(location, action["path"]))
-    if not groups:
-        return spark.createDataFrame([], spark_schema)
-    types = {f.name: f.dataType for f in spark_schema.fields}
-    frames = []
-    for part_key, files in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
-        part = spark.read.schema(T.StructType(data_fields)).parquet(*files)
-        for col, value in zip(part_cols, part_key, strict=True):
-            # CASE without ELSE keeps the column nullable, as the table schema declares it.
-            part = part.withColumn(col, F.when(F.lit(True), F.lit(value)).cast(types[col]))
-        frames.append(part.select(*spark_schema.names))
-    return reduce(DataFrame.unionByName, frames)
-
-
-def vacuum(path: str, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
-    """Delete files no reader needs: old versions' files and files of runs that never committed.
-
-    Two kinds of files go: those delta-rs's vacuum finds (no longer referenced by any version
-    within ``retention_hours``), and the staging directories of writes that never committed
-    (a killed or failed run; their write id is in no commit of the log), once older than the
-    retention. The retention guard: fewer than 24 hours is refused, because a reader of a
-    recent version or a write still in progress may need those files.
-
-    Returns:
-        The paths deleted (or, with ``dry_run``, that would be deleted), relative to the table.
-    """
-    if retention_hours < 24:
-        raise TableError("vacuum retention below 24 hours is refused: readers may need the files")
-    location = _local_or_uri(path)
-    table = _open(location)
-    if table is None:
-        raise TableError(f"no Delta table at {path}")
-    removed = list(
-        table.vacuum(
-            retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False
-        )
-    )
-    committed = {e.get("segmentation.write_id") for e in table.history()}
-    active = {posixpath.relpath(u, location).split("/", 1)[0] for u in table.file_uris()}
-    fs, root = _filesystem(location)
-    cutoff_ns = (time.time() - retention_hours * 3600) * 1e9
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=False)):
-        name = posixpath.basename(info.path)
-        if not name.startswith("data-") or name in committed or name in active:
-            continue
-        files = fs.get_file_info(pafs.FileSelector(info.path, recursive=True))
-        newest = max([f.mtime_ns or 0 for f in files] + [info.mtime_ns or 0])
-        if newest > cutoff_ns:
-            continue  # maybe a write still in progress
-        removed += [posixpath.relpath(f.path, root) for f in files if f.type == pafs.FileType.File]
-        if not dry_run:
-            fs.delete_dir(info.path)
-    return sorted(removed)
-
-
 # --- internals ---------------------------------------------------------------------------
 
 
-def _commit_spark(spark: SparkSession, staged: StagedWrite) -> int:
-    opts = staged.options
-    assert staged.df is not None
-    writer = staged.df.write.format("delta").mode(opts.mode)
-    if opts.partition_by:
-        writer = writer.partitionBy(*opts.partition_by)
-    if opts.mode == "overwrite" and opts.replace_partitions:
-        predicate = " AND ".join(
-            f"{k} = '{_partition_string(v)}'" for k, v in opts.replace_partitions.items()
-        )
-        writer = writer.option("replaceWhere", predicate)
-    if opts.idempotency_key:
-        writer = writer.option("txnAppId", opts.idempotency_key).option("txnVersion", _TXN_VERSION)
-    for key, value in opts.metadata.items():
-        writer = writer.option(f"userMetadata.{key}", value)
-    writer.save(staged.path)
-    version = spark.sql(f"DESCRIBE HISTORY delta.`{staged.path}` LIMIT 1").first()
-    staged.committed_version = int(version["version"]) if version else 0
-    return staged.committed_version
-
-
-def _collect_adds(
-    path: str, staging_rel: str, schema: T.StructType, options: WriteOptions
-) -> tuple[list[AddAction], int]:
-    """AddActions for exactly the Parquet files this write's Spark job produced."""
-    location = _local_or_uri(path)
-    fs, staging_root = _filesystem(posixpath.join(location, staging_rel))
-    infos = fs.get_file_info(pafs.FileSelector(staging_root, recursive=True))
-    adds: list[AddAction] = []
-    total = 0
-    data_fields = {f.name: f for f in schema.fields if f.name not in options.partition_by}
-    for info in sorted(infos, key=lambda i: i.path):
-        name = posixpath.basename(info.path)
-        if info.type != pafs.FileType.File:
-            continue
-        if not name.endswith(".parquet"):
-            # Checksums and markers of the local filesystem: never part of the table.
-            fs.delete_file(info.path)
-            continue
-        rel_in_stage = posixpath.relpath(info.path, staging_root)
-        partition_values = _partition_values(rel_in_stage, options.partition_by)
-        with fs.open_input_file(info.path) as handle:
-            metadata = pq.ParquetFile(handle).metadata
-        total += metadata.num_rows
-        adds.append(
-            AddAction(
-                path=posixpath.join(staging_rel, rel_in_stage),
-                size=int(info.size),
-                partition_values=partition_values,
-                modification_time=int(info.mtime_ns // 1_000_000) if info.mtime_ns else 0,
-                data_change=True,
-                stats=json.dumps(_file_stats(metadata, data_fields)),
-            )
-        )
-    return adds, total
-
-
-def _partition_values(rel_path: str, partition_by: Sequence[str]) -> dict[str, str | None]:
-    values: dict[str, str | None] = {}
-    for segment in rel_path.split("/")[:-1]:
-        key, sep, raw = segment.partition("=")
-        if sep and key in partition_by:
-            value = urllib.parse.unquote(raw)
-            values[key] = None if value == _HIVE_NULL else value
-    missing = set(partition_by) - set(values)
-    if missing:
-        raise TableError(f"file {rel_path} has no partition value for {sorted(missing)}")
-    return values
-
-
-def _file_stats(metadata: pq.FileMetaData, fields: Mapping[str, T.StructField]) -> dict[str, Any]:
-    """Delta per-file statistics (numRecords, minValues, maxValues, nullCount) from a footer."""
-    mins: dict[str, Any] = {}
-    maxs: dict[str, Any] = {}
-    nulls: dict[str, int] = {}
-    for ci in range(metadata.num_columns):
-        column = metadata.row_group(0).column(ci) if metadata.num_row_groups else None
-        if column is None:
-            break
-        name = column.path_in_schema
-        spark_field = fields.get(name)
-        if spark_field is None or not _has_stats(spark_field.dataType):
-            continue
-        lo = hi = None
-        null_count = 0
-        complete = True
-        for rg in range(metadata.num_row_groups):
-            stats = metadata.row_group(rg).column(ci).statistics
-            if stats is None:
-                complete = False
-                break
-            null_count += stats.null_count or 0
-            if stats.has_min_max:
-                lo = stats.min if lo is None else min(lo, stats.min)
-                hi = stats.max if hi is None else max(hi, stats.max)
-        if not complete:
-            continue
-        nulls[name] = int(null_count)
-        if lo is not None and hi is not None and not _is_nan(lo) and not _is_nan(hi):
-            mins[name] = _json_value(lo, spark_field.dataType)
-            maxs[name] = _json_value(hi, spark_field.dataType)
-    return {
-        "numRecords": metadata.num_rows,
-        "minValues": mins,
-        "maxValues": maxs,
-        "nullCount": nulls,
-    }
-
-
-def _has_stats(data_type: T.DataType) -> bool:
-    return isinstance(
-        data_type,
-        T.IntegralType | T.FloatType | T.DoubleType | T.StringType | T.DateType | T.TimestampType,
-    )
-
-
-def _is_nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _json_value(value: Any, data_type: T.DataType) -> Any:
-    if isinstance(data_type, T.TimestampType):
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=dt.UTC)
-            return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def _schema_and_partitions(spark: SparkSession, path: str) -> tuple[T.StructType, list[str]] | None:
+    if not exists(spark, path):
         return None
-    if isinstance(data_type, T.DateType):
-        return value.isoformat() if isinstance(value, dt.date) else None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return value
-
-
-def _partition_string(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
+    table = DeltaTable.forPath(spark, _absolute(path))
+    detail = table.detail().select("partitionColumns").first()
+    parts = list(detail["partitionColumns"]) if detail is not None else []
+    return table.toDF().schema, parts
 
 
 def _check_compatible(
-    path: str, table: DeltaTable, arrow_schema: pa.Schema, opts: WriteOptions
+    path: str,
+    existing: tuple[T.StructType, list[str]],
+    schema: T.StructType,
+    opts: WriteOptions,
 ) -> None:
-    existing = pa.schema(table.schema().to_arrow())
-    existing_parts = list(table.metadata().partition_columns)
-    if existing_parts != list(opts.partition_by):
+    """Name the columns of a schema or partitioning conflict before Delta refuses the write."""
+    table_schema, table_parts = existing
+    replacing_all = opts.mode == "overwrite" and not opts.replace and opts.overwrite_schema
+    if replacing_all:
+        return
+    if opts.partition_by and table_parts != list(opts.partition_by):
         raise TableError(
-            f"table {path} is partitioned by {existing_parts}, this write by "
+            f"table {path} is partitioned by {table_parts}, this write by "
             f"{list(opts.partition_by)}: write to a new table location"
         )
-    replacing_all = opts.mode == "overwrite" and not opts.replace_partitions
-    old = {f.name: f.type for f in existing}
-    new = {f.name: f.type for f in arrow_schema}
-    if old != new and not replacing_all:
-        added = sorted(set(new) - set(old))
-        removed = sorted(set(old) - set(new))
-        changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
-        raise TableError(
-            f"table {path} has a different schema (added {added}, removed {removed}, "
-            f"changed {changed}); the columns changed with the configuration: write to a new "
-            "table location or replace the whole table"
-        )
+    old = {f.name: f.dataType for f in table_schema.fields}
+    new = {f.name: f.dataType for f in schema.fields}
+    added = sorted(set(new) - set(old))
+    removed = sorted(set(old) - set(new))
+    changed = sorted(
+        f"{k} ({old[k].simpleString()} -> {new[k].simpleString()})"
+        for k in set(old) & set(new)
+        if old[k] != new[k]
+    )
+    if not (added or removed or changed) or (opts.evolve_schema and not removed and not changed):
+        return
+    raise TableError(
+        f"table {path} has a different schema: columns added {added}, removed {removed}, "
+        f"changed {changed}. Delta enforces the table's schema: write to a new table location, "
+        "or replace the whole table"
+        + ("" if opts.evolve_schema else " (this table does not evolve its schema)")
+    )
 
 
-def _version_of_write(location: str, write_id: str) -> int:
-    """The version our commit got: found by its write id, since other writers may commit too.
-
-    delta-rs numbers ``history()`` entries by counting down from a second read of the latest
-    version (delta-io/delta-rs#4488), so a commit landing during the call shifts every number.
-    The history is trusted only when the latest version is the same before and after it.
-    """
-    for _ in range(20):
-        table = DeltaTable(location)
-        entries = table.history(limit=100)
-        if DeltaTable(location).version() != table.version():
-            continue  # another writer committed meanwhile: the numbering may be shifted
-        for entry in entries:
-            if entry.get("segmentation.write_id") == write_id:
-                return int(entry["version"])
-        break
-    raise TableError(f"commit {write_id} to {location} is not in the table's recent history")
-
-
-def _open(location: str) -> DeltaTable | None:
+@contextmanager
+def _translated(path: str, snapshot: Mapping[str, Any] | None) -> Iterator[None]:
+    """Delta's conflict and schema exceptions as ``TableError`` naming table and snapshot."""
+    what = f"snapshot {partition_predicate(snapshot)}" if snapshot else "the table"
     try:
-        return DeltaTable(location)
-    except TableNotFoundError:
-        return None
+        yield
+    except _CONFLICTS as exc:
+        raise TableError(
+            f"conflict: another run changed {what} of {path} at the same time; this run's "
+            f"rows were not committed (the table holds the other run's). Re-run to replace "
+            f"them. ({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
+    except AnalysisException as exc:
+        text = str(exc)
+        if "replaceWhere" in text or "DELTA_REPLACE_WHERE" in text:
+            raise TableError(
+                f"rows written to {what} of {path} fall outside it: {_first_line(exc)}"
+            ) from exc
+        if "schema" in text.lower():
+            raise TableError(
+                f"table {path} refused the write's schema: {_first_line(exc)}"
+            ) from exc
+        raise TableError(f"write to Delta table {path} failed: {_first_line(exc)}") from exc
 
 
-def _local_or_uri(path: str) -> str:
+def _written(spark: SparkSession, path: str, write_id: str, txn: Txn | None) -> Written:
+    """The version our write produced, found by its write id (others may have committed)."""
+    entries = history(spark, path, _HISTORY_SEARCH)
+    for entry in entries:
+        meta = _parse_metadata(entry.get("userMetadata"))
+        if meta.get("write_id") == write_id:
+            return Written(int(entry["version"]), True)
+    if txn is not None:
+        for entry in entries:
+            meta = _parse_metadata(entry.get("userMetadata"))
+            if meta.get("txn_app_id") == txn.app_id:
+                log.info("%s already holds transaction %s: not committed again", path, txn.app_id)
+                return Written(int(entry["version"]), False)
+        log.info("%s already holds transaction %s: not committed again", path, txn.app_id)
+        return Written(int(entries[0]["version"]), False)
+    raise TableError(f"write {write_id} to {path} is not in the table's recent history")
+
+
+def _user_metadata(opts: WriteOptions, write_id: str) -> str:
+    meta = {**opts.metadata, "write_id": write_id}
+    if opts.txn is not None:
+        meta["txn_app_id"] = opts.txn.app_id
+    return json.dumps(meta, sort_keys=True)
+
+
+def _parse_metadata(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@contextmanager
+def _session_confs(spark: SparkSession, confs: Mapping[str, str]) -> Iterator[None]:
+    previous = {k: spark.conf.get(k, None) for k in confs}
+    for k, v in confs.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, old in previous.items():
+            if old is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, old)
+
+
+def sql_literal(value: Any) -> str:
+    """``value`` as a Spark SQL literal (strings quoted and escaped, dates as DATE '...')."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE '{value.isoformat()}'"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _relative(location: str, file_path: str) -> str:
+    local = file_path.removeprefix("file:").removeprefix("//")
+    return posixpath.relpath(local, location) if local.startswith("/") else file_path
+
+
+def _absolute(path: str) -> str:
     """Absolute local path for plain paths; URIs (s3a://, file://...) unchanged."""
     if "://" in path:
         return path

@@ -93,9 +93,15 @@ class DevCluster:
         Applications log events for the history server. Executors' Python workers run a bare
         interpreter with neither pyspark nor this project installed: pyspark comes from Spark's
         own zip, the library only from ``--py-files``, which is what proves the shipping works.
-        The driver keeps this virtual environment's interpreter.
+        The driver keeps this virtual environment's interpreter. The Delta jars are resolved
+        on the driver (``spark.jars.packages``, from the Ivy cache ``make setup`` filled) and
+        shipped to the executors, which write the tables' files.
         """
+        from segmentation.session import PROVIDED_BY_SPARK, delta_coordinates
+
         return {
+            "spark.jars.packages": delta_coordinates(),
+            "spark.jars.excludes": ",".join(PROVIDED_BY_SPARK),
             "spark.eventLog.enabled": "true",
             "spark.eventLog.dir": self.event_log_dir.as_uri(),
             "spark.driver.host": HOST,

@@ -138,6 +138,26 @@ def apply_snapshot(
     )
 
 
+def merge_source(
+    history: DataFrame, snapshot: DataFrame, *, as_of: dt.date, model_name: str
+) -> DataFrame:
+    """The rows of ``model_name``'s history that applying the snapshot of ``as_of`` writes.
+
+    The source of one MERGE on (customer_id, model_name, valid_from): every row
+    ``apply_snapshot`` opens, closes, keeps open or re-opens. Rows closed before ``as_of`` are
+    untouched and not in it. A target row of ``model_name`` opened on ``as_of`` that is not in
+    it (an earlier application of this same snapshot, replayed without that customer) is the
+    only row the MERGE deletes; customers who left get their row closed, never deleted.
+    """
+    day = F.lit(as_of).cast("date")
+    applied = apply_snapshot(
+        history.where(F.col("model_name") == model_name), snapshot, as_of=as_of,
+        model_name=model_name,
+    )  # fmt: skip
+    touched = F.col("valid_to").isNull() | (F.col("valid_to") == day) | (F.col("valid_from") == day)
+    return applied.where(touched)
+
+
 def rebuild(membership: DataFrame, *, model_name: str, snapshots: Sequence[dt.date]) -> DataFrame:
     """The history of ``model_name`` derived from every membership snapshot (any order).
 

@@ -14,14 +14,14 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import mlflow
 import pyspark
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -70,6 +70,9 @@ class GenerateResult:
 def generate(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> GenerateResult:
     """Write the sample ``events``, ``customers`` and ``segment_truth`` tables.
 
+    Each table is replaced whole. The writes carry one transaction id derived from the
+    generator settings, so generating the same sample again commits nothing.
+
     Args:
         spark: the active session.
         cfg: ``generator`` sizes and seed; ``storage`` for the table locations.
@@ -77,10 +80,10 @@ def generate(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) ->
     """
     storage = cfg.storage
     paths = {name: storage.table_path(name) for name in (EVENTS, CUSTOMERS, TRUTH)}
-    if if_absent and delta_tables.table_exists(paths[EVENTS]):
+    if if_absent and delta_tables.exists(spark, paths[EVENTS]):
         log.info("sample events already at %s: not generated again", paths[EVENTS])
         return GenerateResult(
-            True, {n: delta_tables.table_version(p) for n, p in paths.items()}, {}
+            True, {n: delta_tables.version(spark, p) for n, p in paths.items()}, {}
         )
     g = cfg.generator
     data = gen.generate(
@@ -92,20 +95,20 @@ def generate(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) ->
         end_date=g.end_date,
         partitions=g.partitions,
     )
-    backend = delta_tables.resolve_backend(spark, storage.delta_backend)
     params = json.dumps(to_dict(g), sort_keys=True)
-    key = "generate-" + hashlib.sha256(params.encode()).hexdigest()[:16]
+    key = hashlib.sha256(params.encode()).hexdigest()[:16]
     options = delta_tables.WriteOptions(
-        mode="overwrite", idempotency_key=key, metadata={"job": "generate", "params": params}
+        mode="overwrite",
+        txn=delta_tables.Txn(f"segmentation:generate:{key}"),
+        metadata={"job": "generate", "params": params},
+        overwrite_schema=True,
     )
-    frames = {
-        EVENTS: (data.events, options),
-        CUSTOMERS: (data.customers, options),
-        TRUTH: (data.segment_truth, options),
-    }
-    staged = _stage_all(spark, frames, paths, backend)
-    versions = _commit_all(spark, staged)
-    return GenerateResult(False, dict(versions), {n: s.rows for n, s in staged.items()})
+    frames = {EVENTS: data.events, CUSTOMERS: data.customers, TRUTH: data.segment_truth}
+    versions = write_tables(
+        [(n, _writer(spark, df, paths[n], options)) for n, df in frames.items()]
+    )
+    rows = {n: delta_tables.read(spark, paths[n], version=v).count() for n, v in versions.items()}
+    return GenerateResult(False, dict(versions), rows)
 
 
 # --- features -----------------------------------------------------------------------------
@@ -126,16 +129,16 @@ class FeaturesResult:
 
 def check_inputs(cfg: AppConfig) -> None:
     """Fail before any Spark work if the events path or a mapped column is missing."""
-    backend = delta_tables.configured_backend(cfg.storage.delta_backend, cfg.spark.conf)
-    sources.check_source(cfg.input.events, cfg.events_path(), backend=backend)
+    sources.check_source(cfg.input.events, cfg.events_path())
 
 
 @dataclass
-class StagedFeatures:
-    """A feature snapshot and its quarantined rows, staged (not yet visible)."""
+class FeatureSnapshot:
+    """A feature snapshot and its quarantined rows, computed and persisted, not yet written."""
 
-    features: delta_tables.StagedWrite
-    rejected: delta_tables.StagedWrite
+    features: DataFrame
+    rejected: DataFrame
+    customers: int
     rejected_counts: dict[str, int]
     input_rows: int
     events_path: str
@@ -144,66 +147,76 @@ class StagedFeatures:
     levels: dict[str, tuple[str, ...]]
     """The category, channel and device levels the features use (configured or discovered)."""
 
-    def rows(self, spark: SparkSession, as_of: dt.date) -> DataFrame:
-        """The staged feature rows, with their ``as_of`` column."""
-        return delta_tables.staged_rows(spark, self.features).withColumn(
-            feat.AS_OF, F.lit(as_of).cast("date")
-        )
+    def writes(
+        self, spark: SparkSession, cfg: AppConfig, *, job: str, run_id: str
+    ) -> list[tuple[str, Callable[[], int]]]:
+        """The two snapshot writes, quarantine first (see ``write_tables``)."""
+        options = _snapshot_options(
+            cfg, job=job, run_id=run_id, partition_by=(feat.AS_OF,),
+            snapshot={feat.AS_OF: cfg.features.as_of},
+            metadata={"events_path": self.events_path, "events_version": str(self.events_version)},
+        )  # fmt: skip
+        evolving = dataclasses.replace(options, evolve_schema=True)
+        return [
+            (REJECTED, _writer(spark, self.rejected, cfg.storage.table_path(REJECTED), options)),
+            (FEATURES, _writer(spark, self.features, cfg.storage.table_path(FEATURES), evolving)),
+        ]
 
-    def abort(self) -> None:
-        delta_tables.abort(self.features)
-        delta_tables.abort(self.rejected)
+    def unpersist(self) -> None:
+        self.features.unpersist()
+        self.rejected.unpersist()
 
 
 def build_features(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
     """Quarantine unusable events, compute ``customer_features`` as of ``features.as_of``.
 
-    Both tables' snapshots for ``as_of`` are replaced together, and only if the share of
-    rejected input rows is within ``quality.max_reject_share``; otherwise no table changes.
-    The run is tracked in MLflow with the counts per reject reason.
+    Both tables' snapshots for ``as_of`` are replaced (``rejected_events`` first), and only if
+    the share of rejected input rows is within ``quality.max_reject_share``; otherwise no table
+    changes. The run is tracked in MLflow with the counts per reject reason.
     """
-    backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
     experiment_id = tracking.configure(cfg.tracking)
     as_of = cfg.features.as_of
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"build_features {as_of}"):
         run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
         mlflow.set_tag("job", "build_features")
-        staged = stage_features(spark, cfg, backend=backend, run_id=run_id, job="build_features")
-        version = _commit_all(spark, {REJECTED: staged.rejected, FEATURES: staged.features})[
-            FEATURES
-        ]
-        mlflow.set_tag("output.customer_features.version", str(version))
+        snapshot = compute_feature_snapshot(spark, cfg)
+        try:
+            versions = write_tables(
+                snapshot.writes(spark, cfg, job="build_features", run_id=run_id)
+            )
+        finally:
+            snapshot.unpersist()
+        for name, v in versions.items():
+            mlflow.set_tag(f"output.{name}.version", str(v))
     return FeaturesResult(
         as_of=as_of,
-        customers=staged.features.rows,
-        version=version,
-        events_path=staged.events_path,
-        events_version=staged.events_version,
-        input_rows=staged.input_rows,
-        rejected=staged.rejected_counts,
-        feature_columns=staged.feature_columns,
+        customers=snapshot.customers,
+        version=versions[FEATURES],
+        events_path=snapshot.events_path,
+        events_version=snapshot.events_version,
+        input_rows=snapshot.input_rows,
+        rejected=snapshot.rejected_counts,
+        feature_columns=snapshot.feature_columns,
         run_id=run_id,
     )
 
 
-def stage_features(
-    spark: SparkSession, cfg: AppConfig, *, backend: delta_tables.Backend, run_id: str, job: str
-) -> StagedFeatures:
-    """Stage the ``customer_features`` and ``rejected_events`` snapshots of ``features.as_of``.
+def compute_feature_snapshot(spark: SparkSession, cfg: AppConfig) -> FeatureSnapshot:
+    """The ``customer_features`` and ``rejected_events`` rows of ``features.as_of``, persisted.
 
-    Logs params and quality metrics to the active MLflow run. Raises (and stages nothing) when
+    Logs params and quality metrics to the active MLflow run. Raises (and writes nothing) when
     too many rows are rejected or no usable event is left.
     """
     fc, q = cfg.features, cfg.quality
     events_path = cfg.events_path()
-    source = sources.read_events(spark, cfg.input.events, events_path, backend=backend)
+    source = sources.read_events(spark, cfg.input.events, events_path)
     split = quality.split_events(
         source.events,
         earliest=q.earliest_event_date,
         latest=fc.as_of + dt.timedelta(days=q.max_days_after_as_of),
     )
     events_version = (
-        delta_tables.table_version(events_path) if cfg.input.events.format == "delta" else None
+        delta_tables.version(spark, events_path) if cfg.input.events.format == "delta" else None
     )
     tracking.log_params(
         {
@@ -215,45 +228,27 @@ def stage_features(
             "max_reject_share": q.max_reject_share,
         }
     )
-    snapshot = delta_tables.WriteOptions(
-        mode="overwrite",
-        partition_by=(feat.AS_OF,),
-        replace_partitions={feat.AS_OF: fc.as_of},
-        idempotency_key=f"{job}-{run_id}",
-        metadata={
-            "job": job,
-            "run_id": run_id,
-            "as_of": fc.as_of.isoformat(),
-            "events_path": events_path,
-            "events_version": str(events_version),
-        },
-    )
     rejected_df = split.rejected.select(
         *sources.CANONICAL_SCHEMA.names,
         quality.REASON,
         F.lit(fc.as_of).alias(feat.AS_OF),
-        F.lit(run_id).alias("run_id"),
-    )
-    staged_rejected = delta_tables.stage(
-        spark, rejected_df, cfg.storage.table_path(REJECTED), snapshot, backend=backend
-    )
+        F.lit(mlflow.active_run().info.run_id).alias("run_id"),  # type: ignore[union-attr]
+    ).persist(StorageLevel.MEMORY_AND_DISK)
     input_rows = source.events.count()
     rejected = {
         r[quality.REASON]: int(r["count"])
-        for r in delta_tables.staged_rows(spark, staged_rejected)
-        .groupBy(quality.REASON)
-        .count()
-        .collect()
+        for r in rejected_df.groupBy(quality.REASON).count().collect()
     }
+    n_rejected = sum(rejected.values())
     mlflow.log_metric("input_rows", input_rows)
-    mlflow.log_metric("rejected_rows", staged_rejected.rows)
+    mlflow.log_metric("rejected_rows", n_rejected)
     for reason in quality.REASONS:
         mlflow.log_metric(f"rejected_{reason}", rejected.get(reason, 0))
-    share = staged_rejected.rows / input_rows if input_rows else 0.0
+    share = n_rejected / input_rows if input_rows else 0.0
     if share > q.max_reject_share:
-        delta_tables.abort(staged_rejected)
+        rejected_df.unpersist()
         raise InputError(
-            f"{staged_rejected.rows} of {input_rows} input events ({share:.1%}) were "
+            f"{n_rejected} of {input_rows} input events ({share:.1%}) were "
             f"rejected, more than quality.max_reject_share ({q.max_reject_share:.1%}); "
             f"by reason: {_counts(rejected)}. No table was changed: fix the input, or "
             "raise quality.max_reject_share to write them to rejected_events."
@@ -263,16 +258,14 @@ def stage_features(
 
     configured = {"category": fc.categories, "channel": fc.channels, "device": fc.devices}
     # Levels not configured are discovered, all in one pass over the events: counted over the
-    # valid events minus the duplicate copies (read back from the staged quarantine), which
-    # equals counting the de-duplicated events without de-duplicating twice.
-    staged_duplicates = delta_tables.staged_rows(spark, staged_rejected).where(
-        F.col(quality.REASON) == quality.DUPLICATE_EVENT
-    )
+    # valid events minus the duplicate copies (from the persisted quarantine), which equals
+    # counting the de-duplicated events without de-duplicating twice.
+    duplicates = rejected_df.where(F.col(quality.REASON) == quality.DUPLICATE_EVENT)
     levels = feat.discover_all_levels(
         split.valid,
         [c for c, lv in configured.items() if lv is None and c in source.present],
         max_levels=fc.max_levels,
-        minus=staged_duplicates,
+        minus=duplicates,
     )
     for column, lv in configured.items():
         levels.setdefault(column, () if column not in source.present or lv is None else lv)
@@ -285,26 +278,21 @@ def stage_features(
         channels=levels["channel"],
         devices=levels["device"],
         with_discount="discount" in source.present,
-    )
-    try:
-        staged = delta_tables.stage(
-            spark, features_df, cfg.storage.table_path(FEATURES), snapshot, backend=backend
-        )
-    except BaseException:
-        delta_tables.abort(staged_rejected)
-        raise
-    if staged.rows == 0:
-        delta_tables.abort(staged)
-        delta_tables.abort(staged_rejected)
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    customers = features_df.count()
+    if customers == 0:
+        features_df.unpersist()
+        rejected_df.unpersist()
         raise InputError(
             f"no usable events on or before {fc.as_of} in {events_path} "
             f"({input_rows} input rows; rejected by reason: {_counts(rejected)}); "
             "check features.as_of and the input. No table was changed."
         )
-    mlflow.log_metric("customers", staged.rows)
-    return StagedFeatures(
-        features=staged,
-        rejected=staged_rejected,
+    mlflow.log_metric("customers", customers)
+    return FeatureSnapshot(
+        features=features_df,
+        rejected=rejected_df,
+        customers=customers,
         rejected_counts=rejected,
         input_rows=input_rows,
         events_path=events_path,
@@ -397,16 +385,15 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
     version is also published (membership, history, migration and drift for ``features.as_of``)
     and the alias moved to it, last.
     """
-    backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
     t, fc, tc = cfg.training, cfg.features, cfg.tracking
     if tc.promote:
-        check_table_layout(cfg)
+        check_table_layout(spark, cfg)
     features_path = cfg.storage.table_path(FEATURES)
-    if not delta_tables.table_exists(features_path):
+    if not delta_tables.exists(spark, features_path):
         raise InputError(f"no customer_features table at {features_path}: run build_features first")
-    features_version = delta_tables.table_version(features_path)
-    features_df = delta_tables.read_table(
-        spark, features_path, backend=backend, partitions={feat.AS_OF: fc.as_of}
+    features_version = delta_tables.version(spark, features_path)
+    features_df = delta_tables.read(
+        spark, features_path, version=features_version, partitions={feat.AS_OF: fc.as_of}
     ).cache()
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     experiment_id = tracking.configure(tc)
@@ -444,7 +431,6 @@ def train_segments(spark: SparkSession, cfg: AppConfig) -> TrainResult:
             result = _track_and_write(
                 spark,
                 cfg,
-                backend=backend,
                 run_id=run.info.run_id,
                 experiment_id=experiment_id,
                 features_version=features_version,
@@ -547,7 +533,6 @@ def _track_and_write(
     spark: SparkSession,
     cfg: AppConfig,
     *,
-    backend: delta_tables.Backend,
     run_id: str,
     experiment_id: str,
     features_version: int | None,
@@ -610,7 +595,7 @@ def _track_and_write(
         },
         "k_selection.json",
     )
-    explained = _explain(spark, cfg, backend=backend, model=model, assigned=assigned,
+    explained = _explain(spark, cfg, model=model, assigned=assigned,
                          profiles=profiles, names=names, selection=selection)  # fmt: skip
     _log_explanation(explained, cfg)
     mlflow.log_metrics(
@@ -663,48 +648,40 @@ def _track_and_write(
         "profiles/segment_profiles.json",
     )
     tracking.log_json({str(k): v for k, v in names.items()}, "profiles/segment_names.json")
-    per_version = delta_tables.WriteOptions(
-        mode="overwrite",
-        partition_by=("model_name", "model_version"),
-        replace_partitions={"model_name": tc.registered_model, "model_version": version},
-        idempotency_key=f"train_segments-{run_id}",
-        metadata={"job": "train_segments", "run_id": run_id, "model_version": str(version)},
-    )
-    version_frames = {PROFILES: (profile_df, per_version)}
+    per_version = _snapshot_options(
+        cfg, job="train_segments", run_id=run_id, partition_by=("model_name", "model_version"),
+        snapshot={"model_name": tc.registered_model, "model_version": version},
+    )  # fmt: skip
+    version_writes = [
+        (PROFILES, _writer(spark, profile_df, cfg.storage.table_path(PROFILES), per_version))
+    ]
     if explained.composition is not None:
-        version_frames[COMPOSITION] = (
-            _composition_df(spark, explained.composition, names).select(
-                F.lit(fc.as_of).alias(feat.AS_OF),
-                F.lit(tc.registered_model).alias("model_name"),
-                F.lit(version).cast("int").alias("model_version"),
-                F.lit(run_id).alias("run_id"),
-                "*",
-            ),
-            per_version,
+        composition_df = _composition_df(spark, explained.composition, names).select(
+            F.lit(fc.as_of).alias(feat.AS_OF),
+            F.lit(tc.registered_model).alias("model_name"),
+            F.lit(version).cast("int").alias("model_version"),
+            F.lit(run_id).alias("run_id"),
+            "*",
         )
-    staged_version = _stage_all(
-        spark, version_frames, {n: cfg.storage.table_path(n) for n in version_frames}, backend
-    )
+        version_writes.append(
+            (COMPOSITION,
+             _writer(spark, composition_df, cfg.storage.table_path(COMPOSITION), per_version))
+        )  # fmt: skip
     publication = None
     if tc.promote:
-        try:
-            publication = publish(
-                spark,
-                cfg,
-                backend=backend,
-                job="train_segments",
-                run_id=run_id,
-                assigned=assigned,
-                features_df=features_df,
-                model_version=version,
-                model_features=model.scaling.features,
-                names=names,
-                scored_at=scored_at,
-                extra=staged_version,
-            )
-        except BaseException:
-            _abort_all(staged_version)
-            raise
+        publication = publish(
+            spark,
+            cfg,
+            job="train_segments",
+            run_id=run_id,
+            assigned=assigned,
+            features_df=features_df,
+            model_version=version,
+            model_features=model.scaling.features,
+            names=names,
+            scored_at=scored_at,
+            first=version_writes,
+        )
         versions = publication.table_versions
         tracking.promote(
             tc.registered_model, tc.alias, version,
@@ -712,10 +689,10 @@ def _track_and_write(
         )  # fmt: skip
         mlflow.set_tag("promoted_to", tc.alias)
     else:
-        versions = _commit_all(spark, staged_version)
+        versions = write_tables(version_writes)
     for name, v in versions.items():
         mlflow.set_tag(f"output.{name}.version", str(v))
-    ari = _ari_vs_truth(spark, cfg, assigned, backend)
+    ari = _ari_vs_truth(spark, cfg, assigned)
     if ari is not None:
         mlflow.log_metric("ari_vs_truth", ari)
     report_path = None
@@ -755,14 +732,12 @@ def _track_and_write(
     )
 
 
-def _ari_vs_truth(
-    spark: SparkSession, cfg: AppConfig, assigned: DataFrame, backend: delta_tables.Backend
-) -> float | None:
+def _ari_vs_truth(spark: SparkSession, cfg: AppConfig, assigned: DataFrame) -> float | None:
     """ARI against the generator's planted archetypes, when that table exists."""
     truth_path = cfg.storage.table_path(TRUTH)
-    if cfg.input.events.path is not None or not delta_tables.table_exists(truth_path):
+    if cfg.input.events.path is not None or not delta_tables.exists(spark, truth_path):
         return None
-    truth = delta_tables.read_table(spark, truth_path, backend=backend)
+    truth = delta_tables.read(spark, truth_path)
     joined = assigned.select(feat.CUSTOMER_ID, clustering.SEGMENT_ID).join(
         truth, on=feat.CUSTOMER_ID, how="inner"
     )
@@ -783,7 +758,6 @@ def _explain(
     spark: SparkSession,
     cfg: AppConfig,
     *,
-    backend: delta_tables.Backend,
     model: clustering.SegmentModel,
     assigned: DataFrame,
     profiles: profiling.Profiles,
@@ -807,9 +781,7 @@ def _explain(
             f"explain.min_rule_fidelity {ec.min_rule_fidelity:.0%}): read them as hints."
         )
         log.warning(notes[-1])
-    customers = sources.read_customers(
-        spark, cfg.input.customers, cfg.customers_path(), backend=backend
-    )
+    customers = sources.read_customers(spark, cfg.input.customers, cfg.customers_path())
     composition = None
     if customers is None:
         notes.append("No customers dimension (input.customers): composition not reported.")
@@ -968,7 +940,6 @@ def publish(
     spark: SparkSession,
     cfg: AppConfig,
     *,
-    backend: delta_tables.Backend,
     job: str,
     run_id: str,
     assigned: DataFrame,
@@ -977,16 +948,18 @@ def publish(
     model_features: Sequence[str],
     names: Mapping[int, str],
     scored_at: dt.datetime,
-    extra: Mapping[str, delta_tables.StagedWrite] = MappingProxyType({}),
+    first: Sequence[tuple[str, Callable[[], int]]] = (),
     model_name: str | None = None,
 ) -> Publication:
     """Write one model's membership snapshot for ``features.as_of`` with its consequences.
 
-    Stages ``segment_membership`` (the ``as_of`` snapshot replaced), the SCD2
-    ``segment_membership_history`` (merged, or rebuilt from the snapshots for a backfill) and
-    ``segment_migration`` (from the baseline snapshot), computes PSI for segment shares and
-    ``model_features``, then commits ``extra`` and these tables, in that order, and logs it all
-    to the active MLflow run. A failure before the commit step changes no table.
+    Computes everything first: the ``segment_membership`` snapshot, the MERGE into the SCD2
+    ``segment_membership_history`` (or its rebuild for a backfill), ``segment_migration`` from
+    the baseline snapshot, and PSI for segment shares and ``model_features``. Only then it
+    writes, in this order: ``first`` (the job's own tables), membership, history, migration,
+    and logs it all to the active MLflow run. A failure before the writes changes no table; a
+    failure between two writes leaves the earlier ones written, and a re-run of the same
+    ``as_of`` repairs the rest (see README "Publishing order").
 
     ``model_name`` (default ``tracking.registered_model``) names the segmentation: snapshots,
     history and migration of other segmentations (e.g. ``rfm``) are never touched.
@@ -1014,12 +987,10 @@ def publish(
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
     )
     paths = {n: cfg.storage.table_path(n) for n in (MEMBERSHIP, HISTORY, MIGRATION)}
-    check_table_layout(cfg)
+    check_table_layout(spark, cfg)
     existing = (
-        delta_tables.read_table(spark, paths[MEMBERSHIP], backend=backend).where(
-            F.col("model_name") == model_name
-        )
-        if delta_tables.table_exists(paths[MEMBERSHIP])
+        delta_tables.read(spark, paths[MEMBERSHIP]).where(F.col("model_name") == model_name)
+        if delta_tables.exists(spark, paths[MEMBERSHIP])
         else None
     )
     snapshots = (
@@ -1028,27 +999,20 @@ def publish(
         else []
     )
     baseline = _baseline(dc.baseline_as_of, snapshots, as_of)
-    metadata = {"job": job, "run_id": run_id, "model_version": str(model_version),
-                "as_of": as_of.isoformat()}  # fmt: skip
-    snapshot_opts = delta_tables.WriteOptions(
-        mode="overwrite",
-        partition_by=SNAPSHOT_PARTITIONS,
-        replace_partitions={"model_name": model_name, feat.AS_OF: as_of},
-        idempotency_key=f"{job}-{run_id}",
-        metadata=metadata,
-    )
-    frames: dict[str, tuple[DataFrame, delta_tables.WriteOptions]] = {
-        MEMBERSHIP: (membership, snapshot_opts)
-    }
-    history_df, history_mode = _next_history(
-        spark, paths[HISTORY], backend, existing, snapshots, membership, as_of, model_name
-    )
-    frames[HISTORY] = (
-        history_df,
-        delta_tables.WriteOptions(
-            mode="overwrite", idempotency_key=f"{job}-{run_id}", metadata=metadata
-        ),
-    )
+    snapshot_opts = _snapshot_options(
+        cfg, job=job, run_id=run_id, partition_by=SNAPSHOT_PARTITIONS,
+        snapshot={"model_name": model_name, feat.AS_OF: as_of},
+        metadata={"model_version": str(model_version)}, txn_extra={"v": model_version},
+    )  # fmt: skip
+    history_write = _HistoryWrite(
+        spark, paths[HISTORY], existing, snapshots, membership, as_of=as_of,
+        model_name=model_name, txn=snapshot_opts.txn, metadata=snapshot_opts.metadata,
+    )  # fmt: skip
+    writes: list[Write] = [
+        *first,
+        (MEMBERSHIP, _writer(spark, membership, paths[MEMBERSHIP], snapshot_opts)),
+        (HISTORY, history_write),
+    ]
     migration_rows: list[dict[str, Any]] = []
     previous = None
     if baseline is not None and existing is not None:
@@ -1059,44 +1023,41 @@ def publish(
         collected = migration_df.collect()
         migration_rows = [r.asDict() for r in collected]
         # At most (k + 1)^2 rows: written from the driver rather than computed twice.
-        frames[MIGRATION] = (spark.createDataFrame(collected, migration_df.schema), snapshot_opts)
-    staged = _stage_all(spark, frames, paths, backend)
-    try:
-        pub = Publication(
-            as_of=as_of,
-            model_name=model_name,
-            model_version=model_version,
-            customers=sum(sizes.values()),
-            sizes=sizes,
-            names=dict(names),
-            table_versions={},
-            history_mode=history_mode,
-            baseline_as_of=baseline,
-            migration=migration_rows,
-        )
-        if previous is not None:
-            _drift(spark, cfg, backend, pub, previous, features_df, model_features)
-    except BaseException:
-        _abort_all(staged)
-        raise
-    pub.table_versions = _commit_all(spark, {**extra, **staged})
+        migration = spark.createDataFrame(collected, migration_df.schema)
+        writes.append((MIGRATION, _writer(spark, migration, paths[MIGRATION], snapshot_opts)))
+    pub = Publication(
+        as_of=as_of,
+        model_name=model_name,
+        model_version=model_version,
+        customers=sum(sizes.values()),
+        sizes=sizes,
+        names=dict(names),
+        table_versions={},
+        history_mode="",
+        baseline_as_of=baseline,
+        migration=migration_rows,
+    )
+    if previous is not None:
+        _drift(spark, cfg, pub, previous, features_df, model_features)
+    pub.table_versions = write_tables(writes)
+    pub.history_mode = history_write.mode
     _log_publication(pub, dc.psi_threshold)
     return pub
 
 
-def _outdated_tables(cfg: AppConfig) -> dict[str, list[str]]:
+def _outdated_tables(spark: SparkSession, cfg: AppConfig) -> dict[str, list[str]]:
     """Snapshot tables written before they were partitioned by model_name (name -> layout)."""
     out = {}
     for name in (MEMBERSHIP, MIGRATION):
-        parts = delta_tables.partition_columns(cfg.storage.table_path(name))
+        parts = delta_tables.partition_columns(spark, cfg.storage.table_path(name))
         if parts is not None and parts != list(SNAPSHOT_PARTITIONS):
             out[name] = parts
     return out
 
 
-def check_table_layout(cfg: AppConfig) -> None:
+def check_table_layout(spark: SparkSession, cfg: AppConfig) -> None:
     """Fail before any work when a snapshot table has the layout of an older release."""
-    outdated = _outdated_tables(cfg)
+    outdated = _outdated_tables(spark, cfg)
     if outdated:
         detail = ", ".join(f"{n} by {parts}" for n, parts in outdated.items())
         raise InputError(
@@ -1106,15 +1067,16 @@ def check_table_layout(cfg: AppConfig) -> None:
         )
 
 
-def upgrade_tables(cfg: AppConfig) -> dict[str, int]:
+def upgrade_tables(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:
     """Repartition outdated snapshot tables by ``SNAPSHOT_PARTITIONS`` (one version each)."""
     return {
         name: delta_tables.repartition(
+            spark,
             cfg.storage.table_path(name),
             SNAPSHOT_PARTITIONS,
             metadata={"job": "maintain_tables", "upgrade": f"repartitioned from {parts}"},
         )
-        for name, parts in _outdated_tables(cfg).items()
+        for name, parts in _outdated_tables(spark, cfg).items()
     }
 
 
@@ -1132,45 +1094,67 @@ def _baseline(
     return max(earlier) if earlier else None
 
 
-def _next_history(
-    spark: SparkSession,
-    path: str,
-    backend: delta_tables.Backend,
-    existing: DataFrame | None,
-    snapshots: Sequence[dt.date],
-    membership: DataFrame,
-    as_of: dt.date,
-    model_name: str,
-) -> tuple[DataFrame, str]:
-    """The whole history table after this snapshot, and how it was derived."""
-    if not delta_tables.table_exists(path):
-        return history.apply_snapshot(None, membership, as_of=as_of, model_name=model_name), (
-            "created"
-        )
-    current = delta_tables.read_table(spark, path, backend=backend)
-    latest = history.latest_change(current, model_name)
-    if latest is None or latest <= as_of:
-        merged = history.apply_snapshot(current, membership, as_of=as_of, model_name=model_name)
-        return merged, "merged"
-    # A backfill (older than the latest snapshot): derive this model's rows from every snapshot.
-    log.warning(
-        "as_of %s is before the latest snapshot in segment_membership_history (%s): "
-        "rebuilding that model's history from all membership snapshots",
-        as_of,
-        latest,
-    )
-    assert existing is not None
-    all_snapshots = existing.where(F.col(feat.AS_OF) != F.lit(as_of).cast("date")).unionByName(
-        membership.select(*existing.columns)
-    )
-    rebuilt = history.rebuild(all_snapshots, model_name=model_name, snapshots=[*snapshots, as_of])
-    return current.where(F.col("model_name") != model_name).unionByName(rebuilt), "rebuilt"
+@dataclass
+class _HistoryWrite:
+    """The history write: created with the first snapshot, then one MERGE per snapshot.
+
+    Forward (``as_of`` on or after every date the history holds): MERGE
+    ``history.merge_source``. Backfill (an older ``as_of``): MERGE this model's history rebuilt
+    from every snapshot, deleting its rows the rebuild no longer has. ``mode`` says which ran.
+    """
+
+    spark: SparkSession
+    path: str
+    existing: DataFrame | None
+    snapshots: Sequence[dt.date]
+    membership: DataFrame
+    as_of: dt.date
+    model_name: str
+    txn: delta_tables.Txn | None
+    metadata: Mapping[str, str]
+    mode: str = "not written"
+
+    def __call__(self) -> int:
+        spark, as_of, model_name = self.spark, self.as_of, self.model_name
+        if not delta_tables.exists(spark, self.path):
+            rows = history.apply_snapshot(None, self.membership, as_of=as_of, model_name=model_name)
+            options = delta_tables.WriteOptions(mode="append", txn=self.txn, metadata=self.metadata)
+            self.mode = "created"
+            return delta_tables.write(spark, rows, self.path, options).version
+        current = delta_tables.read(spark, self.path)
+        latest = history.latest_change(current, model_name)
+        mine = f"t.model_name = {delta_tables.sql_literal(model_name)}"
+        if latest is None or latest <= as_of:
+            source = history.merge_source(
+                current, self.membership, as_of=as_of, model_name=model_name
+            )
+            delete = f"{mine} AND t.valid_from = {delta_tables.sql_literal(as_of)}"
+            self.mode = "merged"
+        else:
+            log.warning(
+                "as_of %s is before the latest snapshot in segment_membership_history (%s): "
+                "rebuilding that model's history from all membership snapshots",
+                as_of,
+                latest,
+            )
+            assert self.existing is not None
+            all_snapshots = self.existing.where(
+                F.col(feat.AS_OF) != F.lit(as_of).cast("date")
+            ).unionByName(self.membership.select(*self.existing.columns))
+            source = history.rebuild(
+                all_snapshots, model_name=model_name, snapshots=[*self.snapshots, as_of]
+            )
+            delete = mine
+            self.mode = "rebuilt"
+        return delta_tables.merge(
+            spark, source, self.path, keys=(feat.CUSTOMER_ID, "model_name", "valid_from"),
+            delete_unmatched=delete, txn=self.txn, metadata=self.metadata,
+        ).version  # fmt: skip
 
 
 def _drift(
     spark: SparkSession,
     cfg: AppConfig,
-    backend: delta_tables.Backend,
     pub: Publication,
     previous: DataFrame,
     features_df: DataFrame,
@@ -1185,11 +1169,8 @@ def _drift(
             f"segment shares moved: PSI {pub.segment_psi:.3f} > drift.psi_threshold "
             f"{dc.psi_threshold}"
         )
-    base_features = delta_tables.read_table(
-        spark,
-        cfg.storage.table_path(FEATURES),
-        backend=backend,
-        partitions={feat.AS_OF: pub.baseline_as_of},
+    base_features = delta_tables.read(
+        spark, cfg.storage.table_path(FEATURES), partitions={feat.AS_OF: pub.baseline_as_of}
     )
     if base_features.isEmpty():
         log.warning("no customer_features snapshot for %s: no feature PSI", pub.baseline_as_of)
@@ -1281,9 +1262,8 @@ def assign_segments(spark: SparkSession, cfg: AppConfig) -> AssignResult:
     publishes membership, history, migration and drift; the features and quarantined events
     commit with them, so a failure changes no table.
     """
-    backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
     tc, as_of = cfg.tracking, cfg.features.as_of
-    check_table_layout(cfg)
+    check_table_layout(spark, cfg)
     experiment_id = tracking.configure(tc)
     champion = load_champion(cfg)
     if champion is None:
@@ -1309,29 +1289,28 @@ def assign_segments(spark: SparkSession, cfg: AppConfig) -> AssignResult:
                 "drift.psi_threshold": cfg.drift.psi_threshold,
             }
         )
-        staged: StagedFeatures | None = None
+        computed: FeatureSnapshot | None = None
         features_df = None
-        if cfg.assign.reuse_features and delta_tables.table_exists(
-            cfg.storage.table_path(FEATURES)
+        if cfg.assign.reuse_features and delta_tables.exists(
+            spark, cfg.storage.table_path(FEATURES)
         ):
-            features_df = delta_tables.read_table(
-                spark, cfg.storage.table_path(FEATURES), backend=backend,
-                partitions={feat.AS_OF: as_of},
-            )  # fmt: skip
+            features_df = delta_tables.read(
+                spark, cfg.storage.table_path(FEATURES), partitions={feat.AS_OF: as_of}
+            )
             if features_df.isEmpty():
                 features_df = None
         if features_df is None:
-            staged = stage_features(spark, cfg, backend=backend, run_id=run_id,
-                                    job="assign_segments")  # fmt: skip
-            features_df = staged.rows(spark, as_of)
-        extra = {REJECTED: staged.rejected, FEATURES: staged.features} if staged else {}
+            computed = compute_feature_snapshot(spark, cfg)
+            features_df = computed.features
+        first = (
+            computed.writes(spark, cfg, job="assign_segments", run_id=run_id) if computed else []
+        )
         features_df = features_df.cache()
         assigned = clustering.assign(model, features_df).cache()
         try:
             pub = publish(
                 spark,
                 cfg,
-                backend=backend,
                 job="assign_segments",
                 run_id=run_id,
                 assigned=assigned,
@@ -1340,22 +1319,20 @@ def assign_segments(spark: SparkSession, cfg: AppConfig) -> AssignResult:
                 model_features=champion.features,
                 names=champion.names,
                 scored_at=scored_at,
-                extra=extra,
+                first=first,
             )
-        except BaseException:
-            if staged is not None:
-                staged.abort()
-            raise
         finally:
             assigned.unpersist()
             features_df.unpersist()
+            if computed is not None:
+                computed.unpersist()
     return AssignResult(
         run_id=run_id,
         model_name=tc.registered_model,
         model_version=champion.version,
-        features_reused=staged is None,
+        features_reused=computed is None,
         publication=pub,
-        rejected=staged.rejected_counts if staged else {},
+        rejected=computed.rejected_counts if computed else {},
     )
 
 
@@ -1379,16 +1356,14 @@ def rule_segments(spark: SparkSession, cfg: AppConfig) -> RuleSegmentsResult:
     history, migration, drift) under its own ``model_name`` in a nested MLflow run, RFM with its
     per-customer scores (``rfm_scores``).
     """
-    backend = delta_tables.resolve_backend(spark, cfg.storage.delta_backend)
     as_of, rc, bc = cfg.features.as_of, cfg.rfm, cfg.b2b
-    check_table_layout(cfg)
+    check_table_layout(spark, cfg)
     features_path = cfg.storage.table_path(FEATURES)
     features_df = (
-        delta_tables.read_table(spark, features_path, backend=backend,
-                                partitions={feat.AS_OF: as_of})
-        if delta_tables.table_exists(features_path)
+        delta_tables.read(spark, features_path, partitions={feat.AS_OF: as_of})
+        if delta_tables.exists(spark, features_path)
         else None
-    )  # fmt: skip
+    )
     if features_df is None or features_df.isEmpty():
         raise InputError(
             f"no customer_features snapshot for {as_of} (features.as_of) at {features_path}: "
@@ -1427,9 +1402,7 @@ def rule_segments(spark: SparkSession, cfg: AppConfig) -> RuleSegmentsResult:
             else:
                 result.skipped[rc.model_name] = "rfm.enabled is false"
             if bc.enabled:
-                customers = sources.read_customers(
-                    spark, cfg.input.customers, cfg.customers_path(), backend=backend
-                )
+                customers = sources.read_customers(spark, cfg.input.customers, cfg.customers_path())
                 if customers is None:
                     result.skipped[bc.model_name] = "no customers dimension (input.customers)"
                 else:
@@ -1453,32 +1426,22 @@ def rule_segments(spark: SparkSession, cfg: AppConfig) -> RuleSegmentsResult:
                     experiment_id=experiment_id, run_name=f"{model_name} {as_of}", nested=True
                 ) as child:
                     mlflow.set_tags({"job": "rule_segments", "segmentation": model_name})
-                    extra = {}
+                    first = []
                     if extra_rows is not None:
-                        extra[RFM_SCORES] = delta_tables.stage(
-                            spark, extra_rows, cfg.storage.table_path(RFM_SCORES),
-                            delta_tables.WriteOptions(
-                                mode="overwrite", partition_by=(feat.AS_OF,),
-                                replace_partitions={feat.AS_OF: as_of},
-                                idempotency_key=f"rule_segments-{child.info.run_id}",
-                                metadata={"job": "rule_segments", "run_id": child.info.run_id},
-                            ),
-                            backend=backend,
+                        options = _snapshot_options(
+                            cfg, job="rule_segments", run_id=child.info.run_id,
+                            partition_by=(feat.AS_OF,), snapshot={feat.AS_OF: as_of},
                         )  # fmt: skip
+                        path = cfg.storage.table_path(RFM_SCORES)
+                        first.append((RFM_SCORES, _writer(spark, extra_rows, path, options)))
                     if model_name == rc.model_name and result.rfm_cuts is not None:
                         tracking.log_json(dataclasses.asdict(result.rfm_cuts), "rfm/cuts.json")
-                    try:
-                        result.publications[model_name] = publish(
-                            spark, cfg, backend=backend, job="rule_segments",
-                            run_id=child.info.run_id,
-                            assigned=rulesets.as_assignment(assigned), features_df=features_df,
-                            model_version=version, model_features=model_features,
-                            names=names, scored_at=scored_at, extra=extra,
-                            model_name=model_name,
-                        )  # fmt: skip
-                    except BaseException:
-                        _abort_all(extra)
-                        raise
+                    result.publications[model_name] = publish(
+                        spark, cfg, job="rule_segments", run_id=child.info.run_id,
+                        assigned=rulesets.as_assignment(assigned), features_df=features_df,
+                        model_version=version, model_features=model_features,
+                        names=names, scored_at=scored_at, first=first, model_name=model_name,
+                    )  # fmt: skip
                     for sid, n in result.publications[model_name].sizes.items():
                         mlflow.log_metric(f"segment_size_{sid}", n)
         finally:
@@ -1527,18 +1490,70 @@ def promote_model(cfg: AppConfig, version: int | None) -> PromoteResult:
     return PromoteResult(tc.registered_model, tc.alias, version, previous, run.info.run_id)
 
 
-# --- staging and commits -----------------------------------------------------------------
+# --- writing ------------------------------------------------------------------------------
 
 
-def _commit_all(spark: SparkSession, staged: dict[str, delta_tables.StagedWrite]) -> dict[str, int]:
-    """Commit staged tables back to back, after every table of the job was staged.
+Write = tuple[str, Callable[[], int]]
+"""A table name and the call that writes it (returns the table version holding the rows)."""
 
-    Each commit is atomic; a job killed before this point changes no table. Delta has no
-    multi-table transaction: a kill in the instant between two commits leaves the first
-    committed (each table stays consistent, and rows carry their run id).
+
+def _txn(cfg: AppConfig, *, job: str, run_id: str, parts: Mapping[str, Any]) -> delta_tables.Txn:
+    """The write's Delta transaction id: job, run key (storage.run_key, else the MLflow run
+    id), snapshot values and model version. A retry with the same run key commits nothing
+    twice; a new run key, or new content (another model version), writes again."""
+    key = cfg.storage.run_key or run_id
+    values = ",".join(f"{k}={_txn_value(v)}" for k, v in sorted(parts.items()))
+    return delta_tables.Txn(f"segmentation:{job}:{key}:{values}")
+
+
+def _txn_value(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.date) else str(value)
+
+
+def _snapshot_options(
+    cfg: AppConfig,
+    *,
+    job: str,
+    run_id: str,
+    partition_by: tuple[str, ...],
+    snapshot: Mapping[str, Any],
+    metadata: Mapping[str, str] | None = None,
+    txn_extra: Mapping[str, Any] | None = None,
+) -> delta_tables.WriteOptions:
+    """Replace one snapshot (``snapshot``: its partition values) of a table, idempotently."""
+    return delta_tables.WriteOptions(
+        mode="overwrite",
+        partition_by=partition_by,
+        replace=dict(snapshot),
+        txn=_txn(cfg, job=job, run_id=run_id, parts={**snapshot, **(txn_extra or {})}),
+        metadata={
+            "job": job,
+            "run_id": run_id,
+            **{k: _txn_value(v) for k, v in snapshot.items()},
+            **(metadata or {}),
+        },
+    )
+
+
+def _writer(
+    spark: SparkSession, df: DataFrame, path: str, options: delta_tables.WriteOptions
+) -> Callable[[], int]:
+    return lambda: delta_tables.write(spark, df, path, options).version
+
+
+def write_tables(writes: Sequence[Write]) -> dict[str, int]:
+    """Write tables one after another, in the job's documented order; returns the versions.
+
+    Call it once everything is computed. Each write is atomic; Delta has no multi-table
+    transaction, so a failure between two writes leaves the earlier ones written: a re-run of
+    the same snapshot replaces them (no duplicates) and writes the rest.
     """
-    _fault_point("before-commit")
-    return {name: delta_tables.commit(spark, s) for name, s in staged.items()}
+    versions: dict[str, int] = {}
+    for i, (name, write) in enumerate(writes):
+        if i:
+            _fault_point("between-writes")
+        versions[name] = write()
+    return versions
 
 
 def _fault_point(name: str) -> None:
@@ -1549,28 +1564,6 @@ def _fault_point(name: str) -> None:
     if marker:
         Path(marker).write_text(name)
     time.sleep(600)
-
-
-def _stage_all(
-    spark: SparkSession,
-    frames: Mapping[str, tuple[DataFrame, delta_tables.WriteOptions]],
-    paths: Mapping[str, str],
-    backend: delta_tables.Backend,
-) -> dict[str, delta_tables.StagedWrite]:
-    """Stage every table before committing any: a failure leaves all tables as they were."""
-    staged: dict[str, delta_tables.StagedWrite] = {}
-    try:
-        for name, (df, options) in frames.items():
-            staged[name] = delta_tables.stage(spark, df, paths[name], options, backend=backend)
-    except BaseException:
-        _abort_all(staged)
-        raise
-    return staged
-
-
-def _abort_all(staged: Mapping[str, delta_tables.StagedWrite]) -> None:
-    for s in staged.values():
-        delta_tables.abort(s)
 
 
 # --- summaries ----------------------------------------------------------------------------

@@ -51,11 +51,11 @@ class EventSource:
     present: frozenset[str]
 
 
-def check_source(source: EventSourceConfig, path: str, *, backend: str) -> pa.Schema | None:
+def check_source(source: EventSourceConfig, path: str) -> pa.Schema | None:
     """Fail fast, before any Spark job, if the path is unreadable or a mapped column is missing.
 
-    Returns the source's Arrow schema where it can be read without Spark (Delta, Parquet),
-    else None (CSV, JSON: their columns are checked when Spark reads the header).
+    Returns the source's Arrow schema where it can be read without Spark (Parquet), else None
+    (Delta, CSV, JSON: their columns are checked when Spark reads the table's schema).
     """
     if "://" not in path and not os.path.exists(path):
         raise InputError(
@@ -63,14 +63,12 @@ def check_source(source: EventSourceConfig, path: str, *, backend: str) -> pa.Sc
             "run `make run` to generate the sample, or point the key at your events)"
         )
     schema: pa.Schema | None = None
-    if source.format == "delta" and backend == "embedded":
-        try:
-            schema = delta_tables.table_schema(path)
-        except TableError as exc:
+    if source.format == "delta" and "://" not in path:
+        if not os.path.isdir(os.path.join(path, "_delta_log")):
             raise InputError(
-                f"input path {path} is not a readable Delta table (input.events.format is "
-                f"'delta'): {exc}"
-            ) from exc
+                f"input path {path} is not a Delta table (no _delta_log; input.events.format "
+                "is 'delta'): set input.events.format to the files' format"
+            )
     elif source.format == "parquet" and "://" not in path:
         try:
             schema = pads.dataset(path, format="parquet", partitioning="hive").schema
@@ -81,17 +79,15 @@ def check_source(source: EventSourceConfig, path: str, *, backend: str) -> pa.Sc
     return schema
 
 
-def read_events(
-    spark: SparkSession, source: EventSourceConfig, path: str, *, backend: str
-) -> EventSource:
+def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> EventSource:
     """Read events from ``path`` and map them to ``CANONICAL_SCHEMA``.
 
     Raises:
         InputError: the path is unreadable, or a mapped column is missing or of a wrong type;
             the message names the path or the column and its config key.
     """
-    check_source(source, path, backend=backend)
-    raw = _read_raw(spark, source, path, backend=backend)
+    check_source(source, path)
+    raw = _read_raw(spark, source, path)
     families = {f.name: _family_spark(f.dataType) for f in raw.schema.fields}
     _check_columns(source, families, path)
     mapped = source.columns.mapped()
@@ -137,7 +133,7 @@ def read_events(
 
 
 def read_customers(
-    spark: SparkSession, source: CustomersSourceConfig, path: str | None, *, backend: str
+    spark: SparkSession, source: CustomersSourceConfig, path: str | None
 ) -> DataFrame | None:
     """The customers dimension with ``customer_id`` as a trimmed string, or None without one.
 
@@ -154,7 +150,7 @@ def read_customers(
         if source.path:
             raise InputError(f"input.customers.path {path} does not exist")
         return None
-    raw = _read_raw(spark, source, path, backend=backend)
+    raw = _read_raw(spark, source, path)
     by_lower = {c.lower(): c for c in raw.columns}
     id_col = by_lower.get(source.customer_id.lower())
     if id_col is None:
@@ -176,15 +172,13 @@ def read_customers(
 
 
 def _read_raw(
-    spark: SparkSession,
-    source: EventSourceConfig | CustomersSourceConfig,
-    path: str,
-    *,
-    backend: str,
+    spark: SparkSession, source: EventSourceConfig | CustomersSourceConfig, path: str
 ) -> DataFrame:
+    """The user's rows as Spark reads them; a Delta input through Delta itself, so deletion
+    vectors and column mapping are honoured (deleted rows never come back)."""
     try:
         if source.format == "delta":
-            return delta_tables.read_table(spark, path, backend=backend)  # type: ignore[arg-type]
+            return delta_tables.read(spark, path)
         reader = spark.read.options(**dict(source.options))
         if source.format == "csv":
             return reader.option("header", source.options.get("header", "true")).csv(path)

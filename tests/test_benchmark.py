@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def add_dirt(spark, cfg):
     """Append events both sides must quarantine: copies, rule breakers, a late duplicate."""
     path = cfg.events_path()
-    events = delta_tables.read_table(spark, path, backend="embedded")
+    events = delta_tables.read(spark, path)
     orders = events.where("event_type = 'order'").orderBy("event_id").limit(40)
     dirt = (
         orders.limit(25)  # exact copies of 25 orders
@@ -35,9 +35,7 @@ def add_dirt(spark, cfg):
         # the same id with other content: the copy kept is the first in the fixed order
         .unionByName(orders.limit(5).withColumn("amount", F.col("amount") + 1))
     )
-    delta_tables.write_table(
-        spark, dirt, path, delta_tables.WriteOptions(mode="append"), backend="embedded"
-    )
+    delta_tables.write(spark, dirt, path, delta_tables.WriteOptions(mode="append"))
     return 25 + 3 + 4 + 2 + 2 + 5
 
 
@@ -75,7 +73,7 @@ def test_baseline_and_job_agree_on_features_and_segments(quick):
 def test_every_stage_is_timed_and_reported(quick):
     spark_stages = [s.name for s in quick.spark]
     assert spark_stages == [
-        "features", "commit customer_features, rejected_events (Delta)",
+        "features", "write customer_features, rejected_events (Delta)",
         "read customer_features (cached)", "k selection", "final fit (restarts)", "final fit",
         "assignment", "write segment_membership (Delta)",
     ]  # fmt: skip

@@ -89,6 +89,16 @@ def submit(dev: DevCluster, zip_path: Path, job: str, overrides: list[str], *ext
     return proc
 
 
+def commit_infos(table: Path) -> dict[int, dict]:
+    """Each commit's commitInfo, read from the table's log files (no Delta library)."""
+    out = {}
+    for f in sorted((table / "_delta_log").glob("*.json")):
+        for line in f.read_text().splitlines():
+            if '"commitInfo"' in line:
+                out[int(f.stem)] = json.loads(line)["commitInfo"]
+    return out
+
+
 def mlflow_get(dev: DevCluster, endpoint: str, **params: str) -> dict:
     url = f"{dev.tracking_uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}"
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -219,6 +229,16 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     history = pl.read_delta(str(cluster_wh / "segment_membership_history"))
     assert history.filter(pl.col("model_name") == "customer_segments").height == 1500
     assert history["is_current"].all()
+    # Every table was written by the jobs on the cluster through delta-spark: each commit's
+    # engineInfo is Spark with Delta, and its userMetadata names the job's MLflow run.
+    for name in ("customer_features", "segment_membership", "segment_membership_history"):
+        commits = commit_infos(cluster_wh / name)
+        assert all("Delta-Lake/" in c["engineInfo"] for c in commits.values()), name
+    by_run = {
+        json.loads(c["userMetadata"])["run_id"]: json.loads(c["userMetadata"])["job"]
+        for c in commit_infos(cluster_wh / "segment_membership").values()
+    }
+    assert by_run[assign_run_id] == "assign_segments"
     # RFM beside it, from the cluster's rule_segments job; the training's report and pictures
     # went to the tracking server with its run.
     assert all_models.filter(pl.col("model_name") == "rfm").height == 1500

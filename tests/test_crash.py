@@ -1,5 +1,6 @@
-"""Jobs killed with a signal mid-write: tables stay at their previous version, re-runs work,
-and the killed run's files are invisible until `vacuum` removes them."""
+"""Jobs killed with signal 9 (separate processes) mid-write, against delta-spark: tables stay
+readable at a consistent version, re-runs repair them, and a killed write's files are invisible
+until VACUUM removes them."""
 
 from __future__ import annotations
 
@@ -66,57 +67,58 @@ def age(path: Path, days: float) -> None:
         os.utime(p, (past, past))
 
 
-def test_kill_during_commit_step_leaves_tables_at_previous_version(spark, tmp_path):
+def parquet_files(table: Path) -> set[str]:
+    return {str(p.relative_to(table)) for p in table.rglob("*.parquet")}
+
+
+def test_kill_between_two_writes_leaves_the_documented_state_and_a_rerun_repairs(spark, tmp_path):
     sets = overrides(tmp_path, 300, 9000)
     cfg = load_config(ROOT / "conf" / "local.yaml", overrides=sets)
     pipeline.generate(spark, cfg)
     first = pipeline.build_features(spark, cfg)
-    features = Path(cfg.storage.table_path("customer_features"))
-    before = {d.name for d in features.iterdir() if d.name.startswith("data-")}
+    features = cfg.storage.table_path("customer_features")
+    rejected = cfg.storage.table_path("rejected_events")
 
-    marker = tmp_path / "at-commit"
-    fault = {"SEGMENTATION_FAULT_POINT": "before-commit", "SEGMENTATION_FAULT_MARKER": str(marker)}
+    marker = tmp_path / "between"
+    fault = {"SEGMENTATION_FAULT_POINT": "between-writes", "SEGMENTATION_FAULT_MARKER": str(marker)}
     proc = start_job("build_features", sets, fault)
     wait_for(marker.exists, proc)
     kill(proc)
 
-    # Every output table is at its previous version, with the same rows.
-    for name in ("customer_features", "rejected_events"):
-        assert DeltaTable(cfg.storage.table_path(name)).version() == 0
-    assert pl.read_delta(str(features)).height == first.customers
-    # The killed run had staged its files; no reader sees them.
-    orphans = {d.name for d in features.iterdir() if d.name.startswith("data-")} - before
-    assert len(orphans) == 1
+    # The documented order: the quarantine snapshot is written first, then the features. Killed
+    # between them, the quarantine holds the new snapshot and the features the previous one;
+    # both are readable and neither holds duplicates.
+    assert DeltaTable(rejected).version() == 1
+    assert DeltaTable(features).version() == 0
+    assert pl.read_delta(features).height == first.customers
+    assert pl.read_delta(rejected).height == sum(first.rejected.values())
 
-    # A re-run succeeds: one new version, the snapshot replaced, nothing duplicated.
+    # A re-run of the same as_of repairs it: each snapshot replaced, nothing duplicated.
     again = pipeline.build_features(spark, cfg)
     assert again.version == 1
-    assert pl.read_delta(str(features)).height == first.customers
-
-    # vacuum keeps recent files (retention guard) and removes the killed run's once old enough.
-    (orphan,) = orphans
-    assert all(orphan not in f for f in delta_tables.vacuum(str(features), retention_hours=24))
-    age(features / orphan, days=3)
-    removed = delta_tables.vacuum(str(features), retention_hours=24, dry_run=False)
-    assert removed and all(f.startswith(orphan + "/") for f in removed)
-    assert not (features / orphan).exists()
-    assert pl.read_delta(str(features)).height == first.customers
+    assert DeltaTable(rejected).version() == 2
+    assert pl.read_delta(features).height == first.customers
+    assert pl.read_delta(rejected).height == sum(first.rejected.values())
 
 
-def test_kill_during_parquet_write_leaves_table_at_previous_version(spark, tmp_path):
+def test_kill_during_a_delta_write_leaves_the_table_readable_and_vacuum_removes_its_files(
+    spark, tmp_path
+):
     small = overrides(tmp_path, 300, 9000)
     cfg = load_config(ROOT / "conf" / "local.yaml", overrides=small)
     pipeline.generate(spark, cfg)
     events = Path(cfg.storage.table_path("events"))
     rows_before = pl.read_delta(str(events)).height
+    committed = parquet_files(events)
 
     big = overrides(tmp_path, 60000, 3000000, seed=7)
     proc = start_job("generate_events", big)
-    writing = lambda: any(events.glob("data-*/_temporary"))  # noqa: E731
-    wait_for(writing, proc)
-    time.sleep(1.0)
+    wait_for(lambda: len(parquet_files(events)) > len(committed), proc)  # tasks are writing
     kill(proc)
+    orphans = parquet_files(events) - committed
 
+    # Files of the killed write are in no commit: every reader sees the previous version.
+    assert orphans
     assert DeltaTable(str(events)).version() == 0
     assert pl.read_delta(str(events)).height == rows_before
     for name in ("customers", "segment_truth"):
@@ -128,3 +130,15 @@ def test_kill_during_parquet_write_leaves_table_at_previous_version(spark, tmp_p
     assert result.versions["events"] == 1
     assert pl.read_delta(str(events)).height == result.rows["events"]
     assert pl.read_delta(str(events))["event_id"].n_unique() == result.rows["events"]
+
+    # VACUUM keeps recent files (retention guard) and removes the killed write's once old
+    # enough; the versions' own files are recent and stay.
+    assert delta_tables.vacuum(spark, str(events), retention_hours=24) == []
+    for f in orphans:
+        age(events / f, days=3)
+    listed = delta_tables.vacuum(spark, str(events), retention_hours=24, dry_run=True)
+    assert set(listed) == orphans
+    removed = delta_tables.vacuum(spark, str(events), retention_hours=24, dry_run=False)
+    assert set(removed) == orphans
+    assert parquet_files(events).isdisjoint(orphans)
+    assert pl.read_delta(str(events)).height == result.rows["events"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import shutil
 import subprocess
@@ -163,14 +162,10 @@ def test_registered_model_loads_and_assigns_the_same_segments(spark, run):
     champion = tracking.alias_version("customer_segments", "champion")
     assert champion is not None
     model = tracking.load_model("customer_segments", champion.version)
-    feats = delta_tables.read_table(
-        spark, cfg.storage.table_path("customer_features"), backend="embedded"
-    )
+    feats = delta_tables.read(spark, cfg.storage.table_path("customer_features"))
     again = clustering.assign(model, feats).select("customer_id", "segment_id")
     stored = (
-        delta_tables.read_table(
-            spark, cfg.storage.table_path("segment_membership"), backend="embedded"
-        )
+        delta_tables.read(spark, cfg.storage.table_path("segment_membership"))
         .where("model_name = 'customer_segments'")
         .select("customer_id", "segment_id")
     )
@@ -245,8 +240,8 @@ def test_jobs_run_end_to_end_as_processes(tmp_path):
 
 def test_assign_without_a_champion_is_a_clear_error(spark, run):
     cfg, _, _, _ = run
-    other = dataclasses.replace(
-        cfg, tracking=dataclasses.replace(cfg.tracking, registered_model="nothing_here")
+    other = cfg.model_copy(
+        update={"tracking": cfg.tracking.model_copy(update={"registered_model": "nothing_here"})}
     )
     with pytest.raises(InputError, match="no model under nothing_here@champion"):
         pipeline.assign_segments(spark, other)

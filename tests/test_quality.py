@@ -149,8 +149,8 @@ def test_build_features_quarantines_exactly_the_defective_rows(spark, histories)
     # The features equal those of the clean history: bad rows never count, copies count once.
     clean_cfg = config(base / "clean-run", clean_path)
     pipeline.build_features(spark, clean_cfg)
-    read = lambda c: delta_tables.read_table(  # noqa: E731
-        spark, c.storage.table_path("customer_features"), backend="embedded"
+    read = lambda c: delta_tables.read(  # noqa: E731
+        spark, c.storage.table_path("customer_features")
     )
     assertDataFrameEqual(read(cfg), read(clean_cfg))
 
@@ -165,7 +165,7 @@ def test_build_features_fails_over_max_reject_share_without_changing_tables(spar
     with pytest.raises(InputError, match=expected):
         pipeline.build_features(spark, cfg)
     for table in ("customer_features", "rejected_events"):
-        assert not delta_tables.table_exists(cfg.storage.table_path(table))
+        assert not delta_tables.exists(spark, cfg.storage.table_path(table))
     wh = Path(cfg.storage.warehouse)
     leftovers = [p for p in wh.rglob("*.parquet")] if wh.exists() else []
     assert leftovers == []
@@ -187,7 +187,7 @@ def test_build_features_empty_input_is_a_clear_error(spark, tmp_path):
     cfg = config(tmp_path, empty)
     with pytest.raises(InputError, match="no usable events on or before 2025-12-31"):
         pipeline.build_features(spark, cfg)
-    assert not delta_tables.table_exists(cfg.storage.table_path("customer_features"))
+    assert not delta_tables.exists(spark, cfg.storage.table_path("customer_features"))
 
 
 def test_duplicates_are_per_customer_and_the_clean_events_come_partitioned_by_customer(spark):

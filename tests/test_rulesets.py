@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from segmentation import rulesets
@@ -60,13 +58,14 @@ def test_rfm_scores_and_named_segments_match_hand_computation(features):
 
 
 def test_rfm_map_is_configurable_and_first_match_wins(features):
-    cfg = dataclasses.replace(
-        RfmConfig(),
-        segments=(
-            RfmSegment("Big spenders", m=(5, 5)),
-            RfmSegment("Recent", r=(4, 5)),
-            RfmSegment("Everyone else"),
-        ),
+    cfg = RfmConfig().model_copy(
+        update={
+            "segments": (
+                RfmSegment("Big spenders", m=(5, 5)),
+                RfmSegment("Recent", r=(4, 5)),
+                RfmSegment("Everyone else"),
+            )
+        }
     )
     scored = {
         r["customer_id"]: r["segment_name"] for r in rulesets.score_rfm(features, cfg).collect()

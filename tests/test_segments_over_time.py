@@ -64,7 +64,7 @@ def world(spark, tmp_path_factory):
 
     movers, sources = pick("bargain_hunters", MOVERS), pick("big_ticket", MOVERS)
     vanished = pick("loyal_regulars", VANISHED)
-    events = delta_tables.read_table(spark, cfg1.events_path(), backend="embedded")
+    events = delta_tables.read(spark, cfg1.events_path())
     pairs = spark.createDataFrame(list(zip(sources, movers, strict=True)), "src string, dst string")
     copied = (
         events.join(pairs, events.customer_id == pairs.src)
@@ -78,9 +78,7 @@ def world(spark, tmp_path_factory):
         "event_time", F.col("event_time") + F.make_interval(days=F.lit(shift))
     )
     events2 = str(base / "events-month2")
-    delta_tables.write_table(
-        spark, month2, events2, delta_tables.WriteOptions(mode="overwrite"), backend="embedded"
-    )
+    delta_tables.write(spark, month2, events2, delta_tables.WriteOptions(mode="overwrite"))
     cfg2 = load_config(
         ROOT / "conf" / "local.yaml",
         overrides=[*common, f"features.as_of={D2}", f"input.events.path={events2}"],
@@ -211,7 +209,7 @@ def test_replaying_a_snapshot_replaces_it_in_one_version(spark, world):
     cfg2 = world["cfg2"]
     names = ("segment_membership", "segment_membership_history", "segment_migration")
     before = {n: read(cfg2, n) for n in names}
-    versions = {n: delta_tables.table_version(cfg2.storage.table_path(n)) for n in names}
+    versions = {n: delta_tables.version(spark, cfg2.storage.table_path(n)) for n in names}
     strict = load_config(
         ROOT / "conf" / "local.yaml",
         overrides=[*world["common"], f"features.as_of={D2}",
@@ -222,7 +220,7 @@ def test_replaying_a_snapshot_replaces_it_in_one_version(spark, world):
     assert again.features_reused
     for n in names:
         after = read(cfg2, n)
-        assert delta_tables.table_version(cfg2.storage.table_path(n)) == versions[n] + 1
+        assert delta_tables.version(spark, cfg2.storage.table_path(n)) == versions[n] + 1
         assert after.height == before[n].height, n
     key = ["customer_id", "segment_id", "valid_from", "valid_to", "is_current"]
     assert read(cfg2, names[1]).select(key).sort(key).equals(before[names[1]].select(key).sort(key))
@@ -256,7 +254,7 @@ def test_retrain_with_another_seed_keeps_ids_and_names_and_promotion_is_delibera
                    # (more restarts: a single k-means run may stop in a poor local optimum).
                    f"training.k_min={k1}", f"training.k_max={k1}", "training.n_init=4"],
     )  # fmt: skip
-    membership_version = delta_tables.table_version(cfg2.storage.table_path("segment_membership"))
+    membership_version = delta_tables.version(spark, cfg2.storage.table_path("segment_membership"))
     trained2 = pipeline.train_segments(spark, retrain)
     v1 = world["trained1"].model_version
     assert trained2.previous_version == v1 and not trained2.promoted
@@ -264,7 +262,7 @@ def test_retrain_with_another_seed_keeps_ids_and_names_and_promotion_is_delibera
     mlflow.set_tracking_uri(cfg2.tracking.tracking_uri)
     assert tracking.alias_version("customer_segments", "champion").version == v1
     assert (
-        delta_tables.table_version(cfg2.storage.table_path("segment_membership"))
+        delta_tables.version(spark, cfg2.storage.table_path("segment_membership"))
         == membership_version
     )
     profiles = read(cfg2, "segment_profiles")

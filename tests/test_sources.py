@@ -48,7 +48,7 @@ def csv_path(tmp_path: Path) -> str:
 
 
 def test_read_events_maps_user_columns_formats_and_types(spark, csv_path):
-    src = sources.read_events(spark, csv_source(), csv_path, backend="embedded")
+    src = sources.read_events(spark, csv_source(), csv_path)
     rows = src.events.orderBy("customer_id", "event_time").collect()
     first = [r for r in rows if r["customer_id"] == "c1"]
     assert first[0]["event_time"] == dt.datetime(2025, 1, 31, 10, 30)
@@ -69,7 +69,6 @@ def test_read_events_without_event_type_treats_all_as_orders(spark, csv_path):
                                            "channel": None, "device": None, "quantity": None,
                                            "discount": None, "event_id": None})),
         csv_path,
-        backend="embedded",
     )  # fmt: skip
     assert {r["event_type"] for r in src.events.collect()} == {"order"}
 
@@ -86,7 +85,7 @@ def test_read_events_parquet_with_epoch_seconds(spark, tmp_path):
                              quantity=None, discount=None, event_id=None),
         timestamp_format="epoch_seconds",
     )  # fmt: skip
-    row = sources.read_events(spark, src, path, backend="embedded").events.first()
+    row = sources.read_events(spark, src, path).events.first()
     assert row["event_time"] == dt.datetime(2025, 1, 1, 0, 0)
     assert row["amount"] == 9.5
 
@@ -94,7 +93,7 @@ def test_read_events_parquet_with_epoch_seconds(spark, tmp_path):
 def test_check_source_missing_path_names_path(tmp_path):
     missing = str(tmp_path / "nowhere")
     with pytest.raises(InputError, match=r"input path not found: .*nowhere"):
-        sources.check_source(csv_source(), missing, backend="embedded")
+        sources.check_source(csv_source(), missing)
 
 
 def test_check_source_missing_parquet_column_names_column_and_key(spark, tmp_path):
@@ -104,7 +103,7 @@ def test_check_source_missing_parquet_column_names_column_and_key(spark, tmp_pat
     with pytest.raises(
         InputError, match=r"column 'event_time' \(config key input.events.columns.event_time\)"
     ):
-        sources.check_source(src, path, backend="embedded")
+        sources.check_source(src, path)
 
 
 def test_read_events_missing_csv_column_names_column(spark, csv_path):
@@ -115,14 +114,13 @@ def test_read_events_missing_csv_column_names_column(spark, csv_path):
     with pytest.raises(
         InputError, match=r"column 'price' \(config key input.events.columns.amount\)"
     ):
-        sources.read_events(spark, bad, csv_path, backend="embedded")
+        sources.read_events(spark, bad, csv_path)
 
 
 def test_read_events_non_delta_directory_is_a_clear_error(spark, tmp_path):
     (tmp_path / "plain").mkdir()
-    with pytest.raises(InputError, match="is not a readable Delta table"):
-        sources.read_events(spark, EventSourceConfig(format="delta"), str(tmp_path / "plain"),
-                            backend="embedded")  # fmt: skip
+    with pytest.raises(InputError, match=r"is not a Delta table \(no _delta_log; input.events"):
+        sources.read_events(spark, EventSourceConfig(format="delta"), str(tmp_path / "plain"))
 
 
 def test_build_features_job_fails_before_spark_on_missing_path(tmp_path):
@@ -155,4 +153,38 @@ def test_check_source_mistyped_column_names_column_and_type(spark, tmp_path):
         InputError,
         match=r"column 'amount' \(input.events.columns.amount\) must be numeric, found date",
     ):
-        sources.check_source(src, path, backend="embedded")
+        sources.check_source(src, path)
+
+
+def test_delta_input_with_deletion_vectors_never_brings_deleted_rows_back(spark, tmp_path):
+    """Rows deleted from a Delta input (a deletion vector, files untouched) are gone from the
+    features: the input is read through Delta, not as its Parquet files."""
+    from segmentation import delta_tables, pipeline
+    from segmentation.config import load_config
+
+    events = str(tmp_path / "events")
+    spark.createDataFrame(
+        [
+            (c, dt.datetime(2025, 12, d, 12, 0), 10.0 * d, "order", f"{c}-{d}")
+            for c in ("a", "b", "c")
+            for d in (1, 2)
+        ],
+        "customer_id string, event_time timestamp, amount double, event_type string, "
+        "event_id string",
+    ).coalesce(1).write.format("delta").option("delta.enableDeletionVectors", "true").save(events)
+    spark.sql(f"DELETE FROM delta.`{events}` WHERE customer_id = 'b'")
+    log = "".join(p.read_text() for p in sorted((Path(events) / "_delta_log").glob("*.json")))
+    assert '"deletionVector":{' in log  # deleted with a deletion vector, not a rewrite
+    cfg = load_config(
+        ROOT / "conf" / "local.yaml",
+        overrides=[f"storage.warehouse={tmp_path / 'wh'}", f"input.events.path={events}",
+                   f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                   "features.as_of=2025-12-31", "input.events.columns.category=null",
+                   "input.events.columns.channel=null", "input.events.columns.device=null",
+                   "input.events.columns.quantity=null", "input.events.columns.discount=null"],
+    )  # fmt: skip
+    result = pipeline.build_features(spark, cfg)
+    assert result.input_rows == 4 and result.customers == 2
+    features = delta_tables.read(spark, cfg.storage.table_path("customer_features"))
+    got = {r["customer_id"]: r["frequency"] for r in features.collect()}
+    assert got == {"a": 2, "c": 2}

@@ -24,18 +24,17 @@ def test_old_membership_layout_is_refused_then_upgraded_in_one_version(spark, tm
     old = spark.createDataFrame(
         rows, "customer_id string, as_of date, segment_id int, model_name string, model_version int"
     )
-    delta_tables.write_table(
+    delta_tables.write(
         spark, old, path, delta_tables.WriteOptions(mode="overwrite", partition_by=("as_of",)),
-        backend="embedded",
     )  # fmt: skip
     with pytest.raises(InputError, match=r"segment_membership by \['as_of'\].*make upgrade-tables"):
-        pipeline.check_table_layout(cfg)
+        pipeline.check_table_layout(spark, cfg)
 
-    assert pipeline.upgrade_tables(cfg) == {"segment_membership": 1}
+    assert pipeline.upgrade_tables(spark, cfg) == {"segment_membership": 1}
     table = DeltaTable(path)
     assert table.metadata().partition_columns == ["model_name", "as_of"]
     before = pl.read_delta(path, version=0).sort("customer_id")
     after = pl.read_delta(path).select(before.columns).sort("customer_id")
     assert after.equals(before)
-    pipeline.check_table_layout(cfg)  # no longer raises
-    assert pipeline.upgrade_tables(cfg) == {}
+    pipeline.check_table_layout(spark, cfg)  # no longer raises
+    assert pipeline.upgrade_tables(spark, cfg) == {}
