@@ -6,8 +6,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
-from segmentation.config import load_config, mask_uri, to_dict
+from segmentation.config import load_config, mask_uri, to_dict, validate
 from segmentation.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -113,3 +115,69 @@ def test_literal_access_key_with_dots_is_rejected(tmp_path):
     overlay = write(tmp_path, "spark:\n  conf:\n    spark.hadoop.fs.s3a.access.key: AKIA123\n")
     with pytest.raises(ConfigError, match="holds a credential"):
         load_config(overlay)
+
+
+def test_load_config_names_the_full_path_of_a_nested_wrong_type(tmp_path):
+    overlay = write(tmp_path, "rfm:\n  segments:\n    - {name: All, r: [1, many]}\n")
+    with pytest.raises(ConfigError, match=r"'rfm.segments\[0\].r\[1\]' must be an integer"):
+        load_config(overlay)
+    overlay = write(tmp_path, "input:\n  events:\n    columns:\n      amount: [price, total]\n")
+    with pytest.raises(ConfigError, match=r"'input.events.columns.amount' must be a string"):
+        load_config(overlay)
+
+
+def test_load_config_names_the_full_path_of_a_nested_impossible_setting(tmp_path):
+    overlay = write(tmp_path, "rfm:\n  segments:\n    - {name: All, r: [1]}\n")
+    with pytest.raises(ConfigError, match=r"rfm.segments\[0\].r \(All\) must be \[low, high\]"):
+        load_config(overlay)
+
+
+def test_load_config_names_an_unknown_key_inside_a_list(tmp_path):
+    overlay = write(tmp_path, "b2b:\n  tiers:\n    - {name: Small, min_spennd: 5}\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'b2b.tiers\[0\].min_spennd'"):
+        load_config(overlay)
+
+
+def test_load_config_rejects_floats_for_integers_and_non_booleans_for_flags():
+    with pytest.raises(ConfigError, match=r"'training.k_max' must be an integer, got 5.0"):
+        load_config(CONF / "local.yaml", overrides=["training.k_max=5.0"])
+    with pytest.raises(ConfigError, match=r"'spark.ui_enabled' must be true or false"):
+        load_config(CONF / "local.yaml", overrides=["spark.ui_enabled=1"])
+
+
+def test_load_config_maps_the_yaml_key_return_to_return_(tmp_path):
+    overlay = write(tmp_path, "input:\n  events:\n    event_types:\n      return: [refund, rma]\n")
+    cfg = load_config(overlay)
+    assert cfg.input.events.event_types.return_ == ("refund", "rma")
+    assert to_dict(cfg)["input"]["events"]["event_types"]["return"] == ["refund", "rma"]
+    overlay = write(tmp_path, "input:\n  events:\n    event_types:\n      return: refund\n")
+    with pytest.raises(ConfigError, match=r"'input.events.event_types.return' must be a list"):
+        load_config(overlay)
+
+
+def test_load_config_result_is_immutable():
+    cfg = load_config(CONF / "local.yaml")
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.training.k_max = 3
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.training = cfg.training
+    with pytest.raises(TypeError, match="read-only"):
+        cfg.spark.conf["spark.driver.host"] = "0.0.0.0"
+    assert isinstance(cfg.training.features, tuple)
+    assert isinstance(cfg.rfm.segments, tuple)
+
+
+def test_to_dict_round_trips_through_load_config(tmp_path):
+    for name in ("local.yaml", "cluster.yaml"):
+        cfg = load_config(CONF / name)
+        dumped = tmp_path / "base.yaml"
+        dumped.write_text(yaml.safe_dump(to_dict(cfg)))
+        assert load_config(dumped) == cfg
+
+
+def test_validate_rechecks_a_copied_config():
+    cfg = load_config(CONF / "local.yaml")
+    broken = cfg.model_copy(update={"training": cfg.training.model_copy(update={"k_min": 1})})
+    validate(cfg)
+    with pytest.raises(ConfigError, match=r"training.k_min must be >= 2"):
+        validate(broken)
