@@ -100,8 +100,8 @@ SEG_MLFLOW_PORT ?= 5001
 export SEG_MASTER_PORT SEG_MLFLOW_PORT
 CLUSTER_CONFIG ?= conf/cluster.yaml
 # spark-submit would look for pyspark with the system python3: point it at the venv's.
-SUBMIT = SPARK_HOME=$$($(PY) -m segmentation.devcluster spark-home) $(SPARK_SUBMIT) --master spark://127.0.0.1:$(SEG_MASTER_PORT) --py-files $(PY_FILES) \
-	$$($(PY) -m segmentation.devcluster submit-conf)
+SUBMIT = SPARK_HOME=$$($(PY) -m tools.devcluster spark-home) $(SPARK_SUBMIT) --master spark://127.0.0.1:$(SEG_MASTER_PORT) --py-files $(PY_FILES) \
+	$$($(PY) -m tools.devcluster submit-conf)
 CLUSTER_ARGS = --config $(CLUSTER_CONFIG) --set tracking.tracking_uri=http://127.0.0.1:$(SEG_MLFLOW_PORT) $(ARGS)
 
 .PHONY: package
@@ -112,15 +112,15 @@ package: setup ## Build dist/segmentation.zip, the library shipped to executors 
 
 .PHONY: cluster-up
 cluster-up: setup ## Start a standalone master, 2 workers, a history server and an MLflow server
-	$(PY) -m segmentation.devcluster up
+	$(PY) -m tools.devcluster up
 
 .PHONY: cluster-down
 cluster-down: ## Stop exactly what cluster-up started
-	@if [ -x $(PY) ]; then $(PY) -m segmentation.devcluster down; fi
+	@if [ -x $(PY) ]; then $(PY) -m tools.devcluster down; fi
 
 .PHONY: cluster-status
 cluster-status: ## Show which dev cluster processes are running
-	$(PY) -m segmentation.devcluster status
+	$(PY) -m tools.devcluster status
 
 .PHONY: submit
 submit: package cluster-up ## spark-submit generate, features, training, assignment and rules to the dev cluster
@@ -145,7 +145,7 @@ BENCH_DIR ?= /tmp/segmentation-bench
 .PHONY: bench
 bench: setup ## Spark stages vs DuckDB + scikit-learn on SIZES events; writes BENCHMARKS.md (QUICK=1: 1M, checks only)
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) jobs/benchmark.py $(if $(QUICK),--quick,--sizes $(SIZES)) --workdir $(BENCH_DIR)
+	$(PY) -m tools.bench $(if $(QUICK),--quick,--sizes $(SIZES)) --workdir $(BENCH_DIR)
 
 .PHONY: upgrade-tables
 upgrade-tables: setup ## Repartition membership/migration tables of an older release (once)

@@ -1,23 +1,32 @@
-"""spark-submit entry point: show where executors import the library from (JSON)."""
-
-from __future__ import annotations
+"""spark-submit entry point: where executors import the library from, and with which Python
+(JSON). On a cluster fed with --py-files the module file lies inside the shipped archive."""
 
 import json
-from collections.abc import Sequence
+from typing import Any
 
-from segmentation import cli, diagnostics
+from segmentation import cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = cli.parser("Check that executors import the shipped segmentation library").parse_args(
-        argv
-    )
+def _origin(_: Any) -> tuple[str, str, str]:
+    import os
+    import sys
 
-    def body(spark, cfg):  # type: ignore[no-untyped-def]
-        print(json.dumps(diagnostics.executor_library_origins(spark)))
+    import segmentation
 
-    return cli.run(args, body)
+    # An executor's working directory is <worker work dir>/<app id>/<executor id>.
+    return (os.getcwd(), sys.executable, segmentation.__file__)
 
+
+def origins(spark: Any, cfg: Any, *, tasks: int = 8) -> list[dict[str, str]]:
+    rows = spark.sparkContext.parallelize(range(tasks), tasks).map(_origin).distinct().collect()
+    return [{"executor_dir": d, "python": p, "module_file": f} for d, p, f in sorted(rows)]
+
+
+JOB = cli.Job(
+    "Check that executors import the shipped segmentation library",
+    origins,
+    lambda result, cfg: json.dumps(result),
+)
 
 if __name__ == "__main__":
-    cli.exit_with(main)
+    cli.exit_with(JOB)

@@ -1,21 +1,9 @@
-"""spark-submit entry point: choose k, train, register, assign and profile segments."""
+"""spark-submit entry point: choose k, train, register, explain and profile segments."""
 
-from __future__ import annotations
+from segmentation import cli, summaries
+from segmentation.workflows import train
 
-from collections.abc import Sequence
-
-from segmentation import cli, pipeline
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = cli.parser("Train customer segments and write membership and profiles").parse_args(argv)
-
-    def body(spark, cfg):  # type: ignore[no-untyped-def]
-        result = pipeline.train_segments(spark, cfg)
-        print(pipeline.format_training_summary(result, cfg))
-
-    return cli.run(args, body)
-
+JOB = cli.Job("Train customer segments", train.run, summaries.training)
 
 if __name__ == "__main__":
-    cli.exit_with(main)
+    cli.exit_with(JOB)

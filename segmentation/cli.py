@@ -6,8 +6,10 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -55,15 +57,51 @@ def load(args: argparse.Namespace) -> AppConfig:
     return cfg
 
 
+@dataclass(frozen=True)
+class Job:
+    """A job entry point: its workflow, its summary and its own command-line options.
+
+    Attributes:
+        description: the ``--help`` text.
+        run: the workflow's ``run(spark, cfg, **options)``.
+        summary: turns its result into the text printed on success.
+        options: extra arguments, ``--flag`` -> argparse keywords (``dest`` names the keyword
+            passed to ``run``).
+        preflight: checks that need no Spark, run before the session starts.
+        spark: False for a job that needs no session (``run`` gets None).
+    """
+
+    description: str
+    run: Callable[..., Any]
+    summary: Callable[[Any, AppConfig], str]
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    preflight: Callable[[AppConfig], None] | None = None
+    spark: bool = True
+
+
+def main(job: Job, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` for ``job``, run it and print its summary; returns the exit code."""
+    p = parser(job.description)
+    dests = [p.add_argument(flag, **kwargs).dest for flag, kwargs in job.options.items()]
+    args = p.parse_args(argv)
+    kwargs = {d: getattr(args, d) for d in dests}
+
+    def body(spark: SparkSession | None, cfg: AppConfig) -> None:
+        print(job.summary(job.run(spark, cfg, **kwargs), cfg))
+
+    return run(args, body, preflight=job.preflight, spark=job.spark)
+
+
 def run(
     args: argparse.Namespace,
-    body: Callable[[SparkSession, AppConfig], None],
+    body: Callable[[SparkSession | None, AppConfig], None],
     *,
     preflight: Callable[[AppConfig], None] | None = None,
+    spark: bool = True,
 ) -> int:
     """Load config, run ``preflight`` (before any Spark), build the session, run ``body``.
 
-    The session is always stopped.
+    The session is always stopped; ``spark=False`` builds none (``body`` gets None).
 
     Returns the process exit code: 0 on success, 2 for a problem the user can fix (the message
     says which), 1 for anything else.
@@ -73,24 +111,26 @@ def run(
     )
     for noisy in ("py4j", "mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    spark: SparkSession | None = None
+    session: SparkSession | None = None
     try:
         cfg = load(args)
-        check_master_reachable(cfg.spark.master or submitted_master())
+        if spark:
+            check_master_reachable(cfg.spark.master or submitted_master())
         tracking.check_server(cfg.tracking)
         if preflight is not None:
             preflight(cfg)
-        spark = build_session(cfg, job=Path(sys.argv[0]).stem)
-        body(spark, cfg)
+        if spark:
+            session = build_session(cfg, job=Path(sys.argv[0]).stem)
+        body(session, cfg)
         return 0
     except SegmentationError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
     finally:
-        if spark is not None:
-            spark.stop()
+        if session is not None:
+            session.stop()
 
 
-def exit_with(code: Callable[[Sequence[str] | None], int]) -> None:
-    """``sys.exit(main())`` for the jobs' ``__main__`` blocks."""
-    sys.exit(code(None))
+def exit_with(job: Job) -> None:
+    """``sys.exit(main(job))`` for the jobs' ``__main__`` blocks."""
+    sys.exit(main(job))

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 SEGMENT_ID = "segment_id"
 DISTANCE = "distance"
 _PREFIX = "seg__"
-_FEATURES_VEC = f"{_PREFIX}features"
+FEATURES_VECTOR = f"{_PREFIX}features"
+"""The scaled feature vector column the clusterer trains on (``SegmentationKMeans.prepare``)."""
 _CLUSTER = f"{_PREFIX}cluster"
 _STD_FLOOR = 1e-12
 
@@ -184,6 +185,11 @@ class SegmentModel:
         return assign(self.pipeline, df)
 
     @property
+    def iterations(self) -> int:
+        """Iterations the clusterer ran (fresh fits)."""
+        return int(self.pipeline.stages[2].summary.numIter)  # type: ignore[attr-defined]
+
+    @property
     def training_cost(self) -> float:
         """Sum of squared distances to the centres on the rows it was fitted on (fresh fits)."""
         return float(self.pipeline.stages[2].summary.trainingCost)  # type: ignore[attr-defined]
@@ -287,20 +293,20 @@ class SegmentationKMeans:
                 k=self.k,
                 seed=self.seed,
                 maxIter=self.max_iter,
-                featuresCol=_FEATURES_VEC,
+                featuresCol=FEATURES_VECTOR,
                 predictionCol=_CLUSTER,
             )
         return KMeans(
             k=self.k,
             seed=self.seed,
             maxIter=self.max_iter,
-            featuresCol=_FEATURES_VEC,
+            featuresCol=FEATURES_VECTOR,
             predictionCol=_CLUSTER,
         )
 
     def prepare(self, df: DataFrame, scaling: Scaling) -> DataFrame:
         """``df`` with the scaled feature vector the clusterer trains on."""
-        assembler = VectorAssembler(inputCols=scaling.scaled_columns, outputCol=_FEATURES_VEC)
+        assembler = VectorAssembler(inputCols=scaling.scaled_columns, outputCol=FEATURES_VECTOR)
         return assembler.transform(scaling.stage().transform(df))
 
     def fit(self, df: DataFrame, *, scaling: Scaling | None = None) -> SegmentModel:
@@ -328,7 +334,7 @@ class SegmentationKMeans:
         pipeline = PipelineModel(
             stages=[
                 scaling.stage(),
-                VectorAssembler(inputCols=scaling.scaled_columns, outputCol=_FEATURES_VEC),
+                VectorAssembler(inputCols=scaling.scaled_columns, outputCol=FEATURES_VECTOR),
                 model,
                 labeller,
             ]
@@ -422,7 +428,7 @@ def select_k(
     sample = estimator.prepare(df, scaling)
     if fraction < 1.0:
         sample = sample.sample(withReplacement=False, fraction=fraction, seed=estimator.seed)
-    sample = sample.select(_FEATURES_VEC).cache()
+    sample = sample.select(FEATURES_VECTOR).cache()
     try:
         n_sample = sample.count()
         usable = [k for k in k_values if k < n_sample]
@@ -432,7 +438,7 @@ def select_k(
                 f"{list(k_values)} needs more (lower training.k_min)"
             )
         evaluator = ClusteringEvaluator(
-            featuresCol=_FEATURES_VEC, predictionCol=_CLUSTER, metricName="silhouette"
+            featuresCol=FEATURES_VECTOR, predictionCol=_CLUSTER, metricName="silhouette"
         )
         candidates = []
         for k in usable:

@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import logging
 import os
-import posixpath
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,7 +29,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import pyarrow.fs as pafs
 from delta.exceptions import (
     ConcurrentAppendException,
     ConcurrentDeleteDeleteException,
@@ -56,15 +54,11 @@ WriteMode = Literal["append", "overwrite"]
 _TXN_APP_ID_CONF = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
-_RETENTION_CHECK_CONF = "spark.databricks.delta.retentionDurationCheck.enabled"
-# Delta 4 ignores VACUUM's RETAIN n HOURS (other than 0) by default and uses the table's
-# delta.deletedFileRetentionDuration; the job's --retention-hours is honoured with this off.
-_RETENTION_IGNORE_CONF = "spark.databricks.delta.vacuum.retentionWindowIgnore.enabled"
 # How far back a write looks for its own commit in the table's history.
 _HISTORY_SEARCH = 200
 # Session confs are per session, so two MERGEs from threads of one session take turns setting
 # them; DataFrame writes carry theirs as options and need no lock.
-_CONF_LOCK = threading.Lock()
+CONF_LOCK = threading.Lock()
 # Delta's commit conflicts (its Python classes do not share a base class).
 _CONFLICTS = (
     DeltaConcurrentModificationException,
@@ -204,7 +198,7 @@ def merge(
     confs = {_USER_METADATA_CONF: _user_metadata(opts, write_id)}
     if txn is not None:
         confs |= {_TXN_APP_ID_CONF: txn.app_id, _TXN_VERSION_CONF: str(txn.version)}
-    with _CONF_LOCK, _session_confs(spark, confs), _translated(path, None):
+    with CONF_LOCK, session_confs(spark, confs), _translated(path, None):
         builder.execute()
     return _written(spark, path, write_id, txn)
 
@@ -243,14 +237,14 @@ def read(
 
 def exists(spark: SparkSession, path: str) -> bool:
     """Whether ``path`` holds a Delta table."""
-    return bool(DeltaTable.isDeltaTable(spark, _absolute(path)))
+    return bool(DeltaTable.isDeltaTable(spark, absolute(path)))
 
 
 def version(spark: SparkSession, path: str) -> int | None:
     """The latest version of the table at ``path``, or None if there is no table."""
     if not exists(spark, path):
         return None
-    row = DeltaTable.forPath(spark, _absolute(path)).history(1).select("version").first()
+    row = DeltaTable.forPath(spark, absolute(path)).history(1).select("version").first()
     return None if row is None else int(row["version"])
 
 
@@ -263,79 +257,12 @@ def partition_columns(spark: SparkSession, path: str) -> list[str] | None:
 def history(spark: SparkSession, path: str, limit: int = 20) -> list[dict[str, Any]]:
     """The latest commits, newest first: version, operation, engineInfo, userMetadata."""
     rows = (
-        DeltaTable.forPath(spark, _absolute(path))
+        DeltaTable.forPath(spark, absolute(path))
         .history(limit)
         .select("version", "operation", "engineInfo", "userMetadata", "operationParameters")
         .collect()
     )
     return [r.asDict() for r in rows]
-
-
-def tables_under(spark: SparkSession, root: str) -> list[str]:
-    """Names of the Delta tables directly under ``root``."""
-    fs, base = _filesystem(_absolute(root))
-    try:
-        entries = fs.get_file_info(pafs.FileSelector(base, recursive=False))
-    except FileNotFoundError:
-        return []
-    names = [posixpath.basename(e.path) for e in entries if e.type == pafs.FileType.Directory]
-    return sorted(n for n in names if exists(spark, posixpath.join(root, n)))
-
-
-def vacuum(
-    spark: SparkSession, path: str, *, retention_hours: int = 168, dry_run: bool = True
-) -> list[str]:
-    """Delta's ``VACUUM``: delete files no version within the retention needs.
-
-    That covers the files of old versions and the files of writes that never committed (a
-    killed run). The retention guard: fewer than 24 hours is refused, because a reader of a
-    recent version or a write still in progress may need those files.
-
-    Returns:
-        The files deleted (or, with ``dry_run``, that would be), relative to the table.
-    """
-    if retention_hours < 24:
-        raise TableError("vacuum retention below 24 hours is refused: readers may need the files")
-    location = _absolute(path)
-    if not exists(spark, location):
-        raise TableError(f"no Delta table at {path}")
-    # Delta's own check refuses < 168 hours; ours (>= 24) replaces it.
-    confs = {_RETENTION_CHECK_CONF: "false", _RETENTION_IGNORE_CONF: "false"}
-    with _CONF_LOCK, _session_confs(spark, confs):
-        listed = spark.sql(
-            f"VACUUM delta.`{location}` RETAIN {int(retention_hours)} HOURS DRY RUN"
-        ).collect()
-        files = sorted(_relative(location, r["path"]) for r in listed)
-        if not dry_run and files:
-            DeltaTable.forPath(spark, location).vacuum(float(retention_hours))
-    return files
-
-
-def optimize(spark: SparkSession, path: str) -> dict[str, int]:
-    """Delta's ``OPTIMIZE`` (bin-packing compaction): files removed and added."""
-    metrics = DeltaTable.forPath(spark, _absolute(path)).optimize().executeCompaction().first()
-    m = metrics["metrics"] if metrics is not None else None
-    return {
-        "files_removed": int(m["numFilesRemoved"]) if m else 0,
-        "files_added": int(m["numFilesAdded"]) if m else 0,
-    }
-
-
-def repartition(
-    spark: SparkSession, path: str, partition_by: Sequence[str], *, metadata: Mapping[str, str]
-) -> int:
-    """Rewrite the whole table partitioned by ``partition_by``, as one new version.
-
-    The old files stay for time travel until a vacuum. Returns the new version.
-    """
-    if not exists(spark, path):
-        raise TableError(f"no Delta table at {path}")
-    current = read(spark, path)
-    options = WriteOptions(
-        mode="overwrite", partition_by=tuple(partition_by), metadata=metadata,
-        overwrite_schema=True,
-    )  # fmt: skip
-    return write(spark, current, path, options).version
 
 
 def partition_predicate(values: Mapping[str, Any]) -> str:
@@ -349,29 +276,13 @@ def partition_predicate(values: Mapping[str, Any]) -> str:
     )
 
 
-def write_file(path: str, data: bytes) -> str:
-    """Write a plain file (a report) next to the tables, local or on object storage.
-
-    The bytes go to a temporary name first and are then moved into place, so a reader never
-    sees half a file. Returns the absolute path or URI written.
-    """
-    location = _absolute(path)
-    fs, target = _filesystem(location)
-    fs.create_dir(posixpath.dirname(target), recursive=True)
-    tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(tmp) as out:
-        out.write(data)
-    fs.move(tmp, target)
-    return location
-
-
 # --- internals ---------------------------------------------------------------------------
 
 
 def _schema_and_partitions(spark: SparkSession, path: str) -> tuple[T.StructType, list[str]] | None:
     if not exists(spark, path):
         return None
-    table = DeltaTable.forPath(spark, _absolute(path))
+    table = DeltaTable.forPath(spark, absolute(path))
     detail = table.detail().select("partitionColumns").first()
     parts = list(detail["partitionColumns"]) if detail is not None else []
     return table.toDF().schema, parts
@@ -473,7 +384,7 @@ def _parse_metadata(text: str | None) -> dict[str, Any]:
 
 
 @contextmanager
-def _session_confs(spark: SparkSession, confs: Mapping[str, str]) -> Iterator[None]:
+def session_confs(spark: SparkSession, confs: Mapping[str, str]) -> Iterator[None]:
     previous = {k: spark.conf.get(k, None) for k in confs}
     for k, v in confs.items():
         spark.conf.set(k, v)
@@ -506,20 +417,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _relative(location: str, file_path: str) -> str:
-    local = file_path.removeprefix("file:").removeprefix("//")
-    return posixpath.relpath(local, location) if local.startswith("/") else file_path
-
-
-def _absolute(path: str) -> str:
+def absolute(path: str) -> str:
     """Absolute local path for plain paths; URIs (s3a://, file://...) unchanged."""
     if "://" in path:
         return path
     return os.path.abspath(path)
-
-
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in location:
-        return pafs.LocalFileSystem(), location
-    uri = location.replace("s3a://", "s3://", 1)
-    return pafs.FileSystem.from_uri(uri)

@@ -24,10 +24,11 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from segmentation import tables
 from segmentation.clustering import SEGMENT_ID
 from segmentation.errors import InputError
 
-CUSTOMER_ID = "customer_id"
+CUSTOMER_ID = tables.CUSTOMER_ID
 MISSING = "(missing)"
 OTHER = "other"
 _LABEL, _VECTOR, _PREDICTION = "_rule_label", "_rule_features", "_rule_prediction"
@@ -162,6 +163,24 @@ def explain_with_rules(
     importances = {f: float(v) for f, v in zip(features, tree.featureImportances.toArray(),
                                                strict=True)}  # fmt: skip
     leaves = _leaves(tree._java_obj.rootNode(), features, ())
+    return RuleExplanation(
+        features=tuple(features),
+        max_depth=max_depth,
+        fidelity=hits / total if total else 0.0,
+        segment_fidelity=segment_fidelity,
+        importances=importances,
+        rules=_rules(leaves, ids, sizes),
+        leaves=len(leaves),
+        tree=tree.toDebugString,
+    )
+
+
+def _rules(
+    leaves: Sequence[tuple[tuple[Condition, ...], float, float, Sequence[float]]],
+    ids: Sequence[int],
+    sizes: Mapping[int, int],
+) -> dict[int, list[Rule]]:
+    """One rule per leaf, by the segment it predicts, best recall first."""
     rules: dict[int, list[Rule]] = {sid: [] for sid in ids}
     for conditions, label, count, class_counts in leaves:
         sid = ids[int(label)]
@@ -177,16 +196,7 @@ def explain_with_rules(
         )
     for sid in rules:
         rules[sid].sort(key=lambda r: (-r.recall, -r.precision, r.text()))
-    return RuleExplanation(
-        features=tuple(features),
-        max_depth=max_depth,
-        fidelity=hits / total if total else 0.0,
-        segment_fidelity=segment_fidelity,
-        importances=importances,
-        rules=rules,
-        leaves=len(leaves),
-        tree=tree.toDebugString,
-    )
+    return rules
 
 
 def _leaves(
@@ -231,17 +241,7 @@ def _simplify(conditions: Sequence[Condition]) -> tuple[Condition, ...]:
 
 # --- composition ----------------------------------------------------------------------------
 
-COMPOSITION_SCHEMA = T.StructType(
-    [
-        T.StructField("segment_id", T.IntegerType(), False),
-        T.StructField("attribute", T.StringType(), False),
-        T.StructField("value", T.StringType(), False),
-        T.StructField("customers", T.LongType(), False),
-        T.StructField("share_of_segment", T.DoubleType(), False),
-        T.StructField("population_share", T.DoubleType(), False),
-        T.StructField("sensitive", T.BooleanType(), False),
-    ]
-)
+COMPOSITION_SCHEMA = tables.COMPOSITION_ROWS
 
 
 @dataclass(frozen=True)
@@ -296,6 +296,30 @@ def composition(
         how="left",
     )
     numeric = [a for a in present if isinstance(fields[by_lower[a.lower()]], T.NumericType)]
+    edges = _edges(joined, numeric, bins)
+    labels = [
+        F.struct(F.lit(a).alias("attribute"), _value_label(F.col(a), edges.get(a)).alias("value"))
+        for a in present
+    ]
+    stacked = joined.select(SEGMENT_ID, F.explode(F.array(*labels)).alias("kv")).select(
+        SEGMENT_ID, "kv.attribute", "kv.value"
+    )
+    counts = stacked.groupBy(SEGMENT_ID, "attribute", "value").agg(
+        F.count(F.lit(1)).alias("customers")
+    )
+    pooled = _pool_levels(counts, numeric, max_levels).collect()
+    return Composition(
+        attributes=tuple(present),
+        sensitive=tuple(a for a in present if a.lower() in sensitive_set),
+        missing=missing,
+        rows=_shares(pooled, sensitive_set),
+    )
+
+
+def _edges(
+    joined: DataFrame, numeric: Sequence[str], bins: Mapping[str, Sequence[float]]
+) -> dict[str, list[float]]:
+    """Bin edges of numeric attributes: configured, else the population's quartiles."""
     edges = {a: list(bins[a]) for a in numeric if a in bins}
     unbinned = [a for a in numeric if a not in edges]
     if unbinned:
@@ -308,17 +332,12 @@ def composition(
         assert q is not None
         for a in unbinned:
             edges[a] = sorted(set(q[a] or []))
-    labels = [
-        F.struct(F.lit(a).alias("attribute"), _value_label(F.col(a), edges.get(a)).alias("value"))
-        for a in present
-    ]
-    stacked = joined.select(SEGMENT_ID, F.explode(F.array(*labels)).alias("kv")).select(
-        SEGMENT_ID, "kv.attribute", "kv.value"
-    )
-    counts = stacked.groupBy(SEGMENT_ID, "attribute", "value").agg(
-        F.count(F.lit(1)).alias("customers")
-    )
-    # Keep the most frequent values of categorical attributes; pool the rest (bins are kept).
+    return edges
+
+
+def _pool_levels(counts: DataFrame, numeric: Sequence[str], max_levels: int) -> DataFrame:
+    """Counts per segment and level: the most frequent values of categorical attributes kept,
+    the rest pooled as ``other`` (bins and ``(missing)`` are always kept)."""
     population = counts.groupBy("attribute", "value").agg(F.sum("customers").alias("pop"))
     ranked = population.withColumn(
         "rank", F.row_number().over(Window.partitionBy("attribute").orderBy(F.desc("pop"), "value"))
@@ -335,39 +354,37 @@ def composition(
         .otherwise(F.lit(OTHER))
         .alias("level"),
     )
-    pooled = (
+    return (
         counts.join(kept, on=["attribute", "value"])
         .groupBy(SEGMENT_ID, "attribute", "level")
         .agg(F.sum("customers").alias("customers"))
-        .collect()
     )
+
+
+def _shares(pooled: Sequence[Any], sensitive: set[str]) -> tuple[tuple[Any, ...], ...]:
+    """Composition rows: segment, attribute, level, customers, segment and population shares."""
     seg_size: dict[tuple[int, str], int] = {}
     pop_level: dict[tuple[str, str], int] = {}
     pop_size: dict[str, int] = {}
     for r in pooled:
+        n = int(r["customers"])
         key = (int(r[SEGMENT_ID]), r["attribute"])
-        seg_size[key] = seg_size.get(key, 0) + int(r["customers"])
-        pop_level[(r["attribute"], r["level"])] = pop_level.get((r["attribute"], r["level"]), 0) + (
-            int(r["customers"])
+        seg_size[key] = seg_size.get(key, 0) + n
+        pop_level[(r["attribute"], r["level"])] = pop_level.get((r["attribute"], r["level"]), 0) + n
+        pop_size[r["attribute"]] = pop_size.get(r["attribute"], 0) + n
+    return tuple(
+        sorted(
+            (
+                int(r[SEGMENT_ID]),
+                r["attribute"],
+                r["level"],
+                int(r["customers"]),
+                int(r["customers"]) / seg_size[(int(r[SEGMENT_ID]), r["attribute"])],
+                pop_level[(r["attribute"], r["level"])] / pop_size[r["attribute"]],
+                r["attribute"].lower() in sensitive,
+            )
+            for r in pooled
         )
-        pop_size[r["attribute"]] = pop_size.get(r["attribute"], 0) + int(r["customers"])
-    rows = sorted(
-        (
-            int(r[SEGMENT_ID]),
-            r["attribute"],
-            r["level"],
-            int(r["customers"]),
-            int(r["customers"]) / seg_size[(int(r[SEGMENT_ID]), r["attribute"])],
-            pop_level[(r["attribute"], r["level"])] / pop_size[r["attribute"]],
-            r["attribute"].lower() in sensitive_set,
-        )
-        for r in pooled
-    )
-    return Composition(
-        attributes=tuple(present),
-        sensitive=tuple(a for a in present if a.lower() in sensitive_set),
-        missing=missing,
-        rows=tuple(rows),
     )
 
 

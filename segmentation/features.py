@@ -34,10 +34,11 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from segmentation import tables
 from segmentation.sources import ORDER, RETURN
 
-CUSTOMER_ID = "customer_id"
-AS_OF = "as_of"
+CUSTOMER_ID = tables.CUSTOMER_ID
+AS_OF = tables.AS_OF
 OTHER_LEVEL = "other"
 
 RECENCY = "recency_days"

@@ -224,9 +224,6 @@ def _events(
     value = F.exp(F.col("aov_mu") + F.col("aov_sigma") * _normal(seed, "amount", cid, k))
     discounted = _uniform(seed, "discount", cid, k) < F.col("p_discount")
     depth = 0.1 + 0.4 * _uniform(seed, "depth", cid, k)
-    category = _pick_by_archetype(
-        archetypes, _uniform(seed, "category", cid, k), CATEGORIES, lambda a: a.category_weights
-    )
     channel = _pick_by_archetype(
         archetypes, _uniform(seed, "channel", cid, k), CHANNELS, lambda a: a.channel_weights
     )
@@ -246,10 +243,21 @@ def _events(
         value.alias("value"),
         discounted.alias("discounted"),
         depth.alias("depth"),
-        category.alias("category"),
+        _category(archetypes, seed, cid, k).alias("category"),
         channel.alias("channel"),
         device.alias("device"),
     )
+    return _event_rows(typed, seed)
+
+
+def _category(archetypes: Sequence[Archetype], seed: int, cid: Column, k: Column) -> Column:
+    return _pick_by_archetype(
+        archetypes, _uniform(seed, "category", cid, k), CATEGORIES, lambda a: a.category_weights
+    )
+
+
+def _event_rows(typed: DataFrame, seed: int) -> DataFrame:
+    """The sample's event columns from the per-event draws (amounts, quantities, discounts)."""
     is_order = F.col("event_type") == "order"
     is_visit = F.col("event_type") == "visit"
     discount = F.when(is_order & F.col("discounted"), F.col("value") * F.col("depth"))

@@ -1,6 +1,7 @@
 """Segments over time: SCD2 membership history, migration matrices and drift (PSI).
 
-Pure DataFrame transforms; ``pipeline`` reads and writes the tables.
+Pure DataFrame transforms and decisions on plain values; ``publishing`` reads and writes the
+tables.
 
 History semantics (``segment_membership_history``, one row per customer and stay in a segment):
 ``valid_from`` is the ``as_of`` of the first snapshot that put the customer in the segment;
@@ -17,36 +18,15 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-CUSTOMER_ID = "customer_id"
-HISTORY_SCHEMA = T.StructType(
-    [
-        T.StructField("customer_id", T.StringType(), False),
-        T.StructField("model_name", T.StringType(), False),
-        T.StructField("segment_id", T.IntegerType(), False),
-        T.StructField("segment_name", T.StringType(), True),
-        T.StructField("valid_from", T.DateType(), False),
-        T.StructField("valid_to", T.DateType(), True),
-        T.StructField("is_current", T.BooleanType(), False),
-        T.StructField("model_version", T.IntegerType(), False),
-    ]
-)
-MIGRATION_COLUMNS = (
-    "as_of",
-    "previous_as_of",
-    "model_name",
-    "from_segment_id",
-    "from_segment_name",
-    "to_segment_id",
-    "to_segment_name",
-    "customers",
-    "share_of_from",
-)
+from segmentation import tables
+from segmentation.tables import CUSTOMER_ID
+
+HISTORY_SCHEMA = tables.HISTORY_SCHEMA
 # Shares below this are floored in the PSI (an empty bin would make it infinite).
 PSI_FLOOR = 1e-4
 
@@ -69,6 +49,38 @@ def _snapshot_rows(snapshot: DataFrame, model_name: str) -> DataFrame:
     return snapshot.where(F.col("model_name") == model_name).select(
         CUSTOMER_ID, "segment_id", "segment_name", "model_version"
     )
+
+
+UpdateMode = Literal["created", "merged", "rebuilt"]
+
+
+def update_mode(*, table_exists: bool, latest: dt.date | None, as_of: dt.date) -> UpdateMode:
+    """How a snapshot of ``as_of`` enters the history of one model.
+
+    ``created``: no table yet (the snapshot is its first content). ``merged``: ``as_of`` is on
+    or after every date the model's history holds (``latest``; None for a model without rows),
+    the forward case, one MERGE of ``merge_source``. ``rebuilt``: a backfill (older than
+    ``latest``), the model's history derived again from every snapshot (``rebuild``).
+    """
+    if not table_exists:
+        return "created"
+    return "merged" if latest is None or latest <= as_of else "rebuilt"
+
+
+def moves(migration: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Customers who stayed, moved between segments, entered and left, from migration rows
+    (``from_segment_id``/``to_segment_id`` null: entered/left; ``customers``: the count)."""
+    out = {"stayed": 0, "moved": 0, "entered": 0, "left": 0}
+    for r in migration:
+        if r["from_segment_id"] is None:
+            out["entered"] += r["customers"]
+        elif r["to_segment_id"] is None:
+            out["left"] += r["customers"]
+        elif r["from_segment_id"] == r["to_segment_id"]:
+            out["stayed"] += r["customers"]
+        else:
+            out["moved"] += r["customers"]
+    return out
 
 
 def latest_change(history: DataFrame, model_name: str) -> dt.date | None:

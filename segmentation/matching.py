@@ -147,3 +147,28 @@ def match_segments(
         distances=tuple(tuple(round(d, 6) for d in row) for row in distances),
         previous_ids=tuple(p.segment_id for p in usable),
     )
+
+
+def stable_names(
+    generated: Mapping[int, str], kept: Mapping[int, int], previous: Mapping[int, str]
+) -> dict[int, str]:
+    """Segment names that survive retrains.
+
+    Args:
+        generated: segment id -> the name the new model's profile suggests.
+        kept: new segment id -> the previous model's segment id it continues (``Matching.kept``).
+        previous: the previous model's segment id -> name.
+
+    Returns:
+        A kept segment keeps its previous name; any other gets its generated name, suffixed
+        with ``#<id>`` when that name is already taken, so names stay unique.
+    """
+    names = {sid: previous[old] for sid, old in kept.items() if old in previous}
+    taken = set(names.values())
+    for sid in sorted(generated):
+        if sid in names:
+            continue
+        name = generated[sid] if generated[sid] not in taken else f"{generated[sid]} #{sid}"
+        names[sid] = name
+        taken.add(name)
+    return names

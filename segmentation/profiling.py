@@ -7,29 +7,12 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from segmentation import features as feat
+from segmentation import tables
 from segmentation.clustering import SEGMENT_ID
 
-PROFILE_SCHEMA = T.StructType(
-    [
-        T.StructField("segment_id", T.IntegerType(), False),
-        T.StructField("segment_name", T.StringType(), False),
-        T.StructField("size", T.LongType(), False),
-        T.StructField("share", T.DoubleType(), False),
-        T.StructField("feature", T.StringType(), False),
-        T.StructField("mean", T.DoubleType(), True),
-        T.StructField("stddev", T.DoubleType(), True),
-        T.StructField("min", T.DoubleType(), True),
-        T.StructField("p25", T.DoubleType(), True),
-        T.StructField("median", T.DoubleType(), True),
-        T.StructField("p75", T.DoubleType(), True),
-        T.StructField("max", T.DoubleType(), True),
-        T.StructField("population_mean", T.DoubleType(), True),
-        T.StructField("std_diff", T.DoubleType(), True),
-    ]
-)
+PROFILE_SCHEMA = tables.PROFILE_ROWS
 _QUANTILES = (0.25, 0.5, 0.75)
 # Standardised difference from the population above which a trait is called out.
 _STRONG = 1.0

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from segmentation import tables
 from segmentation.clustering import DISTANCE, SEGMENT_ID
 from segmentation.config import B2bConfig, B2bTier, RfmConfig, RfmSegment
 from segmentation.errors import InputError
 
-CUSTOMER_ID = "customer_id"
+CUSTOMER_ID = tables.CUSTOMER_ID
 R_SCORE, F_SCORE, M_SCORE = "r_score", "f_score", "m_score"
 QUINTILES = (0.2, 0.4, 0.6, 0.8)
 

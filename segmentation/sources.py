@@ -16,26 +16,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segmentation import delta_tables
+from segmentation import delta_tables, tables
 from segmentation.config import CustomersSourceConfig, EventSourceConfig, EventTypes
 from segmentation.errors import InputError, TableError
 
 ORDER, RETURN, VISIT, OTHER = "order", "return", "visit", "other"
 
-CANONICAL_SCHEMA = T.StructType(
-    [
-        T.StructField("customer_id", T.StringType()),
-        T.StructField("event_time", T.TimestampType()),
-        T.StructField("amount", T.DoubleType()),
-        T.StructField("event_type", T.StringType()),
-        T.StructField("category", T.StringType()),
-        T.StructField("channel", T.StringType()),
-        T.StructField("device", T.StringType()),
-        T.StructField("quantity", T.DoubleType()),
-        T.StructField("discount", T.DoubleType()),
-        T.StructField("event_id", T.StringType()),
-    ]
-)
+CANONICAL_SCHEMA = tables.CANONICAL_EVENTS
 
 # Arrow / Spark type families accepted for each canonical column.
 _NUMERIC = "numeric"

@@ -9,7 +9,8 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,14 +77,45 @@ def configure(cfg: TrackingConfig) -> str:
     return str(client.create_experiment(cfg.experiment, artifact_location=location or None))
 
 
+@contextmanager
+def run(experiment_id: str, name: str | None = None, *, nested: bool = False) -> Iterator[str]:
+    """An MLflow run (nested in the active one with ``nested``); yields its run id."""
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested) as active:
+        yield str(active.info.run_id)
+
+
 def log_params(params: Mapping[str, Any]) -> None:
-    """Log params, truncating values past MLflow's limit."""
+    """Log params to the active run, truncating values past MLflow's limit."""
     mlflow.log_params({k: str(v)[:_PARAM_LIMIT] for k, v in params.items()})
+
+
+def log_metrics(metrics: Mapping[str, float], *, step: int | None = None) -> None:
+    """Log metrics to the active run (``step``: e.g. the k of a candidate)."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Set tags on the active run (values as text)."""
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
 def log_json(data: Any, name: str) -> None:
     """Log ``data`` as a JSON artifact called ``name``."""
     mlflow.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), name)
+
+
+def log_text(text: str, name: str) -> None:
+    """Log ``text`` as an artifact called ``name``."""
+    mlflow.log_text(text, name)
+
+
+def log_files(files: Mapping[str, bytes], folder: str) -> None:
+    """Log binary files (e.g. PNG pictures) as artifacts under ``folder``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            local = Path(tmp) / name
+            local.write_bytes(data)
+            mlflow.log_artifact(str(local), folder)
 
 
 def log_spark_model(

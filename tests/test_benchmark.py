@@ -11,10 +11,12 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import benchmark as bench_job
-from segmentation import benchmark, delta_tables, pipeline
+from segmentation import delta_tables
 from segmentation.config import load_config
+from segmentation.workflows import generate
 from tests.conftest import ROOT
+from tools import bench as bench_job
+from tools import benchmark
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,7 +48,7 @@ def quick(spark, tmp_path_factory):
     before = spark.conf.get("spark.sql.shuffle.partitions")
     try:
         cfg = benchmark.bench_config(base, 1_000_000, workdir)
-        pipeline.generate(spark, cfg)
+        generate.run(spark, cfg)
         dirt = add_dirt(spark, cfg)
         result = benchmark.run_size(spark, base, 1_000_000, workdir)
         result.checks["dirt"] = dirt

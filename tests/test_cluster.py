@@ -22,9 +22,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from segmentation import generator, pipeline
+from segmentation import generator
 from segmentation.config import load_config
-from segmentation.devcluster import DevCluster, Ports, group_members, spark_home
+from segmentation.workflows import build_features, generate, train
+from tools.devcluster import DevCluster, Ports, group_members, spark_home
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -196,9 +197,9 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
                    f"tracking.tracking_uri=sqlite:///{base / 'local-mlflow.db'}",
                    f"tracking.artifact_location={base / 'local-mlartifacts'}"],
     )  # fmt: skip
-    pipeline.generate(spark, local_cfg)
-    pipeline.build_features(spark, local_cfg)
-    pipeline.train_segments(spark, local_cfg)
+    generate.run(spark, local_cfg)
+    build_features.run(spark, local_cfg)
+    train.run(spark, local_cfg)
     cols = ["customer_id", "as_of", "segment_id", "segment_name", "distance"]
     all_models = pl.read_delta(str(cluster_wh / "segment_membership"))
     on_cluster = (

@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from segmentation import delta_tables, pipeline
+from segmentation import delta_maintenance
 from segmentation.config import load_config
+from segmentation.workflows import build_features, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -74,8 +75,8 @@ def parquet_files(table: Path) -> set[str]:
 def test_kill_between_two_writes_leaves_the_documented_state_and_a_rerun_repairs(spark, tmp_path):
     sets = overrides(tmp_path, 300, 9000)
     cfg = load_config(ROOT / "conf" / "local.yaml", overrides=sets)
-    pipeline.generate(spark, cfg)
-    first = pipeline.build_features(spark, cfg)
+    generate.run(spark, cfg)
+    first = build_features.run(spark, cfg)
     features = cfg.storage.table_path("customer_features")
     rejected = cfg.storage.table_path("rejected_events")
 
@@ -94,7 +95,7 @@ def test_kill_between_two_writes_leaves_the_documented_state_and_a_rerun_repairs
     assert pl.read_delta(rejected).height == sum(first.rejected.values())
 
     # A re-run of the same as_of repairs it: each snapshot replaced, nothing duplicated.
-    again = pipeline.build_features(spark, cfg)
+    again = build_features.run(spark, cfg)
     assert again.version == 1
     assert DeltaTable(rejected).version() == 2
     assert pl.read_delta(features).height == first.customers
@@ -106,7 +107,7 @@ def test_kill_during_a_delta_write_leaves_the_table_readable_and_vacuum_removes_
 ):
     small = overrides(tmp_path, 300, 9000)
     cfg = load_config(ROOT / "conf" / "local.yaml", overrides=small)
-    pipeline.generate(spark, cfg)
+    generate.run(spark, cfg)
     events = Path(cfg.storage.table_path("events"))
     rows_before = pl.read_delta(str(events)).height
     committed = parquet_files(events)
@@ -126,19 +127,19 @@ def test_kill_during_a_delta_write_leaves_the_table_readable_and_vacuum_removes_
 
     # Re-running (another seed, same size as before) commits cleanly as the next version.
     rerun = load_config(ROOT / "conf" / "local.yaml", overrides=overrides(tmp_path, 300, 9000, 8))
-    result = pipeline.generate(spark, rerun)
+    result = generate.run(spark, rerun)
     assert result.versions["events"] == 1
     assert pl.read_delta(str(events)).height == result.rows["events"]
     assert pl.read_delta(str(events))["event_id"].n_unique() == result.rows["events"]
 
     # VACUUM keeps recent files (retention guard) and removes the killed write's once old
     # enough; the versions' own files are recent and stay.
-    assert delta_tables.vacuum(spark, str(events), retention_hours=24) == []
+    assert delta_maintenance.vacuum(spark, str(events), retention_hours=24) == []
     for f in orphans:
         age(events / f, days=3)
-    listed = delta_tables.vacuum(spark, str(events), retention_hours=24, dry_run=True)
+    listed = delta_maintenance.vacuum(spark, str(events), retention_hours=24, dry_run=True)
     assert set(listed) == orphans
-    removed = delta_tables.vacuum(spark, str(events), retention_hours=24, dry_run=False)
+    removed = delta_maintenance.vacuum(spark, str(events), retention_hours=24, dry_run=False)
     assert set(removed) == orphans
     assert parquet_files(events).isdisjoint(orphans)
     assert pl.read_delta(str(events)).height == result.rows["events"]

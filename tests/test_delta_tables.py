@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType
 from pyspark.testing import assertDataFrameEqual
 
+from segmentation import delta_maintenance
 from segmentation import delta_tables as dtab
 from segmentation.errors import TableError
 
@@ -172,10 +173,10 @@ def test_vacuum_refuses_short_retention_and_optimize_compacts(spark, tmp_path):
     dtab.write(spark, rows(spark, D1, 4), path, snapshot(D1))
     dtab.write(spark, rows(spark, D1, 4), path, snapshot(D1))
     with pytest.raises(TableError, match="refused"):
-        dtab.vacuum(spark, path, retention_hours=1)
+        delta_maintenance.vacuum(spark, path, retention_hours=1)
     # Version 0's files are recent: the retention keeps them.
-    assert dtab.vacuum(spark, path, retention_hours=168, dry_run=True) == []
-    done = dtab.optimize(spark, path)
+    assert delta_maintenance.vacuum(spark, path, retention_hours=168, dry_run=True) == []
+    done = delta_maintenance.optimize(spark, path)
     assert done["files_removed"] >= 2 and done["files_added"] == 1
     assert pl.read_delta(path).height == 4
     assert commit_infos(path)[2]["operation"] == "OPTIMIZE"

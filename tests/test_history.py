@@ -157,3 +157,21 @@ def test_feature_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shif
     assert stable["x"] < 0.02 and stable["k"] < 0.01
     assert moved["x"] > 0.25
     assert moved["k"] > 1.0  # every value null: all in the null bin
+
+
+def test_update_mode_creates_merges_forward_and_rebuilds_a_backfill():
+    d1, d2 = dt.date(2025, 11, 30), dt.date(2025, 12, 31)
+    assert history.update_mode(table_exists=False, latest=None, as_of=d1) == "created"
+    assert history.update_mode(table_exists=True, latest=None, as_of=d1) == "merged"  # new model
+    assert history.update_mode(table_exists=True, latest=d1, as_of=d2) == "merged"
+    assert history.update_mode(table_exists=True, latest=d2, as_of=d2) == "merged"  # a replay
+    assert history.update_mode(table_exists=True, latest=d2, as_of=d1) == "rebuilt"
+
+
+def test_moves_from_migration_rows():
+    rows = [
+        {"from_segment_id": 3, "to_segment_id": 3, "customers": 2},
+        {"from_segment_id": 3, "to_segment_id": 1, "customers": 1},
+        {"from_segment_id": None, "to_segment_id": 1, "customers": 7},
+    ]
+    assert history.moves(rows) == {"stayed": 2, "moved": 1, "entered": 7, "left": 0}

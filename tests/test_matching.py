@@ -98,3 +98,23 @@ def test_a_champion_on_other_features_is_not_matched():
     )  # fmt: skip
     assert m.cluster_to_segment == {0: 4} and m.retired == (1,)
     assert "other features" in m.pairs[0].reason
+
+
+def test_stable_names_keep_the_champions_and_never_repeat():
+    from segmentation.matching import stable_names
+
+    generated = {1: "Champions", 2: "Lapsed customers", 3: "Champions", 4: "New customers"}
+    kept = {1: 5, 2: 7}  # new segment 1 continues old 5, 2 continues old 7
+    previous = {5: "Big spenders", 7: "Champions", 9: "Retired"}
+    assert stable_names(generated, kept, previous) == {
+        1: "Big spenders",
+        2: "Champions",
+        3: "Champions #3",  # its generated name is taken by a kept segment
+        4: "New customers",
+    }
+
+
+def test_stable_names_without_a_champion_are_the_generated_ones():
+    from segmentation.matching import stable_names
+
+    assert stable_names({1: "A", 2: "A"}, {}, {}) == {1: "A", 2: "A #2"}

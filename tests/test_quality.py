@@ -13,12 +13,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import delta_tables, pipeline, quality
+from segmentation import delta_tables, quality
 from segmentation import generator as gen
 from segmentation.config import load_config
 from segmentation.errors import InputError
 from segmentation.features import compute_features
 from segmentation.sources import CANONICAL_SCHEMA
+from segmentation.workflows import build_features
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = dt.date(2025, 12, 31)
@@ -132,7 +133,7 @@ def histories(spark, tmp_path_factory):
 def test_build_features_quarantines_exactly_the_defective_rows(spark, histories):
     base, clean_path, dirty_path = histories
     cfg = config(base / "dirty-run", dirty_path, **{"quality.max_reject_share": 0.5})
-    result = pipeline.build_features(spark, cfg)
+    result = build_features.run(spark, cfg)
     assert result.rejected == DEFECTS
     rejected = pl.read_delta(cfg.storage.table_path("rejected_events"))
     counts = dict(rejected.group_by("reason").len().iter_rows())
@@ -148,7 +149,7 @@ def test_build_features_quarantines_exactly_the_defective_rows(spark, histories)
 
     # The features equal those of the clean history: bad rows never count, copies count once.
     clean_cfg = config(base / "clean-run", clean_path)
-    pipeline.build_features(spark, clean_cfg)
+    build_features.run(spark, clean_cfg)
     read = lambda c: delta_tables.read(  # noqa: E731
         spark, c.storage.table_path("customer_features")
     )
@@ -163,7 +164,7 @@ def test_build_features_fails_over_max_reject_share_without_changing_tables(spar
         r"by reason: duplicate_event: 6"
     )
     with pytest.raises(InputError, match=expected):
-        pipeline.build_features(spark, cfg)
+        build_features.run(spark, cfg)
     for table in ("customer_features", "rejected_events"):
         assert not delta_tables.exists(spark, cfg.storage.table_path(table))
     wh = Path(cfg.storage.warehouse)
@@ -174,8 +175,8 @@ def test_build_features_fails_over_max_reject_share_without_changing_tables(spar
 def test_build_features_rerun_replaces_quarantine_snapshot(spark, histories):
     base, _, dirty_path = histories
     cfg = config(base / "rerun", dirty_path, **{"quality.max_reject_share": 0.5})
-    pipeline.build_features(spark, cfg)
-    pipeline.build_features(spark, cfg)
+    build_features.run(spark, cfg)
+    build_features.run(spark, cfg)
     path = cfg.storage.table_path("rejected_events")
     assert DeltaTable(path).version() == 1
     assert pl.read_delta(path).height == sum(DEFECTS.values())
@@ -186,7 +187,7 @@ def test_build_features_empty_input_is_a_clear_error(spark, tmp_path):
     spark.createDataFrame([], CANONICAL_SCHEMA).write.parquet(empty)
     cfg = config(tmp_path, empty)
     with pytest.raises(InputError, match="no usable events on or before 2025-12-31"):
-        pipeline.build_features(spark, cfg)
+        build_features.run(spark, cfg)
     assert not delta_tables.exists(spark, cfg.storage.table_path("customer_features"))
 
 

@@ -17,8 +17,9 @@ import pytest
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
-from segmentation import delta_tables, pipeline, tracking
+from segmentation import delta_tables, summaries, tracking
 from segmentation.config import load_config
+from segmentation.workflows import assign, build_features, generate, promote, train
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,9 +47,9 @@ def world(spark, tmp_path_factory):
         "training.k_max=8",
     ]
     cfg1 = load_config(ROOT / "conf" / "local.yaml", overrides=[*common, f"features.as_of={D1}"])
-    pipeline.generate(spark, cfg1)
-    pipeline.build_features(spark, cfg1)
-    trained1 = pipeline.train_segments(spark, cfg1)
+    generate.run(spark, cfg1)
+    build_features.run(spark, cfg1)
+    trained1 = train.run(spark, cfg1)
 
     # The second month's input: everything shifted by D2 - D1, with planted changes.
     truth = read(cfg1, "segment_truth")
@@ -83,7 +84,7 @@ def world(spark, tmp_path_factory):
         ROOT / "conf" / "local.yaml",
         overrides=[*common, f"features.as_of={D2}", f"input.events.path={events2}"],
     )
-    assigned2 = pipeline.assign_segments(spark, cfg2)
+    assigned2 = assign.run(spark, cfg2)
     yield {
         "cfg1": cfg1, "cfg2": cfg2, "trained1": trained1, "assigned2": assigned2,
         "movers": dict(zip(movers, sources, strict=True)), "vanished": vanished, "m1": m1,
@@ -216,7 +217,7 @@ def test_replaying_a_snapshot_replaces_it_in_one_version(spark, world):
                    f"input.events.path={cfg2.input.events.path}", "assign.reuse_features=true",
                    "drift.psi_threshold=0.000001"],
     )  # fmt: skip
-    again = pipeline.assign_segments(spark, strict)
+    again = assign.run(spark, strict)
     assert again.features_reused
     for n in names:
         after = read(cfg2, n)
@@ -238,8 +239,8 @@ def test_replaying_a_snapshot_replaces_it_in_one_version(spark, world):
     assert "monetary_total" not in world["assigned2"].publication.feature_psi
     replay = client.get_run(again.run_id).data
     assert replay.tags["retrain_recommended"] == "true"
-    assert "RETRAIN RECOMMENDED" in pipeline.format_assign_summary(again, strict)
-    assert "Retrain not needed" in pipeline.format_assign_summary(world["assigned2"], cfg2)
+    assert "RETRAIN RECOMMENDED" in summaries.assignment(again, strict)
+    assert "Retrain not needed" in summaries.assignment(world["assigned2"], cfg2)
 
 
 def test_retrain_with_another_seed_keeps_ids_and_names_and_promotion_is_deliberate(spark, world):
@@ -255,7 +256,7 @@ def test_retrain_with_another_seed_keeps_ids_and_names_and_promotion_is_delibera
                    f"training.k_min={k1}", f"training.k_max={k1}", "training.n_init=4"],
     )  # fmt: skip
     membership_version = delta_tables.version(spark, cfg2.storage.table_path("segment_membership"))
-    trained2 = pipeline.train_segments(spark, retrain)
+    trained2 = train.run(spark, retrain)
     v1 = world["trained1"].model_version
     assert trained2.previous_version == v1 and not trained2.promoted
     # Not promoted: the alias and the membership are untouched.
@@ -269,13 +270,13 @@ def test_retrain_with_another_seed_keeps_ids_and_names_and_promotion_is_delibera
     assert set(profiles["model_version"]) == {v1, trained2.model_version}
 
     # The deliberate step, logged as its own run and as tags on the version.
-    promoted = pipeline.promote_model(retrain, trained2.model_version)
+    promoted = promote.run(None, retrain, version=trained2.model_version)
     assert promoted.previous_version == v1
     client = MlflowClient(cfg2.tracking.tracking_uri)
     tags = client.get_model_version("customer_segments", str(trained2.model_version)).tags
     assert tags["promoted_to_champion_from_version"] == str(v1)
     assert client.get_run(promoted.run_id).data.params["version"] == str(trained2.model_version)
-    pipeline.assign_segments(spark, load_config(
+    assign.run(spark, load_config(
         ROOT / "conf" / "local.yaml",
         overrides=[*world["common"], f"features.as_of={D2}", "assign.reuse_features=true",
                    f"input.events.path={cfg2.input.events.path}"],

@@ -12,6 +12,7 @@ import pytest
 from segmentation import sources
 from segmentation.config import EventColumns, EventSourceConfig
 from segmentation.errors import InputError
+from segmentation.workflows import build_features
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,7 +160,7 @@ def test_check_source_mistyped_column_names_column_and_type(spark, tmp_path):
 def test_delta_input_with_deletion_vectors_never_brings_deleted_rows_back(spark, tmp_path):
     """Rows deleted from a Delta input (a deletion vector, files untouched) are gone from the
     features: the input is read through Delta, not as its Parquet files."""
-    from segmentation import delta_tables, pipeline
+    from segmentation import delta_tables
     from segmentation.config import load_config
 
     events = str(tmp_path / "events")
@@ -183,7 +184,7 @@ def test_delta_input_with_deletion_vectors_never_brings_deleted_rows_back(spark,
                    "input.events.columns.channel=null", "input.events.columns.device=null",
                    "input.events.columns.quantity=null", "input.events.columns.discount=null"],
     )  # fmt: skip
-    result = pipeline.build_features(spark, cfg)
+    result = build_features.run(spark, cfg)
     assert result.input_rows == 4 and result.customers == 2
     features = delta_tables.read(spark, cfg.storage.table_path("customer_features"))
     got = {r["customer_id"]: r["frequency"] for r in features.collect()}

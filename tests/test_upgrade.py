@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from segmentation import delta_tables, pipeline
+from segmentation import delta_tables, publishing
 from segmentation.config import load_config
 from segmentation.errors import InputError
 from tests.conftest import ROOT
@@ -28,13 +28,13 @@ def test_old_membership_layout_is_refused_then_upgraded_in_one_version(spark, tm
         spark, old, path, delta_tables.WriteOptions(mode="overwrite", partition_by=("as_of",)),
     )  # fmt: skip
     with pytest.raises(InputError, match=r"segment_membership by \['as_of'\].*make upgrade-tables"):
-        pipeline.check_table_layout(spark, cfg)
+        publishing.check_layout(spark, cfg.storage)
 
-    assert pipeline.upgrade_tables(spark, cfg) == {"segment_membership": 1}
+    assert publishing.upgrade_layout(spark, cfg.storage) == {"segment_membership": 1}
     table = DeltaTable(path)
     assert table.metadata().partition_columns == ["model_name", "as_of"]
     before = pl.read_delta(path, version=0).sort("customer_id")
     after = pl.read_delta(path).select(before.columns).sort("customer_id")
     assert after.equals(before)
-    pipeline.check_table_layout(spark, cfg)  # no longer raises
-    assert pipeline.upgrade_tables(spark, cfg) == {}
+    publishing.check_layout(spark, cfg.storage)  # no longer raises
+    assert publishing.upgrade_layout(spark, cfg.storage) == {}

@@ -1,7 +1,7 @@
 """Benchmark entry point (`make bench`): the Spark job's stages against DuckDB + scikit-learn.
 
-    python jobs/benchmark.py --sizes 1M,10M,50M          # writes the results into BENCHMARKS.md
-    python jobs/benchmark.py --quick                     # 1M events, checks agreement only
+    python -m tools.bench --sizes 1M,10M,50M          # writes the results into BENCHMARKS.md
+    python -m tools.bench --quick                     # 1M events, checks agreement only
 
 The quick mode (CI) checks that the baseline and the job agree (features within tolerance,
 segment sizes and labels), never how fast they were.
@@ -17,9 +17,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from segmentation import benchmark
 from segmentation.config import load_config
 from segmentation.session import build_session
+from tools import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"

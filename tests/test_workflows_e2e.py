@@ -15,10 +15,11 @@ import pytest
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 
-from segmentation import clustering, delta_tables, pipeline, tracking
+from segmentation import clustering, delta_tables, tracking
 from segmentation.config import load_config
 from segmentation.errors import InputError
 from segmentation.evaluation import adjusted_rand_index_from_counts
+from segmentation.workflows import assign, build_features, generate, rules, train
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,9 +38,9 @@ def run(spark, tmp_path_factory):
             "generator.events=150000",
         ],
     )
-    generated = pipeline.generate(spark, cfg)
-    features = pipeline.build_features(spark, cfg)
-    trained = pipeline.train_segments(spark, cfg)
+    generated = generate.run(spark, cfg)
+    features = build_features.run(spark, cfg)
+    trained = train.run(spark, cfg)
     yield cfg, generated, features, trained
     mlflow.set_tracking_uri(None)
 
@@ -174,7 +175,7 @@ def test_registered_model_loads_and_assigns_the_same_segments(spark, run):
 
 def test_rebuilding_features_for_the_same_as_of_replaces_the_snapshot(spark, run):
     cfg, _, features, _ = run
-    again = pipeline.build_features(spark, cfg)
+    again = build_features.run(spark, cfg)
     assert again.version == features.version + 1
     f = table(cfg, "customer_features")
     assert f.height == 3000  # replaced, not appended
@@ -185,7 +186,7 @@ def test_rebuilding_features_for_the_same_as_of_replaces_the_snapshot(spark, run
 
 def test_generate_if_absent_keeps_existing_sample(spark, run):
     cfg, generated, _, _ = run
-    result = pipeline.generate(spark, cfg, if_absent=True)
+    result = generate.run(spark, cfg, if_absent=True)
     assert result.skipped
     assert DeltaTable(cfg.storage.table_path("events")).version() == generated.versions["events"]
 
@@ -244,7 +245,7 @@ def test_assign_without_a_champion_is_a_clear_error(spark, run):
         update={"tracking": cfg.tracking.model_copy(update={"registered_model": "nothing_here"})}
     )
     with pytest.raises(InputError, match="no model under nothing_here@champion"):
-        pipeline.assign_segments(spark, other)
+        assign.run(spark, other)
 
 
 # --- explainability (issue 5) --------------------------------------------------------------
@@ -394,7 +395,7 @@ def browser_screenshot(report: Path, out: Path) -> dict:
 @pytest.fixture(scope="module")
 def rules_run(spark, run):
     cfg, _, _, _ = run
-    return cfg, pipeline.rule_segments(spark, cfg)
+    return cfg, rules.run(spark, cfg)
 
 
 def test_rule_segmentations_share_the_membership_table(rules_run):

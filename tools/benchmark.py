@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
-from pyspark.ml.clustering import KMeans, KMeansModel
+from pyspark.ml.clustering import KMeans
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import clustering, delta_tables, pipeline, sources, tracking
+from segmentation import clustering, delta_tables, tables, tracking
 from segmentation import features as feat
 from segmentation.config import AppConfig
 from segmentation.evaluation import adjusted_rand_index_from_counts
+from segmentation.workflows import build_features, generate, train
 
 EVENTS_PER_CUSTOMER = 50
 
@@ -144,9 +144,9 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
     # The product's own feature stage (build_features up to its writes): quality rules and
     # quarantine, de-duplication, levels, features; both snapshots computed and persisted.
     experiment_id = tracking.configure(cfg.tracking)
-    with mlflow.start_run(experiment_id=experiment_id, run_name="benchmark features") as run:
+    with tracking.run(experiment_id, "benchmark features") as run_id:
         with measured(stages, "features") as st:
-            staged = pipeline.compute_feature_snapshot(spark, cfg)
+            staged = build_features.compute(spark, cfg, run_id=run_id)
             result.customers = staged.customers
             n_rejected = sum(staged.rejected_counts.values())
             result.checks["spark_rejected"] = n_rejected
@@ -155,30 +155,26 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
                 f"{n_rejected:,} events quarantined"
             )
         with measured(stages, "write customer_features, rejected_events (Delta)"):
-            pipeline.write_tables(
-                staged.writes(spark, cfg, job="benchmark", run_id=run.info.run_id)
-            )
+            tables.write_in_order(staged.writes(spark, cfg, job="benchmark", run_id=run_id))
         staged.unpersist()
     with measured(stages, "read customer_features (cached)") as st:
-        features_path = cfg.storage.table_path(pipeline.FEATURES)
+        features_path = tables.path(cfg.storage, tables.FEATURES)
         features_df = delta_tables.read(
             spark, features_path, partitions={feat.AS_OF: fc.as_of}
         ).cache()
         st.detail = f"{features_df.count():,} rows"
-    estimator = pipeline.training_estimator(cfg)
+    estimator = train.estimator(t)
     with measured(stages, "k selection") as st:
         scaling = estimator.fit_scaling(features_df)
-        selection = pipeline.select_k(cfg, estimator, features_df, scaling)
+        selection = train.select_k(t, estimator, features_df, scaling)
         result.chosen_k = selection.chosen_k
         st.detail = (
             f"k {t.k_min}-{t.k_max} x {t.n_init} restarts on {selection.sample_rows:,} rows, "
             f"chose {selection.chosen_k}"
         )
     with measured(stages, "final fit (restarts)") as st:
-        model, _ = pipeline.final_fit(cfg, estimator, features_df, scaling, selection)
-        kmeans = model.pipeline.stages[2]
-        assert isinstance(kmeans, KMeansModel)
-        result.iterations = int(kmeans.summary.numIter)
+        model, _ = train.final_fit(t, estimator, features_df, scaling, selection)
+        result.iterations = model.iterations
         st.detail = (
             f"k={selection.chosen_k}, {t.n_init} seeded restarts on all customers (concurrent),"
             f" the kept one ran {result.iterations} iterations"
@@ -187,14 +183,14 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
     # vectors are derived from the cached features but not cached themselves, as in the
     # product's fit: KMeans then persists its own vectors (measured at 10M: 2.3 s against
     # 3.9 s when handed a cached frame, which it re-reads and converts on every pass).
-    prepared = estimator.prepare(features_df, scaling).select(clustering._FEATURES_VEC)
+    prepared = estimator.prepare(features_df, scaling).select(clustering.FEATURES_VECTOR)
     with measured(stages, "final fit") as st:
         single = KMeans(
             k=selection.chosen_k,
             seed=t.seed,
             maxIter=max(result.iterations, 1),
             tol=0.0,
-            featuresCol=clustering._FEATURES_VEC,
+            featuresCol=clustering.FEATURES_VECTOR,
         ).fit(prepared)
         st.detail = (
             f"one run, k={selection.chosen_k}, {single.summary.numIter} iterations "
@@ -208,7 +204,7 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
             spark,
             assigned.select(feat.CUSTOMER_ID, F.lit(fc.as_of).alias(feat.AS_OF),
                             clustering.SEGMENT_ID, clustering.DISTANCE),
-            cfg.storage.table_path(pipeline.MEMBERSHIP),
+            tables.path(cfg.storage, tables.MEMBERSHIP),
             delta_tables.WriteOptions(partition_by=(feat.AS_OF,), replace={feat.AS_OF: fc.as_of}),
         )  # fmt: skip
     scaled = model.scaling.stage().transform(features_df)
@@ -237,7 +233,7 @@ def duckdb_quality_sql(files: Sequence[str], *, earliest: dt.date, latest: dt.da
     first_us = (earliest - epoch).days * 86_400_000_000
     end_us = ((latest - epoch).days + 1) * 86_400_000_000
     file_list = ", ".join(f"'{f}'" for f in files)
-    order = ", ".join(f"{c} ASC NULLS FIRST" for c in sources.CANONICAL_SCHEMA.names)
+    order = ", ".join(f"{c} ASC NULLS FIRST" for c in tables.CANONICAL_EVENTS.names)
     return f"""
 CREATE TEMP TABLE checked AS
 WITH canonical AS (
@@ -629,7 +625,7 @@ def run_size(spark: SparkSession, base: AppConfig, events: int, workdir: Path) -
     if not delta_tables.exists(spark, cfg.events_path()):
         generated: list[Stage] = []
         with measured(generated, "generate"):
-            pipeline.generate(spark, cfg)
+            generate.run(spark, cfg)
     spark_side = run_spark(spark, cfg, result)
     duck = run_baseline(spark, cfg, result, spark_side)
     check_agreement(result, spark_side, duck)

@@ -1,0 +1,455 @@
+"""The configuration sections: one frozen pydantic model per YAML section."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar, Self
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+__all__ = [
+    "DEFAULT_B2B_TIERS",
+    "DEFAULT_RFM_SEGMENTS",
+    "AppConfig",
+    "AssignConfig",
+    "B2bConfig",
+    "B2bTier",
+    "CustomersSourceConfig",
+    "DriftConfig",
+    "EventColumns",
+    "EventSourceConfig",
+    "EventTypes",
+    "ExplainConfig",
+    "FeatureConfig",
+    "GeneratorConfig",
+    "InputConfig",
+    "QualityConfig",
+    "RfmConfig",
+    "RfmSegment",
+    "SparkConfig",
+    "StorageConfig",
+    "TrackingConfig",
+    "TrainingConfig",
+]
+
+from segmentation.config.types import (
+    Algorithm,
+    Bool,
+    Date,
+    EventFormat,
+    Float,
+    FrozenMap,
+    Int,
+    Str,
+    Transform,
+    _FrozenDict,
+    _require,
+    _Section,
+    join_path,
+)
+
+
+class SparkConfig(_Section):
+    master: Str | None = "local[*]"
+    app_name: Str = "customer-segmentation"
+    shuffle_partitions: Int = 8
+    ui_enabled: Bool = False
+    conf: FrozenMap[Str] = Field(default_factory=_FrozenDict)
+    # Local Delta jar files for machines without network (empty: resolved from Maven).
+    delta_jars: tuple[Str, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(self.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1")
+        return self
+
+
+class StorageConfig(_Section):
+    warehouse: Str = "warehouse"
+    run_key: Str | None = None
+
+    def table_path(self, name: str) -> str:
+        """Location of the output table ``name`` under the warehouse root."""
+        return join_path(self.warehouse, name)
+
+
+class TrackingConfig(_Section):
+    tracking_uri: Str = "sqlite:///mlflow.db"
+    artifact_location: Str = "mlartifacts"
+    experiment: Str = "customer-segmentation"
+    registered_model: Str = "customer_segments"
+    alias: Str = "champion"
+    promote: Bool = False
+
+
+class GeneratorConfig(_Section):
+    customers: Int = 20000
+    events: Int = 1_000_000
+    seed: Int = 42
+    start_date: Date = dt.date(2023, 1, 1)
+    end_date: Date = dt.date(2025, 12, 31)
+    partitions: Int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(self.customers >= 1, "generator.customers must be >= 1")
+        _require(self.events >= self.customers, "generator.events must be >= generator.customers")
+        _require(
+            self.end_date > self.start_date,
+            "generator.end_date must be after generator.start_date",
+        )
+        _require(
+            self.partitions is None or self.partitions >= 1, "generator.partitions must be >= 1"
+        )
+        return self
+
+
+class EventColumns(_Section):
+    customer_id: Str = "customer_id"
+    event_time: Str = "event_time"
+    amount: Str = "amount"
+    event_type: Str | None = "event_type"
+    category: Str | None = "category"
+    channel: Str | None = "channel"
+    device: Str | None = "device"
+    quantity: Str | None = "quantity"
+    discount: Str | None = "discount"
+    event_id: Str | None = "event_id"
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("customer_id", "event_time", "amount")
+
+    def mapped(self) -> dict[str, str]:
+        """Canonical name -> the user's column name, for every column that is mapped."""
+        return {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if getattr(self, name) is not None
+        }
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        for required in self.REQUIRED:
+            _require(
+                bool(getattr(self, required)),
+                f"input.events.columns.{required} must name a column (it is required)",
+            )
+        return self
+
+
+class EventTypes(_Section):
+    model_config = ConfigDict(populate_by_name=True)
+
+    order: tuple[Str, ...] = ("order", "purchase", "sale")
+    # `return` is a keyword: the YAML key "return" maps here.
+    return_: tuple[Str, ...] = Field(default=("return", "refund"), alias="return")
+    visit: tuple[Str, ...] = ("visit", "view", "session")
+
+
+class EventSourceConfig(_Section):
+    path: Str | None = None
+    format: EventFormat = "delta"
+    options: FrozenMap[Str] = Field(default_factory=_FrozenDict)
+    columns: EventColumns = Field(default_factory=EventColumns)
+    timestamp_format: Str | None = None
+    event_types: EventTypes = Field(default_factory=EventTypes)
+
+
+class CustomersSourceConfig(_Section):
+    """The customers dimension: one row per customer with descriptive attributes."""
+
+    path: Str | None = None
+    format: EventFormat = "delta"
+    options: FrozenMap[Str] = Field(default_factory=_FrozenDict)
+    customer_id: Str = "customer_id"
+
+
+class InputConfig(_Section):
+    events: EventSourceConfig = Field(default_factory=EventSourceConfig)
+    customers: CustomersSourceConfig = Field(default_factory=CustomersSourceConfig)
+
+
+class FeatureConfig(_Section):
+    as_of: Date = dt.date(2025, 12, 31)
+    windows_days: tuple[Int, ...] = (30, 90, 365)
+    trend_window_days: Int = 90
+    categories: tuple[Str, ...] | None = None
+    channels: tuple[Str, ...] | None = None
+    devices: tuple[Str, ...] | None = None
+    max_levels: Int = 12
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        w = self.windows_days
+        _require(len(w) >= 1, "features.windows_days must list at least one window")
+        _require(all(d >= 1 for d in w), "features.windows_days must all be >= 1 day")
+        _require(self.trend_window_days >= 1, "features.trend_window_days must be >= 1 day")
+        _require(self.max_levels >= 1, "features.max_levels must be >= 1")
+        return self
+
+
+class QualityConfig(_Section):
+    earliest_event_date: Date = dt.date(1990, 1, 1)
+    max_days_after_as_of: Int = 366
+    max_reject_share: Float = 0.05
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(
+            0 <= self.max_reject_share <= 1,
+            "quality.max_reject_share must be in [0, 1] (a share of input rows)",
+        )
+        _require(self.max_days_after_as_of >= 0, "quality.max_days_after_as_of must be >= 0")
+        return self
+
+
+class TrainingConfig(_Section):
+    algorithm: Algorithm = "kmeans"
+    k_min: Int = 2
+    k_max: Int = 10
+    seed: Int = 42
+    max_iter: Int = 40
+    n_init: Int = 3
+    selection_sample_rows: Int = 20000
+    min_segment_share: Float = 0.02
+    silhouette_tolerance: Float = 0.03
+    features: tuple[Str, ...] = ()
+    default_transform: Transform = "log1p"
+    transforms: FrozenMap[Transform] = Field(default_factory=_FrozenDict)
+    match_max_distance: Float = 1.0
+
+    def transform_for(self, feature: str) -> Transform:
+        """The skew transform applied to ``feature`` before scaling."""
+        return self.transforms.get(feature, self.default_transform)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(self.k_min >= 2, "training.k_min must be >= 2")
+        _require(
+            self.k_max >= self.k_min,
+            f"training.k_max ({self.k_max}) must be >= k_min ({self.k_min})",
+        )
+        _require(self.max_iter >= 1, "training.max_iter must be >= 1")
+        _require(self.n_init >= 1, "training.n_init must be >= 1")
+        _require(self.selection_sample_rows >= 10, "training.selection_sample_rows must be >= 10")
+        _require(0 <= self.min_segment_share < 1, "training.min_segment_share must be in [0, 1)")
+        _require(self.silhouette_tolerance >= 0, "training.silhouette_tolerance must be >= 0")
+        _require(len(self.features) >= 1, "training.features must list at least one feature column")
+        _require(len(set(self.features)) == len(self.features), "training.features has duplicates")
+        _require(self.match_max_distance >= 0, "training.match_max_distance must be >= 0")
+        return self
+
+
+class AssignConfig(_Section):
+    reuse_features: Bool = False
+
+
+class DriftConfig(_Section):
+    baseline_as_of: Date | None = None
+    psi_threshold: Float = 0.25
+    psi_bins: Int = 10
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(self.psi_threshold > 0, "drift.psi_threshold must be > 0")
+        _require(2 <= self.psi_bins <= 100, "drift.psi_bins must be in [2, 100]")
+        return self
+
+
+class ExplainConfig(_Section):
+    """Profiles' composition, rule explanations, pictures and the HTML report of a training."""
+
+    composition_attributes: tuple[Str, ...] = (
+        "country", "age", "gender", "os", "is_business", "industry", "employee_count",
+    )  # fmt: skip
+    sensitive_attributes: tuple[Str, ...] = ("age", "gender")
+    bins: FrozenMap[tuple[Float, ...]] = Field(default_factory=_FrozenDict)
+    max_levels: Int = 12
+    rules_max_depth: Int = 5
+    rules_per_segment: Int = 3
+    min_rule_fidelity: Float = 0.85
+    plot_sample_rows: Int = 5000
+    report: Bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(1 <= self.rules_max_depth <= 10, "explain.rules_max_depth must be in [1, 10]")
+        _require(self.rules_per_segment >= 1, "explain.rules_per_segment must be >= 1")
+        _require(0 <= self.min_rule_fidelity <= 1, "explain.min_rule_fidelity must be in [0, 1]")
+        _require(self.plot_sample_rows >= 10, "explain.plot_sample_rows must be >= 10")
+        _require(self.max_levels >= 1, "explain.max_levels must be >= 1")
+        for name, edges in self.bins.items():
+            _require(
+                len(edges) >= 1 and list(edges) == sorted(set(edges)),
+                f"explain.bins.{name} must be increasing bin edges",
+            )
+        return self
+
+
+class RfmSegment(_Section):
+    """A named cell range of the RFM map: inclusive [low, high] score ranges."""
+
+    name: Str
+    r: tuple[Int, ...] = (1, 5)
+    f: tuple[Int, ...] = (1, 5)
+    m: tuple[Int, ...] = (1, 5)
+
+
+def _rfm(name: str, r: tuple[int, int], f: tuple[int, int]) -> RfmSegment:
+    return RfmSegment(name=name, r=r, f=f)
+
+
+# The widely used R x F map (the "RFM segments" grid), with Lost split off Hibernating.
+DEFAULT_RFM_SEGMENTS = (
+    _rfm("Champions", (5, 5), (4, 5)),
+    _rfm("Loyal", (3, 4), (4, 5)),
+    _rfm("Potential loyalists", (4, 5), (2, 3)),
+    _rfm("New", (5, 5), (1, 1)),
+    _rfm("Promising", (4, 4), (1, 1)),
+    _rfm("Need attention", (3, 3), (3, 3)),
+    _rfm("About to sleep", (3, 3), (1, 2)),
+    _rfm("Can't lose them", (1, 2), (5, 5)),
+    _rfm("At risk", (1, 2), (3, 4)),
+    _rfm("Lost", (1, 1), (1, 1)),
+    _rfm("Hibernating", (1, 2), (1, 2)),
+)
+
+
+class RfmConfig(_Section):
+    enabled: Bool = True
+    model_name: Str = "rfm"
+    version: Int = 1
+    recency_feature: Str = "recency_days"
+    frequency_feature: Str = "frequency"
+    monetary_feature: Str = "monetary_total"
+    quantile_accuracy: Int = 10000
+    segments: tuple[RfmSegment, ...] = DEFAULT_RFM_SEGMENTS
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(self.quantile_accuracy >= 100, "rfm.quantile_accuracy must be >= 100")
+        _require(len(self.segments) >= 1, "rfm.segments must list at least one segment")
+        for i, seg in enumerate(self.segments):
+            for score in ("r", "f", "m"):
+                lo_hi = getattr(seg, score)
+                _require(
+                    len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1] <= 5,
+                    f"rfm.segments[{i}].{score} ({seg.name}) must be [low, high] with "
+                    f"1 <= low <= high <= 5, got {list(lo_hi)}",
+                )
+        uncovered = [
+            (r, f, m)
+            for r in range(1, 6)
+            for f in range(1, 6)
+            for m in range(1, 6)
+            if not any(
+                s.r[0] <= r <= s.r[1] and s.f[0] <= f <= s.f[1] and s.m[0] <= m <= s.m[1]
+                for s in self.segments
+            )
+        ]
+        cells = ", ".join(f"r={r} f={f} m={m}" for r, f, m in uncovered[:5])
+        _require(
+            not uncovered,
+            f"rfm.segments leave {len(uncovered)} score cell(s) without a segment (e.g. "
+            f"{cells}): every customer must get one; add a catch-all segment last",
+        )
+        return self
+
+
+class B2bTier(_Section):
+    """A tier rule: every criterion given must hold (null: no constraint)."""
+
+    name: Str
+    min_spend: Float | None = None
+    min_employees: Int | None = None
+    industries: tuple[Str, ...] | None = None
+
+
+DEFAULT_B2B_TIERS = (
+    B2bTier(name="Strategic", min_spend=20000.0),
+    B2bTier(name="Strategic", min_spend=5000.0, min_employees=1000),
+    B2bTier(name="Large", min_spend=5000.0),
+    B2bTier(name="Large", min_employees=250),
+    B2bTier(name="Medium", min_spend=1000.0),
+    B2bTier(name="Medium", min_employees=50),
+    B2bTier(name="Small"),
+)
+
+
+class B2bConfig(_Section):
+    enabled: Bool = True
+    model_name: Str = "b2b_tiers"
+    version: Int = 1
+    business_column: Str = "is_business"
+    employees_column: Str | None = "employee_count"
+    industry_column: Str | None = "industry"
+    spend_feature: Str = "monetary_365d"
+    tiers: tuple[B2bTier, ...] = DEFAULT_B2B_TIERS
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(len(self.tiers) >= 1, "b2b.tiers must list at least one tier")
+        last = self.tiers[-1]
+        _require(
+            (last.min_spend, last.min_employees, last.industries) == (None, None, None),
+            f"b2b.tiers: the last tier ({last.name}) must have no criteria, so that every "
+            "business account gets a tier",
+        )
+        return self
+
+
+class AppConfig(_Section):
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    assign: AssignConfig = Field(default_factory=AssignConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    rfm: RfmConfig = Field(default_factory=RfmConfig)
+    b2b: B2bConfig = Field(default_factory=B2bConfig)
+
+    def events_path(self) -> str:
+        """Where the events are read from: the configured path or the generator's table."""
+        return self.input.events.path or self.storage.table_path("events")
+
+    def customers_path(self) -> str | None:
+        """The customers dimension: the configured path, else the generator's table when the
+        events are the generator's too (None: no customers dimension)."""
+        if self.input.customers.path:
+            return self.input.customers.path
+        return self.storage.table_path("customers") if self.input.events.path is None else None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        """Rules across sections (each section checks its own fields first)."""
+        as_of = self.features.as_of
+        _require(
+            self.drift.baseline_as_of is None or self.drift.baseline_as_of < as_of,
+            "drift.baseline_as_of must be before features.as_of",
+        )
+        _require(
+            self.quality.earliest_event_date < as_of,
+            "quality.earliest_event_date must be before features.as_of",
+        )
+        sensitive = {a.lower() for a in self.explain.sensitive_attributes}
+        used = sorted(f for f in self.training.features if f.lower() in sensitive)
+        _require(
+            not used,
+            f"training.features {used} are listed in explain.sensitive_attributes: sensitive "
+            "attributes are never clustering features (remove them from training.features)",
+        )
+        names = {self.tracking.registered_model, self.rfm.model_name, self.b2b.model_name}
+        _require(
+            len(names) == 3,
+            "tracking.registered_model, rfm.model_name and b2b.model_name must differ: they "
+            "name segmentations in the shared segment_membership table",
+        )
+        return self

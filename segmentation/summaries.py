@@ -1,0 +1,256 @@
+"""The terminal summaries every job prints: one place for what a user reads after a run."""
+
+from __future__ import annotations
+
+from segmentation import features as feat
+from segmentation.config import AppConfig
+from segmentation.publishing import Publication
+from segmentation.workflows.assign import AssignResult
+from segmentation.workflows.build_features import FeaturesResult, counts_text
+from segmentation.workflows.generate import GenerateResult
+from segmentation.workflows.maintain import MaintainResult
+from segmentation.workflows.promote import PromoteResult
+from segmentation.workflows.rules import RuleSegmentsResult
+from segmentation.workflows.train import TrainResult
+
+_SUMMARY_FEATURES = (
+    feat.RECENCY,
+    feat.FREQUENCY,
+    feat.MONETARY,
+    feat.AOV,
+    feat.TENURE,
+    feat.DISCOUNT_SHARE,
+)
+
+
+def training(result: TrainResult, cfg: AppConfig) -> str:
+    """A readable report of a training run for the terminal."""
+    lines = [*_segment_table(result), *_explanation_lines(result)]
+    if "report" in result.paths:
+        lines.append(f"Report: {result.paths['report']}")
+    lines += [_ids_line(result), *_training_outputs(result, cfg)]
+    if result.publication is not None:
+        lines += _publication_lines(result.publication, cfg)
+    if cfg.tracking.tracking_uri.startswith("sqlite:"):
+        lines.append(
+            f"  open the UI: make mlflow-ui  (or: .venv/bin/mlflow ui --backend-store-uri "
+            f"{cfg.tracking.tracking_uri}), then http://127.0.0.1:5000"
+        )
+    return "\n".join(lines)
+
+
+def _segment_table(result: TrainResult) -> list[str]:
+    shown = [f for f in _SUMMARY_FEATURES if result.segments and f in result.segments[0].means]
+    header = f"{'id':>3}  {'segment':<34} {'customers':>9} {'share':>6}  " + "  ".join(
+        f"{f:>15}" for f in shown
+    )
+    lines = [
+        "",
+        f"Segmentation as of {result.as_of}: {result.customers} customers, "
+        f"k = {result.selection.chosen_k}",
+        f"  model selection: {result.selection.reason}",
+        "",
+        header,
+        "-" * len(header),
+    ]
+    for s in result.segments:
+        values = "  ".join(f"{_fmt(s.means.get(f)):>15}" for f in shown)
+        lines.append(f"{s.segment_id:>3}  {s.name[:34]:<34} {s.size:>9} {s.share:>6.1%}  {values}")
+    lines += ["", "(feature columns show segment means in original units)"]
+    if result.ari_vs_truth is not None:
+        lines.append(f"Adjusted Rand index vs planted archetypes: {result.ari_vs_truth:.3f}")
+    return lines
+
+
+def _explanation_lines(result: TrainResult) -> list[str]:
+    ex = result.explanation
+    if ex is None:
+        return []
+    lines = [
+        f"Rules (decision tree, depth {ex.rules.max_depth}) reproduce {ex.rules.fidelity:.1%} "
+        "of segments (MLflow artifact explain/rules.json); e.g.:"
+    ]
+    for s in result.segments:
+        top = ex.rules.top(s.segment_id, 1)
+        if top:
+            lines.append(f"  {s.segment_id:>3} {s.name[:30]:<30} {top[0].text()}")
+    if ex.composition is not None and ex.composition.sensitive:
+        gaps = ", ".join(f"{a} {ex.composition.max_gap(a):.1%}" for a in ex.composition.sensitive)
+        lines.append(f"Sensitive attributes, largest segment-vs-population gap: {gaps}")
+    return lines
+
+
+def _ids_line(result: TrainResult) -> str:
+    m = result.matching
+    if result.previous_version is None:
+        return "Segment ids: first model, numbered by size (1 = largest)."
+    new_ids = [p.segment_id for p in m.pairs if p.previous_id is None]
+    return (
+        f"Segment ids: {len(m.kept)} kept from version {result.previous_version} (same id "
+        f"and name), new: {new_ids or 'none'}, retired: {list(m.retired) or 'none'} "
+        "(MLflow artifact segments/matching.json)."
+    )
+
+
+def _training_outputs(result: TrainResult, cfg: AppConfig) -> list[str]:
+    lines = [
+        "",
+        f"Tables (Delta) under {cfg.storage.warehouse}/:",
+        *[f"  {n:<27} version {v}" for n, v in result.table_versions.items()],
+        f"MLflow: run {result.run_id} in experiment '{cfg.tracking.experiment}' "
+        f"({cfg.tracking.tracking_uri})",
+    ]
+    if result.promoted:
+        lines.append(
+            f"  model {result.model_name} version {result.model_version} is now "
+            f"@{cfg.tracking.alias}"
+        )
+    else:
+        lines.append(
+            f"  model {result.model_name} version {result.model_version} registered as a "
+            f"candidate; @{cfg.tracking.alias} is unchanged (version "
+            f"{result.previous_version or 'none'}). Review it, then: make promote "
+            f"VERSION={result.model_version} && make assign"
+        )
+    return lines
+
+
+def assignment(result: AssignResult, cfg: AppConfig) -> str:
+    """A readable report of an assignment run for the terminal."""
+    pub = result.publication
+    features = (
+        "reused the stored customer_features snapshot"
+        if result.features_reused
+        else "computed customer_features from the events (quarantined: "
+        + (counts_text(result.rejected) if result.rejected else "none")
+        + ")"
+    )
+    lines = [
+        "",
+        f"Segments as of {pub.as_of}: {pub.customers} customers scored with "
+        f"{result.model_name} version {result.model_version} (@{cfg.tracking.alias}); "
+        f"{features}",
+        "",
+        f"{'id':>3}  {'segment':<40} {'customers':>9} {'share':>6}",
+    ]
+    for sid in sorted(pub.names):
+        n = pub.sizes.get(sid, 0)
+        share = n / pub.customers if pub.customers else 0.0
+        lines.append(f"{sid:>3}  {pub.names[sid][:40]:<40} {n:>9} {share:>6.1%}")
+    lines += ["", f"Tables (Delta) under {cfg.storage.warehouse}/:"]
+    lines += [f"  {n:<27} version {v}" for n, v in pub.table_versions.items()]
+    lines.append(f"MLflow: run {result.run_id} in experiment '{cfg.tracking.experiment}'")
+    lines += _publication_lines(pub, cfg)
+    return "\n".join(lines)
+
+
+def rules(result: RuleSegmentsResult, cfg: AppConfig) -> str:
+    """A readable report of a rule_segments run for the terminal."""
+    lines = ["", f"Rule-based segmentations as of {result.as_of}:"]
+    if result.rfm_cuts is not None:
+        c = result.rfm_cuts
+        lines.append(
+            f"  RFM quintile cuts: recency {list(c.recency)}, frequency {list(c.frequency)}, "
+            f"monetary {[round(v, 2) for v in c.monetary]}"
+        )
+    for name, pub in result.publications.items():
+        lines += ["", f"{name} (version {pub.model_version}): {pub.customers} customers"]
+        for sid in sorted(pub.names):
+            n = pub.sizes.get(sid, 0)
+            share = n / pub.customers if pub.customers else 0.0
+            lines.append(f"  {sid:>3}  {pub.names[sid][:32]:<32} {n:>9} {share:>6.1%}")
+        if pub.baseline_as_of is not None:
+            moves = pub.moves()
+            lines.append(
+                f"  since {pub.baseline_as_of}: {moves['stayed']} stayed, {moves['moved']} "
+                f"moved, {moves['entered']} entered, {moves['left']} left"
+            )
+    for name, reason in result.skipped.items():
+        lines.append(f"{name}: skipped ({reason})")
+    lines.append(f"MLflow: run {result.run_id} in experiment '{cfg.tracking.experiment}'")
+    return "\n".join(lines)
+
+
+def _publication_lines(pub: Publication, cfg: AppConfig) -> list[str]:
+    lines = [f"History (segment_membership_history): {pub.history_mode}."]
+    if pub.baseline_as_of is None:
+        lines.append("No earlier snapshot: no migration matrix or drift yet.")
+        return lines
+    moves = pub.moves()
+    lines.append(
+        f"Since {pub.baseline_as_of}: {moves['stayed']} stayed, {moves['moved']} moved between "
+        f"segments, {moves['entered']} entered, {moves['left']} left (table segment_migration)."
+    )
+    top = sorted(
+        (r for r in pub.migration
+         if r["from_segment_id"] is not None and r["to_segment_id"] is not None
+         and r["from_segment_id"] != r["to_segment_id"]),
+        key=lambda r: -r["customers"],
+    )[:5]  # fmt: skip
+    for r in top:
+        lines.append(
+            f"  {r['customers']:>7} from {r['from_segment_id']} {r['from_segment_name']} "
+            f"-> {r['to_segment_id']} {r['to_segment_name']} ({r['share_of_from']:.1%})"
+        )
+    psi_parts = [f"segments {pub.segment_psi:.3f}"] if pub.segment_psi is not None else []
+    psi_parts += [f"{f} {v:.3f}" for f, v in sorted(pub.feature_psi.items())]
+    lines.append(f"PSI vs {pub.baseline_as_of}: {', '.join(psi_parts)}")
+    if pub.retrain_recommended:
+        lines.append("RETRAIN RECOMMENDED: " + "; ".join(pub.retrain_reasons))
+    else:
+        lines.append(
+            f"Retrain not needed: every PSI <= drift.psi_threshold ({cfg.drift.psi_threshold})."
+        )
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.2f}" if abs(value) < 1e6 else f"{value:,.0f}"
+
+
+def generation(result: GenerateResult, cfg: AppConfig) -> str:
+    """What the sample generator wrote (or kept)."""
+    if result.skipped:
+        return f"Sample data already present under {cfg.storage.warehouse}/ (kept as is)."
+    rows = ", ".join(f"{n}: {r:,} rows" for n, r in result.rows.items())
+    return f"Sample data written under {cfg.storage.warehouse}/ ({rows})."
+
+
+def features(result: FeaturesResult, cfg: AppConfig) -> str:
+    """One line about the feature snapshot and the quarantine."""
+    return (
+        f"customer_features as of {result.as_of}: {result.customers:,} customers, "
+        f"{len(result.feature_columns)} features, table version {result.version} "
+        f"(events {result.events_path} version {result.events_version}: "
+        f"{result.input_rows:,} rows; quarantined in rejected_events: "
+        f"{counts_text(result.rejected)}; MLflow run {result.run_id})"
+    )
+
+
+def promotion(result: PromoteResult, cfg: AppConfig) -> str:
+    previous = result.previous_version if result.previous_version is not None else "none"
+    return (
+        f"model {result.model_name} version {result.version} is now @{result.alias} (was "
+        f"{previous}); recorded in MLflow run {result.run_id}. Publish its membership with: "
+        "make assign"
+    )
+
+
+def maintenance(result: MaintainResult, cfg: AppConfig) -> str:
+    """What VACUUM / OPTIMIZE did to each table, or which tables were upgraded."""
+    if result.upgraded is not None:
+        lines = [f"{n}: repartitioned, version {v}" for n, v in result.upgraded.items()]
+        return "\n".join([*lines, "upgrade done" if result.upgraded else "nothing to upgrade"])
+    lines = []
+    verb = "deleted" if result.applied else "would delete"
+    for t in result.tables:
+        if t.compacted is not None:
+            lines.append(
+                f"{t.name}: OPTIMIZE compacted {t.compacted['files_removed']} file(s) into "
+                f"{t.compacted['files_added']}"
+            )
+        lines.append(f"{t.name}: VACUUM {verb} {len(t.vacuumed)} file(s)")
+        lines += [f"  {f}" for f in t.vacuumed]
+    return "\n".join(lines) or f"no Delta tables under {cfg.storage.warehouse}"

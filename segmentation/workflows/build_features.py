@@ -1,0 +1,208 @@
+"""``customer_features`` as of a date, with unusable events quarantined in ``rejected_events``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation import delta_tables, quality, sources, tables, tracking
+from segmentation import features as feat
+from segmentation.config import AppConfig
+from segmentation.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeaturesResult:
+    as_of: dt.date
+    customers: int
+    version: int
+    events_path: str
+    events_version: int | None
+    input_rows: int
+    rejected: dict[str, int]
+    feature_columns: tuple[str, ...]
+    run_id: str
+
+
+@dataclass
+class FeatureSnapshot:
+    """A feature snapshot and its quarantined rows, computed and persisted, not yet written."""
+
+    as_of: dt.date
+    features: DataFrame
+    rejected: DataFrame
+    customers: int
+    rejected_counts: dict[str, int]
+    input_rows: int
+    events_path: str
+    events_version: int | None
+    feature_columns: tuple[str, ...]
+    levels: dict[str, tuple[str, ...]]
+    """The category, channel and device levels the features use (configured or discovered)."""
+
+    def writes(
+        self, spark: SparkSession, cfg: AppConfig, *, job: str, run_id: str
+    ) -> list[tables.Write]:
+        """The two snapshot writes, quarantine first (``tables.write_in_order``)."""
+        snapshot = {tables.AS_OF: self.as_of}
+        return [
+            tables.snapshot_write(spark, cfg.storage, table, df, job=job, run_id=run_id,
+                                  snapshot=snapshot)
+            for table, df in ((tables.REJECTED, self.rejected), (tables.FEATURES, self.features))
+        ]  # fmt: skip
+
+    def unpersist(self) -> None:
+        self.features.unpersist()
+        self.rejected.unpersist()
+
+
+def check_inputs(cfg: AppConfig) -> None:
+    """Fail before any Spark work if the events path or a mapped column is missing."""
+    sources.check_source(cfg.input.events, cfg.events_path())
+
+
+def run(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
+    """Quarantine unusable events, compute ``customer_features`` as of ``features.as_of``.
+
+    Both tables' snapshots for ``as_of`` are replaced (``rejected_events`` first), and only if
+    the share of rejected input rows is within ``quality.max_reject_share``; otherwise no table
+    changes. The run is tracked in MLflow with the counts per reject reason.
+    """
+    experiment_id = tracking.configure(cfg.tracking)
+    as_of = cfg.features.as_of
+    with tracking.run(experiment_id, f"build_features {as_of}") as run_id:
+        tracking.set_tags({"job": "build_features"})
+        snapshot = compute(spark, cfg, run_id=run_id)
+        try:
+            versions = tables.write_in_order(
+                snapshot.writes(spark, cfg, job="build_features", run_id=run_id)
+            )
+        finally:
+            snapshot.unpersist()
+        tracking.set_tags({f"output.{name}.version": v for name, v in versions.items()})
+    return FeaturesResult(
+        as_of=as_of, customers=snapshot.customers, version=versions[tables.FEATURES.name],
+        events_path=snapshot.events_path, events_version=snapshot.events_version,
+        input_rows=snapshot.input_rows, rejected=snapshot.rejected_counts,
+        feature_columns=snapshot.feature_columns, run_id=run_id,
+    )  # fmt: skip
+
+
+def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnapshot:
+    """The ``customer_features`` and ``rejected_events`` rows of ``features.as_of``, persisted.
+
+    Logs params and quality metrics to the active MLflow run.
+
+    Raises:
+        InputError: too many rows rejected (``quality.max_reject_share``) or no usable event;
+            nothing is written.
+    """
+    fc, q = cfg.features, cfg.quality
+    events_path = cfg.events_path()
+    source = sources.read_events(spark, cfg.input.events, events_path)
+    split = quality.split_events(
+        source.events,
+        earliest=q.earliest_event_date,
+        latest=fc.as_of + dt.timedelta(days=q.max_days_after_as_of),
+    )
+    events_version = (
+        delta_tables.version(spark, events_path) if cfg.input.events.format == "delta" else None
+    )
+    tracking.log_params(
+        {"as_of": fc.as_of.isoformat(), "input.events.path": events_path,
+         "input.events.version": events_version,
+         "windows_days": ",".join(map(str, fc.windows_days)),
+         "trend_window_days": fc.trend_window_days, "max_reject_share": q.max_reject_share}
+    )  # fmt: skip
+    rejected_df = split.rejected.select(
+        *tables.CANONICAL_EVENTS.names, quality.REASON,
+        F.lit(fc.as_of).alias(tables.AS_OF), F.lit(run_id).alias(tables.RUN_ID),
+    ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
+    input_rows = source.events.count()
+    rejected = _rejected_counts(rejected_df, input_rows, max_share=q.max_reject_share)
+    levels = _levels(cfg, source, split, rejected_df)
+    features_df = feat.compute_features(
+        split.clean, as_of=fc.as_of, windows_days=fc.windows_days,
+        trend_window_days=fc.trend_window_days, categories=levels["category"],
+        channels=levels["channel"], devices=levels["device"],
+        with_discount="discount" in source.present,
+    ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
+    customers = features_df.count()
+    if customers == 0:
+        features_df.unpersist()
+        rejected_df.unpersist()
+        raise InputError(
+            f"no usable events on or before {fc.as_of} in {events_path} "
+            f"({input_rows} input rows; rejected by reason: {counts_text(rejected)}); "
+            "check features.as_of and the input. No table was changed."
+        )
+    tracking.log_metrics({"customers": customers})
+    return FeatureSnapshot(
+        as_of=fc.as_of, features=features_df, rejected=rejected_df, customers=customers,
+        rejected_counts=rejected, input_rows=input_rows, events_path=events_path,
+        events_version=events_version, feature_columns=tuple(feat.feature_columns(features_df)),
+        levels=levels,
+    )  # fmt: skip
+
+
+def _rejected_counts(
+    rejected_df: DataFrame, input_rows: int, *, max_share: float
+) -> dict[str, int]:
+    """Counts per reject reason, logged; too large a share unpersists and raises."""
+    rejected = {
+        r[quality.REASON]: int(r["count"])
+        for r in rejected_df.groupBy(quality.REASON).count().collect()
+    }
+    n_rejected = sum(rejected.values())
+    tracking.log_metrics({"input_rows": input_rows, "rejected_rows": n_rejected})
+    tracking.log_metrics(
+        {f"rejected_{reason}": rejected.get(reason, 0) for reason in quality.REASONS}
+    )
+    share = n_rejected / input_rows if input_rows else 0.0
+    if share > max_share:
+        rejected_df.unpersist()
+        raise InputError(
+            f"{n_rejected} of {input_rows} input events ({share:.1%}) were "
+            f"rejected, more than quality.max_reject_share ({max_share:.1%}); "
+            f"by reason: {counts_text(rejected)}. No table was changed: fix the input, or "
+            "raise quality.max_reject_share to write them to rejected_events."
+        )
+    for why, n in sorted(rejected.items()):
+        log.warning("%d input event(s) quarantined in rejected_events: %s", n, why)
+    return rejected
+
+
+def _levels(
+    cfg: AppConfig, source: sources.EventSource, split: quality.Split, rejected_df: DataFrame
+) -> dict[str, tuple[str, ...]]:
+    """The category, channel and device levels: configured, or discovered in one pass.
+
+    Discovered levels are counted over the valid events minus the duplicate copies (from the
+    persisted quarantine), which equals counting the de-duplicated events without
+    de-duplicating twice.
+    """
+    fc = cfg.features
+    configured = {"category": fc.categories, "channel": fc.channels, "device": fc.devices}
+    duplicates = rejected_df.where(F.col(quality.REASON) == quality.DUPLICATE_EVENT)
+    levels = feat.discover_all_levels(
+        split.valid,
+        [c for c, lv in configured.items() if lv is None and c in source.present],
+        max_levels=fc.max_levels,
+        minus=duplicates,
+    )
+    for column, lv in configured.items():
+        levels.setdefault(column, () if column not in source.present or lv is None else lv)
+    return levels
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    """``reason: n`` pairs, sorted, or ``none``."""
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"

@@ -1,0 +1,156 @@
+"""Rule-based segmentations beside clustering: RFM segments and B2B tiers, each published like
+a model (membership, history, migration, drift) under its own ``model_name``."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation import publishing, rulesets, sources, tables, tracking
+from segmentation.config import AppConfig
+
+log = logging.getLogger(__name__)
+JOB = "rule_segments"
+
+
+@dataclass
+class RuleSegmentsResult:
+    run_id: str
+    as_of: dt.date
+    publications: dict[str, publishing.Publication] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    rfm_cuts: rulesets.RfmCuts | None = None
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """One rule-based segmentation of the snapshot, computed, not yet published."""
+
+    model_name: str
+    version: int
+    assigned: DataFrame
+    names: dict[int, str]
+    model_features: tuple[str, ...]
+    scores: DataFrame | None = None
+    """Per-customer RFM scores (``rfm_scores``), written before the membership."""
+
+
+def run(spark: SparkSession, cfg: AppConfig) -> RuleSegmentsResult:
+    """RFM segments and B2B tiers of the stored ``customer_features`` snapshot of
+    ``features.as_of``.
+
+    Both segmentations are computed and checked before either is written; each is then
+    published under its own ``model_name`` in a nested MLflow run, RFM with its per-customer
+    scores (``rfm_scores``).
+
+    Raises:
+        InputError: no feature snapshot for the date, or a rule needs a missing column.
+    """
+    as_of = cfg.features.as_of
+    publishing.check_layout(spark, cfg.storage)
+    features = tables.read_snapshot(
+        spark, cfg.storage, tables.FEATURES, as_of, key="features.as_of"
+    ).cache()
+    experiment_id = tracking.configure(cfg.tracking)
+    scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with tracking.run(experiment_id, f"{JOB} {as_of}") as run_id:
+        result = RuleSegmentsResult(run_id=run_id, as_of=as_of)
+        tracking.set_tags({"job": JOB})
+        tracking.log_params({"as_of": as_of.isoformat(), "rfm.enabled": cfg.rfm.enabled,
+                             "b2b.enabled": cfg.b2b.enabled})  # fmt: skip
+        todo = [s for s in (_rfm(cfg, features, result), _b2b(spark, cfg, features, result)) if s]
+        try:
+            for model_name, reason in result.skipped.items():
+                log.info("%s skipped: %s", model_name, reason)
+                tracking.set_tags({f"skipped.{model_name}": reason})
+            for rule_set in todo:
+                result.publications[rule_set.model_name] = _publish(
+                    spark, cfg, rule_set, features, experiment_id, scored_at, result
+                )
+        finally:
+            for df in [features, *[r.assigned for r in todo]]:
+                df.unpersist()
+    return result
+
+
+def _rfm(cfg: AppConfig, features: DataFrame, result: RuleSegmentsResult) -> RuleSet | None:
+    rc = cfg.rfm
+    if not rc.enabled:
+        result.skipped[rc.model_name] = "rfm.enabled is false"
+        return None
+    result.rfm_cuts = rulesets.rfm_cuts(features, rc)
+    scored = rulesets.score_rfm(features, rc, result.rfm_cuts).cache()
+    scores = scored.select(
+        F.lit(cfg.features.as_of).alias(tables.AS_OF),
+        F.lit(rc.model_name).alias(tables.MODEL_NAME),
+        F.lit(rc.version).alias(tables.MODEL_VERSION), tables.CUSTOMER_ID,
+        rulesets.R_SCORE, rulesets.F_SCORE, rulesets.M_SCORE,
+        F.concat_ws("", rulesets.R_SCORE, rulesets.F_SCORE, rulesets.M_SCORE).alias("rfm_cell"),
+        tables.SEGMENT_ID, tables.SEGMENT_NAME, F.lit(result.run_id).alias(tables.RUN_ID),
+    )  # fmt: skip
+    return RuleSet(
+        model_name=rc.model_name, version=rc.version, assigned=scored,
+        names=rulesets.segment_names([s.name for s in rc.segments]),
+        model_features=(rc.recency_feature, rc.frequency_feature, rc.monetary_feature),
+        scores=scores,
+    )  # fmt: skip
+
+
+def _b2b(
+    spark: SparkSession, cfg: AppConfig, features: DataFrame, result: RuleSegmentsResult
+) -> RuleSet | None:
+    bc = cfg.b2b
+    if not bc.enabled:
+        result.skipped[bc.model_name] = "b2b.enabled is false"
+        return None
+    customers = sources.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    if customers is None:
+        result.skipped[bc.model_name] = "no customers dimension (input.customers)"
+        return None
+    tiers = rulesets.b2b_tiers(features, customers, bc).cache()
+    if tiers.isEmpty():
+        tiers.unpersist()
+        result.skipped[bc.model_name] = f"no business accounts ({bc.business_column} is never true)"
+        return None
+    return RuleSet(
+        model_name=bc.model_name, version=bc.version, assigned=tiers,
+        names=rulesets.segment_names([t.name for t in bc.tiers]),
+        model_features=(bc.spend_feature,),
+    )  # fmt: skip
+
+
+def _publish(
+    spark: SparkSession,
+    cfg: AppConfig,
+    rule_set: RuleSet,
+    features: DataFrame,
+    experiment_id: str,
+    scored_at: dt.datetime,
+    result: RuleSegmentsResult,
+) -> publishing.Publication:
+    """One segmentation's publication, in its own nested MLflow run."""
+    as_of = cfg.features.as_of
+    with tracking.run(experiment_id, f"{rule_set.model_name} {as_of}", nested=True) as child:
+        tracking.set_tags({"job": JOB, "segmentation": rule_set.model_name})
+        first = []
+        if rule_set.scores is not None:
+            first.append(tables.snapshot_write(
+                spark, cfg.storage, tables.RFM_SCORES, rule_set.scores, job=JOB, run_id=child,
+                snapshot={tables.AS_OF: as_of},
+            ))  # fmt: skip
+        if rule_set.model_name == cfg.rfm.model_name and result.rfm_cuts is not None:
+            tracking.log_json(dataclasses.asdict(result.rfm_cuts), "rfm/cuts.json")
+        scored = publishing.Scored(
+            assigned=rulesets.as_assignment(rule_set.assigned), features=features,
+            names=rule_set.names, model_features=rule_set.model_features,
+            lineage=tables.Lineage(as_of, rule_set.model_name, rule_set.version, child),
+            scored_at=scored_at,
+        )  # fmt: skip
+        pub = publishing.publish(spark, cfg.storage, cfg.drift, scored, job=JOB, first=first)
+        tracking.log_metrics({f"segment_size_{sid}": n for sid, n in pub.sizes.items()})
+    return pub

@@ -1,0 +1,368 @@
+"""Training: choose k, fit on all customers, keep the champion's segment ids, register, explain.
+
+Segment profiles (and composition) of the new version are always written. With
+``tracking.promote`` the version is also published (membership, history, migration, drift for
+``features.as_of``) and the alias moved to it, last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+import pyspark
+from pyspark.sql import DataFrame, SparkSession
+
+from segmentation import (
+    champion as champions,
+)
+from segmentation import (
+    clustering,
+    drift,
+    matching,
+    model_report,
+    profiling,
+    publishing,
+    sources,
+    tables,
+    tracking,
+)
+from segmentation.config import AppConfig, TrainingConfig, flatten, to_dict
+from segmentation.errors import InputError
+from segmentation.evaluation import adjusted_rand_index
+
+log = logging.getLogger(__name__)
+JOB = "train_segments"
+
+
+@dataclass
+class SegmentSummary:
+    segment_id: int
+    name: str
+    size: int
+    share: float
+    means: dict[str, float | None]
+
+
+@dataclass
+class Fitted:
+    """A fitted model on one snapshot, before anything is recorded or written."""
+
+    features: DataFrame
+    features_version: int | None
+    customers: int
+    selection: clustering.KSelection
+    model: clustering.SegmentModel
+    final_seed: int
+    matched: matching.Matching
+    champion: champions.Champion | None
+    assigned: DataFrame
+    profiles: profiling.Profiles
+    names: dict[int, str]
+
+
+@dataclass
+class TrainResult:
+    as_of: dt.date
+    run_id: str
+    experiment_id: str
+    model_name: str
+    model_version: int
+    promoted: bool
+    selection: clustering.KSelection
+    segments: list[SegmentSummary]
+    table_versions: dict[str, int]
+    customers: int
+    matching: matching.Matching
+    previous_version: int | None
+    publication: publishing.Publication | None = None
+    ari_vs_truth: float | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    explanation: model_report.Explained | None = None
+
+
+def estimator(tc: TrainingConfig) -> clustering.SegmentationKMeans:
+    """The unfitted estimator ``training.*`` describes (algorithm, seed, transforms)."""
+    return clustering.SegmentationKMeans(
+        features=tc.features, algorithm=tc.algorithm, seed=tc.seed, max_iter=tc.max_iter,
+        transforms=dict(tc.transforms), default_transform=tc.default_transform,
+    )  # fmt: skip
+
+
+def select_k(
+    tc: TrainingConfig,
+    est: clustering.SegmentationKMeans,
+    features: DataFrame,
+    scaling: clustering.Scaling,
+) -> clustering.KSelection:
+    """Model selection with the ``training.*`` k range, sample, restarts and rules."""
+    return clustering.select_k(
+        est, features, k_values=range(tc.k_min, tc.k_max + 1), scaling=scaling,
+        sample_rows=tc.selection_sample_rows, min_segment_share=tc.min_segment_share,
+        tolerance=tc.silhouette_tolerance, n_init=tc.n_init,
+    )  # fmt: skip
+
+
+def final_fit(
+    tc: TrainingConfig,
+    est: clustering.SegmentationKMeans,
+    features: DataFrame,
+    scaling: clustering.Scaling,
+    selection: clustering.KSelection,
+) -> tuple[clustering.SegmentModel, int]:
+    """The chosen k fitted on all customers: ``training.n_init`` seeded restarts, lowest cost.
+
+    The sample's winning seed goes first (it wins ties); the other seeds are the restarts'.
+    """
+    chosen = selection.chosen.seed
+    seeds = [chosen, *[s for s in range(tc.seed, tc.seed + max(1, tc.n_init)) if s != chosen]]
+    return clustering.fit_best(est, features, k=selection.chosen_k, scaling=scaling, seeds=seeds)
+
+
+def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
+    """Select k, fit, match ids, then record, register, write and (optionally) publish.
+
+    Raises:
+        InputError: no feature snapshot for ``features.as_of``, too few customers, or an
+            impossible training configuration for this data.
+    """
+    if cfg.tracking.promote:
+        publishing.check_layout(spark, cfg.storage)
+    version = tables.version(spark, cfg.storage, tables.FEATURES)
+    features = tables.read_snapshot(
+        spark, cfg.storage, tables.FEATURES, cfg.features.as_of, key="features.as_of",
+        version=version,
+    ).cache()  # fmt: skip
+    experiment_id = tracking.configure(cfg.tracking)
+    try:
+        champion = champions.load(cfg.tracking)
+    except InputError as exc:
+        log.warning("%s; the new model's segments get new ids", exc)
+        champion = None
+    try:
+        fitted = fit(cfg.training, features, champion)
+        fitted.features_version = version
+        with tracking.run(experiment_id) as run_id:
+            result = _record_and_write(
+                spark, cfg, fitted, run_id=run_id, experiment_id=experiment_id
+            )
+        fitted.assigned.unpersist()
+        return result
+    finally:
+        features.unpersist()
+
+
+def fit(tc: TrainingConfig, features: DataFrame, champion: champions.Champion | None) -> Fitted:
+    """Choose k on a sample, fit on all customers, number segments as the champion did."""
+    customers = features.count()
+    est = estimator(tc)
+    scaling = est.fit_scaling(features)
+    selection = select_k(tc, est, features, scaling)
+    log.info("model selection: %s", selection.reason)
+    model, final_seed = final_fit(tc, est, features, scaling, selection)
+    centers, sizes = model.by_cluster()
+    matched = matching.match_segments(
+        scaling=model.scaling, new_centers_scaled=centers, new_sizes=sizes,
+        previous=champion.segments if champion else (),
+        previous_max_id=champion.max_segment_id if champion else 0,
+        max_distance=tc.match_max_distance,
+    )  # fmt: skip
+    model = model.with_segment_ids(matched.cluster_to_segment)
+    assigned = model.transform(features).cache()
+    profiles = profiling.profile_segments(assigned, drift.numeric_features(features))
+    names = matching.stable_names(
+        profiling.name_segments(profiles), matched.kept, champion.names if champion else {}
+    )
+    return Fitted(
+        features=features, features_version=None, customers=customers, selection=selection,
+        model=model, final_seed=final_seed, matched=matched, champion=champion,
+        assigned=assigned, profiles=profiles, names=names,
+    )  # fmt: skip
+
+
+def _record_and_write(
+    spark: SparkSession, cfg: AppConfig, fitted: Fitted, *, run_id: str, experiment_id: str
+) -> TrainResult:
+    """Inside the training's MLflow run: record, explain, register, write, publish, report."""
+    tc, fc = cfg.tracking, cfg.features
+    tracking.set_tags({"job": JOB})
+    _record_training(cfg, fitted)
+    customers = sources.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    explained = model_report.explain_model(
+        spark, cfg.explain, customers=customers, model=fitted.model, assigned=fitted.assigned,
+        profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,
+        seed=cfg.training.seed,
+    )  # fmt: skip
+    model_report.log_explanation(explained, cfg.explain)
+    _record_segments(cfg, fitted)
+    model_uri, version = tracking.log_spark_model(
+        fitted.model.pipeline, registered_model=tc.registered_model,
+        pyspark_version=pyspark.__version__,
+    )  # fmt: skip
+    tracking.set_tags({"model_version": version})
+    lineage = tables.Lineage(fc.as_of, tc.registered_model, version, run_id)
+    writes = _version_writes(spark, cfg, fitted, explained, lineage)
+    publication = None
+    if tc.promote:
+        publication = publishing.publish(
+            spark, cfg.storage, cfg.drift, _scored(fitted, lineage), job=JOB, first=writes
+        )
+        versions = publication.table_versions
+        reason = f"train_segments run {run_id} with tracking.promote=true"
+        tracking.promote(tc.registered_model, tc.alias, version, reason=reason)
+        tracking.set_tags({"promoted_to": tc.alias})
+    else:
+        versions = tables.write_in_order(writes)
+    tracking.set_tags({f"output.{name}.version": v for name, v in versions.items()})
+    ari = _ari_vs_truth(spark, cfg, fitted.assigned)
+    if ari is not None:
+        tracking.log_metrics({"ari_vs_truth": ari})
+    paths = {
+        tables.PROFILES.name: tables.path(cfg.storage, tables.PROFILES),
+        "model_uri": model_uri,
+    }
+    if cfg.explain.report:
+        paths["report"] = model_report.write_report(
+            cfg.storage, cfg.explain, explained,
+            model_report.ReportContext(tc.registered_model, version, run_id, fc.as_of,
+                                       fitted.customers),
+            selection=fitted.selection, features=fitted.model.scaling.features,
+            profiles=fitted.profiles, names=fitted.names,
+        )  # fmt: skip
+    return TrainResult(
+        as_of=fc.as_of, run_id=run_id, experiment_id=experiment_id,
+        model_name=tc.registered_model, model_version=version, promoted=tc.promote,
+        selection=fitted.selection, segments=_summaries(fitted), table_versions=versions,
+        customers=fitted.customers, matching=fitted.matched,
+        previous_version=fitted.champion.version if fitted.champion else None,
+        publication=publication, ari_vs_truth=ari, paths=paths, explanation=explained,
+    )  # fmt: skip
+
+
+def _scored(fitted: Fitted, lineage: tables.Lineage) -> publishing.Scored:
+    return publishing.Scored(
+        assigned=fitted.assigned, features=fitted.features, names=fitted.names,
+        model_features=fitted.model.scaling.features, lineage=lineage,
+        scored_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+    )  # fmt: skip
+
+
+def _record_training(cfg: AppConfig, fitted: Fitted) -> None:
+    """Params, the resolved config and the model selection, to the active run."""
+    t, sel, model = cfg.training, fitted.selection, fitted.model
+    champion = fitted.champion
+    transforms = zip(model.scaling.features, model.scaling.transforms, strict=True)
+    tracking.log_params(
+        {"algorithm": t.algorithm, "k_min": t.k_min, "k_max": t.k_max, "seed": t.seed,
+         "max_iter": t.max_iter, "n_init": t.n_init, "selection_seed": sel.chosen.seed,
+         "final_fit_seed": fitted.final_seed, "features": ",".join(t.features),
+         "transforms": ",".join(f"{f}:{tr}" for f, tr in transforms),
+         "selection_sample_rows": sel.sample_rows, "min_segment_share": t.min_segment_share,
+         "silhouette_tolerance": t.silhouette_tolerance,
+         "match_max_distance": t.match_max_distance,
+         "previous_model_version": champion.version if champion else "none",
+         "as_of": cfg.features.as_of.isoformat(),
+         "input.customer_features.path": tables.path(cfg.storage, tables.FEATURES),
+         "input.customer_features.version": fitted.features_version}
+    )  # fmt: skip
+    tracking.log_json(flatten(to_dict(cfg)), "config/resolved_config.json")
+    for c in sel.candidates:
+        tracking.log_metrics(
+            {"silhouette": c.silhouette, "cost": c.cost, "min_segment_share": c.min_share},
+            step=c.k,
+        )
+        tracking.log_metrics({f"silhouette_k{c.k}": c.silhouette, f"cost_k{c.k}": c.cost})
+    tracking.log_metrics({"chosen_k": sel.chosen_k, "customers": fitted.customers})
+    tracking.set_tags({"k_selection_reason": sel.reason})
+    for seg in fitted.profiles.segments:
+        tracking.log_metrics(
+            {
+                f"segment_size_{seg.segment_id}": seg.size,
+                f"segment_share_{seg.segment_id}": seg.share,
+            }
+        )
+    candidates = [dataclasses.asdict(c) | {"min_share": c.min_share} for c in sel.candidates]
+    tracking.log_json(
+        {"chosen_k": sel.chosen_k, "reason": sel.reason, "candidates": candidates},
+        "k_selection.json",
+    )
+
+
+def _record_segments(cfg: AppConfig, fitted: Fitted) -> None:
+    """The id matching and the segments artifact the next training matches against."""
+    m, champion, model = fitted.matched, fitted.champion, fitted.model
+    previous = champion.version if champion else None
+    tracking.log_metrics(
+        {"segments_kept": len(m.kept), "segments_new": len(m.pairs) - len(m.kept),
+         "segments_retired": len(m.retired)}
+    )  # fmt: skip
+    tracking.log_json({"previous_model_version": previous, **m.as_dict()}, "segments/matching.json")
+    centers = model.centers_original()
+    segments = [
+        {"segment_id": seg.segment_id, "name": fitted.names[seg.segment_id], "size": seg.size,
+         "share": seg.share,
+         "center": dict(zip(model.scaling.features, centers[seg.segment_id], strict=True))}
+        for seg in fitted.profiles.segments
+    ]  # fmt: skip
+    tracking.log_json(
+        {"as_of": cfg.features.as_of.isoformat(), "features": list(model.scaling.features),
+         "max_segment_id": m.max_segment_id, "previous_model_version": previous,
+         "segments": segments},
+        matching.SEGMENTS_ARTIFACT,
+    )  # fmt: skip
+
+
+def _version_writes(
+    spark: SparkSession,
+    cfg: AppConfig,
+    fitted: Fitted,
+    explained: model_report.Explained,
+    lineage: tables.Lineage,
+) -> list[tables.Write]:
+    """The new version's profiles (and composition), logged and ready to write."""
+    profile_rows = spark.createDataFrame(
+        profiling.profile_rows(fitted.profiles, fitted.names), tables.PROFILE_ROWS
+    )
+    profiles = tables.with_lineage(profile_rows, lineage, tables.PROFILES)
+    tracking.log_json(
+        [dict(zip(profiles.columns, r, strict=True)) for r in profiles.collect()],
+        "profiles/segment_profiles.json",
+    )
+    tracking.log_json({str(k): v for k, v in fitted.names.items()}, "profiles/segment_names.json")
+    snapshot = {tables.MODEL_NAME: lineage.model_name, tables.MODEL_VERSION: lineage.model_version}
+    frames = [(tables.PROFILES, profiles)]
+    if explained.composition is not None:
+        rows = model_report.composition_rows(spark, explained.composition, fitted.names)
+        frames.append((tables.COMPOSITION, tables.with_lineage(rows, lineage, tables.COMPOSITION)))
+    return [
+        tables.snapshot_write(spark, cfg.storage, table, df, job=JOB, run_id=lineage.run_id,
+                              snapshot=snapshot)
+        for table, df in frames
+    ]  # fmt: skip
+
+
+def _ari_vs_truth(spark: SparkSession, cfg: AppConfig, assigned: DataFrame) -> float | None:
+    """ARI against the generator's planted archetypes, when that table exists."""
+    if cfg.input.events.path is not None or not tables.exists(spark, cfg.storage, tables.TRUTH):
+        return None
+    truth = tables.read(spark, cfg.storage, tables.TRUTH)
+    joined = assigned.select(tables.CUSTOMER_ID, clustering.SEGMENT_ID).join(
+        truth, on=tables.CUSTOMER_ID, how="inner"
+    )
+    return adjusted_rand_index(joined, "true_segment", clustering.SEGMENT_ID)
+
+
+def _summaries(fitted: Fitted) -> list[SegmentSummary]:
+    profiles = fitted.profiles
+    return [
+        SegmentSummary(
+            segment_id=seg.segment_id,
+            name=fitted.names[seg.segment_id],
+            size=seg.size,
+            share=seg.share,
+            means={f: seg.stats[f].mean for f in profiles.features},
+        )
+        for seg in profiles.segments
+    ]

@@ -1,0 +1,40 @@
+"""The job entry points' shared plumbing: options, summaries, exit codes."""
+
+from __future__ import annotations
+
+from segmentation import cli
+from segmentation.errors import InputError
+from tests.conftest import ROOT
+
+CONFIG = ["--config", str(ROOT / "conf" / "local.yaml")]
+
+
+def test_main_passes_options_and_prints_the_summary_without_spark(capsys):
+    seen = {}
+
+    def run(spark, cfg, *, version=None):
+        seen.update(spark=spark, version=version, as_of=cfg.features.as_of.isoformat())
+        return version * 2
+
+    job = cli.Job("d", run, lambda result, cfg: f"result {result}",
+                  options={"--version": {"type": int}}, spark=False)  # fmt: skip
+    assert cli.main(job, [*CONFIG, "--version", "21", "--as-of", "2024-06-30"]) == 0
+    assert seen == {"spark": None, "version": 21, "as_of": "2024-06-30"}
+    assert capsys.readouterr().out.strip() == "result 42"
+
+
+def test_main_turns_a_user_error_into_exit_code_2(capsys):
+    def run(spark, cfg):
+        raise InputError("no such thing (config key x.y)")
+
+    job = cli.Job("d", run, lambda result, cfg: "", spark=False)
+    assert cli.main(job, CONFIG) == 2
+    assert capsys.readouterr().err.strip() == "ERROR: no such thing (config key x.y)"
+
+
+def test_run_key_option_sets_storage_run_key():
+    seen = {}
+    job = cli.Job("d", lambda spark, cfg: seen.setdefault("key", cfg.storage.run_key),
+                  lambda result, cfg: "", spark=False)  # fmt: skip
+    assert cli.main(job, [*CONFIG, "--run-key", "airflow-2026-01-31"]) == 0
+    assert seen["key"] == "airflow-2026-01-31"
