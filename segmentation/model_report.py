@@ -15,12 +15,14 @@ from segmentation import (
     clustering,
     explain,
     files,
+    model_selection,
     profiling,
     report,
     tables,
     tracking,
 )
 from segmentation.config import ExplainConfig, StorageConfig, join_path
+from segmentation.validation import Validation
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ def explain_model(
     assigned: DataFrame,
     profiles: profiling.Profiles,
     names: Mapping[int, str],
-    selection: clustering.KSelection,
+    selection: model_selection.KSelection,
     seed: int,
 ) -> Explained:
     """Decision-tree rules, composition on the customers dimension and the pictures.
@@ -137,10 +139,11 @@ def write_report(
     explained: Explained,
     context: ReportContext,
     *,
-    selection: clustering.KSelection,
+    selection: model_selection.KSelection,
     features: Sequence[str],
     profiles: profiling.Profiles,
     names: Mapping[int, str],
+    validation: Validation | None = None,
 ) -> str:
     """The HTML report, logged to MLflow and written under ``<warehouse>/reports/``."""
     html = report.render_html(
@@ -152,6 +155,7 @@ def write_report(
             rules_per_segment=ec.rules_per_segment, composition=explained.composition,
             pictures=explained.pictures,
             created_at=dt.datetime.now(dt.UTC).replace(microsecond=0), notes=explained.notes,
+            validation=validation,
         )
     )  # fmt: skip
     name = (

@@ -9,9 +9,10 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import clustering
-from segmentation.clustering import Candidate, SegmentationKMeans
+from segmentation import clustering, model_selection
+from segmentation.clustering import SegmentationKMeans
 from segmentation.errors import InputError
+from segmentation.model_selection import Candidate
 
 CENTRES = {"big": (0.0, 0.0, 90), "mid": (10.0, 10.0, 60), "small": (0.0, 20.0, 30)}
 
@@ -130,7 +131,7 @@ def cand(k, sil, sizes):
 
 
 def test_choose_prefers_smallest_k_within_tolerance():
-    k, reason = clustering._choose(
+    k, reason = model_selection.choose(
         [cand(2, 0.60, (50, 50)), cand(3, 0.70, (40, 30, 30)), cand(4, 0.71, (25,) * 4)],
         min_segment_share=0.05, tolerance=0.02,
     )  # fmt: skip
@@ -139,7 +140,7 @@ def test_choose_prefers_smallest_k_within_tolerance():
 
 
 def test_choose_rejects_k_with_a_tiny_segment():
-    k, _ = clustering._choose(
+    k, _ = model_selection.choose(
         [cand(2, 0.50, (50, 50)), cand(3, 0.90, (98, 1, 1))],
         min_segment_share=0.05, tolerance=0.02,
     )  # fmt: skip
@@ -147,7 +148,7 @@ def test_choose_rejects_k_with_a_tiny_segment():
 
 
 def test_choose_falls_back_to_best_silhouette_when_no_k_meets_share():
-    k, reason = clustering._choose(
+    k, reason = model_selection.choose(
         [cand(2, 0.50, (99, 1)), cand(3, 0.60, (98, 1, 1))], min_segment_share=0.05, tolerance=0.0
     )
     assert k == 3 and "no k had every segment" in reason
@@ -186,4 +187,4 @@ def test_select_k_skips_k_above_the_number_of_distinct_profiles(spark):
 
 def test_choose_rejects_candidates_with_empty_segments():
     with pytest.raises(InputError, match="fewer distinct feature profiles than k"):
-        clustering._choose([cand(3, 0.9, (10, 0, 5))], min_segment_share=0.0, tolerance=0.0)
+        model_selection.choose([cand(3, 0.9, (10, 0, 5))], min_segment_share=0.0, tolerance=0.0)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import ClassVar, Self
+import itertools
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import (
+    BeforeValidator,
     ConfigDict,
     Field,
     model_validator,
@@ -27,6 +29,8 @@ __all__ = [
     "FeatureConfig",
     "GeneratorConfig",
     "InputConfig",
+    "NamingConfig",
+    "OutcomeConfig",
     "QualityConfig",
     "RfmConfig",
     "RfmSegment",
@@ -34,6 +38,7 @@ __all__ = [
     "StorageConfig",
     "TrackingConfig",
     "TrainingConfig",
+    "ValidationConfig",
 ]
 
 from segmentation.config.types import (
@@ -259,6 +264,68 @@ class DriftConfig(_Section):
         return self
 
 
+def _off_is_none(value: object) -> object:
+    """YAML reads a bare ``off`` as false: it means no outcome check."""
+    return "none" if value is False or value == "off" else value
+
+
+class OutcomeConfig(_Section):
+    mode: Annotated[Literal["backtest", "forward", "none"], BeforeValidator(_off_is_none)] = (
+        "backtest"
+    )
+    horizon_days: Int = 90
+    min_history_days: Int = 180
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(self.horizon_days >= 1, "validation.outcome.horizon_days must be >= 1")
+        _require(self.min_history_days >= 0, "validation.outcome.min_history_days must be >= 0")
+        return self
+
+
+class ValidationConfig(_Section):
+    enabled: Bool = True
+    bootstrap_samples: Int = 20
+    jaccard_cuts: tuple[Float, Float, Float, Float] = (0.5, 0.6, 0.75, 0.85)
+    replication_min_agreement: Float = 0.8
+    silhouette_sample_rows: Int = 5000
+    outcome: OutcomeConfig = Field(default_factory=OutcomeConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(self.bootstrap_samples >= 2, "validation.bootstrap_samples must be >= 2")
+        cuts = self.jaccard_cuts
+        _require(
+            all(0 <= a <= b <= 1 for a, b in itertools.pairwise(cuts)),
+            "validation.jaccard_cuts must be 4 increasing values in [0, 1] "
+            "(dissolved, not to be trusted, stable, highly stable)",
+        )
+        _require(
+            0 <= self.replication_min_agreement <= 1,
+            "validation.replication_min_agreement must be in [0, 1]",
+        )
+        _require(
+            self.silhouette_sample_rows >= 10, "validation.silhouette_sample_rows must be >= 10"
+        )
+        return self
+
+
+class NamingConfig(_Section):
+    lapsed_after_days: Int = 365
+    new_within_days: Int = 90
+    one_time_max_orders: Int = 1
+    high_value_percentile: Float = 0.8
+    recent_within_days: Int = 30
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(
+            0 < self.high_value_percentile < 1, "naming.high_value_percentile must be in (0, 1)"
+        )
+        _require(self.lapsed_after_days >= 1, "naming.lapsed_after_days must be >= 1")
+        return self
+
+
 class ExplainConfig(_Section):
     """Profiles' composition, rule explanations, pictures and the HTML report of a training."""
 
@@ -412,6 +479,8 @@ class AppConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     assign: AssignConfig = Field(default_factory=AssignConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    naming: NamingConfig = Field(default_factory=NamingConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     b2b: B2bConfig = Field(default_factory=B2bConfig)

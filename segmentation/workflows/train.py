@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyspark
 from pyspark.sql import DataFrame, SparkSession
 
@@ -23,15 +24,19 @@ from segmentation import (
     drift,
     matching,
     model_report,
+    model_selection,
+    model_validation,
     profiling,
     publishing,
+    report,
     sources,
     tables,
     tracking,
 )
-from segmentation.config import AppConfig, TrainingConfig, flatten, to_dict
+from segmentation.config import AppConfig, NamingConfig, TrainingConfig, flatten, to_dict
 from segmentation.errors import InputError
 from segmentation.evaluation import adjusted_rand_index
+from segmentation.validation import Validation
 
 log = logging.getLogger(__name__)
 JOB = "train_segments"
@@ -53,7 +58,7 @@ class Fitted:
     features: DataFrame
     features_version: int | None
     customers: int
-    selection: clustering.KSelection
+    selection: model_selection.KSelection
     model: clustering.SegmentModel
     final_seed: int
     matched: matching.Matching
@@ -61,6 +66,10 @@ class Fitted:
     assigned: DataFrame
     profiles: profiling.Profiles
     names: dict[int, str]
+    estimator: clustering.SegmentationKMeans
+    sample: np.ndarray
+    """The k-selection sample (scaled features): the validation's ground."""
+    validation: Validation | None = None
 
 
 @dataclass
@@ -71,7 +80,7 @@ class TrainResult:
     model_name: str
     model_version: int
     promoted: bool
-    selection: clustering.KSelection
+    selection: model_selection.KSelection
     segments: list[SegmentSummary]
     table_versions: dict[str, int]
     customers: int
@@ -81,6 +90,7 @@ class TrainResult:
     ari_vs_truth: float | None = None
     paths: dict[str, str] = field(default_factory=dict)
     explanation: model_report.Explained | None = None
+    validation: Validation | None = None
 
 
 def estimator(tc: TrainingConfig) -> clustering.SegmentationKMeans:
@@ -91,17 +101,22 @@ def estimator(tc: TrainingConfig) -> clustering.SegmentationKMeans:
     )  # fmt: skip
 
 
-def select_k(
-    tc: TrainingConfig,
-    est: clustering.SegmentationKMeans,
-    features: DataFrame,
-    scaling: clustering.Scaling,
-) -> clustering.KSelection:
-    """Model selection with the ``training.*`` k range, sample, restarts and rules."""
-    return clustering.select_k(
-        est, features, k_values=range(tc.k_min, tc.k_max + 1), scaling=scaling,
-        sample_rows=tc.selection_sample_rows, min_segment_share=tc.min_segment_share,
-        tolerance=tc.silhouette_tolerance, n_init=tc.n_init,
+def selection_sample(
+    tc: TrainingConfig, features: DataFrame, scaling: clustering.Scaling
+) -> np.ndarray:
+    """The seeded k-selection sample (``training.selection_sample_rows``), scaled, collected."""
+    return model_selection.sample_matrix(
+        scaling.stage().transform(features), scaling.scaled_columns,
+        sample_rows=tc.selection_sample_rows, seed=tc.seed,
+    )  # fmt: skip
+
+
+def select_k(tc: TrainingConfig, sample: np.ndarray) -> model_selection.KSelection:
+    """Model selection on the sample with the ``training.*`` k range, restarts and rules."""
+    return model_selection.select_k(
+        sample, k_values=range(tc.k_min, tc.k_max + 1), algorithm=tc.algorithm, seed=tc.seed,
+        n_init=tc.n_init, max_iter=tc.max_iter, min_segment_share=tc.min_segment_share,
+        tolerance=tc.silhouette_tolerance,
     )  # fmt: skip
 
 
@@ -110,14 +125,11 @@ def final_fit(
     est: clustering.SegmentationKMeans,
     features: DataFrame,
     scaling: clustering.Scaling,
-    selection: clustering.KSelection,
+    selection: model_selection.KSelection,
 ) -> tuple[clustering.SegmentModel, int]:
-    """The chosen k fitted on all customers: ``training.n_init`` seeded restarts, lowest cost.
-
-    The sample's winning seed goes first (it wins ties); the other seeds are the restarts'.
-    """
-    chosen = selection.chosen.seed
-    seeds = [chosen, *[s for s in range(tc.seed, tc.seed + max(1, tc.n_init)) if s != chosen]]
+    """The chosen k fitted on all customers with Spark: ``training.n_init`` seeded restarts
+    (seeds ``seed, seed + 1, ...``), the lowest cost kept (ties: the earliest seed)."""
+    seeds = list(range(tc.seed, tc.seed + max(1, tc.n_init)))
     return clustering.fit_best(est, features, k=selection.chosen_k, scaling=scaling, seeds=seeds)
 
 
@@ -142,8 +154,13 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         log.warning("%s; the new model's segments get new ids", exc)
         champion = None
     try:
-        fitted = fit(cfg.training, features, champion)
+        fitted = fit(cfg.training, features, champion, cfg.naming)
         fitted.features_version = version
+        if cfg.validation.enabled:
+            fitted.validation = model_validation.validate(
+                spark, cfg, sample=fitted.sample, estimator=fitted.estimator,
+                model=fitted.model, names=fitted.names, features=features,
+            )  # fmt: skip
         with tracking.run(experiment_id) as run_id:
             result = _record_and_write(
                 spark, cfg, fitted, run_id=run_id, experiment_id=experiment_id
@@ -154,12 +171,19 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         features.unpersist()
 
 
-def fit(tc: TrainingConfig, features: DataFrame, champion: champions.Champion | None) -> Fitted:
+def fit(
+    tc: TrainingConfig,
+    features: DataFrame,
+    champion: champions.Champion | None,
+    naming: NamingConfig | None = None,
+) -> Fitted:
     """Choose k on a sample, fit on all customers, number segments as the champion did."""
+    naming = naming or NamingConfig()
     customers = features.count()
     est = estimator(tc)
     scaling = est.fit_scaling(features)
-    selection = select_k(tc, est, features, scaling)
+    sample = selection_sample(tc, features, scaling)
+    selection = select_k(tc, sample)
     log.info("model selection: %s", selection.reason)
     model, final_seed = final_fit(tc, est, features, scaling, selection)
     centers, sizes = model.by_cluster()
@@ -171,14 +195,17 @@ def fit(tc: TrainingConfig, features: DataFrame, champion: champions.Champion | 
     )  # fmt: skip
     model = model.with_segment_ids(matched.cluster_to_segment)
     assigned = model.transform(features).cache()
-    profiles = profiling.profile_segments(assigned, drift.numeric_features(features))
+    profiles = profiling.profile_segments(
+        assigned, drift.numeric_features(features), percentiles=(naming.high_value_percentile,)
+    )
+    rules = profiling.NamingRules(**naming.model_dump())
     names = matching.stable_names(
-        profiling.name_segments(profiles), matched.kept, champion.names if champion else {}
+        profiling.name_segments(profiles, rules), matched.kept, champion.names if champion else {}
     )
     return Fitted(
         features=features, features_version=None, customers=customers, selection=selection,
         model=model, final_seed=final_seed, matched=matched, champion=champion,
-        assigned=assigned, profiles=profiles, names=names,
+        assigned=assigned, profiles=profiles, names=names, estimator=est, sample=sample,
     )  # fmt: skip
 
 
@@ -195,6 +222,9 @@ def _record_and_write(
         profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,
         seed=cfg.training.seed,
     )  # fmt: skip
+    if fitted.validation is not None:
+        explained.pictures["validation"] = report.validation_png(fitted.validation, fitted.names)
+        model_validation.log_validation(fitted.validation)
     model_report.log_explanation(explained, cfg.explain)
     _record_segments(cfg, fitted)
     model_uri, version = tracking.log_spark_model(
@@ -229,7 +259,7 @@ def _record_and_write(
             model_report.ReportContext(tc.registered_model, version, run_id, fc.as_of,
                                        fitted.customers),
             selection=fitted.selection, features=fitted.model.scaling.features,
-            profiles=fitted.profiles, names=fitted.names,
+            profiles=fitted.profiles, names=fitted.names, validation=fitted.validation,
         )  # fmt: skip
     return TrainResult(
         as_of=fc.as_of, run_id=run_id, experiment_id=experiment_id,
@@ -238,6 +268,7 @@ def _record_and_write(
         customers=fitted.customers, matching=fitted.matched,
         previous_version=fitted.champion.version if fitted.champion else None,
         publication=publication, ari_vs_truth=ari, paths=paths, explanation=explained,
+        validation=fitted.validation,
     )  # fmt: skip
 
 
@@ -333,6 +364,8 @@ def _version_writes(
     tracking.log_json({str(k): v for k, v in fitted.names.items()}, "profiles/segment_names.json")
     snapshot = {tables.MODEL_NAME: lineage.model_name, tables.MODEL_VERSION: lineage.model_version}
     frames = [(tables.PROFILES, profiles)]
+    if fitted.validation is not None:
+        frames.append((tables.VALIDATION, model_validation.rows(spark, fitted.validation, lineage)))
     if explained.composition is not None:
         rows = model_report.composition_rows(spark, explained.composition, fitted.names)
         frames.append((tables.COMPOSITION, tables.with_lineage(rows, lineage, tables.COMPOSITION)))
