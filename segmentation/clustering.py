@@ -379,16 +379,14 @@ def select_k(
     k_values: Sequence[int],
     scaling: Scaling,
     sample_rows: int,
-    min_segment_share: float,
-    tolerance: float,
+    rule: model_selection.SelectionRule,
     n_init: int = 1,
 ) -> KSelection:
     """Choose k on a seeded sample of ``df``, fitted on the driver (``model_selection``).
 
     The sample (about ``sample_rows`` customers, seeded with the estimator's seed) is scaled
     with ``scaling`` and collected once; every k in ``k_values`` is fitted ``n_init`` times and
-    judged by the silhouette, the smallest segment's share and parsimony
-    (``model_selection.select_k``).
+    judged by ``rule`` (``model_selection.select_k``).
     """
     x = model_selection.sample_matrix(
         scaling.stage().transform(df), scaling.scaled_columns, sample_rows=sample_rows,
@@ -396,5 +394,5 @@ def select_k(
     )  # fmt: skip
     return model_selection.select_k(
         x, k_values=k_values, algorithm=estimator.algorithm, seed=estimator.seed, n_init=n_init,
-        max_iter=estimator.max_iter, min_segment_share=min_segment_share, tolerance=tolerance,
+        max_iter=estimator.max_iter, rule=rule,
     )  # fmt: skip

@@ -155,7 +155,7 @@ def write_report(
             rules_per_segment=ec.rules_per_segment, composition=explained.composition,
             pictures=explained.pictures,
             created_at=dt.datetime.now(dt.UTC).replace(microsecond=0), notes=explained.notes,
-            validation=validation,
+            validation=validation, selection=selection,
         )
     )  # fmt: skip
     name = (

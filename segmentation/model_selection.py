@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -130,6 +131,38 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     return float(s.mean())
 
 
+KRule = Literal["balanced", "granular", "parsimony"]
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """How k is chosen (``training.*``).
+
+    Attributes:
+        rule: ``balanced`` (default): among admissible candidates (every segment at least
+            ``min_segment_share``, every segment stable), the best mean rank of the silhouette
+            and the Calinski-Harabasz index, ties to the smaller k. ``granular``: the largest
+            admissible k (the most granular stable segmentation). ``parsimony``: the former
+            rule, the smallest k whose silhouette is within ``tolerance`` of the best (no
+            stability), kept for comparison.
+        min_segment_share: a candidate whose smallest segment holds less is not admissible.
+        tolerance: the parsimony rule's silhouette tolerance.
+        stable_jaccard: a segment is stable when its mean bootstrap Jaccard reaches this
+            (Hennig: 0.75).
+        stability_samples: bootstrap samples per candidate k (0: no stability, every
+            candidate counts as stable).
+        stability_rows: the candidates' stability is estimated on at most this many rows of
+            the sample (a seeded subsample).
+    """
+
+    rule: KRule = "balanced"
+    min_segment_share: float = 0.02
+    tolerance: float = 0.03
+    stable_jaccard: float = 0.75
+    stability_samples: int = 10
+    stability_rows: int = 5000
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One evaluated k during model selection."""
@@ -139,11 +172,17 @@ class Candidate:
     cost: float
     sizes: tuple[int, ...]
     seed: int
+    calinski_harabasz: float = 0.0
+    worst_jaccard: float | None = None
+    """The least stable segment's mean bootstrap Jaccard (None: not measured)."""
 
     @property
     def min_share(self) -> float:
         total = sum(self.sizes)
         return min(self.sizes) / total if total else 0.0
+
+    def stable(self, cut: float) -> bool:
+        return self.worst_jaccard is None or self.worst_jaccard >= cut
 
 
 @dataclass(frozen=True)
@@ -154,6 +193,7 @@ class KSelection:
     chosen_k: int
     reason: str
     sample_rows: int
+    rule: str = "balanced"
 
     @property
     def chosen(self) -> Candidate:
@@ -168,17 +208,13 @@ def select_k(
     seed: int,
     n_init: int,
     max_iter: int,
-    min_segment_share: float,
-    tolerance: float,
+    rule: SelectionRule,
 ) -> KSelection:
-    """Choose k on the sample ``x``: silhouette, a minimum segment share, a preference for
-    small k.
+    """Evaluate every k on the sample ``x`` and choose one with ``rule`` (``choose``).
 
     Every k is fitted ``n_init`` times (seeds ``seed, seed + 1, ...``), the lowest inertia
-    represents it. Among candidates whose smallest segment holds at least
-    ``min_segment_share`` of the sample, the smallest k whose silhouette is within
-    ``tolerance`` of the best wins. If none meets the share, the best silhouette wins and the
-    reason says so.
+    represents it; its silhouette, Calinski-Harabasz index and (unless the parsimony rule or
+    ``stability_samples`` 0) the worst segment's bootstrap Jaccard are measured.
 
     Raises:
         InputError: no k is smaller than the sample, or every k left a segment empty.
@@ -190,21 +226,59 @@ def select_k(
             f"{list(k_values)} needs more (lower training.k_min)"
         )
     seeds = [seed + i for i in range(max(1, n_init))]
+    sub = _subsample(x, rule.stability_rows, seed)
     candidates = []
     for k in usable:
         best = fit(x, k, algorithm=algorithm, seeds=seeds, max_iter=max_iter)
         distinct = sum(1 for s in best.sizes if s > 0)
         score = silhouette(x, best.labels) if distinct > 1 else -1.0
-        candidates.append(Candidate(k, score, best.inertia, best.sizes, best.seed))
-        log.info("k=%d silhouette=%.4f cost=%.1f sizes=%s", k, score, best.inertia, best.sizes)
-    chosen, reason = choose(candidates, min_segment_share, tolerance)
-    return KSelection(tuple(candidates), chosen, reason, len(x))
+        ch = calinski_harabasz(x, best.labels) if distinct > 1 else 0.0
+        worst = None
+        measure = rule.rule != "parsimony" and rule.stability_samples > 0 and distinct == k
+        if measure and min(best.sizes) / len(x) >= rule.min_segment_share:
+            worst = _worst_jaccard(sub, best.centers, k, algorithm, seed, max_iter, rule)
+        candidates.append(Candidate(k, score, best.inertia, best.sizes, best.seed, ch, worst))
+        log.info("k=%d silhouette=%.4f CH=%.1f worst Jaccard=%s sizes=%s", k, score, ch, worst,
+                 best.sizes)  # fmt: skip
+    chosen, reason = choose(candidates, rule)
+    return KSelection(tuple(candidates), chosen, reason, len(x), rule.rule)
 
 
-def choose(
-    candidates: Sequence[Candidate], min_segment_share: float, tolerance: float
-) -> tuple[int, str]:
-    """The parsimony rule on the candidates: returns the chosen k and the reason."""
+def calinski_harabasz(x: np.ndarray, labels: np.ndarray) -> float:
+    """The Calinski-Harabasz index (variance ratio criterion; Calinski & Harabasz 1974)."""
+    from sklearn.metrics import calinski_harabasz_score
+
+    return float(calinski_harabasz_score(x, labels))
+
+
+def _subsample(x: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    if len(x) <= rows:
+        return x
+    return x[np.random.default_rng(seed).choice(len(x), rows, replace=False)]
+
+
+def _worst_jaccard(
+    x: np.ndarray,
+    centers: np.ndarray,
+    k: int,
+    algorithm: str,
+    seed: int,
+    max_iter: int,
+    rule: SelectionRule,
+) -> float:
+    """The least stable segment's mean bootstrap Jaccard (one fit per bootstrap sample)."""
+    from segmentation import validation
+
+    labels = validation.nearest(x, centers)
+    per_segment, _ = validation.bootstrap(
+        x, labels, k, algorithm=algorithm, seed=seed, n_init=1, max_iter=max_iter,
+        samples=rule.stability_samples,
+    )  # fmt: skip
+    return min((float(np.mean(v)) for v in per_segment.values() if v), default=0.0)
+
+
+def choose(candidates: Sequence[Candidate], rule: SelectionRule) -> tuple[int, str]:
+    """The chosen k and the reason, by ``rule`` (see ``SelectionRule``)."""
     # An empty segment means fewer distinct customer profiles than k: never a valid choice.
     complete = [c for c in candidates if min(c.sizes) > 0]
     if not complete:
@@ -212,18 +286,54 @@ def choose(
             f"every k in {[c.k for c in candidates]} left a segment empty: the customers have "
             "fewer distinct feature profiles than k; lower training.k_min"
         )
-    eligible = [c for c in complete if c.min_share >= min_segment_share]
-    if not eligible:
+    share = rule.min_segment_share
+    big_enough = [c for c in complete if c.min_share >= share]
+    if not big_enough:
         best = max(complete, key=lambda c: (c.silhouette, -c.k))
         return best.k, (
-            f"no k had every segment >= {min_segment_share:.1%} of customers; "
+            f"no k had every segment >= {share:.1%} of customers; "
             f"k={best.k} has the best silhouette ({best.silhouette:.3f})"
         )
+    if rule.rule == "parsimony":
+        return _parsimony(big_enough, rule)
+    admissible = [c for c in big_enough if c.stable(rule.stable_jaccard)]
+    if not admissible:
+        best = max(big_enough, key=lambda c: (c.worst_jaccard or 0.0, -c.k))
+        return best.k, (
+            f"no k had every segment stable (bootstrap Jaccard >= {rule.stable_jaccard}); "
+            f"k={best.k} is the most stable (worst segment {best.worst_jaccard:.2f}): treat the "
+            "segments with care"
+        )
+    if rule.rule == "granular":
+        chosen = max(admissible, key=lambda c: c.k)
+        return chosen.k, (
+            f"k={chosen.k}: the most granular segmentation whose every segment is stable "
+            f"(worst Jaccard {chosen.worst_jaccard:.2f}) and >= {share:.1%}"
+        )
+    return _balanced(admissible, rule)
+
+
+def _balanced(admissible: Sequence[Candidate], rule: SelectionRule) -> tuple[int, str]:
+    """Best mean rank of silhouette and Calinski-Harabasz among admissible k; ties: smaller k."""
+    by_sil = sorted(admissible, key=lambda c: (-c.silhouette, c.k))
+    by_ch = sorted(admissible, key=lambda c: (-c.calinski_harabasz, c.k))
+    rank = {c.k: by_sil.index(c) + by_ch.index(c) + 2 for c in admissible}
+    chosen = min(admissible, key=lambda c: (rank[c.k], c.k))
+    stable = "" if chosen.worst_jaccard is None else f", worst Jaccard {chosen.worst_jaccard:.2f}"
+    return chosen.k, (
+        f"k={chosen.k}: best mean rank of silhouette ({chosen.silhouette:.3f}, rank "
+        f"{by_sil.index(chosen) + 1}) and Calinski-Harabasz ({chosen.calinski_harabasz:.0f}, "
+        f"rank {by_ch.index(chosen) + 1}) among the {len(admissible)} k whose every segment is "
+        f"stable and >= {rule.min_segment_share:.1%}{stable}"
+    )
+
+
+def _parsimony(eligible: Sequence[Candidate], rule: SelectionRule) -> tuple[int, str]:
     best = max(eligible, key=lambda c: (c.silhouette, -c.k))
-    within = [c for c in eligible if c.silhouette >= best.silhouette - tolerance]
+    within = [c for c in eligible if c.silhouette >= best.silhouette - rule.tolerance]
     chosen = min(within, key=lambda c: c.k)
     return chosen.k, (
-        f"k={chosen.k}: smallest k with silhouette {chosen.silhouette:.3f} within {tolerance} of "
-        f"the best ({best.silhouette:.3f} at k={best.k}), every segment >= "
-        f"{min_segment_share:.1%}"
+        f"k={chosen.k}: smallest k with silhouette {chosen.silhouette:.3f} within "
+        f"{rule.tolerance} of the best ({best.silhouette:.3f} at k={best.k}), every segment >= "
+        f"{rule.min_segment_share:.1%}"
     )

@@ -46,14 +46,20 @@ def _label(segment_id: int, names: Mapping[int, str]) -> str:
 
 
 def k_selection_png(selection: model_selection.KSelection) -> bytes:
+    """Each criterion of model selection against k; dashed: the chosen k."""
     plt = _pyplot()
-    ks = [c.k for c in selection.candidates]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(ks, [c.silhouette for c in selection.candidates], marker="o")
-    left.set(title="Silhouette by k", xlabel="k", ylabel="silhouette")
-    right.plot(ks, [c.cost for c in selection.candidates], marker="o", color="tab:orange")
-    right.set(title="Cost (within-cluster SSE) by k", xlabel="k", ylabel="cost")
-    for ax in (left, right):
+    cands = selection.candidates
+    ks = [c.k for c in cands]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    axes[0].plot(ks, [c.silhouette for c in cands], marker="o")
+    axes[0].set(title="Silhouette by k", xlabel="k", ylabel="silhouette")
+    axes[1].plot(ks, [c.calinski_harabasz for c in cands], marker="o", color="tab:orange")
+    axes[1].set(title="Calinski-Harabasz by k", xlabel="k", ylabel="variance ratio")
+    stab = [(c.k, c.worst_jaccard) for c in cands if c.worst_jaccard is not None]
+    axes[2].plot([k for k, _ in stab], [j for _, j in stab], marker="o", color="tab:green")
+    axes[2].axhline(0.75, color="grey", linewidth=1)
+    axes[2].set(title="Worst segment's bootstrap Jaccard", xlabel="k", ylim=(0, 1.05))
+    for ax in axes:
         ax.axvline(selection.chosen_k, color="grey", linestyle="--")
     fig.tight_layout()
     return _png(fig)
@@ -197,9 +203,11 @@ class ReportData:
     created_at: dt.datetime
     notes: list[str] = field(default_factory=list)
     validation: Validation | None = None
+    selection: model_selection.KSelection | None = None
 
 
 _CSS = """
+tr.chosen td { font-weight: bold; background: #eef6ee; }
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid
 #ddd;padding-bottom:4px} .meta{color:#555;font-size:13px}
@@ -212,7 +220,8 @@ img{max-width:100%;border:1px solid #eee} code{background:#f4f4f4;padding:1px 4p
 """
 
 _PICTURE_TITLES = {
-    "k_selection": "k selection: silhouette and cost against k (dashed: chosen k)",
+    "k_selection": "k selection: silhouette, Calinski-Harabasz and the worst segment's "
+    "bootstrap Jaccard against k (dashed: chosen k; line: stable at 0.75)",
     "validation": "Validation: bootstrap stability per segment (Jaccard, 95% range; dashed: "
     "0.6 and 0.75) and purchase share in the outcome window (95% Wilson interval; line: all)",
     "segment_sizes": "Segment sizes",
@@ -298,6 +307,8 @@ the segment of <b>{data.rules.fidelity:.1%}</b> of customers (fidelity) with
 <tbody>{fidelity_rows}</tbody></table>
 <table id="importances"><thead><tr><th>feature</th><th>importance</th></tr></thead>
 <tbody>{importances}</tbody></table>
+<h2>Model selection</h2>
+{_candidates_html(data)}
 <h2>Validation</h2>
 {_validation_html(data)}
 <h2>Profiles</h2>
@@ -306,6 +317,26 @@ the segment of <b>{data.rules.fidelity:.1%}</b> of customers (fidelity) with
 {_composition_html(data)}
 </body></html>
 """
+
+
+def _candidates_html(data: ReportData) -> str:
+    sel = data.selection
+    if sel is None:
+        return ""
+    rows = "".join(
+        f"<tr{' class=chosen' if c.k == sel.chosen_k else ''}><td class=num>{c.k}</td>"
+        f"<td class=num>{c.silhouette:.3f}</td><td class=num>{c.calinski_harabasz:,.0f}</td>"
+        f"<td class=num>{c.min_share:.1%}</td>"
+        f"<td class=num>{'&ndash;' if c.worst_jaccard is None else f'{c.worst_jaccard:.2f}'}</td>"
+        "</tr>"
+        for c in sel.candidates
+    )
+    return (
+        f"<p>{_e(sel.rule)} rule on {sel.sample_rows:,} sampled customers: {_e(sel.reason)}</p>"
+        '<table id="candidates"><thead><tr><th>k</th><th>silhouette</th>'
+        "<th>Calinski-Harabasz</th><th>smallest segment</th><th>worst bootstrap Jaccard</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _validation_html(data: ReportData) -> str:

@@ -49,7 +49,8 @@ def _segment_table(result: TrainResult) -> list[str]:
         "",
         f"Segmentation as of {result.as_of}: {result.customers} customers, "
         f"k = {result.selection.chosen_k}",
-        f"  model selection: {result.selection.reason}",
+        f"  model selection ({result.selection.rule} rule): {result.selection.reason}",
+        *_candidate_table(result),
         "",
         header,
         "-" * len(header),
@@ -60,6 +61,22 @@ def _segment_table(result: TrainResult) -> list[str]:
     lines += ["", "(feature columns show segment means in original units)"]
     if result.ari_vs_truth is not None:
         lines.append(f"Adjusted Rand index vs planted archetypes: {result.ari_vs_truth:.3f}")
+    return lines
+
+
+def _candidate_table(result: TrainResult) -> list[str]:
+    """Every candidate k with each criterion; * marks the chosen one."""
+    lines = [
+        f"  {'':1} {'k':>3} {'silhouette':>10} {'Calinski-H.':>12} {'smallest':>9} "
+        f"{'worst Jaccard':>13}"
+    ]
+    for c in result.selection.candidates:
+        mark = "*" if c.k == result.selection.chosen_k else ""
+        worst = "-" if c.worst_jaccard is None else f"{c.worst_jaccard:.2f}"
+        lines.append(
+            f"  {mark:1} {c.k:>3} {c.silhouette:>10.3f} {c.calinski_harabasz:>12.0f} "
+            f"{c.min_share:>9.1%} {worst:>13}"
+        )
     return lines
 
 

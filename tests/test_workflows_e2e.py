@@ -149,6 +149,10 @@ def test_validation_finds_the_planted_segments_stable_replicable_and_different(r
     summary = summaries.training(trained, cfg)
     assert "Validation (table segment_validation):" in summary
     assert "Outcomes, backtest on (2025-10-02, 2025-12-31]" in summary
+    # The well-separated sample: the balanced rule chooses the planted six, every one stable.
+    assert "model selection (balanced rule): k=6: best mean rank of silhouette" in summary
+    assert all(c.worst_jaccard is not None for c in trained.selection.candidates
+               if c.min_share >= 0.02)  # fmt: skip
 
 
 def test_names_fit_planted_behaviour(run):

@@ -98,10 +98,12 @@ class GeneratorConfig(_Section):
     start_date: Date = dt.date(2023, 1, 1)
     end_date: Date = dt.date(2025, 12, 31)
     partitions: Int | None = None
+    overlap: Float = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         _require(self.customers >= 1, "generator.customers must be >= 1")
+        _require(0 <= self.overlap <= 1, "generator.overlap must be in [0, 1]")
         _require(self.events >= self.customers, "generator.events must be >= generator.customers")
         _require(
             self.end_date > self.start_date,
@@ -221,10 +223,22 @@ class TrainingConfig(_Section):
     selection_sample_rows: Int = 20000
     min_segment_share: Float = 0.02
     silhouette_tolerance: Float = 0.03
+    k: Int | None = None
+    k_rule: Literal["balanced", "granular", "parsimony"] = "balanced"
+    stable_jaccard: Float = 0.75
+    selection_bootstrap_samples: Int = 10
+    stability_rows: Int = 5000
     features: tuple[Str, ...] = ()
     default_transform: Transform = "log1p"
     transforms: FrozenMap[Transform] = Field(default_factory=_FrozenDict)
     match_max_distance: Float = 1.0
+
+    @property
+    def k_values(self) -> range:
+        """The candidate k: ``k`` alone when pinned, else ``k_min`` to ``k_max``."""
+        return (
+            range(self.k, self.k + 1) if self.k is not None else range(self.k_min, self.k_max + 1)
+        )
 
     def transform_for(self, feature: str) -> Transform:
         """The skew transform applied to ``feature`` before scaling."""
@@ -242,6 +256,13 @@ class TrainingConfig(_Section):
         _require(self.selection_sample_rows >= 10, "training.selection_sample_rows must be >= 10")
         _require(0 <= self.min_segment_share < 1, "training.min_segment_share must be in [0, 1)")
         _require(self.silhouette_tolerance >= 0, "training.silhouette_tolerance must be >= 0")
+        _require(self.k is None or self.k >= 2, "training.k must be >= 2 (or null)")
+        _require(0 <= self.stable_jaccard <= 1, "training.stable_jaccard must be in [0, 1]")
+        _require(
+            self.selection_bootstrap_samples >= 0,
+            "training.selection_bootstrap_samples must be >= 0",
+        )
+        _require(self.stability_rows >= 10, "training.stability_rows must be >= 10")
         _require(len(self.features) >= 1, "training.features must list at least one feature column")
         _require(len(set(self.features)) == len(self.features), "training.features has duplicates")
         _require(self.match_max_distance >= 0, "training.match_max_distance must be >= 0")

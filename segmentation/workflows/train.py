@@ -114,9 +114,17 @@ def selection_sample(
 def select_k(tc: TrainingConfig, sample: np.ndarray) -> model_selection.KSelection:
     """Model selection on the sample with the ``training.*`` k range, restarts and rules."""
     return model_selection.select_k(
-        sample, k_values=range(tc.k_min, tc.k_max + 1), algorithm=tc.algorithm, seed=tc.seed,
-        n_init=tc.n_init, max_iter=tc.max_iter, min_segment_share=tc.min_segment_share,
-        tolerance=tc.silhouette_tolerance,
+        sample, k_values=tc.k_values, algorithm=tc.algorithm, seed=tc.seed, n_init=tc.n_init,
+        max_iter=tc.max_iter, rule=selection_rule(tc),
+    )  # fmt: skip
+
+
+def selection_rule(tc: TrainingConfig) -> model_selection.SelectionRule:
+    """The k rule ``training.*`` describes."""
+    return model_selection.SelectionRule(
+        rule=tc.k_rule, min_segment_share=tc.min_segment_share,
+        tolerance=tc.silhouette_tolerance, stable_jaccard=tc.stable_jaccard,
+        stability_samples=tc.selection_bootstrap_samples, stability_rows=tc.stability_rows,
     )  # fmt: skip
 
 
@@ -291,7 +299,9 @@ def _record_training(cfg: AppConfig, fitted: Fitted) -> None:
          "final_fit_seed": fitted.final_seed, "features": ",".join(t.features),
          "transforms": ",".join(f"{f}:{tr}" for f, tr in transforms),
          "selection_sample_rows": sel.sample_rows, "min_segment_share": t.min_segment_share,
-         "silhouette_tolerance": t.silhouette_tolerance,
+         "silhouette_tolerance": t.silhouette_tolerance, "k_rule": t.k_rule, "k": t.k,
+         "stable_jaccard": t.stable_jaccard,
+         "selection_bootstrap_samples": t.selection_bootstrap_samples,
          "match_max_distance": t.match_max_distance,
          "previous_model_version": champion.version if champion else "none",
          "as_of": cfg.features.as_of.isoformat(),
@@ -300,13 +310,14 @@ def _record_training(cfg: AppConfig, fitted: Fitted) -> None:
     )  # fmt: skip
     tracking.log_json(flatten(to_dict(cfg)), "config/resolved_config.json")
     for c in sel.candidates:
-        tracking.log_metrics(
-            {"silhouette": c.silhouette, "cost": c.cost, "min_segment_share": c.min_share},
-            step=c.k,
-        )
+        per_k = {"silhouette": c.silhouette, "cost": c.cost, "min_segment_share": c.min_share,
+                 "calinski_harabasz": c.calinski_harabasz}  # fmt: skip
+        if c.worst_jaccard is not None:
+            per_k["worst_jaccard"] = c.worst_jaccard
+        tracking.log_metrics(per_k, step=c.k)
         tracking.log_metrics({f"silhouette_k{c.k}": c.silhouette, f"cost_k{c.k}": c.cost})
     tracking.log_metrics({"chosen_k": sel.chosen_k, "customers": fitted.customers})
-    tracking.set_tags({"k_selection_reason": sel.reason})
+    tracking.set_tags({"k_selection_reason": sel.reason, "k_selection_rule": sel.rule})
     for seg in fitted.profiles.segments:
         tracking.log_metrics(
             {
@@ -316,7 +327,12 @@ def _record_training(cfg: AppConfig, fitted: Fitted) -> None:
         )
     candidates = [dataclasses.asdict(c) | {"min_share": c.min_share} for c in sel.candidates]
     tracking.log_json(
-        {"chosen_k": sel.chosen_k, "reason": sel.reason, "candidates": candidates},
+        {
+            "chosen_k": sel.chosen_k,
+            "rule": sel.rule,
+            "reason": sel.reason,
+            "candidates": candidates,
+        },
         "k_selection.json",
     )
 
