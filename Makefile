@@ -45,13 +45,8 @@ delta-jars: setup ## Copy the Delta jars into DIR (for spark.delta_jars on an of
 	$(PY) -m segmentation.session resolve-jars --copy-to $(DIR) 2>/dev/null
 
 .PHONY: run
-run: setup ## Whole pipeline locally: sample data (if absent), train on TRAIN_AS_OF, rules, score AS_OF
-	$(PY) jobs/generate_events.py --config $(CONFIG) --if-absent $(ARGS)
-	$(PY) jobs/build_features.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
-	$(PY) jobs/train_segments.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
-	$(PY) jobs/rule_segments.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
-	$(PY) jobs/assign_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
-	$(PY) jobs/rule_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
+run: setup ## Whole pipeline locally, in one Spark application: sample (if absent), train on TRAIN_AS_OF, rules, score AS_OF
+	$(PY) jobs/run_pipeline.py --config $(CONFIG) --train-as-of $(TRAIN_AS_OF) --score-as-of $(AS_OF) $(ARGS)
 
 .PHONY: assign
 assign: setup ## Score AS_OF with the @champion model: membership, history, migration, drift

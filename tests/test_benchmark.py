@@ -76,7 +76,8 @@ def test_every_stage_is_timed_and_reported(quick):
     spark_stages = [s.name for s in quick.spark]
     assert spark_stages == [
         "features", "write customer_features, rejected_events (Delta)",
-        "read customer_features (cached)", "k selection", "final fit (restarts)", "final fit",
+        "read customer_features (cached)", "k selection", "final fit (restarts)",
+        "segment validation", "final fit",
         "assignment", "write segment_membership (Delta)",
     ]  # fmt: skip
     assert [s.name for s in quick.baseline] == ["features", "final fit", "assignment"]

@@ -224,8 +224,8 @@ def test_generate_if_absent_keeps_existing_sample(spark, run):
     assert DeltaTable(cfg.storage.table_path("events")).version() == generated.versions["events"]
 
 
-def test_jobs_run_end_to_end_as_processes(tmp_path):
-    """The three spark-submit entry points, as `make run` calls them, on tiny data."""
+def test_pipeline_runs_end_to_end_as_one_process(tmp_path):
+    """`make run`'s entry point (one Spark application), then `make promote`, on tiny data."""
     common = [
         "--set", f"storage.warehouse={tmp_path / 'wh'}",
         "--set", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
@@ -234,42 +234,74 @@ def test_jobs_run_end_to_end_as_processes(tmp_path):
         "--set", "generator.events=12000",
         "--set", "training.k_max=4",
         "--set", "training.n_init=1",
+        "--set", "validation.bootstrap_samples=3",
         "--set", "spark.master=local[2]",
     ]  # fmt: skip
     outputs = []
-    for job, extra in (("generate_events", ["--if-absent"]), ("build_features", []),
-                       ("train_segments", []), ("promote_model", ["--version", "1"]),
-                       ("assign_segments", ["--set", "assign.reuse_features=true"]),
-                       ("rule_segments", [])):  # fmt: skip
+    for job, extra in (("run_pipeline", ["--train-as-of", "2025-11-30",
+                                         "--score-as-of", "2025-12-31"]),
+                       ("promote_model", ["--version", "1"])):  # fmt: skip
         proc = subprocess.run(
             [sys.executable, str(ROOT / "jobs" / f"{job}.py"), *extra, *common],
             capture_output=True, text=True, cwd=ROOT, timeout=600,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
         outputs.append(proc.stdout)
-    assert "Sample data written" in outputs[0]
-    assert "customer_features as of 2025-12-31: 400 customers" in outputs[1]
-    summary = outputs[2]
-    assert "Segmentation as of 2025-12-31: 400 customers" in summary
-    assert "model customer_segments version 1 is now @champion" in summary
-    assert "make mlflow-ui" in summary
-    assert "model customer_segments version 1 is now @champion (was 1)" in outputs[3]
-    assigned = outputs[4]
-    assert "Segments as of 2025-12-31: 400 customers scored with customer_segments version 1" in (
-        assigned
-    )
-    assert "reused the stored customer_features snapshot" in assigned
-    assert "History (segment_membership_history): merged." in assigned
-    assert "Report: " in summary and "Rules (decision tree" in summary
-    rules = outputs[5]
-    assert "rfm (version 1): 400 customers" in rules and "b2b_tiers (version 1)" in rules
+    out = outputs[0]
+    events = pl.read_delta(str(tmp_path / "wh" / "events"))
+    # Customers with an event on or before the training day, counted independently.
+    trained = events.filter(pl.col("event_time") < dt.datetime(2025, 12, 1, tzinfo=dt.UTC))[
+        "customer_id"
+    ].n_unique()
+    assert 0 < trained < 400
+    # The steps in order, each summary once.
+    steps = [
+        "Sample data written",
+        f"customer_features as of 2025-11-30: {trained} customers",
+        f"Segmentation as of 2025-11-30: {trained} customers",
+        f"rfm (version 1): {trained} customers",
+        "Segments as of 2025-12-31: 400 customers scored with customer_segments version 1",
+        "rfm (version 1): 400 customers",
+    ]
+    at = 0
+    for text in steps:
+        found = out.find(text, at)
+        assert found >= at, f"{text!r} missing or out of order in:\n{out[-4000:]}"
+        at = found + len(text)
+    assert "model customer_segments version 1 is now @champion" in out
+    assert "History (segment_membership_history): merged." in out
+    assert "Report: " in out and "Rules (decision tree" in out
+    timings = out[out.index("Step times: ") :]
+    for name in ("generate", "features", "train", "rules", "assign"):
+        assert f"{name} " in timings
+    assert "model customer_segments version 1 is now @champion (was 1)" in outputs[1]
     membership = pl.read_delta(str(tmp_path / "wh" / "segment_membership"))
-    by_model = dict(membership.group_by("model_name").len().iter_rows())
-    # The training's snapshot was replaced by the assignment; RFM sits beside it.
-    assert by_model["customer_segments"] == 400 and by_model["rfm"] == 400
+    counts = {
+        (m, d.isoformat()): n
+        for m, d, n in membership.group_by("model_name", "as_of").len().iter_rows()
+        if m != "b2b_tiers"
+    }
+    # The training's snapshot and the scored month, for the model and RFM alike.
+    assert counts == {
+        ("customer_segments", "2025-11-30"): trained, ("customer_segments", "2025-12-31"): 400,
+        ("rfm", "2025-11-30"): trained, ("rfm", "2025-12-31"): 400,
+    }  # fmt: skip
     history = pl.read_delta(str(tmp_path / "wh" / "segment_membership_history"))
-    assert history.filter(pl.col("model_name") == "customer_segments").height == 400
-    assert history["is_current"].all()
+    current = history.filter(pl.col("is_current") & (pl.col("model_name") == "customer_segments"))
+    assert current.height == 400 and current["customer_id"].n_unique() == 400
+
+
+@pytest.mark.parametrize(
+    "job", sorted(p.stem for p in (ROOT / "jobs").glob("*.py") if p.stem != "__init__")
+)
+def test_every_job_entry_point_parses_its_options(job):
+    """Each spark-submit entry point imports and answers --help (no Spark started)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / f"{job}.py"), "--help"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--config" in proc.stdout and "--set" in proc.stdout
 
 
 def test_assign_without_a_champion_is_a_clear_error(spark, run):

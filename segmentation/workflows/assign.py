@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 
 from segmentation import champion as champions
-from segmentation import clustering, publishing, tables, tracking
+from segmentation import clustering, publishing, tables, timing, tracking
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
 from segmentation.workflows import build_features
@@ -61,7 +61,10 @@ def run(spark: SparkSession, cfg: AppConfig) -> AssignResult:
             scored_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
         )  # fmt: skip
         try:
-            pub = publishing.publish(spark, cfg.storage, cfg.drift, scored, job=JOB, first=first)
+            with timing.stage("assign: write tables (Delta)"):
+                pub = publishing.publish(
+                    spark, cfg.storage, cfg.drift, scored, job=JOB, first=first
+                )
         finally:
             assigned.unpersist()
             features.unpersist()
@@ -87,5 +90,6 @@ def _features(
             return stored.cache(), None
         except InputError:
             pass
-    computed = build_features.compute(spark, cfg, run_id=run_id)
+    with timing.stage("assign: compute features"):
+        computed = build_features.compute(spark, cfg, run_id=run_id)
     return computed.features.cache(), computed

@@ -11,7 +11,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import delta_tables, quality, sources, tables, tracking
+from segmentation import delta_tables, quality, sources, tables, timing, tracking
 from segmentation import features as feat
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
@@ -80,11 +80,13 @@ def run(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
     as_of = cfg.features.as_of
     with tracking.run(experiment_id, f"build_features {as_of}") as run_id:
         tracking.set_tags({"job": "build_features"})
-        snapshot = compute(spark, cfg, run_id=run_id)
+        with timing.stage("features: compute (read, quarantine, aggregate)"):
+            snapshot = compute(spark, cfg, run_id=run_id)
         try:
-            versions = tables.write_in_order(
-                snapshot.writes(spark, cfg, job="build_features", run_id=run_id)
-            )
+            with timing.stage("features: write tables (Delta)"):
+                versions = tables.write_in_order(
+                    snapshot.writes(spark, cfg, job="build_features", run_id=run_id)
+                )
         finally:
             snapshot.unpersist()
         tracking.set_tags({f"output.{name}.version": v for name, v in versions.items()})

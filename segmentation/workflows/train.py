@@ -31,6 +31,7 @@ from segmentation import (
     report,
     sources,
     tables,
+    timing,
     tracking,
 )
 from segmentation.config import AppConfig, NamingConfig, TrainingConfig, flatten, to_dict
@@ -162,13 +163,15 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         log.warning("%s; the new model's segments get new ids", exc)
         champion = None
     try:
-        fitted = fit(cfg.training, features, champion, cfg.naming)
+        with timing.stage("train: select k, fit, profile"):
+            fitted = fit(cfg.training, features, champion, cfg.naming)
         fitted.features_version = version
         if cfg.validation.enabled:
-            fitted.validation = model_validation.validate(
-                spark, cfg, sample=fitted.sample, estimator=fitted.estimator,
-                model=fitted.model, names=fitted.names, features=features,
-            )  # fmt: skip
+            with timing.stage("train: segment validation"):
+                fitted.validation = model_validation.validate(
+                    spark, cfg, sample=fitted.sample, estimator=fitted.estimator,
+                    model=fitted.model, names=fitted.names, features=features,
+                )  # fmt: skip
         with tracking.run(experiment_id) as run_id:
             result = _record_and_write(
                 spark, cfg, fitted, run_id=run_id, experiment_id=experiment_id
@@ -225,34 +228,37 @@ def _record_and_write(
     tracking.set_tags({"job": JOB})
     _record_training(cfg, fitted)
     customers = sources.read_customers(spark, cfg.input.customers, cfg.customers_path())
-    explained = model_report.explain_model(
-        spark, cfg.explain, customers=customers, model=fitted.model, assigned=fitted.assigned,
-        profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,
-        seed=cfg.training.seed,
-    )  # fmt: skip
+    with timing.stage("train: explain (rules, composition, pictures)"):
+        explained = model_report.explain_model(
+            spark, cfg.explain, customers=customers, model=fitted.model,
+            assigned=fitted.assigned, profiles=fitted.profiles, names=fitted.names,
+            selection=fitted.selection, seed=cfg.training.seed,
+        )  # fmt: skip
     if fitted.validation is not None:
         explained.pictures["validation"] = report.validation_png(fitted.validation, fitted.names)
         model_validation.log_validation(fitted.validation)
     model_report.log_explanation(explained, cfg.explain)
     _record_segments(cfg, fitted)
-    model_uri, version = tracking.log_spark_model(
-        fitted.model.pipeline, registered_model=tc.registered_model,
-        pyspark_version=pyspark.__version__,
-    )  # fmt: skip
+    with timing.stage("train: log and register the model"):
+        model_uri, version = tracking.log_spark_model(
+            fitted.model.pipeline, registered_model=tc.registered_model,
+            pyspark_version=pyspark.__version__,
+        )  # fmt: skip
     tracking.set_tags({"model_version": version})
     lineage = tables.Lineage(fc.as_of, tc.registered_model, version, run_id)
     writes = _version_writes(spark, cfg, fitted, explained, lineage)
     publication = None
-    if tc.promote:
-        publication = publishing.publish(
-            spark, cfg.storage, cfg.drift, _scored(fitted, lineage), job=JOB, first=writes
-        )
-        versions = publication.table_versions
-        reason = f"train_segments run {run_id} with tracking.promote=true"
-        tracking.promote(tc.registered_model, tc.alias, version, reason=reason)
-        tracking.set_tags({"promoted_to": tc.alias})
-    else:
-        versions = tables.write_in_order(writes)
+    with timing.stage("train: write tables (Delta)"):
+        if tc.promote:
+            publication = publishing.publish(
+                spark, cfg.storage, cfg.drift, _scored(fitted, lineage), job=JOB, first=writes
+            )
+            versions = publication.table_versions
+            reason = f"train_segments run {run_id} with tracking.promote=true"
+            tracking.promote(tc.registered_model, tc.alias, version, reason=reason)
+            tracking.set_tags({"promoted_to": tc.alias})
+        else:
+            versions = tables.write_in_order(writes)
     tracking.set_tags({f"output.{name}.version": v for name, v in versions.items()})
     ari = _ari_vs_truth(spark, cfg, fitted.assigned)
     if ari is not None:
@@ -262,13 +268,8 @@ def _record_and_write(
         "model_uri": model_uri,
     }
     if cfg.explain.report:
-        paths["report"] = model_report.write_report(
-            cfg.storage, cfg.explain, explained,
-            model_report.ReportContext(tc.registered_model, version, run_id, fc.as_of,
-                                       fitted.customers),
-            selection=fitted.selection, features=fitted.model.scaling.features,
-            profiles=fitted.profiles, names=fitted.names, validation=fitted.validation,
-        )  # fmt: skip
+        with timing.stage("train: HTML report"):
+            paths["report"] = _report(cfg, fitted, explained, run_id, version)
     return TrainResult(
         as_of=fc.as_of, run_id=run_id, experiment_id=experiment_id,
         model_name=tc.registered_model, model_version=version, promoted=tc.promote,
@@ -277,6 +278,20 @@ def _record_and_write(
         previous_version=fitted.champion.version if fitted.champion else None,
         publication=publication, ari_vs_truth=ari, paths=paths, explanation=explained,
         validation=fitted.validation,
+    )  # fmt: skip
+
+
+def _report(
+    cfg: AppConfig, fitted: Fitted, explained: model_report.Explained, run_id: str, version: int
+) -> str:
+    """Write the model's HTML report; returns its path."""
+    tc = cfg.tracking
+    return model_report.write_report(
+        cfg.storage, cfg.explain, explained,
+        model_report.ReportContext(tc.registered_model, version, run_id, cfg.features.as_of,
+                                   fitted.customers),
+        selection=fitted.selection, features=fitted.model.scaling.features,
+        profiles=fitted.profiles, names=fitted.names, validation=fitted.validation,
     )  # fmt: skip
 
 
