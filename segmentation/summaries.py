@@ -287,7 +287,8 @@ def generation(result: GenerateResult, cfg: AppConfig) -> str:
     if result.skipped:
         return f"Sample data already present under {cfg.storage.warehouse}/ (kept as is)."
     rows = ", ".join(f"{n}: {r:,} rows" for n, r in result.rows.items())
-    return f"Sample data written under {cfg.storage.warehouse}/ ({rows})."
+    kept = f"; kept as they were: {', '.join(result.kept)}" if result.kept else ""
+    return f"Sample data written under {cfg.storage.warehouse}/ ({rows}){kept}."
 
 
 def features(result: FeaturesResult, cfg: AppConfig) -> str:
