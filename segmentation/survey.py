@@ -73,7 +73,7 @@ def columns(ac: AttitudesConfig) -> tuple[list[Mapped], list[Mapped]]:
 # --- the cleaning expressions (SQL text: also the registered model's first step) -------------
 
 
-def _q(name: str) -> str:
+def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
@@ -89,7 +89,7 @@ def _number(source: str) -> str:
     return f"TRY_CAST({_text(source)} AS DOUBLE)"
 
 
-def _sql_text(value: str) -> str:
+def sql_text(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -118,8 +118,8 @@ def clean_sql(col: Mapped, source: str, *, invalid: Literal["error", "missing"])
         bad = _raise(f"a value of boolean attribute {col.name} ({col.key}) is not true/false")
         return (
             f"CASE WHEN {_blank(source)} THEN CAST(NULL AS DOUBLE) "
-            f"WHEN {text} IN ({', '.join(map(_sql_text, _TRUE))}) THEN 1D "
-            f"WHEN {text} IN ({', '.join(map(_sql_text, _FALSE))}) THEN 0D ELSE {bad} END"
+            f"WHEN {text} IN ({', '.join(map(sql_text, _TRUE))}) THEN 1D "
+            f"WHEN {text} IN ({', '.join(map(sql_text, _FALSE))}) THEN 0D ELSE {bad} END"
         )
     text_error = _raise(
         f"column {col.name} ({col.key}) holds text: map it under attitudes.attributes.categorical"
@@ -139,7 +139,7 @@ def clean_sql(col: Mapped, source: str, *, invalid: Literal["error", "missing"])
 
 
 def _raise(message: str) -> str:
-    return f"CAST(RAISE_ERROR({_sql_text(message)}) AS DOUBLE)"
+    return f"CAST(RAISE_ERROR({sql_text(message)}) AS DOUBLE)"
 
 
 # --- checking and summarising ------------------------------------------------------------
@@ -192,7 +192,7 @@ def check(raw: DataFrame, ac: AttitudesConfig) -> Survey:
     cleaned = raw.select(
         tables.CUSTOMER_ID,
         *[
-            F.expr(clean_sql(c, _q(c.name), invalid="missing")).alias(c.name)
+            F.expr(clean_sql(c, quote(c.name), invalid="missing")).alias(c.name)
             for c in attributes
             if c.kind == "categorical"
         ],
@@ -251,11 +251,11 @@ def _checked_columns(cols: Sequence[Mapped]) -> list[Column]:
     invalid values (only these need the raw value)."""
     out = []
     for c in cols:
-        src = _q(c.name)
+        src = quote(c.name)
         text = f"(NOT {_blank(src)} AND {_number(src)} IS NULL)"
         if c.kind == "boolean":
             value = f"LOWER({_text(src)})"
-            known = ", ".join(map(_sql_text, (*_TRUE, *_FALSE)))
+            known = ", ".join(map(sql_text, (*_TRUE, *_FALSE)))
             text = f"(NOT {_blank(src)} AND {value} NOT IN ({known}))"
             out += [F.expr(f"CASE WHEN {text} THEN NULL ELSE {clean_sql(c, src, invalid='missing')}"
                            " END").alias(c.name)]  # fmt: skip
@@ -353,7 +353,7 @@ def _raise_for(
 
 def _examples(raw: DataFrame, col: Mapped, flag: str) -> str:
     """Up to three offending raw values (only computed for an error message)."""
-    checked = raw.select(F.col(_q(col.name)).alias("v"), *_checked_columns([col]))
+    checked = raw.select(F.col(quote(col.name)).alias("v"), *_checked_columns([col]))
     rows = checked.where(F.col(f"`{flag}:{col.name}`")).select("v").distinct().limit(3).collect()
     return ", ".join(repr(r["v"]) for r in rows)
 

@@ -61,6 +61,7 @@ ITEMS = tuple(
     )
     for name, loading in zip(names, (0.85, 0.8, 0.75, 0.7), strict=True)
 )  # fmt: skip
+ITEM_NAMES = tuple(i.name for i in ITEMS)
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ class BlocksConfig(_Section):
     """The weight of each source in the clustering space (0: the source is not clustered)."""
 
     factors: Float = 1.0
-    attributes: Float = 0.5
+    attributes: Float = 0.3
     behaviour: Float = 0.0
     behaviour_features: tuple[Str, ...] = ()
 
