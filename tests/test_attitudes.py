@@ -11,7 +11,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import attitude_space, factors, survey, survey_generator, tables
+from segmentation import attitude_space, factors, summaries, survey, survey_generator, tables
 from segmentation.config import AppConfig, AttitudesConfig, load_config
 from segmentation.errors import InputError
 from segmentation.workflows import attitudes
@@ -33,10 +33,19 @@ def _config(base: Path, *extra: str) -> AppConfig:
     )
 
 
-def _sample(spark: SparkSession, customers: int = 5000, seed: int = 7) -> DataFrame:
-    return survey_generator.generate_survey(
-        spark, customers=customers, seed=seed, share=0.5, missing_share=0.05
-    ).responses
+def _local(df: DataFrame) -> DataFrame:
+    """``df`` computed once, as a local relation (the generator's draws are not recomputed)."""
+    return df.sparkSession.createDataFrame(df.collect(), df.schema)
+
+
+@pytest.fixture(scope="module")
+def small(spark: SparkSession) -> DataFrame:
+    """About 400 respondents of the sample survey."""
+    return _local(
+        survey_generator.generate_survey(
+            spark, customers=800, seed=3, share=0.5, missing_share=0.05
+        ).responses
+    )
 
 
 # --- the end-to-end training on the generated sample ---------------------------------------
@@ -51,8 +60,8 @@ def trained(
     data = survey_generator.generate_survey(
         spark, customers=5000, seed=7, share=0.5, missing_share=0.05
     )
-    data.responses.write.format("delta").save(tables.path(cfg.storage, tables.SURVEY))
-    data.truth.write.format("delta").save(tables.path(cfg.storage, tables.ATTITUDE_TRUTH))
+    _local(data.responses).write.format("delta").save(tables.path(cfg.storage, tables.SURVEY))
+    _local(data.truth).write.format("delta").save(tables.path(cfg.storage, tables.ATTITUDE_TRUTH))
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     try:
         yield cfg, attitudes.run(spark, cfg)
@@ -96,6 +105,8 @@ def test_run_counts_exclusions_and_writes_tables(
         F.col(tables.MODEL_NAME) == "attitudinal_segments"
     )
     assert profiles.where(F.col("feature") == ITEMS[0]).count() == result.selection.chosen_k
+    text = summaries.attitudes(result, cfg)
+    assert "3 factor(s) by parallel analysis" in text and "eigenvalue > 1 would keep" in text
     html = Path(result.paths["report"]).read_text()
     assert 'alt="scree"' in html and 'alt="loadings"' in html
 
@@ -121,11 +132,11 @@ def test_registered_model_scores_new_respondent_as_training(
 # --- single-node equality -------------------------------------------------------------------
 
 
-def test_moments_and_factor_scores_equal_numpy_and_factor_analyzer(spark: SparkSession):
+def test_moments_and_factor_scores_equal_numpy_and_factor_analyzer(small: DataFrame):
     from factor_analyzer import FactorAnalyzer
 
     ac = AttitudesConfig()
-    checked = survey.check(_sample(spark, customers=600, seed=3), ac)
+    checked = survey.check(small, ac)
     analysis = attitudes.analyse(checked.respondents, checked, ac)
     rows = checked.respondents.orderBy(tables.CUSTOMER_ID).collect()
     x = np.array([[r[c] if r[c] is not None else checked.impute[c] for c in ITEMS] for r in rows])
@@ -156,8 +167,7 @@ def test_moments_and_factor_scores_equal_numpy_and_factor_analyzer(spark: SparkS
 # --- bad input ------------------------------------------------------------------------------
 
 
-def _one_column_bad(spark: SparkSession, column: str, value: object) -> DataFrame:
-    good = _sample(spark, customers=200, seed=5)
+def _one_column_bad(good: DataFrame, column: str, value: object) -> DataFrame:
     return good.withColumn(
         column,
         F.when(
@@ -166,32 +176,32 @@ def _one_column_bad(spark: SparkSession, column: str, value: object) -> DataFram
     )
 
 
-def test_check_ordinal_outside_scale_names_column_and_key(spark: SparkSession):
-    bad = _one_column_bad(spark, "price_compare", 9)
+def test_check_ordinal_outside_scale_names_column_and_key(small: DataFrame):
+    bad = _one_column_bad(small, "price_compare", 9)
     with pytest.raises(InputError, match=r"price_compare.*attitudes\.items\.scale"):
         survey.check(bad, AttitudesConfig())
 
 
-def test_check_outside_scale_counted_as_missing_when_configured(spark: SparkSession):
-    bad = _one_column_bad(spark, "price_compare", 9)
+def test_check_outside_scale_counted_as_missing_when_configured(small: DataFrame):
+    bad = _one_column_bad(small, "price_compare", 9)
     ac = AttitudesConfig(items={"ordinal": ITEMS, "invalid_answers": "missing"})
     assert survey.check(bad, ac).invalid_answers == {"price_compare": 1}
 
 
-def test_check_categorical_mapped_as_numeric_names_column(spark: SparkSession):
+def test_check_categorical_mapped_as_numeric_names_column(small: DataFrame):
     ac = AttitudesConfig(attributes={"numeric": ["region"]})
     with pytest.raises(InputError, match=r"'region'.*attitudes\.attributes\.numeric.*categorical"):
-        survey.check(_sample(spark, customers=200, seed=5), ac)
+        survey.check(small, ac)
 
 
-def test_check_all_missing_item_names_column(spark: SparkSession):
-    bad = _sample(spark, customers=200, seed=5).withColumn("brand_trust_known", F.lit(None))
+def test_check_all_missing_item_names_column(small: DataFrame):
+    bad = small.withColumn("brand_trust_known", F.lit(None))
     with pytest.raises(InputError, match=r"brand_trust_known.*attitudes\.items\.ordinal"):
         survey.check(bad, AttitudesConfig())
 
 
-def test_check_excludes_sparse_respondents_with_count(spark: SparkSession):
-    sample = _sample(spark, customers=400, seed=5)
+def test_check_excludes_sparse_respondents_with_count(small: DataFrame):
+    sample = small
     first = sample.first()[tables.CUSTOMER_ID]
     sparse = sample.select(
         tables.CUSTOMER_ID,
@@ -211,10 +221,10 @@ def test_config_rejects_scale_for_unknown_item():
 # --- pieces -----------------------------------------------------------------------------------
 
 
-def test_weighted_scaling_gives_each_attribute_equal_variance(spark: SparkSession):
+def test_weighted_scaling_gives_each_attribute_equal_variance(small: DataFrame):
     ac = AttitudesConfig(attributes={"categorical": ["region"], "boolean": ["is_business"]},
                          blocks={"attributes": 1.0})  # fmt: skip
-    checked = survey.check(_sample(spark, customers=600, seed=3), ac)
+    checked = survey.check(small, ac)
     analysis = attitudes.analyse(checked.respondents, checked, ac)
     levels = {"region": attitude_space.category_levels(checked.respondents, "region", 8)}
     space = attitude_space.build_space(
@@ -232,3 +242,28 @@ def test_weighted_scaling_gives_each_attribute_equal_variance(spark: SparkSessio
     assert region == pytest.approx(0.5, rel=1e-9)
     assert var["is_business"] == pytest.approx(0.5, rel=1e-9)
     assert sum(var[f] for f in space.factors) == pytest.approx(1.0, rel=1e-9)
+
+
+def _planted_corr() -> np.ndarray:
+    loadings = np.array(survey_generator.planted_loadings())
+    corr = loadings @ loadings.T
+    np.fill_diagonal(corr, 1.0)
+    return corr
+
+
+def test_parallel_analysis_keeps_planted_factors_and_reports_kaiser():
+    pa = factors.parallel_analysis(_planted_corr(), 2000, iterations=50, percentile=95, seed=1)
+    assert pa.n_factors == 3
+    assert pa.kaiser == 3
+    assert len(pa.threshold) == len(ITEMS)
+
+
+def test_extract_oblique_rotation_reports_structure_and_factor_correlations():
+    oblique = factors.extract(_planted_corr(), 3, method="minres", rotation="oblimin")
+    assert oblique.phi.shape == (3, 3)
+    np.testing.assert_allclose(oblique.structure, oblique.loadings @ oblique.phi, atol=1e-9)
+    varimax = factors.extract(_planted_corr(), 3, method="minres", rotation="varimax")
+    congruence = factors.matched_congruence(np.array(survey_generator.planted_loadings()),
+                                            varimax.loadings)  # fmt: skip
+    assert min(congruence) > 0.99
+    np.testing.assert_allclose(varimax.phi, np.eye(3))
