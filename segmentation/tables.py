@@ -150,7 +150,7 @@ VALIDATION_ROWS = T.StructType(
 )  # fmt: skip
 VALIDATION_SCHEMA = T.StructType([*LINEAGE, *VALIDATION_ROWS])
 VALIDATION = Table("segment_validation", (MODEL_NAME, MODEL_VERSION), VALIDATION_SCHEMA)
-# The attitudinal basis (``workflows/train_attitudes``): one row per item and factor. ``loading``
+# The attitudinal basis (``workflows/attitudes``): one row per item and factor. ``loading``
 # is the rotated pattern loading, ``structure`` the item-factor correlation (oblique rotations;
 # equal to the loading for orthogonal ones), ``score_weight`` the regression weight that scores
 # the factor from the standardised item; communality and uniqueness are per item, explained

@@ -38,6 +38,7 @@ from segmentation import (
     factors,
     matching,
     model_report,
+    model_selection,
     profiling,
     publishing,
     sources,
@@ -77,7 +78,7 @@ class Fitted:
     analysis: Analysis
     space: attitude_space.Space
     spaced: DataFrame
-    selection: train.model_selection.KSelection
+    selection: model_selection.KSelection
     model: clustering.SegmentModel
     final_seed: int
     matched: matching.Matching
@@ -104,7 +105,7 @@ class AttitudesResult:
     retained: int
     exclusions: dict[str, int]
     analysis: Analysis
-    selection: train.model_selection.KSelection
+    selection: model_selection.KSelection
     segments: list[train.SegmentSummary]
     table_versions: dict[str, int]
     ari_vs_truth: float | None = None
