@@ -267,3 +267,9 @@ def test_extract_oblique_rotation_reports_structure_and_factor_correlations():
                                             varimax.loadings)  # fmt: skip
     assert min(congruence) > 0.99
     np.testing.assert_allclose(varimax.phi, np.eye(3))
+
+
+def test_dummy_column_names_are_valid_mlflow_names():
+    assert attitude_space.dummy_column("region", "north") == "region:north"
+    assert attitude_space.dummy_column("industry", attitude_space.MISSING) == "industry:missing"
+    assert attitude_space.dummy_column("plan", "B2B / pro+") == "plan:B2B_pro"
