@@ -312,9 +312,25 @@ def _event_rows(typed: DataFrame, seed: int) -> DataFrame:
     )
 
 
+def firmographics(seed: int, cid: Column) -> dict[str, Column]:
+    """``is_business``, ``employee_count`` and ``industry`` of customer ``cid`` (the same draws
+    for the customers table and the survey sample, so both say the same of a customer)."""
+    is_business = _uniform(seed, "business", cid) < 0.06
+    return {
+        "is_business": is_business,
+        "employee_count": F.when(
+            is_business, F.round(F.exp(2.5 + 1.5 * _normal(seed, "employees", cid)))
+        ).cast("int"),
+        "industry": F.when(
+            is_business, _pick_weighted(_uniform(seed, "industry", cid), list(INDUSTRIES), None)
+        ),
+    }
+
+
 def _customers(people: DataFrame, seed: int, end_date: dt.date) -> DataFrame:
     cid = F.col("cid")
-    is_business = _uniform(seed, "business", cid) < 0.06
+    firm = firmographics(seed, cid)
+    is_business = firm["is_business"]
     end = F.lit(end_date)
     first_day = F.date_sub(end, (F.col("first_ago_s") / 86400).cast("int"))
     return people.select(
@@ -339,12 +355,8 @@ def _customers(people: DataFrame, seed: int, end_date: dt.date) -> DataFrame:
             [34, 30, 22, 11, 3],
         ).alias("os"),
         is_business.alias("is_business"),
-        F.when(is_business, F.round(F.exp(2.5 + 1.5 * _normal(seed, "employees", cid))))
-        .cast("int")
-        .alias("employee_count"),
-        F.when(
-            is_business, _pick_weighted(_uniform(seed, "industry", cid), list(INDUSTRIES), None)
-        ).alias("industry"),
+        firm["employee_count"].alias("employee_count"),
+        firm["industry"].alias("industry"),
     )
 
 

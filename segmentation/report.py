@@ -227,6 +227,9 @@ _PICTURE_TITLES = {
     "segment_sizes": "Segment sizes",
     "profile_heatmap": "Profile heatmap",
     "pca": "2-D projection (PCA) of a sample, coloured by segment",
+    "scree": "Scree plot: eigenvalues of the item correlations against parallel analysis's "
+    "random eigenvalues (dashed) and the eigenvalue-1 line; dotted: factors kept",
+    "loadings": "Rotated factor loadings (items x factors)",
 }
 
 

@@ -17,7 +17,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation import delta_tables, tables
-from segmentation.config import CustomersSourceConfig, EventSourceConfig, EventTypes
+from segmentation.config import (
+    CustomersSourceConfig,
+    EventSourceConfig,
+    EventTypes,
+    SurveySourceConfig,
+)
 from segmentation.errors import InputError, TableError
 
 ORDER, RETURN, VISIT, OTHER = "order", "return", "visit", "other"
@@ -137,29 +142,64 @@ def read_customers(
         if source.path:
             raise InputError(f"input.customers.path {path} does not exist")
         return None
+    return _read_per_customer(spark, source, path, "customers dimension", "input.customers")
+
+
+def read_survey(spark: SparkSession, source: SurveySourceConfig, path: str) -> DataFrame:
+    """The survey table (one row per respondent), ``customer_id`` normalised as the events' ids
+    are (trimmed text); every other column as the source holds it.
+
+    Raises:
+        InputError: no table at ``path``, missing id column, or respondent ids that repeat.
+    """
+    if "://" not in path and not os.path.exists(path):
+        hint = (
+            "attitudes.survey.path" if source.path else
+            "attitudes.survey.path is null: the generator's table; run `make run` or "
+            "jobs/generate_events.py first"
+        )  # fmt: skip
+        raise InputError(f"survey table not found: {path} ({hint})")
+    return _read_per_customer(spark, source, path, "survey table", "attitudes.survey")
+
+
+def _read_per_customer(
+    spark: SparkSession,
+    source: CustomersSourceConfig | SurveySourceConfig,
+    path: str,
+    what: str,
+    key: str,
+) -> DataFrame:
+    """One row per customer: the id column as a trimmed string named ``customer_id``."""
     raw = _read_raw(spark, source, path)
     by_lower = {c.lower(): c for c in raw.columns}
     id_col = by_lower.get(source.customer_id.lower())
     if id_col is None:
         raise InputError(
-            f"customers dimension {path} has no column {source.customer_id!r} "
-            f"(input.customers.customer_id); columns: {', '.join(raw.columns)}"
+            f"{what} {path} has no column {source.customer_id!r} ({key}.customer_id); "
+            f"columns: {', '.join(raw.columns)}"
         )
-    customers = raw.select(
+    rows = raw.select(
         F.trim(F.col(f"`{id_col}`").cast("string")).alias("customer_id"),
         *[F.col(f"`{c}`") for c in raw.columns if c != id_col and c.lower() != "customer_id"],
     )
-    repeated = customers.groupBy("customer_id").count().where(F.col("count") > 1).limit(5).collect()
+    repeated = (
+        rows.where(F.col("customer_id").isNotNull())
+        .groupBy("customer_id")
+        .count()
+        .where(F.col("count") > 1)
+        .limit(5)
+        .collect()
+    )
     if repeated:
         examples = ", ".join(f"{r['customer_id']!r} ({r['count']} rows)" for r in repeated)
-        raise InputError(
-            f"customers dimension {path} must hold one row per customer; repeated ids: {examples}"
-        )
-    return customers
+        raise InputError(f"{what} {path} must hold one row per customer; repeated ids: {examples}")
+    return rows
 
 
 def _read_raw(
-    spark: SparkSession, source: EventSourceConfig | CustomersSourceConfig, path: str
+    spark: SparkSession,
+    source: EventSourceConfig | CustomersSourceConfig | SurveySourceConfig,
+    path: str,
 ) -> DataFrame:
     """The user's rows as Spark reads them; a Delta input through Delta itself, so deletion
     vectors and column mapping are honoured (deleted rows never come back)."""

@@ -7,6 +7,7 @@ from segmentation.config import AppConfig
 from segmentation.publishing import Publication
 from segmentation.validation import Measure, Validation
 from segmentation.workflows.assign import AssignResult
+from segmentation.workflows.attitudes import AttitudesResult
 from segmentation.workflows.build_features import FeaturesResult, counts_text
 from segmentation.workflows.generate import GenerateResult
 from segmentation.workflows.maintain import MaintainResult
@@ -287,7 +288,8 @@ def generation(result: GenerateResult, cfg: AppConfig) -> str:
     if result.skipped:
         return f"Sample data already present under {cfg.storage.warehouse}/ (kept as is)."
     rows = ", ".join(f"{n}: {r:,} rows" for n, r in result.rows.items())
-    return f"Sample data written under {cfg.storage.warehouse}/ ({rows})."
+    kept = f"; kept as they were: {', '.join(result.kept)}" if result.kept else ""
+    return f"Sample data written under {cfg.storage.warehouse}/ ({rows}){kept}."
 
 
 def features(result: FeaturesResult, cfg: AppConfig) -> str:
@@ -326,3 +328,52 @@ def maintenance(result: MaintainResult, cfg: AppConfig) -> str:
         lines.append(f"{t.name}: VACUUM {verb} {len(t.vacuumed)} file(s)")
         lines += [f"  {f}" for f in t.vacuumed]
     return "\n".join(lines) or f"no Delta tables under {cfg.storage.warehouse}"
+
+
+def attitudes(result: AttitudesResult, cfg: AppConfig) -> str:
+    """The attitudinal training: respondents, factors, segments, outputs."""
+    an, sel = result.analysis, result.selection
+    excluded = ", ".join(f"{n:,} {r}" for r, n in sorted(result.exclusions.items())) or "none"
+    lines = [
+        "",
+        f"Attitudinal segmentation {result.model_name} v{result.model_version} as of "
+        f"{result.as_of}: {result.retained:,} of {result.respondents:,} respondents "
+        f"(excluded: {excluded})",
+        f"  {an.n_factors} factor(s) by {an.rule}; eigenvalue > 1 would keep "
+        f"{an.parallel.kaiser}; eigenvalues "
+        + ", ".join(f"{v:.2f}" for v in an.parallel.observed[: an.n_factors + 2]),
+    ]
+    for name, variance in zip(an.names, an.solution.variance, strict=True):
+        lines.append(f"    {name.full}: {variance:.1%} of the items' variance")
+    if result.congruence is not None:
+        lines.append(
+            "  Tucker congruence with the planted loadings: "
+            + ", ".join(f"{c:.3f}" for c in result.congruence)
+        )
+    lines += [f"  k = {sel.chosen_k} ({sel.rule} rule): {sel.reason}", ""]
+    factors = [f for f in (result.segments[0].means if result.segments else {})]
+    header = f"{'id':>3}  {'segment':<40} {'respondents':>11} {'share':>6}  " + "  ".join(
+        f"{f[:16]:>16}" for f in factors
+    )
+    lines += [header, "-" * len(header)]
+    for s in result.segments:
+        values = "  ".join(f"{_fmt(s.means.get(f)):>16}" for f in factors)
+        lines.append(
+            f"{s.segment_id:>3}  {s.name[:40]:<40} {s.size:>11,} {s.share:>6.1%}  {values}"
+        )
+    lines.append("(factor columns: mean regression factor score per segment)")
+    if result.ari_vs_truth is not None:
+        lines.append(
+            f"Adjusted Rand index vs planted attitudinal segments: {result.ari_vs_truth:.3f}"
+        )
+    outputs = ", ".join(f"{n} v{v}" for n, v in sorted(result.table_versions.items()))
+    lines.append(f"Tables written: {outputs}")
+    lines.append(f"Model: {result.paths.get('model_uri', '-')}")
+    if "report" in result.paths:
+        lines.append(f"Report: {result.paths['report']}")
+    if not result.promoted:
+        lines.append(
+            f"Membership not published (tracking.promote=false): version {result.model_version} "
+            f"is a candidate; promote it to {cfg.tracking.alias} to publish."
+        )
+    return "\n".join(lines)

@@ -150,6 +150,31 @@ VALIDATION_ROWS = T.StructType(
 )  # fmt: skip
 VALIDATION_SCHEMA = T.StructType([*LINEAGE, *VALIDATION_ROWS])
 VALIDATION = Table("segment_validation", (MODEL_NAME, MODEL_VERSION), VALIDATION_SCHEMA)
+# The attitudinal basis (``workflows/attitudes``): one row per item and factor. ``loading``
+# is the rotated pattern loading, ``structure`` the item-factor correlation (oblique rotations;
+# equal to the loading for orthogonal ones), ``score_weight`` the regression weight that scores
+# the factor from the standardised item; communality and uniqueness are per item, explained
+# variance (share of the items' total variance) per factor.
+FACTOR_LOADING_ROWS = T.StructType(
+    _fields(
+        ("item", _S, False), ("factor", _I, False), ("factor_name", _S, False),
+        ("loading", _D, False), ("structure", _D, False), ("score_weight", _D, False),
+        ("communality", _D, False), ("uniqueness", _D, False),
+        ("explained_variance", _D, False),
+    )
+)  # fmt: skip
+FACTOR_LOADINGS_SCHEMA = T.StructType([*LINEAGE, *FACTOR_LOADING_ROWS])
+FACTOR_LOADINGS = Table("factor_loadings", (MODEL_NAME, MODEL_VERSION), FACTOR_LOADINGS_SCHEMA)
+# Respondents a training left out, with the reason (never silently dropped).
+EXCLUSION_ROWS = T.StructType(
+    _fields((CUSTOMER_ID, _S, True), (REASON, _S, False), ("missing_items", _I, True),
+            ("items", _I, False))
+)  # fmt: skip
+EXCLUSIONS_SCHEMA = T.StructType([*LINEAGE, *EXCLUSION_ROWS])
+EXCLUSIONS = Table("survey_exclusions", (MODEL_NAME, AS_OF), EXCLUSIONS_SCHEMA)
+# The generator's survey sample and its planted attitudinal segments.
+SURVEY = Table("survey_responses")
+ATTITUDE_TRUTH = Table("attitude_truth")
 REPORTS_DIR = "reports"
 
 

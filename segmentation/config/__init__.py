@@ -24,6 +24,8 @@ Typical usage example:
     cfg.training.k_max  # 7
 """
 
+from segmentation.config.attitudes import *  # noqa: F403
+from segmentation.config.attitudes import __all__ as _attitudes
 from segmentation.config.loading import (
     flatten,
     load_config,
@@ -37,6 +39,7 @@ from segmentation.config.types import Algorithm, EventFormat, Transform, join_pa
 
 __all__ = [
     *_models,
+    *_attitudes,
     "Algorithm",
     "EventFormat",
     "Transform",

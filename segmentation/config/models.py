@@ -20,6 +20,7 @@ __all__ = [
     "AssignConfig",
     "B2bConfig",
     "B2bTier",
+    "ClusteringConfig",
     "CustomersSourceConfig",
     "DriftConfig",
     "EventColumns",
@@ -41,8 +42,9 @@ __all__ = [
     "ValidationConfig",
 ]
 
+from segmentation.config.attitudes import AttitudesConfig
+from segmentation.config.clustering import ClusteringConfig
 from segmentation.config.types import (
-    Algorithm,
     Bool,
     Date,
     EventFormat,
@@ -99,11 +101,18 @@ class GeneratorConfig(_Section):
     end_date: Date = dt.date(2025, 12, 31)
     partitions: Int | None = None
     overlap: Float = 0.0
+    survey_share: Float = 0.5
+    survey_missing_share: Float = 0.05
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         _require(self.customers >= 1, "generator.customers must be >= 1")
         _require(0 <= self.overlap <= 1, "generator.overlap must be in [0, 1]")
+        _require(0 <= self.survey_share <= 1, "generator.survey_share must be in [0, 1]")
+        _require(
+            0 <= self.survey_missing_share < 0.5,
+            "generator.survey_missing_share must be in [0, 0.5)",
+        )
         _require(self.events >= self.customers, "generator.events must be >= generator.customers")
         _require(
             self.end_date > self.start_date,
@@ -213,32 +222,10 @@ class QualityConfig(_Section):
         return self
 
 
-class TrainingConfig(_Section):
-    algorithm: Algorithm = "kmeans"
-    k_min: Int = 2
-    k_max: Int = 10
-    seed: Int = 42
-    max_iter: Int = 40
-    n_init: Int = 3
-    selection_sample_rows: Int = 20000
-    min_segment_share: Float = 0.02
-    silhouette_tolerance: Float = 0.03
-    k: Int | None = None
-    k_rule: Literal["balanced", "granular", "parsimony"] = "balanced"
-    stable_jaccard: Float = 0.75
-    selection_bootstrap_samples: Int = 10
-    stability_rows: Int = 5000
+class TrainingConfig(ClusteringConfig):
     features: tuple[Str, ...] = ()
     default_transform: Transform = "log1p"
     transforms: FrozenMap[Transform] = Field(default_factory=_FrozenDict)
-    match_max_distance: Float = 1.0
-
-    @property
-    def k_values(self) -> range:
-        """The candidate k: ``k`` alone when pinned, else ``k_min`` to ``k_max``."""
-        return (
-            range(self.k, self.k + 1) if self.k is not None else range(self.k_min, self.k_max + 1)
-        )
 
     def transform_for(self, feature: str) -> Transform:
         """The skew transform applied to ``feature`` before scaling."""
@@ -246,26 +233,8 @@ class TrainingConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        _require(self.k_min >= 2, "training.k_min must be >= 2")
-        _require(
-            self.k_max >= self.k_min,
-            f"training.k_max ({self.k_max}) must be >= k_min ({self.k_min})",
-        )
-        _require(self.max_iter >= 1, "training.max_iter must be >= 1")
-        _require(self.n_init >= 1, "training.n_init must be >= 1")
-        _require(self.selection_sample_rows >= 10, "training.selection_sample_rows must be >= 10")
-        _require(0 <= self.min_segment_share < 1, "training.min_segment_share must be in [0, 1)")
-        _require(self.silhouette_tolerance >= 0, "training.silhouette_tolerance must be >= 0")
-        _require(self.k is None or self.k >= 2, "training.k must be >= 2 (or null)")
-        _require(0 <= self.stable_jaccard <= 1, "training.stable_jaccard must be in [0, 1]")
-        _require(
-            self.selection_bootstrap_samples >= 0,
-            "training.selection_bootstrap_samples must be >= 0",
-        )
-        _require(self.stability_rows >= 10, "training.stability_rows must be >= 10")
         _require(len(self.features) >= 1, "training.features must list at least one feature column")
         _require(len(set(self.features)) == len(self.features), "training.features has duplicates")
-        _require(self.match_max_distance >= 0, "training.match_max_distance must be >= 0")
         return self
 
 
@@ -505,6 +474,7 @@ class AppConfig(_Section):
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     b2b: B2bConfig = Field(default_factory=B2bConfig)
+    attitudes: AttitudesConfig = Field(default_factory=AttitudesConfig)
 
     def events_path(self) -> str:
         """Where the events are read from: the configured path or the generator's table."""
@@ -516,6 +486,10 @@ class AppConfig(_Section):
         if self.input.customers.path:
             return self.input.customers.path
         return self.storage.table_path("customers") if self.input.events.path is None else None
+
+    def survey_path(self) -> str:
+        """The survey table: ``attitudes.survey.path``, else the generator's survey_responses."""
+        return self.attitudes.survey.path or self.storage.table_path("survey_responses")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -536,10 +510,20 @@ class AppConfig(_Section):
             f"training.features {used} are listed in explain.sensitive_attributes: sensitive "
             "attributes are never clustering features (remove them from training.features)",
         )
-        names = {self.tracking.registered_model, self.rfm.model_name, self.b2b.model_name}
+        names = {self.tracking.registered_model, self.rfm.model_name, self.b2b.model_name,
+                 self.attitudes.model_name}  # fmt: skip
         _require(
-            len(names) == 3,
-            "tracking.registered_model, rfm.model_name and b2b.model_name must differ: they "
-            "name segmentations in the shared segment_membership table",
+            len(names) == 4,
+            "tracking.registered_model, rfm.model_name, b2b.model_name and "
+            "attitudes.model_name must differ: they name segmentations in the shared "
+            "segment_membership table",
+        )
+        clustered = self.attitudes.attributes.names if self.attitudes.blocks.attributes else ()
+        used = sorted(a for a in clustered if a.lower() in sensitive)
+        _require(
+            not used,
+            f"attitudes.attributes {used} are listed in explain.sensitive_attributes: sensitive "
+            "attributes are never clustering inputs (remove them, or set attitudes.blocks."
+            "attributes to 0 to profile without clustering on them)",
         )
         return self

@@ -1,19 +1,24 @@
-"""The sample data: ``events``, ``customers`` and ``segment_truth`` with planted archetypes."""
+"""The sample data: ``events``, ``customers`` and ``segment_truth`` with planted archetypes, and
+``survey_responses`` and ``attitude_truth`` with planted attitudinal segments."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
-from segmentation import delta_tables, tables
+from segmentation import delta_tables, survey_generator, tables
 from segmentation import generator as gen
-from segmentation.config import AppConfig, to_dict
+from segmentation.config import AppConfig, GeneratorConfig, to_dict
 
 log = logging.getLogger(__name__)
+
+# Tables written together: the first of each group says whether the group exists.
+BEHAVIOUR = (tables.EVENTS, tables.CUSTOMERS, tables.TRUTH)
+SURVEY = (tables.SURVEY, tables.ATTITUDE_TRUTH)
 
 
 @dataclass(frozen=True)
@@ -21,10 +26,11 @@ class GenerateResult:
     skipped: bool
     versions: dict[str, int | None]
     rows: dict[str, int]
+    kept: tuple[str, ...] = field(default=())
 
 
 def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> GenerateResult:
-    """Write the sample ``events``, ``customers`` and ``segment_truth`` tables.
+    """Write the sample tables (``BEHAVIOUR`` and ``SURVEY``).
 
     Each table is replaced whole. The writes carry one transaction id derived from the
     generator settings, so generating the same sample again commits nothing.
@@ -32,20 +38,22 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
     Args:
         spark: the active session.
         cfg: ``generator`` sizes and seed; ``storage`` for the table locations.
-        if_absent: do nothing when the events table already exists.
+        if_absent: keep a group of tables whose first table already exists (a sample made by
+            an earlier release gains its survey tables without its events being replaced).
     """
     storage, g = cfg.storage, cfg.generator
-    targets = (tables.EVENTS, tables.CUSTOMERS, tables.TRUTH)
-    if if_absent and tables.exists(spark, storage, tables.EVENTS):
-        log.info(
-            "sample events already at %s: not generated again", tables.path(storage, tables.EVENTS)
-        )
-        versions = {t.name: delta_tables.version(spark, tables.path(storage, t)) for t in targets}
-        return GenerateResult(True, versions, {})
-    data = gen.generate(
-        spark, customers=g.customers, events=g.events, seed=g.seed, start_date=g.start_date,
-        end_date=g.end_date, partitions=g.partitions, overlap=g.overlap,
-    )  # fmt: skip
+    groups = [BEHAVIOUR, SURVEY]
+    if if_absent:
+        groups = [grp for grp in groups if not tables.exists(spark, storage, grp[0])]
+    kept = tuple(t.name for grp in (BEHAVIOUR, SURVEY) if grp not in groups for t in grp)
+    if kept:
+        log.info("sample tables already under %s, not generated again: %s", storage.warehouse,
+                 ", ".join(kept))  # fmt: skip
+    if not groups:
+        every = (*BEHAVIOUR, *SURVEY)
+        versions = {t.name: delta_tables.version(spark, tables.path(storage, t)) for t in every}
+        return GenerateResult(True, versions, {}, kept)
+    frames = _frames(spark, g, groups)
     params = json.dumps(to_dict(g), sort_keys=True)
     key = hashlib.sha256(params.encode()).hexdigest()[:16]
     options = delta_tables.WriteOptions(
@@ -54,7 +62,6 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
         metadata={"job": "generate", "params": params},
         overwrite_schema=True,
     )
-    frames = dict(zip(targets, (data.events, data.customers, data.segment_truth), strict=True))
 
     def writer(table: tables.Table) -> tables.Write:
         location = tables.path(storage, table)
@@ -63,8 +70,27 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
             lambda: delta_tables.write(spark, frames[table], location, options).version,
         )
 
-    written = tables.write_in_order([writer(t) for t in targets])
-    rows = {
-        t.name: tables.read(spark, storage, t, version=written[t.name]).count() for t in targets
-    }
-    return GenerateResult(False, dict(written), rows)
+    written = tables.write_in_order([writer(t) for t in frames])
+    rows = {t.name: tables.read(spark, storage, t, version=written[t.name]).count() for t in frames}
+    return GenerateResult(False, dict(written), rows, kept)
+
+
+def _frames(
+    spark: SparkSession, g: GeneratorConfig, groups: list[tuple[tables.Table, ...]]
+) -> dict[tables.Table, DataFrame]:
+    frames: dict[tables.Table, DataFrame] = {}
+    if BEHAVIOUR in groups:
+        data = gen.generate(
+            spark, customers=g.customers, events=g.events, seed=g.seed,
+            start_date=g.start_date, end_date=g.end_date, partitions=g.partitions,
+            overlap=g.overlap,
+        )  # fmt: skip
+        frames.update(zip(BEHAVIOUR, (data.events, data.customers, data.segment_truth),
+                          strict=True))  # fmt: skip
+    if SURVEY in groups:
+        survey = survey_generator.generate_survey(
+            spark, customers=g.customers, seed=g.seed, share=g.survey_share,
+            missing_share=g.survey_missing_share,
+        )  # fmt: skip
+        frames.update(zip(SURVEY, (survey.responses, survey.truth), strict=True))
+    return frames

@@ -34,7 +34,14 @@ from segmentation import (
     timing,
     tracking,
 )
-from segmentation.config import AppConfig, NamingConfig, TrainingConfig, flatten, to_dict
+from segmentation.config import (
+    AppConfig,
+    ClusteringConfig,
+    NamingConfig,
+    TrainingConfig,
+    flatten,
+    to_dict,
+)
 from segmentation.errors import InputError
 from segmentation.evaluation import adjusted_rand_index
 from segmentation.validation import Validation
@@ -103,7 +110,7 @@ def estimator(tc: TrainingConfig) -> clustering.SegmentationKMeans:
 
 
 def selection_sample(
-    tc: TrainingConfig, features: DataFrame, scaling: clustering.Scaling
+    tc: ClusteringConfig, features: DataFrame, scaling: clustering.Scaling
 ) -> np.ndarray:
     """The seeded k-selection sample (``training.selection_sample_rows``), scaled, collected."""
     return model_selection.sample_matrix(
@@ -112,7 +119,7 @@ def selection_sample(
     )  # fmt: skip
 
 
-def select_k(tc: TrainingConfig, sample: np.ndarray) -> model_selection.KSelection:
+def select_k(tc: ClusteringConfig, sample: np.ndarray) -> model_selection.KSelection:
     """Model selection on the sample with the ``training.*`` k range, restarts and rules."""
     return model_selection.select_k(
         sample, k_values=tc.k_values, algorithm=tc.algorithm, seed=tc.seed, n_init=tc.n_init,
@@ -120,7 +127,7 @@ def select_k(tc: TrainingConfig, sample: np.ndarray) -> model_selection.KSelecti
     )  # fmt: skip
 
 
-def selection_rule(tc: TrainingConfig) -> model_selection.SelectionRule:
+def selection_rule(tc: ClusteringConfig) -> model_selection.SelectionRule:
     """The k rule ``training.*`` describes."""
     return model_selection.SelectionRule(
         rule=tc.k_rule, min_segment_share=tc.min_segment_share,
@@ -130,7 +137,7 @@ def selection_rule(tc: TrainingConfig) -> model_selection.SelectionRule:
 
 
 def final_fit(
-    tc: TrainingConfig,
+    tc: ClusteringConfig,
     est: clustering.SegmentationKMeans,
     features: DataFrame,
     scaling: clustering.Scaling,

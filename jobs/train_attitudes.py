@@ -1,0 +1,9 @@
+"""spark-submit entry point: factor-analyse survey items and train attitudinal segments."""
+
+from segmentation import cli, summaries
+from segmentation.workflows import attitudes
+
+JOB = cli.Job("Train attitudinal segments", attitudes.run, summaries.attitudes)
+
+if __name__ == "__main__":
+    cli.exit_with(JOB)

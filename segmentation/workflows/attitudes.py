@@ -1,0 +1,351 @@
+"""Attitudinal segments: factor analysis of survey items, then clustering on the factor scores.
+
+The second basis of the product (``attitudes.*``), beside the behavioural one (``train``):
+
+1. read the survey table (``attitudes.survey``), check it against its mapping and exclude
+   sparse respondents (``survey.check``: counted, written to ``survey_exclusions``);
+2. correlations of the imputed items with Spark, the number of factors by parallel analysis
+   (Kaiser's eigenvalue > 1 count reported beside it), extraction and rotation on the driver
+   (``factors``);
+3. the clustering space in SQL: factor scores, encoded attributes, optional behavioural
+   features, with block weights (``attitude_space``);
+4. k chosen, fitted, ids kept from the champion, named, profiled and explained exactly as the
+   behavioural training does (``train``'s helpers, ``matching``, ``profiling``,
+   ``model_report``);
+5. one MLflow run; the whole transformation (cleaning, imputation, encoding, factor scores,
+   scaling, clustering) registered as one Spark ``PipelineModel`` under
+   ``attitudes.model_name``; ``segment_profiles``, ``factor_loadings``, ``survey_exclusions``
+   (and composition) written; with ``tracking.promote`` the membership published under
+   ``attitudes.model_name`` and the alias moved, last.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyspark
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation import (
+    attitude_records,
+    attitude_space,
+    clustering,
+    factors,
+    matching,
+    model_report,
+    model_selection,
+    profiling,
+    publishing,
+    sources,
+    survey,
+    survey_generator,
+    tables,
+    tracking,
+)
+from segmentation import champion as champions
+from segmentation.config import AppConfig, AttitudesConfig, TrackingConfig
+from segmentation.errors import InputError
+from segmentation.evaluation import adjusted_rand_index
+from segmentation.workflows import train
+
+log = logging.getLogger(__name__)
+JOB = "train_attitudes"
+
+
+@dataclass
+class Analysis:
+    """The factor analysis of the items."""
+
+    items: tuple[str, ...]
+    moments: factors.Moments
+    parallel: factors.ParallelAnalysis
+    n_factors: int
+    rule: str
+    solution: factors.Solution
+    names: list[factors.FactorName]
+
+
+@dataclass
+class Fitted:
+    """A fitted attitudinal segmentation, before anything is recorded or written."""
+
+    checked: survey.Survey
+    analysis: Analysis
+    space: attitude_space.Space
+    spaced: DataFrame
+    selection: model_selection.KSelection
+    model: clustering.SegmentModel
+    final_seed: int
+    matched: matching.Matching
+    champion: champions.Champion | None
+    assigned: DataFrame
+    profiles: profiling.Profiles
+    names: dict[int, str]
+    behaviour_missing: int = 0
+
+    @property
+    def pipeline(self) -> PipelineModel:
+        """The registered model: cleaning, imputation, encoding, factor scores, clustering."""
+        return PipelineModel(stages=[*self.space.stages(), *self.model.pipeline.stages])
+
+
+@dataclass
+class AttitudesResult:
+    as_of: dt.date
+    run_id: str
+    model_name: str
+    model_version: int
+    promoted: bool
+    respondents: int
+    retained: int
+    exclusions: dict[str, int]
+    analysis: Analysis
+    selection: model_selection.KSelection
+    segments: list[train.SegmentSummary]
+    table_versions: dict[str, int]
+    ari_vs_truth: float | None = None
+    congruence: list[float] | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    publication: publishing.Publication | None = None
+
+
+def tracking_config(cfg: AppConfig) -> TrackingConfig:
+    """``tracking.*`` with the attitudinal model's registered name."""
+    return cfg.tracking.model_copy(update={"registered_model": cfg.attitudes.model_name})
+
+
+def run(spark: SparkSession, cfg: AppConfig) -> AttitudesResult:
+    """Check the survey, analyse the items, cluster, register, write (and publish).
+
+    Raises:
+        InputError: the survey is missing, badly mapped or unusable (the message names the
+            column and the config key).
+    """
+    ac, tc = cfg.attitudes, tracking_config(cfg)
+    if tc.promote:
+        publishing.check_layout(spark, cfg.storage)
+    raw = sources.read_survey(spark, ac.survey, cfg.survey_path())
+    experiment_id = tracking.configure(tc)
+    try:
+        champion = champions.load(tc)
+    except InputError as exc:
+        log.warning("%s; the new model's segments get new ids", exc)
+        champion = None
+    behaviour = _behaviour(spark, cfg) if ac.blocks.behaviour > 0 else None
+    fitted = fit(
+        ac, raw, champion, behaviour=behaviour, behaviour_features=_behaviour_features(cfg)
+    )
+    try:
+        with tracking.run(experiment_id) as run_id:
+            return _record_and_write(spark, cfg, fitted, run_id=run_id)
+    finally:
+        fitted.assigned.unpersist()
+        fitted.spaced.unpersist()
+
+
+def analyse(respondents: DataFrame, checked: survey.Survey, ac: AttitudesConfig) -> Analysis:
+    """Correlations with Spark, the number of factors, extraction and rotation, names."""
+    fc = ac.factors
+    items = tuple(c.name for c in checked.items)
+    imputed = respondents.select(
+        *[F.coalesce(F.col(f"`{c}`"), F.lit(checked.impute[c])).alias(c) for c in items]
+    )
+    m = factors.moments(imputed, items, checked.impute)
+    parallel = factors.parallel_analysis(
+        m.corr, m.n, iterations=fc.parallel_iterations, percentile=fc.parallel_percentile,
+        seed=fc.seed,
+    )  # fmt: skip
+    if fc.n_factors is not None:
+        n, rule = fc.n_factors, "attitudes.factors.n_factors"
+    else:
+        n, rule = (
+            max(1, parallel.n_factors),
+            f"parallel analysis ({fc.parallel_percentile:g}th pct)",
+        )
+    log.info(
+        "factors: %d by %s (eigenvalue > 1 would keep %d; eigenvalues %s)", n, rule,
+        parallel.kaiser, [round(v, 3) for v in parallel.observed],
+    )  # fmt: skip
+    solution = factors.extract(m.corr, n, method=fc.method, rotation=fc.rotation)
+    names = factors.name_factors(solution.loadings, items, top=fc.name_items)
+    return Analysis(items, m, parallel, n, rule, solution, names)
+
+
+def fit(
+    ac: AttitudesConfig,
+    raw: DataFrame,
+    champion: champions.Champion | None,
+    *,
+    behaviour: DataFrame | None = None,
+    behaviour_features: tuple[str, ...] = (),
+) -> Fitted:
+    """Check, analyse, build the space, choose k, fit, keep ids, profile and name."""
+    checked = survey.check(raw, ac)
+    respondents = checked.respondents
+    missing = 0
+    if behaviour is not None:
+        joined = respondents.join(behaviour, on=tables.CUSTOMER_ID, how="inner")
+        missing = checked.retained - joined.count()
+        if missing:
+            checked.exclusions[survey.NO_BEHAVIOUR] = missing
+            log.info("survey: %d respondent(s) excluded: %s", missing, survey.NO_BEHAVIOUR)
+        respondents = joined
+    respondents = respondents.cache()
+    analysis = analyse(respondents, checked, ac)
+    at = ac.attributes
+    levels = {
+        c.name: attitude_space.category_levels(respondents, c.name, at.max_levels)
+        for c in checked.attributes
+        if c.kind == "categorical"
+    }
+    space = attitude_space.build_space(
+        ac, checked, solution=analysis.solution, means=analysis.moments.means,
+        stds=analysis.moments.stds, factor_names=analysis.names, levels=levels,
+        behaviour=behaviour_features if behaviour is not None else (),
+    )  # fmt: skip
+    spaced = space.transform(respondents).cache()
+    cc = ac.clustering
+    transforms = {**{f: "log1p" for f in space.behaviour}, **dict(at.transforms)}
+    est = clustering.SegmentationKMeans(
+        features=space.columns, algorithm=cc.algorithm, seed=cc.seed, max_iter=cc.max_iter,
+        transforms=transforms, default_transform="none",
+    )  # fmt: skip
+    plain = est.fit_scaling(spaced)
+    variances = dict(zip(plain.features, (s * s for s in plain.stds), strict=True))
+    scaling = attitude_space.weighted_scaling(ac, space, plain, variances)
+    sample = train.selection_sample(cc, spaced, scaling)
+    selection = train.select_k(cc, sample)
+    log.info("model selection: %s", selection.reason)
+    model, final_seed = train.final_fit(cc, est, spaced, scaling, selection)
+    centers, sizes = model.by_cluster()
+    matched = matching.match_segments(
+        scaling=model.scaling, new_centers_scaled=centers, new_sizes=sizes,
+        previous=champion.segments if champion else (),
+        previous_max_id=champion.max_segment_id if champion else 0,
+        max_distance=cc.match_max_distance,
+    )  # fmt: skip
+    model = model.with_segment_ids(matched.cluster_to_segment)
+    assigned = model.transform(spaced).cache()
+    respondents.unpersist()
+    profiles = profiling.profile_segments(assigned, profile_features(checked, space))
+    generated = attitude_records.name_segments(profiles, space.factors, analysis.names)
+    names = matching.stable_names(generated, matched.kept, champion.names if champion else {})
+    return Fitted(
+        checked=checked, analysis=analysis, space=space, spaced=spaced, selection=selection,
+        model=model, final_seed=final_seed, matched=matched, champion=champion,
+        assigned=assigned, profiles=profiles, names=names, behaviour_missing=missing,
+    )  # fmt: skip
+
+
+def profile_features(checked: survey.Survey, space: attitude_space.Space) -> list[str]:
+    """Profiled in original units: item answers on their scale, factor scores, numeric and
+    boolean attributes (a boolean's mean is its share of true), category shares, behaviour."""
+    plain = [c.name for c in checked.attributes if c.kind != "categorical"]
+    dummies = [d for ds in space.dummies.values() for d in ds]
+    return [*(c.name for c in checked.items), *space.factors, *plain, *dummies, *space.behaviour]
+
+
+def _behaviour_features(cfg: AppConfig) -> tuple[str, ...]:
+    return cfg.attitudes.blocks.behaviour_features or cfg.training.features
+
+
+def _behaviour(spark: SparkSession, cfg: AppConfig) -> DataFrame:
+    """The behavioural features of ``features.as_of`` (``attitudes.blocks.behaviour > 0``)."""
+    wanted = _behaviour_features(cfg)
+    snapshot = tables.read_snapshot(
+        spark, cfg.storage, tables.FEATURES, cfg.features.as_of, key="features.as_of"
+    )
+    absent = [f for f in wanted if f not in snapshot.columns]
+    if absent:
+        raise InputError(
+            f"attitudes.blocks.behaviour_features {absent} are not columns of customer_features"
+        )
+    return snapshot.select(tables.CUSTOMER_ID, *wanted)
+
+
+def _record_and_write(
+    spark: SparkSession, cfg: AppConfig, fitted: Fitted, *, run_id: str
+) -> AttitudesResult:
+    """Inside the MLflow run: record, explain, register, write, publish, report."""
+    ac, tc = cfg.attitudes, tracking_config(cfg)
+    tracking.set_tags({"job": JOB})
+    truth = _planted(spark, cfg)
+    congruence = (
+        factors.matched_congruence(np.array(survey_generator.planted_loadings()),
+                                   fitted.analysis.solution.loadings)
+        if truth is not None and fitted.analysis.items == survey_generator.ITEM_NAMES
+        else None
+    )  # fmt: skip
+    attitude_records.record_training(cfg, fitted, congruence)
+    customers = sources.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    explained = model_report.explain_model(
+        spark, cfg.explain, customers=customers, model=fitted.model, assigned=fitted.assigned,
+        profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,
+        seed=ac.clustering.seed,
+    )  # fmt: skip
+    explained.pictures.update(attitude_records.pictures(fitted.analysis))
+    explained.notes.insert(0, attitude_records.factor_note(fitted.analysis))
+    model_report.log_explanation(explained, cfg.explain)
+    attitude_records.record_segments(cfg, fitted)
+    model_uri, version = tracking.log_spark_model(
+        fitted.pipeline, registered_model=ac.model_name, pyspark_version=pyspark.__version__
+    )
+    tracking.set_tags({"model_version": version})
+    lineage = tables.Lineage(cfg.features.as_of, ac.model_name, version, run_id)
+    writes = attitude_records.version_writes(spark, cfg, fitted, explained, lineage, job=JOB)
+    publication = None
+    if tc.promote:
+        scored = publishing.Scored(
+            assigned=fitted.assigned, features=fitted.spaced, names=fitted.names,
+            model_features=fitted.space.columns, lineage=lineage,
+            scored_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+        )  # fmt: skip
+        publication = publishing.publish(
+            spark, cfg.storage, cfg.drift, scored, job=JOB, first=writes
+        )
+        versions = publication.table_versions
+        reason = f"{JOB} run {run_id} with tracking.promote=true"
+        tracking.promote(ac.model_name, tc.alias, version, reason=reason)
+        tracking.set_tags({"promoted_to": tc.alias})
+    else:
+        versions = tables.write_in_order(writes)
+    tracking.set_tags({f"output.{name}.version": v for name, v in versions.items()})
+    ari = None
+    if truth is not None:
+        joined = fitted.assigned.select(tables.CUSTOMER_ID, clustering.SEGMENT_ID).join(
+            truth, on=tables.CUSTOMER_ID, how="inner"
+        )
+        ari = adjusted_rand_index(joined, "true_segment", clustering.SEGMENT_ID)
+        tracking.log_metrics({"ari_vs_truth": ari})
+    paths = {"model_uri": model_uri}
+    if cfg.explain.report:
+        paths["report"] = model_report.write_report(
+            cfg.storage, cfg.explain, explained,
+            model_report.ReportContext(ac.model_name, version, run_id, cfg.features.as_of,
+                                       fitted.checked.retained - fitted.behaviour_missing),
+            selection=fitted.selection, features=fitted.space.columns,
+            profiles=fitted.profiles, names=fitted.names,
+        )  # fmt: skip
+    return AttitudesResult(
+        as_of=cfg.features.as_of, run_id=run_id, model_name=ac.model_name,
+        model_version=version, promoted=tc.promote, respondents=fitted.checked.read,
+        retained=sum(s.size for s in fitted.profiles.segments),
+        exclusions=dict(fitted.checked.exclusions), analysis=fitted.analysis,
+        selection=fitted.selection, segments=attitude_records.summaries(fitted),
+        table_versions=versions, ari_vs_truth=ari, congruence=congruence, paths=paths,
+        publication=publication,
+    )  # fmt: skip
+
+
+def _planted(spark: SparkSession, cfg: AppConfig) -> DataFrame | None:
+    """The generator's planted attitudinal segments, when the survey is the generator's."""
+    if cfg.attitudes.survey.path is not None:
+        return None
+    if not tables.exists(spark, cfg.storage, tables.ATTITUDE_TRUTH):
+        return None
+    return tables.read(spark, cfg.storage, tables.ATTITUDE_TRUTH)
