@@ -56,6 +56,10 @@ assign: setup ## Score AS_OF with the @champion model: membership, history, migr
 rules: setup ## RFM segments and B2B tiers of the customer_features snapshot of AS_OF
 	$(PY) jobs/rule_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
 
+.PHONY: attitudes
+attitudes: setup ## Attitudinal segments (survey factors, attributes) as of TRAIN_AS_OF
+	$(PY) jobs/train_attitudes.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
+
 .PHONY: promote
 promote: setup ## Move the @champion alias to model VERSION (default: the latest), logged in MLflow
 	$(PY) jobs/promote_model.py --config $(CONFIG) $(if $(VERSION),--version $(VERSION)) $(ARGS)

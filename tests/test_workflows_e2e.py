@@ -260,6 +260,7 @@ def test_pipeline_runs_end_to_end_as_one_process(tmp_path):
         f"customer_features as of 2025-11-30: {trained} customers",
         f"Segmentation as of 2025-11-30: {trained} customers",
         f"rfm (version 1): {trained} customers",
+        "Attitudinal segmentation attitudinal_segments v1 as of 2025-11-30",
         "Segments as of 2025-12-31: 400 customers scored with customer_segments version 1",
         "rfm (version 1): 400 customers",
     ]
@@ -272,14 +273,14 @@ def test_pipeline_runs_end_to_end_as_one_process(tmp_path):
     assert "History (segment_membership_history): merged." in out
     assert "Report: " in out and "Rules (decision tree" in out
     timings = out[out.index("Step times: ") :]
-    for name in ("generate", "features", "train", "rules", "assign"):
+    for name in ("generate", "features", "train", "rules", "attitudes", "assign"):
         assert f"{name} " in timings
     assert "model customer_segments version 1 is now @champion (was 1)" in outputs[1]
     membership = pl.read_delta(str(tmp_path / "wh" / "segment_membership"))
     counts = {
         (m, d.isoformat()): n
         for m, d, n in membership.group_by("model_name", "as_of").len().iter_rows()
-        if m != "b2b_tiers"
+        if m not in ("b2b_tiers", "attitudinal_segments")
     }
     # The training's snapshot and the scored month, for the model and RFM alike.
     assert counts == {

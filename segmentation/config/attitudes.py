@@ -184,6 +184,8 @@ class AttitudeClusteringConfig(ClusteringConfig):
 
 
 class AttitudesConfig(_Section):
+    enabled: bool = True
+    """Whether `make run` (jobs/run_pipeline.py) trains it after the behavioural model."""
     model_name: Str = "attitudinal_segments"
     survey: SurveySourceConfig = Field(default_factory=SurveySourceConfig)
     items: ItemsConfig = Field(default_factory=lambda: ItemsConfig(ordinal=DEFAULT_ITEMS))

@@ -1,9 +1,9 @@
 """The whole local pipeline in one Spark application (one JVM): what `make run` runs.
 
 Sample data (if absent), features and training as of ``train_as_of``, the rule-based
-segmentations of that date, then scoring ``as_of`` with the trained model and its rules. The
-separate jobs stay for spark-submit; this saves starting a JVM (and resolving the Delta jars)
-per step on a laptop.
+segmentations of that date, the attitudinal segmentation (``attitudes.enabled``), then scoring
+``as_of`` with the trained model and its rules. The separate jobs stay for spark-submit; this
+saves starting a JVM (and resolving the Delta jars) per step on a laptop.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
-from segmentation import summaries
+from segmentation import delta_tables, summaries
 from segmentation.config import AppConfig
-from segmentation.workflows import assign, build_features, generate, rules, train
+from segmentation.workflows import assign, attitudes, build_features, generate, rules, train
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,17 @@ def run(
     )
     step("train", lambda: summaries.training(train.run(spark, trained_cfg), trained_cfg))
     step("rules", lambda: summaries.rules(rules.run(spark, trained_cfg), trained_cfg))
+    if cfg.attitudes.enabled:
+        if cfg.attitudes.survey.path is None and not delta_tables.exists(spark, cfg.survey_path()):
+            echo(
+                f"Attitudinal segments skipped: no survey table at {cfg.survey_path()} (set "
+                "attitudes.survey.path to your survey, or attitudes.enabled=false)."
+            )
+        else:
+            step(
+                "attitudes",
+                lambda: summaries.attitudes(attitudes.run(spark, trained_cfg), trained_cfg),
+            )
     if score_as_of is not None:
         scored_cfg = at(cfg, score_as_of)
         step("assign", lambda: summaries.assignment(assign.run(spark, scored_cfg), scored_cfg))
