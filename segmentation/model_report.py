@@ -21,6 +21,7 @@ from segmentation import (
     tracking,
 )
 from segmentation.config import ExplainConfig, StorageConfig, join_path
+from segmentation.features import LevelLabel
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,13 @@ def write_report(
     features: Sequence[str],
     profiles: profiling.Profiles,
     names: Mapping[int, str],
+    labels: Mapping[str, LevelLabel] | None = None,
 ) -> str:
-    """The HTML report, logged to MLflow and written under ``<warehouse>/reports/``."""
+    """The HTML report, logged to MLflow and written under ``<warehouse>/reports/``.
+
+    ``labels``: the raw labels of level columns (``features.level_labels``), shown with their
+    column names.
+    """
     html = report.render_html(
         report.ReportData(
             model_name=context.model_name, model_version=context.model_version,
@@ -152,6 +158,7 @@ def write_report(
             rules_per_segment=ec.rules_per_segment, composition=explained.composition,
             pictures=explained.pictures,
             created_at=dt.datetime.now(dt.UTC).replace(microsecond=0), notes=explained.notes,
+            labels=dict(labels or {}),
         )
     )  # fmt: skip
     name = (

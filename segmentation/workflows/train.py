@@ -25,10 +25,11 @@ from segmentation import (
     model_report,
     profiling,
     publishing,
-    sources,
     tables,
     tracking,
 )
+from segmentation import customers as customers_dim
+from segmentation import features as feat
 from segmentation.config import AppConfig, TrainingConfig, flatten, to_dict
 from segmentation.errors import InputError
 from segmentation.evaluation import adjusted_rand_index
@@ -65,6 +66,8 @@ class Fitted:
 
 @dataclass
 class TrainResult:
+    """What a training did (printed by ``summaries.training``)."""
+
     as_of: dt.date
     run_id: str
     experiment_id: str
@@ -81,6 +84,9 @@ class TrainResult:
     ari_vs_truth: float | None = None
     paths: dict[str, str] = field(default_factory=dict)
     explanation: model_report.Explained | None = None
+    notes: list[str] = field(default_factory=list)
+    """Adjustments the run made and says so (e.g. features left out)."""
+    dimension: customers_dim.DimensionMatch | None = None
 
 
 def estimator(tc: TrainingConfig) -> clustering.SegmentationKMeans:
@@ -121,13 +127,45 @@ def final_fit(
     return clustering.fit_best(est, features, k=selection.chosen_k, scaling=scaling, seeds=seeds)
 
 
+def usable_features(cfg: AppConfig) -> tuple[tuple[str, ...], list[str]]:
+    """``training.features`` without those needing an unmapped input column, and a note for
+    each one left out (``discount_share`` when ``input.events.columns.discount`` is null).
+
+    Raises:
+        InputError: every clustering feature needs an unmapped column.
+    """
+    mapped = cfg.input.events.columns.mapped()
+    kept, notes = [], []
+    for f in cfg.training.features:
+        needs = feat.required_input(f)
+        if needs is None or needs in mapped:
+            kept.append(f)
+        else:
+            notes.append(
+                f"clustering feature {f} left out: it needs input.events.columns.{needs}, "
+                "which is null (map the column, or remove the feature from training.features)"
+            )
+    if not kept:
+        raise InputError(f"every clustering feature is left out: {'; '.join(notes)}")
+    return tuple(kept), notes
+
+
 def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
     """Select k, fit, match ids, then record, register, write and (optionally) publish.
+
+    Clustering features that need an unmapped input column are left out with a note
+    (:func:`usable_features`); a registry error while looking up the champion stops the run
+    before anything is written.
 
     Raises:
         InputError: no feature snapshot for ``features.as_of``, too few customers, or an
             impossible training configuration for this data.
+        SegmentationError: the MLflow registry failed (naming the tracking URI).
     """
+    used, notes = usable_features(cfg)
+    for note in notes:
+        log.warning("%s", note)
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"features": used})})
     if cfg.tracking.promote:
         publishing.check_layout(spark, cfg.storage)
     version = tables.version(spark, cfg.storage, tables.FEATURES)
@@ -145,9 +183,12 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         fitted = fit(cfg.training, features, champion)
         fitted.features_version = version
         with tracking.run(experiment_id) as run_id:
+            if notes:
+                tracking.set_tags({"features_left_out": "; ".join(notes)})
             result = _record_and_write(
                 spark, cfg, fitted, run_id=run_id, experiment_id=experiment_id
             )
+            result.notes = notes
         fitted.assigned.unpersist()
         return result
     finally:
@@ -189,7 +230,10 @@ def _record_and_write(
     tc, fc = cfg.tracking, cfg.features
     tracking.set_tags({"job": JOB})
     _record_training(cfg, fitted)
-    customers = sources.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    customers, dimension = _customers(spark, cfg, fitted.features)
+    labels = feat.level_labels(fitted.features)
+    tracking.log_json({c: dataclasses.asdict(lv) for c, lv in labels.items()},
+                      "features/levels.json")  # fmt: skip
     explained = model_report.explain_model(
         spark, cfg.explain, customers=customers, model=fitted.model, assigned=fitted.assigned,
         profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,
@@ -229,7 +273,7 @@ def _record_and_write(
             model_report.ReportContext(tc.registered_model, version, run_id, fc.as_of,
                                        fitted.customers),
             selection=fitted.selection, features=fitted.model.scaling.features,
-            profiles=fitted.profiles, names=fitted.names,
+            profiles=fitted.profiles, names=fitted.names, labels=labels,
         )  # fmt: skip
     return TrainResult(
         as_of=fc.as_of, run_id=run_id, experiment_id=experiment_id,
@@ -238,7 +282,22 @@ def _record_and_write(
         customers=fitted.customers, matching=fitted.matched,
         previous_version=fitted.champion.version if fitted.champion else None,
         publication=publication, ari_vs_truth=ari, paths=paths, explanation=explained,
+        dimension=dimension,
     )  # fmt: skip
+
+
+def _customers(
+    spark: SparkSession, cfg: AppConfig, features: DataFrame
+) -> tuple[DataFrame | None, customers_dim.DimensionMatch | None]:
+    """The customers dimension (for composition) and the share of customers it holds."""
+    customers = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    if customers is None:
+        return None, None
+    match = customers_dim.match_dimension(
+        features, customers, min_share=cfg.input.customers.min_match_share
+    )
+    tracking.log_metrics({"customers_dimension_match_share": match.share})
+    return customers, match
 
 
 def _scored(fitted: Fitted, lineage: tables.Lineage) -> publishing.Scored:
@@ -326,8 +385,13 @@ def _version_writes(
         profiling.profile_rows(fitted.profiles, fitted.names), tables.PROFILE_ROWS
     )
     profiles = tables.with_lineage(profile_rows, lineage, tables.PROFILES)
+    labels = feat.level_labels(fitted.features)
     tracking.log_json(
-        [dict(zip(profiles.columns, r, strict=True)) for r in profiles.collect()],
+        [
+            dict(zip(profiles.columns, r, strict=True))
+            | {"feature_label": feat.display_name(r["feature"], labels)}
+            for r in profiles.collect()
+        ],
         "profiles/segment_profiles.json",
     )
     tracking.log_json({str(k): v for k, v in fitted.names.items()}, "profiles/segment_names.json")
