@@ -25,12 +25,13 @@ from typing import Literal
 
 from pyspark.ml import PipelineModel, Transformer
 from pyspark.ml.clustering import BisectingKMeans, KMeans
-from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import SQLTransformer, VectorAssembler
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from segmentation import model_selection
 from segmentation.errors import InputError
+from segmentation.model_selection import KSelection
 
 log = logging.getLogger(__name__)
 
@@ -137,36 +138,6 @@ def fit_scaling(
         1.0 if features[i] in constant else float(row[f"s{i}"]) for i in range(len(features))
     )
     return Scaling(tuple(features), chosen, means, stds, offset)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One evaluated k during model selection."""
-
-    k: int
-    silhouette: float
-    cost: float
-    sizes: tuple[int, ...]
-    seed: int
-
-    @property
-    def min_share(self) -> float:
-        total = sum(self.sizes)
-        return min(self.sizes) / total if total else 0.0
-
-
-@dataclass(frozen=True)
-class KSelection:
-    """The outcome of model selection: every candidate and the chosen k with the reason."""
-
-    candidates: tuple[Candidate, ...]
-    chosen_k: int
-    reason: str
-    sample_rows: int
-
-    @property
-    def chosen(self) -> Candidate:
-        return next(c for c in self.candidates if c.k == self.chosen_k)
 
 
 @dataclass
@@ -408,79 +379,20 @@ def select_k(
     k_values: Sequence[int],
     scaling: Scaling,
     sample_rows: int,
-    min_segment_share: float,
-    tolerance: float,
+    rule: model_selection.SelectionRule,
     n_init: int = 1,
 ) -> KSelection:
-    """Choose k on a sample: silhouette, a minimum segment share, and a preference for small k.
+    """Choose k on a seeded sample of ``df``, fitted on the driver (``model_selection``).
 
-    Every k in ``k_values`` is fitted on the same seeded sample, ``n_init`` times with seeds
-    ``seed, seed + 1, ...``; the fit with the lowest cost represents that k (a single k-means
-    run can stop in a poor local optimum). Among candidates whose smallest
-    segment holds at least ``min_segment_share`` of the sample, the smallest k whose silhouette
-    is within ``tolerance`` of the best silhouette wins. If no candidate meets the share, the
-    best silhouette wins and the reason says so.
+    The sample (about ``sample_rows`` customers, seeded with the estimator's seed) is scaled
+    with ``scaling`` and collected once; every k in ``k_values`` is fitted ``n_init`` times and
+    judged by ``rule`` (``model_selection.select_k``).
     """
-    total = df.count()
-    if total < 2:
-        raise InputError(f"cannot select k from {total} customer(s): at least 2 are needed")
-    fraction = min(1.0, sample_rows / total)
-    sample = estimator.prepare(df, scaling)
-    if fraction < 1.0:
-        sample = sample.sample(withReplacement=False, fraction=fraction, seed=estimator.seed)
-    sample = sample.select(FEATURES_VECTOR).cache()
-    try:
-        n_sample = sample.count()
-        usable = [k for k in k_values if k < n_sample]
-        if not usable:
-            raise InputError(
-                f"only {n_sample} customers in the selection sample: every k in "
-                f"{list(k_values)} needs more (lower training.k_min)"
-            )
-        evaluator = ClusteringEvaluator(
-            featuresCol=FEATURES_VECTOR, predictionCol=_CLUSTER, metricName="silhouette"
-        )
-        candidates = []
-        for k in usable:
-            fits = []
-            for run in range(max(1, n_init)):
-                seed = estimator.seed + run
-                fitted = estimator.copy(k=k, seed=seed).clusterer().fit(sample)
-                fits.append((float(fitted.summary.trainingCost), run, seed, fitted))
-            cost, _, seed, model = min(fits, key=lambda f: (f[0], f[1]))
-            sizes = tuple(int(s) for s in model.summary.clusterSizes)
-            distinct = sum(1 for s in sizes if s > 0)
-            silhouette = evaluator.evaluate(model.transform(sample)) if distinct > 1 else -1.0
-            candidates.append(Candidate(k, float(silhouette), cost, sizes, seed))
-            log.info("k=%d silhouette=%.4f cost=%.1f sizes=%s", k, silhouette, cost, sizes)
-    finally:
-        sample.unpersist()
-    chosen, reason = _choose(candidates, min_segment_share, tolerance)
-    return KSelection(tuple(candidates), chosen, reason, n_sample)
-
-
-def _choose(
-    candidates: Sequence[Candidate], min_segment_share: float, tolerance: float
-) -> tuple[int, str]:
-    # An empty segment means fewer distinct customer profiles than k: never a valid choice.
-    complete = [c for c in candidates if min(c.sizes) > 0]
-    if not complete:
-        raise InputError(
-            f"every k in {[c.k for c in candidates]} left a segment empty: the customers have "
-            "fewer distinct feature profiles than k; lower training.k_min"
-        )
-    eligible = [c for c in complete if c.min_share >= min_segment_share]
-    if not eligible:
-        best = max(complete, key=lambda c: (c.silhouette, -c.k))
-        return best.k, (
-            f"no k had every segment >= {min_segment_share:.1%} of customers; "
-            f"k={best.k} has the best silhouette ({best.silhouette:.3f})"
-        )
-    best = max(eligible, key=lambda c: (c.silhouette, -c.k))
-    within = [c for c in eligible if c.silhouette >= best.silhouette - tolerance]
-    chosen = min(within, key=lambda c: c.k)
-    return chosen.k, (
-        f"k={chosen.k}: smallest k with silhouette {chosen.silhouette:.3f} within {tolerance} of "
-        f"the best ({best.silhouette:.3f} at k={best.k}), every segment >= "
-        f"{min_segment_share:.1%}"
-    )
+    x = model_selection.sample_matrix(
+        scaling.stage().transform(df), scaling.scaled_columns, sample_rows=sample_rows,
+        seed=estimator.seed,
+    )  # fmt: skip
+    return model_selection.select_k(
+        x, k_values=k_values, algorithm=estimator.algorithm, seed=estimator.seed, n_init=n_init,
+        max_iter=estimator.max_iter, rule=rule,
+    )  # fmt: skip

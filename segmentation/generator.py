@@ -120,6 +120,7 @@ def generate(
     end_date: dt.date,
     partitions: int | None = None,
     archetypes: Sequence[Archetype] = ARCHETYPES,
+    overlap: float = 0.0,
 ) -> SampleData:
     """Build the sample tables for ``customers`` customers and about ``events`` events.
 
@@ -132,6 +133,8 @@ def generate(
         end_date: last day of the history (the natural ``as_of`` for features).
         partitions: Spark partitions to generate with; default one per ~1M events, at least 2.
         archetypes: the planted behaviours and their shares.
+        overlap: 0 (default) for well-separated archetypes; up to 1 for behaviours that blur
+            into each other (over-dispersed counts, varied baskets, wider activity windows).
     """
     n_parts = partitions or max(2, math.ceil(events / 1_000_000))
     history_days = (end_date - start_date).days
@@ -147,7 +150,9 @@ def generate(
             [a.weight for a in archetypes],
         ).alias("archetype"),
     )
-    people = _with_archetype_params(people, archetypes, seed, history_days, events_per_unit)
+    people = _with_archetype_params(
+        people, archetypes, seed, history_days, events_per_unit, overlap
+    )
     return SampleData(
         events=_events(people, seed, end_date, archetypes),
         customers=_customers(people, seed, end_date),
@@ -161,7 +166,16 @@ def _with_archetype_params(
     seed: int,
     history_days: int,
     events_per_unit: float,
+    overlap: float = 0.0,
 ) -> DataFrame:
+    """Per-customer parameters of the planted behaviours.
+
+    ``overlap`` (0 to 1) blurs the archetypes into each other, as real behaviours do: activity
+    counts more over-dispersed, each customer's typical basket and discount propensity drawn
+    around the archetype's, and activity windows widened. 0 gives exactly the well-separated
+    default (every extra draw is multiplied by 0).
+    """
+
     def by_archetype(values: Sequence[float]) -> Column:
         expr = F.lit(values[-1])
         for a, v in zip(archetypes[:-1], values[:-1], strict=True):
@@ -171,12 +185,13 @@ def _with_archetype_params(
     cid = F.col("cid")
     first_lo = by_archetype([min(a.first_days_ago[0], history_days) for a in archetypes])
     first_hi = by_archetype([min(a.first_days_ago[1], history_days) for a in archetypes])
-    last_lo = by_archetype([a.last_days_ago[0] for a in archetypes])
-    last_hi = by_archetype([a.last_days_ago[1] for a in archetypes])
+    last_lo = by_archetype([a.last_days_ago[0] * (1 - 0.6 * overlap) for a in archetypes])
+    last_hi = by_archetype([a.last_days_ago[1] * (1 + 0.6 * overlap) for a in archetypes])
     first_ago = first_lo + _uniform(seed, "first", cid) * (first_hi - first_lo)
     last_ago = last_lo + _uniform(seed, "last", cid) * (last_hi - last_lo)
     # Heavy-tailed activity: a log-normal multiplier with mean 1.
-    tail = F.exp(0.6 * _normal(seed, "tail", cid) - 0.18)
+    sigma = 0.6 + 0.5 * overlap
+    tail = F.exp(sigma * _normal(seed, "tail", cid) - sigma * sigma / 2)
     n_events = F.greatest(
         F.lit(1),
         F.least(
@@ -190,11 +205,21 @@ def _with_archetype_params(
         (first_ago * 86400).cast("long").alias("first_ago_s"),
         (F.least(last_ago, first_ago) * 86400).cast("long").alias("last_ago_s"),
         n_events.alias("n_events"),
-        by_archetype([math.log(a.aov) for a in archetypes]).alias("aov_mu"),
+        (
+            by_archetype([math.log(a.aov) for a in archetypes])
+            + 0.6 * overlap * _normal(seed, "basket", cid)
+        ).alias("aov_mu"),
         by_archetype([a.aov_sigma for a in archetypes]).alias("aov_sigma"),
         by_archetype([a.p_visit for a in archetypes]).alias("p_visit"),
         by_archetype([a.p_return for a in archetypes]).alias("p_return"),
-        by_archetype([a.p_discount for a in archetypes]).alias("p_discount"),
+        F.least(
+            F.lit(1.0),
+            F.greatest(
+                F.lit(0.0),
+                by_archetype([a.p_discount for a in archetypes])
+                + 0.3 * overlap * _normal(seed, "deal", cid),
+            ),
+        ).alias("p_discount"),
     )
 
 

@@ -15,6 +15,7 @@ from segmentation import (
     clustering,
     explain,
     files,
+    model_selection,
     profiling,
     report,
     tables,
@@ -22,6 +23,7 @@ from segmentation import (
 )
 from segmentation.config import ExplainConfig, StorageConfig, join_path
 from segmentation.features import LevelLabel
+from segmentation.validation import Validation
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def explain_model(
     assigned: DataFrame,
     profiles: profiling.Profiles,
     names: Mapping[int, str],
-    selection: clustering.KSelection,
+    selection: model_selection.KSelection,
     seed: int,
 ) -> Explained:
     """Decision-tree rules, composition on the customers dimension and the pictures.
@@ -138,10 +140,11 @@ def write_report(
     explained: Explained,
     context: ReportContext,
     *,
-    selection: clustering.KSelection,
+    selection: model_selection.KSelection,
     features: Sequence[str],
     profiles: profiling.Profiles,
     names: Mapping[int, str],
+    validation: Validation | None = None,
     labels: Mapping[str, LevelLabel] | None = None,
 ) -> str:
     """The HTML report, logged to MLflow and written under ``<warehouse>/reports/``.
@@ -158,7 +161,7 @@ def write_report(
             rules_per_segment=ec.rules_per_segment, composition=explained.composition,
             pictures=explained.pictures,
             created_at=dt.datetime.now(dt.UTC).replace(microsecond=0), notes=explained.notes,
-            labels=dict(labels or {}),
+            validation=validation, selection=selection, labels=dict(labels or {}),
         )
     )  # fmt: skip
     name = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -51,19 +51,25 @@ class Profiles:
     segments: tuple[SegmentProfile, ...]
     population_mean: Mapping[str, float | None]
     features: tuple[str, ...]
+    population_quantiles: Mapping[str, Mapping[float, float]] = field(default_factory=dict)
+    """Feature -> {probability: quantile of the whole base} (``profile_segments(percentiles)``)."""
 
 
-def profile_segments(assigned: DataFrame, features: Sequence[str]) -> Profiles:
+def profile_segments(
+    assigned: DataFrame, features: Sequence[str], *, percentiles: Sequence[float] = (0.8,)
+) -> Profiles:
     """Statistics per segment and per feature, in original units (two small aggregations).
 
     Args:
         assigned: customer features with ``segment_id`` (cache it: it is read twice).
         features: the numeric feature columns to profile.
+        percentiles: quantiles of the whole base kept per feature (naming thresholds).
     """
     pop_exprs = []
     for i, f in enumerate(features):
         x = F.col(f).cast("double")
         pop_exprs += [F.avg(x).alias(f"m{i}"), F.stddev_pop(x).alias(f"s{i}")]
+        pop_exprs.append(F.percentile_approx(x, list(percentiles), 10000).alias(f"pq{i}"))
     pop = assigned.agg(F.count(F.lit(1)).alias("n"), *pop_exprs).first()
     assert pop is not None
     total = int(pop["n"])
@@ -111,6 +117,10 @@ def profile_segments(assigned: DataFrame, features: Sequence[str]) -> Profiles:
         segments=tuple(segments),
         population_mean={f: pop[f"m{i}"] for i, f in enumerate(features)},
         features=tuple(features),
+        population_quantiles={
+            f: dict(zip(percentiles, map(float, pop[f"pq{i}"] or []), strict=False))
+            for i, f in enumerate(features)
+        },
     )
 
 
@@ -143,6 +153,33 @@ def profile_rows(profiles: Profiles, names: Mapping[int, str]) -> list[tuple]:
                 )
             )
     return rows
+
+
+def _absolute_name(seg: SegmentProfile, profiles: Profiles, rules: NamingRules) -> str | None:
+    """A name from business thresholds on original units, or None (the relative rules then)."""
+
+    def median(f: str) -> float | None:
+        s = seg.stats.get(f)
+        return s.median if s is not None else None
+
+    recency, tenure, orders = median(feat.RECENCY), median(feat.TENURE), median(feat.FREQUENCY)
+    if tenure is not None and tenure <= rules.new_within_days:
+        return "New customers"
+    high = _high_value(seg, profiles, rules)
+    if recency is not None and recency > rules.lapsed_after_days:
+        return "Lapsed big spenders" if high else "Lapsed customers"
+    if orders is not None and orders <= rules.one_time_max_orders:
+        return "One-time buyers"
+    if high and recency is not None and recency <= rules.recent_within_days:
+        if seg.z(feat.FREQUENCY) > _STRONG:
+            return "Champions"
+    return None
+
+
+def _high_value(seg: SegmentProfile, profiles: Profiles, rules: NamingRules) -> bool:
+    cut = profiles.population_quantiles.get(feat.MONETARY, {}).get(rules.high_value_percentile)
+    spend = seg.stats.get(feat.MONETARY)
+    return cut is not None and spend is not None and spend.mean is not None and spend.mean >= cut
 
 
 # Traits in the order they are checked: the first that fits names the segment.
@@ -179,13 +216,39 @@ _TRAIT_WORDS = {
 }
 
 
-def name_segments(profiles: Profiles) -> dict[int, str]:
+@dataclass(frozen=True)
+class NamingRules:
+    """Business thresholds on original units (``naming.*``)."""
+
+    lapsed_after_days: float = 365
+    new_within_days: float = 90
+    one_time_max_orders: float = 1
+    high_value_percentile: float = 0.8
+    recent_within_days: float = 30
+
+
+def name_segments(profiles: Profiles, rules: NamingRules | None = None) -> dict[int, str]:
     """A descriptive, unique name per segment, derived only from the profiles.
 
-    The same profiles always give the same names. Segments that would share a name get the
-    trait on which each differs most from the others of that group, then their id if needed.
+    Business thresholds on original units come first (``rules``): new (median tenure at most
+    ``new_within_days``), lapsed (median recency over ``lapsed_after_days``; "big spenders"
+    when the mean spend reaches the base's ``high_value_percentile``), one-time buyers
+    (median orders at most ``one_time_max_orders``), champions (high value, median recency at
+    most ``recent_within_days``, frequent). Other segments are named by how they differ from
+    the population (standardised differences), and "High-value customers" rather than
+    "Occasional buyers" when their spend is high. The same profiles always give the same names.
+    Segments that would share a name get the trait on which each differs most from the others
+    of that group, then their id if needed.
     """
-    base = {seg.segment_id: _base_name(seg) for seg in profiles.segments}
+    rules = rules or NamingRules()
+
+    def base_name(seg: SegmentProfile) -> str:
+        name = _absolute_name(seg, profiles, rules) or _base_name(seg)
+        if name == "Occasional buyers" and _high_value(seg, profiles, rules):
+            return "High-value customers"
+        return name
+
+    base = {seg.segment_id: base_name(seg) for seg in profiles.segments}
     groups: dict[str, list[SegmentProfile]] = {}
     for seg in profiles.segments:
         groups.setdefault(base[seg.segment_id], []).append(seg)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -42,6 +42,22 @@ REASONS = (
 CONTENT = ("event_time", "amount", "event_type", "category", "channel", "device", "quantity",
            "discount")  # fmt: skip
 Duplicates = Literal["event_id", "exact", "off"]
+
+
+def duplicate_rule(configured: str, *, day_level: bool) -> Duplicates:
+    """``quality.duplicates`` for one input: ``auto`` is ``exact`` when the event times carry a
+    time of day, else ``event_id`` (exact copies of day-level events cannot be told apart from
+    two real purchases, so they are kept and counted).
+
+    Args:
+        configured: ``auto``, ``event_id``, ``exact`` or ``off``.
+        day_level: every event time is a local midnight (``sources.InputCounts.day_level``).
+    """
+    if configured == "auto":
+        return "event_id" if day_level else "exact"
+    if configured not in ("event_id", "exact", "off"):
+        raise ValueError(f"quality.duplicates: unknown rule {configured!r}")
+    return cast(Duplicates, configured)
 
 
 @dataclass(frozen=True)

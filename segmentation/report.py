@@ -18,9 +18,10 @@ from typing import Any
 from pyspark.ml.feature import PCA, VectorAssembler
 from pyspark.sql import DataFrame
 
-from segmentation import clustering, profiling
+from segmentation import clustering, model_selection, profiling
 from segmentation.explain import Composition, RuleExplanation
 from segmentation.features import LevelLabel, display_name
+from segmentation.validation import Measure, Validation
 
 _PCA_VECTOR, _PCA_OUT = "_pca_in", "_pca_out"
 
@@ -45,15 +46,21 @@ def _label(segment_id: int, names: Mapping[int, str]) -> str:
     return f"{segment_id}: {names.get(segment_id, '?')}"
 
 
-def k_selection_png(selection: clustering.KSelection) -> bytes:
+def k_selection_png(selection: model_selection.KSelection) -> bytes:
+    """Each criterion of model selection against k; dashed: the chosen k."""
     plt = _pyplot()
-    ks = [c.k for c in selection.candidates]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(ks, [c.silhouette for c in selection.candidates], marker="o")
-    left.set(title="Silhouette by k", xlabel="k", ylabel="silhouette")
-    right.plot(ks, [c.cost for c in selection.candidates], marker="o", color="tab:orange")
-    right.set(title="Cost (within-cluster SSE) by k", xlabel="k", ylabel="cost")
-    for ax in (left, right):
+    cands = selection.candidates
+    ks = [c.k for c in cands]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    axes[0].plot(ks, [c.silhouette for c in cands], marker="o")
+    axes[0].set(title="Silhouette by k", xlabel="k", ylabel="silhouette")
+    axes[1].plot(ks, [c.calinski_harabasz for c in cands], marker="o", color="tab:orange")
+    axes[1].set(title="Calinski-Harabasz by k", xlabel="k", ylabel="variance ratio")
+    stab = [(c.k, c.worst_jaccard) for c in cands if c.worst_jaccard is not None]
+    axes[2].plot([k for k, _ in stab], [j for _, j in stab], marker="o", color="tab:green")
+    axes[2].axhline(0.75, color="grey", linewidth=1)
+    axes[2].set(title="Worst segment's bootstrap Jaccard", xlabel="k", ylim=(0, 1.05))
+    for ax in axes:
         ax.axvline(selection.chosen_k, color="grey", linestyle="--")
     fig.tight_layout()
     return _png(fig)
@@ -93,6 +100,41 @@ def heatmap_png(
     ax.set_title("Segment profiles (standardised difference from the population)")
     fig.tight_layout()
     return _png(fig)
+
+
+def validation_png(v: Validation, names: Mapping[int, str]) -> bytes:
+    """Bootstrap Jaccard per segment, and the purchase share per segment with intervals."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.45 * len(names) + 2.0))
+    jac = [m for m in v.measures if m.measure == "bootstrap_jaccard" and m.value is not None]
+    _bars(left, jac, names, color="tab:green")
+    for cut in (0.6, 0.75):
+        left.axvline(cut, color="grey", linestyle="--")
+    left.set(title="Bootstrap stability (mean Jaccard)", xlim=(0, 1.05))
+    share = [m for m in v.measures if m.measure == "outcome_purchase_share"]
+    per_segment = [m for m in share if m.segment_id is not None]
+    if per_segment:
+        _bars(right, per_segment, names, color="tab:purple")
+        overall = next((m for m in share if m.segment_id is None), None)
+        if overall is not None and overall.value is not None:
+            right.axvline(overall.value, color="black", linewidth=1)
+        right.set(title="Purchase share in the outcome window")
+    else:
+        right.axis("off")
+        right.text(0, 0.5, "Outcome check skipped:\n" + v.skipped.get("outcome", "-"), wrap=True)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _bars(ax: Any, measures: Sequence[Measure], names: Mapping[int, str], *, color: str) -> None:
+    ordered = sorted(measures, key=lambda m: -(m.segment_id or 0))
+    values = [m.value or 0.0 for m in ordered]
+    lower = [max(0.0, (m.value or 0.0) - (m.ci_lower if m.ci_lower is not None else m.value or 0.0))
+             for m in ordered]  # fmt: skip
+    upper = [max(0.0, (m.ci_upper if m.ci_upper is not None else m.value or 0.0) - (m.value or 0.0))
+             for m in ordered]  # fmt: skip
+    labels = [_label(m.segment_id or 0, names) for m in ordered]
+    ax.barh(labels, values, xerr=[lower, upper], color=color, alpha=0.8, capsize=3)
 
 
 @dataclass(frozen=True)
@@ -161,6 +203,8 @@ class ReportData:
     pictures: Mapping[str, bytes]
     created_at: dt.datetime
     notes: list[str] = field(default_factory=list)
+    validation: Validation | None = None
+    selection: model_selection.KSelection | None = None
     labels: Mapping[str, LevelLabel] = field(default_factory=dict)
     """Raw labels of level columns, shown beside the column names."""
 
@@ -170,6 +214,7 @@ class ReportData:
 
 
 _CSS = """
+tr.chosen td { font-weight: bold; background: #eef6ee; }
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid
 #ddd;padding-bottom:4px} .meta{color:#555;font-size:13px}
@@ -182,7 +227,10 @@ img{max-width:100%;border:1px solid #eee} code{background:#f4f4f4;padding:1px 4p
 """
 
 _PICTURE_TITLES = {
-    "k_selection": "k selection: silhouette and cost against k (dashed: chosen k)",
+    "k_selection": "k selection: silhouette, Calinski-Harabasz and the worst segment's "
+    "bootstrap Jaccard against k (dashed: chosen k; line: stable at 0.75)",
+    "validation": "Validation: bootstrap stability per segment (Jaccard, 95% range; dashed: "
+    "0.6 and 0.75) and purchase share in the outcome window (95% Wilson interval; line: all)",
     "segment_sizes": "Segment sizes",
     "profile_heatmap": "Profile heatmap",
     "pca": "2-D projection (PCA) of a sample, coloured by segment",
@@ -269,12 +317,74 @@ the segment of <b>{data.rules.fidelity:.1%}</b> of customers (fidelity) with
 <tbody>{fidelity_rows}</tbody></table>
 <table id="importances"><thead><tr><th>feature</th><th>importance</th></tr></thead>
 <tbody>{importances}</tbody></table>
+<h2>Model selection</h2>
+{_candidates_html(data)}
+<h2>Validation</h2>
+{_validation_html(data)}
 <h2>Profiles</h2>
 {_profiles_table(data)}
 <h2>Composition</h2>
 {_composition_html(data)}
 </body></html>
 """
+
+
+def _candidates_html(data: ReportData) -> str:
+    sel = data.selection
+    if sel is None:
+        return ""
+    rows = "".join(
+        f"<tr{' class=chosen' if c.k == sel.chosen_k else ''}><td class=num>{c.k}</td>"
+        f"<td class=num>{c.silhouette:.3f}</td><td class=num>{c.calinski_harabasz:,.0f}</td>"
+        f"<td class=num>{c.min_share:.1%}</td>"
+        f"<td class=num>{'&ndash;' if c.worst_jaccard is None else f'{c.worst_jaccard:.2f}'}</td>"
+        "</tr>"
+        for c in sel.candidates
+    )
+    return (
+        f"<p>{_e(sel.rule)} rule on {sel.sample_rows:,} sampled customers: {_e(sel.reason)}</p>"
+        '<table id="candidates"><thead><tr><th>k</th><th>silhouette</th>'
+        "<th>Calinski-Harabasz</th><th>smallest segment</th><th>worst bootstrap Jaccard</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _validation_html(data: ReportData) -> str:
+    v = data.validation
+    if v is None:
+        return "<p>Validation is off (validation.enabled).</p>"
+
+    def cell(m: Measure | None, pct: bool = False) -> str:
+        if m is None or m.value is None:
+            return "<td>&ndash;</td>"
+        fmt = (lambda x: f"{x:.1%}") if pct else (lambda x: f"{x:,.2f}")
+        ci = f" [{fmt(m.ci_lower)}, {fmt(m.ci_upper)}]" if m.ci_lower is not None else ""
+        verdict = f"<br><i>{_e(m.verdict)}</i>" if m.verdict else ""
+        return f"<td class=num>{fmt(m.value)}{ci}{verdict}</td>"
+
+    rows = "".join(
+        f"<tr><td>{sid}: {_e(data.names[sid])}</td>{cell(v.get('bootstrap_jaccard', sid))}"
+        f"{cell(v.get('split_half_agreement', sid), pct=True)}"
+        f"{cell(v.get('outcome_purchase_share', sid), pct=True)}"
+        f"{cell(v.get('outcome_revenue_per_customer', sid))}"
+        f"{cell(v.get('outcome_return_rate', sid), pct=True)}</tr>"
+        for sid in sorted(data.names)
+    )
+    whole = "".join(
+        f"<li>{_e(m.measure)}: {_n(m.value, 3)}{f' ({_e(m.verdict)})' if m.verdict else ''}</li>"
+        for m in v.measures
+        if m.segment_id is None
+    )
+    skipped = "".join(f"<li>{_e(k)} skipped: {_e(why)}</li>" for k, why in v.skipped.items())
+    window = (
+        f"<p>Outcome window: {v.window[0]} ({v.window[1]}, {v.window[2]}].</p>" if v.window else ""
+    )
+    return (
+        f'{window}<ul id="validation-summary">{whole}{skipped}</ul><table id="validation">'
+        "<thead><tr><th>segment</th><th>bootstrap Jaccard</th><th>split-half agreement</th>"
+        "<th>purchase share</th><th>revenue per customer</th><th>return rate</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def _profiles_table(data: ReportData) -> str:

@@ -8,6 +8,7 @@ from segmentation import features as feat
 from segmentation.config import AppConfig
 from segmentation.publishing import Publication
 from segmentation.sources import InputCounts
+from segmentation.validation import Measure, Validation
 from segmentation.workflows.assign import AssignResult
 from segmentation.workflows.build_features import Duplicates, FeaturesResult, counts_text
 from segmentation.workflows.generate import GenerateResult
@@ -29,7 +30,7 @@ _SUMMARY_FEATURES = (
 def training(result: TrainResult, cfg: AppConfig) -> str:
     """A readable report of a training run for the terminal."""
     lines = [*_segment_table(result), *[f"Note: {n}" for n in result.notes]]
-    lines += _explanation_lines(result)
+    lines += [*_validation_lines(result), *_explanation_lines(result)]
     if result.dimension is not None:
         lines.append(f"Composition: {result.dimension.text()}")
     if "report" in result.paths:
@@ -54,7 +55,8 @@ def _segment_table(result: TrainResult) -> list[str]:
         "",
         f"Segmentation as of {result.as_of}: {result.customers} customers, "
         f"k = {result.selection.chosen_k}",
-        f"  model selection: {result.selection.reason}",
+        f"  model selection ({result.selection.rule} rule): {result.selection.reason}",
+        *_candidate_table(result),
         "",
         header,
         "-" * len(header),
@@ -66,6 +68,76 @@ def _segment_table(result: TrainResult) -> list[str]:
     if result.ari_vs_truth is not None:
         lines.append(f"Adjusted Rand index vs planted archetypes: {result.ari_vs_truth:.3f}")
     return lines
+
+
+def _candidate_table(result: TrainResult) -> list[str]:
+    """Every candidate k with each criterion; * marks the chosen one."""
+    lines = [
+        f"  {'':1} {'k':>3} {'silhouette':>10} {'Calinski-H.':>12} {'smallest':>9} "
+        f"{'worst Jaccard':>13}"
+    ]
+    for c in result.selection.candidates:
+        mark = "*" if c.k == result.selection.chosen_k else ""
+        worst = "-" if c.worst_jaccard is None else f"{c.worst_jaccard:.2f}"
+        lines.append(
+            f"  {mark:1} {c.k:>3} {c.silhouette:>10.3f} {c.calinski_harabasz:>12.0f} "
+            f"{c.min_share:>9.1%} {worst:>13}"
+        )
+    return lines
+
+
+def _validation_lines(result: TrainResult) -> list[str]:
+    """The validation verdicts: the whole model, then one line per segment."""
+    v = result.validation
+    if v is None:
+        return []
+    sil, ari, half = v.get("silhouette_euclidean"), v.get("bootstrap_ari"), v.get("split_half_ari")
+    head = "Validation (table segment_validation):"
+    if sil is not None and sil.value is not None:
+        head += f" {sil.verdict} (Euclidean silhouette {sil.value:.2f});"
+    if ari is not None and ari.value is not None:
+        head += f" bootstrap ARI {ari.value:.2f};"
+    if half is not None and half.value is not None:
+        head += f" split-half ARI {half.value:.2f} ({half.verdict})"
+    lines = [head.rstrip(";")]
+    chi, kw = v.get("outcome_purchase_chi2"), v.get("outcome_revenue_kruskal_h")
+    if v.window is not None and chi is not None:
+        p_chi, p_kw = v.get("outcome_purchase_p_value"), v.get("outcome_revenue_p_value")
+        lines.append(
+            f"Outcomes, {v.window[0]} on ({v.window[1]}, {v.window[2]}]: purchase share: "
+            f"{chi.verdict} (chi-square p={_p(p_chi)}); revenue per customer: "
+            f"{kw.verdict if kw else '-'} (Kruskal-Wallis p={_p(p_kw)})"
+        )
+    lines += [f"Outcome check skipped: {why}" for why in v.skipped.values()]
+    overall = v.get("outcome_purchase_share")
+    for s in result.segments:
+        lines.append(
+            f"  {s.segment_id:>3} {s.name[:30]:<30} {_segment_verdicts(v, s.segment_id, overall)}"
+        )
+    return lines
+
+
+def _segment_verdicts(v: Validation, sid: int, overall: Measure | None) -> str:
+    parts = []
+    jac, rep = v.get("bootstrap_jaccard", sid), v.get("split_half_agreement", sid)
+    if jac is not None and jac.value is not None:
+        parts.append(f"{jac.verdict} (Jaccard {jac.value:.2f})")
+    if rep is not None and rep.value is not None:
+        parts.append(f"{rep.verdict} ({rep.value:.0%})")
+    buy = v.get("outcome_purchase_share", sid)
+    if buy is not None and buy.value is not None and buy.ci_lower is not None:
+        rest = f" vs {overall.value:.0%} overall" if overall and overall.value is not None else ""
+        parts.append(
+            f"{buy.verdict}: purchase {buy.value:.0%} [{buy.ci_lower:.0%}, {buy.ci_upper:.0%}]"
+            f"{rest}"
+        )
+    return "; ".join(parts)
+
+
+def _p(m: Measure | None) -> str:
+    if m is None or m.value is None:
+        return "-"
+    return "<0.001" if m.value < 0.001 else f"{m.value:.3f}"
 
 
 def _explanation_lines(result: TrainResult) -> list[str]:

@@ -140,6 +140,16 @@ RFM_SCORES_SCHEMA = T.StructType(
     )
 )  # fmt: skip
 RFM_SCORES = Table("rfm_scores", (AS_OF,), RFM_SCORES_SCHEMA)
+# segment_validation rows without their lineage (``validation.Measure``); segment_id null is
+# a measure of the whole segmentation.
+VALIDATION_ROWS = T.StructType(
+    _fields(
+        (SEGMENT_ID, _I, True), ("measure", _S, False), ("value", _D, True),
+        ("ci_lower", _D, True), ("ci_upper", _D, True), ("verdict", _S, True),
+    )
+)  # fmt: skip
+VALIDATION_SCHEMA = T.StructType([*LINEAGE, *VALIDATION_ROWS])
+VALIDATION = Table("segment_validation", (MODEL_NAME, MODEL_VERSION), VALIDATION_SCHEMA)
 REPORTS_DIR = "reports"
 
 

@@ -9,9 +9,10 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import clustering
-from segmentation.clustering import Candidate, SegmentationKMeans
+from segmentation import clustering, model_selection
+from segmentation.clustering import SegmentationKMeans
 from segmentation.errors import InputError
+from segmentation.model_selection import Candidate
 
 CENTRES = {"big": (0.0, 0.0, 90), "mid": (10.0, 10.0, 60), "small": (0.0, 20.0, 30)}
 
@@ -37,7 +38,7 @@ def test_select_k_recovers_three_blobs(blobs):
     scaling = est.fit_scaling(blobs)
     selection = clustering.select_k(
         est, blobs, k_values=range(2, 7), scaling=scaling, sample_rows=1000,
-        min_segment_share=0.05, tolerance=0.02, n_init=2,
+        rule=model_selection.SelectionRule(min_segment_share=0.05), n_init=2,
     )  # fmt: skip
     assert selection.chosen_k == 3
     assert [c.k for c in selection.candidates] == [2, 3, 4, 5, 6]
@@ -129,26 +130,30 @@ def cand(k, sil, sizes):
     return Candidate(k=k, silhouette=sil, cost=0.0, sizes=sizes, seed=1)
 
 
+def parsimony(share, tolerance):
+    return model_selection.SelectionRule("parsimony", min_segment_share=share, tolerance=tolerance)
+
+
 def test_choose_prefers_smallest_k_within_tolerance():
-    k, reason = clustering._choose(
+    k, reason = model_selection.choose(
         [cand(2, 0.60, (50, 50)), cand(3, 0.70, (40, 30, 30)), cand(4, 0.71, (25,) * 4)],
-        min_segment_share=0.05, tolerance=0.02,
+        parsimony(0.05, 0.02),
     )  # fmt: skip
     assert k == 3
     assert "smallest k" in reason
 
 
 def test_choose_rejects_k_with_a_tiny_segment():
-    k, _ = clustering._choose(
+    k, _ = model_selection.choose(
         [cand(2, 0.50, (50, 50)), cand(3, 0.90, (98, 1, 1))],
-        min_segment_share=0.05, tolerance=0.02,
+        parsimony(0.05, 0.02),
     )  # fmt: skip
     assert k == 2
 
 
 def test_choose_falls_back_to_best_silhouette_when_no_k_meets_share():
-    k, reason = clustering._choose(
-        [cand(2, 0.50, (99, 1)), cand(3, 0.60, (98, 1, 1))], min_segment_share=0.05, tolerance=0.0
+    k, reason = model_selection.choose(
+        [cand(2, 0.50, (99, 1)), cand(3, 0.60, (98, 1, 1))], parsimony(0.05, 0.0)
     )
     assert k == 3 and "no k had every segment" in reason
 
@@ -167,7 +172,7 @@ def test_select_k_with_one_customer_is_a_clear_error(spark):
     with pytest.raises(InputError, match=r"cannot select k from 1 customer\(s\)"):
         clustering.select_k(
             est, df, k_values=[2, 3], scaling=clustering.Scaling(("a",), ("none",), (1.0,), (1.0,)),
-            sample_rows=100, min_segment_share=0.0, tolerance=0.0,
+            sample_rows=100, rule=model_selection.SelectionRule(min_segment_share=0.0),
         )  # fmt: skip
 
 
@@ -179,11 +184,11 @@ def test_select_k_skips_k_above_the_number_of_distinct_profiles(spark):
     est = SegmentationKMeans(features=["a"], default_transform="none", seed=1)
     selection = clustering.select_k(
         est, df, k_values=[2, 3, 4], scaling=est.fit_scaling(df), sample_rows=100,
-        min_segment_share=0.0, tolerance=0.5,
+        rule=model_selection.SelectionRule(min_segment_share=0.0),
     )  # fmt: skip
     assert selection.chosen_k == 2
 
 
 def test_choose_rejects_candidates_with_empty_segments():
     with pytest.raises(InputError, match="fewer distinct feature profiles than k"):
-        clustering._choose([cand(3, 0.9, (10, 0, 5))], min_segment_share=0.0, tolerance=0.0)
+        model_selection.choose([cand(3, 0.9, (10, 0, 5))], parsimony(0.0, 0.0))

@@ -63,3 +63,42 @@ def test_name_segments_are_unique_and_deterministic():
     assert len(set(names.values())) == 2
     assert names == {1: "Lapsed customers (less frequent)", 2: "Lapsed customers (more frequent)"}
     assert names_for(a, b) == names
+
+
+def abs_seg(segment_id, *, recency, tenure, orders, spend, z_freq=0.0):
+    """A segment with medians in original units (the business thresholds read them)."""
+
+    def stats(median, mean=None, z=0.0):
+        return FeatureStats(mean, None, None, None, median, None, None, z)
+
+    return SegmentProfile(segment_id, 10, 0.1, {
+        feat.RECENCY: stats(recency), feat.TENURE: stats(tenure),
+        feat.FREQUENCY: stats(orders, z=z_freq), feat.MONETARY: stats(None, mean=spend),
+    })  # fmt: skip
+
+
+def test_name_segments_use_business_thresholds_before_relative_traits():
+    profiles = Profiles(
+        (
+            abs_seg(1, recency=489, tenure=900, orders=3, spend=120.0),  # "occasional" before
+            abs_seg(2, recency=400, tenure=900, orders=9, spend=900.0),
+            abs_seg(3, recency=60, tenure=300, orders=1, spend=40.0),
+            abs_seg(4, recency=10, tenure=40, orders=2, spend=80.0),
+            abs_seg(5, recency=3, tenure=800, orders=40, spend=2000.0, z_freq=2.0),
+            abs_seg(6, recency=45, tenure=800, orders=6, spend=700.0),
+        ),
+        {},
+        (),
+        population_quantiles={feat.MONETARY: {0.8: 650.0}},
+    )
+    assert profiling.name_segments(profiles) == {
+        1: "Lapsed customers",
+        2: "Lapsed big spenders",
+        3: "One-time buyers",
+        4: "New customers",
+        5: "Champions",
+        6: "High-value customers",
+    }
+    # Thresholds are configurable: lapsed only after two years.
+    later = profiling.NamingRules(lapsed_after_days=730)
+    assert profiling.name_segments(profiles, later)[1] != "Lapsed customers"

@@ -15,7 +15,7 @@ import pytest
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 
-from segmentation import clustering, delta_tables, tracking
+from segmentation import clustering, delta_tables, summaries, tracking
 from segmentation.config import load_config
 from segmentation.errors import InputError
 from segmentation.evaluation import adjusted_rand_index_from_counts
@@ -120,6 +120,39 @@ def test_profiles_match_membership_in_original_units(run):
     seg1 = m.filter(pl.col("segment_id") == 1).join(f, on="customer_id")
     row = p.filter((pl.col("segment_id") == 1) & (pl.col("feature") == "monetary_total"))
     assert row["mean"][0] == pytest.approx(seg1["monetary_total"].mean())
+
+
+def test_validation_finds_the_planted_segments_stable_replicable_and_different(run):
+    cfg, _, _, trained = run
+    v = trained.validation
+    jaccard = {m.segment_id: m for m in v.measures if m.measure == "bootstrap_jaccard"}
+    assert set(jaccard) == {s.segment_id for s in trained.segments}
+    assert all(m.value >= 0.75 and m.verdict in ("stable", "highly stable")
+               for m in jaccard.values())  # fmt: skip
+    assert v.get("split_half_ari").value >= 0.9
+    assert v.get("silhouette_euclidean").verdict in ("reasonable structure", "strong structure")
+    # Outcomes differ as planted: the backtest window's buyers are the champions and the
+    # regulars, hardly the lapsed.
+    assert v.window[0] == "backtest" and v.window[2] == dt.date(2025, 12, 31)
+    assert v.get("outcome_purchase_chi2").verdict == "segments differ"
+    assert v.get("outcome_revenue_kruskal_h").verdict == "segments differ"
+    by_name = {s.name: s.segment_id for s in trained.segments}
+    share = {n: v.get("outcome_purchase_share", sid).value for n, sid in by_name.items()}
+    assert share["Champions"] > 0.95 and share["Loyal regulars"] > 0.9
+    assert share["Lapsed customers"] < 0.5 * share["Champions"]
+    stored = table(cfg, "segment_validation")
+    assert set(stored["model_version"]) == {trained.model_version}
+    row = stored.filter((pl.col("measure") == "split_half_ari") & pl.col("segment_id").is_null())
+    assert row["value"].to_list() == [pytest.approx(v.get("split_half_ari").value)]
+    run_data = mlflow.get_run(trained.run_id).data
+    assert run_data.metrics["validation_split_half_ari"] == pytest.approx(row["value"][0])
+    summary = summaries.training(trained, cfg)
+    assert "Validation (table segment_validation):" in summary
+    assert "Outcomes, backtest on (2025-10-02, 2025-12-31]" in summary
+    # The well-separated sample: the balanced rule chooses the planted six, every one stable.
+    assert "model selection (balanced rule): k=6: best mean rank of silhouette" in summary
+    assert all(c.worst_jaccard is not None for c in trained.selection.candidates
+               if c.min_share >= 0.02)  # fmt: skip
 
 
 def test_names_fit_planted_behaviour(run):
@@ -335,7 +368,8 @@ def test_pictures_and_report_are_logged_and_written(run):
     cfg, _, _, trained = run
     client = MlflowClient(cfg.tracking.tracking_uri)
     plots = {Path(a.path).name for a in client.list_artifacts(trained.run_id, "plots")}
-    assert plots == {"k_selection.png", "segment_sizes.png", "profile_heatmap.png", "pca.png"}
+    assert plots == {"k_selection.png", "segment_sizes.png", "profile_heatmap.png", "pca.png",
+                     "validation.png"}  # fmt: skip
     report_path = Path(trained.paths["report"])
     assert report_path.parent == Path(cfg.storage.warehouse) / "reports"
     logged = [a.path for a in client.list_artifacts(trained.run_id, "report")]
@@ -353,7 +387,9 @@ def test_report_opens_in_headless_chromium(run, tmp_path):
     shot = browser_screenshot(Path(trained.paths["report"]), tmp_path / "report.png")
     assert shot["errors"] == []
     assert shot["segment_rows"] == len(trained.segments)
-    assert shot["images"] == {"k_selection", "segment_sizes", "profile_heatmap", "pca"}
+    assert shot["images"] == {"k_selection", "segment_sizes", "profile_heatmap", "pca",
+                              "validation"}  # fmt: skip
+    assert shot["validation_rows"] == len(trained.segments)
     # The screenshot's first screen holds the segment table and the first pictures.
     table_box, pictures_box = shot["boxes"]["#segments"], shot["boxes"]["#pictures"]
     assert table_box["y"] < pictures_box["y"] < shot["viewport_height"]
@@ -380,12 +416,14 @@ def browser_screenshot(report: Path, out: Path) -> dict:
         )
         boxes = {sel: page.locator(sel).bounding_box() for sel in ("#segments", "#pictures")}
         rows = page.locator("#segments tbody tr").count()
+        validation_rows = page.locator("#validation tbody tr").count()
         page.screenshot(path=str(out))
         browser.close()
     return {
         "errors": errors,
         "images": set(images),
         "segment_rows": rows,
+        "validation_rows": validation_rows,
         "boxes": boxes,
         "viewport_height": 1600,
         "png": out.read_bytes(),

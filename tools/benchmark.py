@@ -166,7 +166,7 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
     estimator = train.estimator(t)
     with measured(stages, "k selection") as st:
         scaling = estimator.fit_scaling(features_df)
-        selection = train.select_k(t, estimator, features_df, scaling)
+        selection = train.select_k(t, train.selection_sample(t, features_df, scaling))
         result.chosen_k = selection.chosen_k
         st.detail = (
             f"k {t.k_min}-{t.k_max} x {t.n_init} restarts on {selection.sample_rows:,} rows, "

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
+    BeforeValidator,
     Field,
     PrivateAttr,
     ValidationInfo,
@@ -31,7 +33,9 @@ __all__ = [
     "FeatureConfig",
     "GeneratorConfig",
     "InputConfig",
+    "NamingConfig",
     "Origin",
+    "OutcomeConfig",
     "QualityConfig",
     "RfmConfig",
     "RfmSegment",
@@ -39,6 +43,7 @@ __all__ = [
     "StorageConfig",
     "TrackingConfig",
     "TrainingConfig",
+    "ValidationConfig",
     "normalise_level",
 ]
 
@@ -113,10 +118,12 @@ class GeneratorConfig(_Section):
     start_date: Date = dt.date(2023, 1, 1)
     end_date: Date = dt.date(2025, 12, 31)
     partitions: Int | None = None
+    overlap: Float = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         _require(self.customers >= 1, "generator.customers must be >= 1")
+        _require(0 <= self.overlap <= 1, "generator.overlap must be in [0, 1]")
         _require(self.events >= self.customers, "generator.events must be >= generator.customers")
         _require(
             self.end_date > self.start_date,
@@ -201,10 +208,22 @@ class TrainingConfig(_Section):
     selection_sample_rows: Int = 20000
     min_segment_share: Float = 0.02
     silhouette_tolerance: Float = 0.03
+    k: Int | None = None
+    k_rule: Literal["balanced", "granular", "parsimony"] = "balanced"
+    stable_jaccard: Float = 0.75
+    selection_bootstrap_samples: Int = 10
+    stability_rows: Int = 5000
     features: tuple[Str, ...] = ()
     default_transform: Transform = "log1p"
     transforms: FrozenMap[Transform] = Field(default_factory=_FrozenDict)
     match_max_distance: Float = 1.0
+
+    @property
+    def k_values(self) -> range:
+        """The candidate k: ``k`` alone when pinned, else ``k_min`` to ``k_max``."""
+        return (
+            range(self.k, self.k + 1) if self.k is not None else range(self.k_min, self.k_max + 1)
+        )
 
     def transform_for(self, feature: str) -> Transform:
         """The skew transform applied to ``feature`` before scaling."""
@@ -222,6 +241,13 @@ class TrainingConfig(_Section):
         _require(self.selection_sample_rows >= 10, "training.selection_sample_rows must be >= 10")
         _require(0 <= self.min_segment_share < 1, "training.min_segment_share must be in [0, 1)")
         _require(self.silhouette_tolerance >= 0, "training.silhouette_tolerance must be >= 0")
+        _require(self.k is None or self.k >= 2, "training.k must be >= 2 (or null)")
+        _require(0 <= self.stable_jaccard <= 1, "training.stable_jaccard must be in [0, 1]")
+        _require(
+            self.selection_bootstrap_samples >= 0,
+            "training.selection_bootstrap_samples must be >= 0",
+        )
+        _require(self.stability_rows >= 10, "training.stability_rows must be >= 10")
         _require(len(self.features) >= 1, "training.features must list at least one feature column")
         _require(len(set(self.features)) == len(self.features), "training.features has duplicates")
         _require(self.match_max_distance >= 0, "training.match_max_distance must be >= 0")
@@ -241,6 +267,68 @@ class DriftConfig(_Section):
     def _check(self) -> Self:
         _require(self.psi_threshold > 0, "drift.psi_threshold must be > 0")
         _require(2 <= self.psi_bins <= 100, "drift.psi_bins must be in [2, 100]")
+        return self
+
+
+def _off_is_none(value: object) -> object:
+    """YAML reads a bare ``off`` as false: it means no outcome check."""
+    return "none" if value is False or value == "off" else value
+
+
+class OutcomeConfig(_Section):
+    mode: Annotated[Literal["backtest", "forward", "none"], BeforeValidator(_off_is_none)] = (
+        "backtest"
+    )
+    horizon_days: Int = 90
+    min_history_days: Int = 180
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(self.horizon_days >= 1, "validation.outcome.horizon_days must be >= 1")
+        _require(self.min_history_days >= 0, "validation.outcome.min_history_days must be >= 0")
+        return self
+
+
+class ValidationConfig(_Section):
+    enabled: Bool = True
+    bootstrap_samples: Int = 20
+    jaccard_cuts: tuple[Float, Float, Float, Float] = (0.5, 0.6, 0.75, 0.85)
+    replication_min_agreement: Float = 0.8
+    silhouette_sample_rows: Int = 5000
+    outcome: OutcomeConfig = Field(default_factory=OutcomeConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(self.bootstrap_samples >= 2, "validation.bootstrap_samples must be >= 2")
+        cuts = self.jaccard_cuts
+        _require(
+            all(0 <= a <= b <= 1 for a, b in itertools.pairwise(cuts)),
+            "validation.jaccard_cuts must be 4 increasing values in [0, 1] "
+            "(dissolved, not to be trusted, stable, highly stable)",
+        )
+        _require(
+            0 <= self.replication_min_agreement <= 1,
+            "validation.replication_min_agreement must be in [0, 1]",
+        )
+        _require(
+            self.silhouette_sample_rows >= 10, "validation.silhouette_sample_rows must be >= 10"
+        )
+        return self
+
+
+class NamingConfig(_Section):
+    lapsed_after_days: Int = 365
+    new_within_days: Int = 90
+    one_time_max_orders: Int = 1
+    high_value_percentile: Float = 0.8
+    recent_within_days: Int = 30
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _require(
+            0 < self.high_value_percentile < 1, "naming.high_value_percentile must be in (0, 1)"
+        )
+        _require(self.lapsed_after_days >= 1, "naming.lapsed_after_days must be >= 1")
         return self
 
 
@@ -296,6 +384,8 @@ class AppConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     assign: AssignConfig = Field(default_factory=AssignConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    naming: NamingConfig = Field(default_factory=NamingConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     b2b: B2bConfig = Field(default_factory=B2bConfig)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -199,12 +198,8 @@ def _log_params(cfg: AppConfig, events_path: str, events_version: int | None) ->
 
 
 def resolve_duplicates(rule: str, *, day_level: bool) -> Duplicates:
-    """``quality.duplicates`` for this input: ``auto`` is ``exact`` when the event times carry
-    a time of day, else ``event_id`` (exact copies of day-level events cannot be told apart
-    from two real purchases, so they are kept and counted)."""
-    if rule == "auto":
-        return Duplicates("event_id" if day_level else "exact", day_level)
-    return Duplicates(typing.cast(quality.Duplicates, rule), day_level)
+    """``quality.duplicates`` resolved for this input (:func:`quality.duplicate_rule`)."""
+    return Duplicates(quality.duplicate_rule(rule, day_level=day_level), day_level)
 
 
 def _count_kept_copies(duplicates: Duplicates, split: quality.Split, rows: int) -> Duplicates:

@@ -44,7 +44,7 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
         return GenerateResult(True, versions, {})
     data = gen.generate(
         spark, customers=g.customers, events=g.events, seed=g.seed, start_date=g.start_date,
-        end_date=g.end_date, partitions=g.partitions,
+        end_date=g.end_date, partitions=g.partitions, overlap=g.overlap,
     )  # fmt: skip
     params = json.dumps(to_dict(g), sort_keys=True)
     key = hashlib.sha256(params.encode()).hexdigest()[:16]

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyspark
 from pyspark.sql import DataFrame, SparkSession
 
@@ -23,16 +24,20 @@ from segmentation import (
     drift,
     matching,
     model_report,
+    model_selection,
+    model_validation,
     profiling,
     publishing,
+    report,
     tables,
     tracking,
 )
 from segmentation import customers as customers_dim
 from segmentation import features as feat
-from segmentation.config import AppConfig, TrainingConfig, flatten, to_dict
+from segmentation.config import AppConfig, NamingConfig, TrainingConfig, flatten, to_dict
 from segmentation.errors import InputError
 from segmentation.evaluation import adjusted_rand_index
+from segmentation.validation import Validation
 
 log = logging.getLogger(__name__)
 JOB = "train_segments"
@@ -54,7 +59,7 @@ class Fitted:
     features: DataFrame
     features_version: int | None
     customers: int
-    selection: clustering.KSelection
+    selection: model_selection.KSelection
     model: clustering.SegmentModel
     final_seed: int
     matched: matching.Matching
@@ -62,6 +67,10 @@ class Fitted:
     assigned: DataFrame
     profiles: profiling.Profiles
     names: dict[int, str]
+    estimator: clustering.SegmentationKMeans
+    sample: np.ndarray
+    """The k-selection sample (scaled features): the validation's ground."""
+    validation: Validation | None = None
 
 
 @dataclass
@@ -74,7 +83,7 @@ class TrainResult:
     model_name: str
     model_version: int
     promoted: bool
-    selection: clustering.KSelection
+    selection: model_selection.KSelection
     segments: list[SegmentSummary]
     table_versions: dict[str, int]
     customers: int
@@ -84,6 +93,7 @@ class TrainResult:
     ari_vs_truth: float | None = None
     paths: dict[str, str] = field(default_factory=dict)
     explanation: model_report.Explained | None = None
+    validation: Validation | None = None
     notes: list[str] = field(default_factory=list)
     """Adjustments the run made and says so (e.g. features left out)."""
     dimension: customers_dim.DimensionMatch | None = None
@@ -97,17 +107,30 @@ def estimator(tc: TrainingConfig) -> clustering.SegmentationKMeans:
     )  # fmt: skip
 
 
-def select_k(
-    tc: TrainingConfig,
-    est: clustering.SegmentationKMeans,
-    features: DataFrame,
-    scaling: clustering.Scaling,
-) -> clustering.KSelection:
-    """Model selection with the ``training.*`` k range, sample, restarts and rules."""
-    return clustering.select_k(
-        est, features, k_values=range(tc.k_min, tc.k_max + 1), scaling=scaling,
-        sample_rows=tc.selection_sample_rows, min_segment_share=tc.min_segment_share,
-        tolerance=tc.silhouette_tolerance, n_init=tc.n_init,
+def selection_sample(
+    tc: TrainingConfig, features: DataFrame, scaling: clustering.Scaling
+) -> np.ndarray:
+    """The seeded k-selection sample (``training.selection_sample_rows``), scaled, collected."""
+    return model_selection.sample_matrix(
+        scaling.stage().transform(features), scaling.scaled_columns,
+        sample_rows=tc.selection_sample_rows, seed=tc.seed,
+    )  # fmt: skip
+
+
+def select_k(tc: TrainingConfig, sample: np.ndarray) -> model_selection.KSelection:
+    """Model selection on the sample with the ``training.*`` k range, restarts and rules."""
+    return model_selection.select_k(
+        sample, k_values=tc.k_values, algorithm=tc.algorithm, seed=tc.seed, n_init=tc.n_init,
+        max_iter=tc.max_iter, rule=selection_rule(tc),
+    )  # fmt: skip
+
+
+def selection_rule(tc: TrainingConfig) -> model_selection.SelectionRule:
+    """The k rule ``training.*`` describes."""
+    return model_selection.SelectionRule(
+        rule=tc.k_rule, min_segment_share=tc.min_segment_share,
+        tolerance=tc.silhouette_tolerance, stable_jaccard=tc.stable_jaccard,
+        stability_samples=tc.selection_bootstrap_samples, stability_rows=tc.stability_rows,
     )  # fmt: skip
 
 
@@ -116,14 +139,11 @@ def final_fit(
     est: clustering.SegmentationKMeans,
     features: DataFrame,
     scaling: clustering.Scaling,
-    selection: clustering.KSelection,
+    selection: model_selection.KSelection,
 ) -> tuple[clustering.SegmentModel, int]:
-    """The chosen k fitted on all customers: ``training.n_init`` seeded restarts, lowest cost.
-
-    The sample's winning seed goes first (it wins ties); the other seeds are the restarts'.
-    """
-    chosen = selection.chosen.seed
-    seeds = [chosen, *[s for s in range(tc.seed, tc.seed + max(1, tc.n_init)) if s != chosen]]
+    """The chosen k fitted on all customers with Spark: ``training.n_init`` seeded restarts
+    (seeds ``seed, seed + 1, ...``), the lowest cost kept (ties: the earliest seed)."""
+    seeds = list(range(tc.seed, tc.seed + max(1, tc.n_init)))
     return clustering.fit_best(est, features, k=selection.chosen_k, scaling=scaling, seeds=seeds)
 
 
@@ -180,8 +200,13 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         log.warning("%s; the new model's segments get new ids", exc)
         champion = None
     try:
-        fitted = fit(cfg.training, features, champion)
+        fitted = fit(cfg.training, features, champion, cfg.naming)
         fitted.features_version = version
+        if cfg.validation.enabled:
+            fitted.validation = model_validation.validate(
+                spark, cfg, sample=fitted.sample, estimator=fitted.estimator,
+                model=fitted.model, names=fitted.names, features=features,
+            )  # fmt: skip
         with tracking.run(experiment_id) as run_id:
             if notes:
                 tracking.set_tags({"features_left_out": "; ".join(notes)})
@@ -195,12 +220,19 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         features.unpersist()
 
 
-def fit(tc: TrainingConfig, features: DataFrame, champion: champions.Champion | None) -> Fitted:
+def fit(
+    tc: TrainingConfig,
+    features: DataFrame,
+    champion: champions.Champion | None,
+    naming: NamingConfig | None = None,
+) -> Fitted:
     """Choose k on a sample, fit on all customers, number segments as the champion did."""
+    naming = naming or NamingConfig()
     customers = features.count()
     est = estimator(tc)
     scaling = est.fit_scaling(features)
-    selection = select_k(tc, est, features, scaling)
+    sample = selection_sample(tc, features, scaling)
+    selection = select_k(tc, sample)
     log.info("model selection: %s", selection.reason)
     model, final_seed = final_fit(tc, est, features, scaling, selection)
     centers, sizes = model.by_cluster()
@@ -212,14 +244,17 @@ def fit(tc: TrainingConfig, features: DataFrame, champion: champions.Champion | 
     )  # fmt: skip
     model = model.with_segment_ids(matched.cluster_to_segment)
     assigned = model.transform(features).cache()
-    profiles = profiling.profile_segments(assigned, drift.numeric_features(features))
+    profiles = profiling.profile_segments(
+        assigned, drift.numeric_features(features), percentiles=(naming.high_value_percentile,)
+    )
+    rules = profiling.NamingRules(**naming.model_dump())
     names = matching.stable_names(
-        profiling.name_segments(profiles), matched.kept, champion.names if champion else {}
+        profiling.name_segments(profiles, rules), matched.kept, champion.names if champion else {}
     )
     return Fitted(
         features=features, features_version=None, customers=customers, selection=selection,
         model=model, final_seed=final_seed, matched=matched, champion=champion,
-        assigned=assigned, profiles=profiles, names=names,
+        assigned=assigned, profiles=profiles, names=names, estimator=est, sample=sample,
     )  # fmt: skip
 
 
@@ -239,6 +274,9 @@ def _record_and_write(
         profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,
         seed=cfg.training.seed,
     )  # fmt: skip
+    if fitted.validation is not None:
+        explained.pictures["validation"] = report.validation_png(fitted.validation, fitted.names)
+        model_validation.log_validation(fitted.validation)
     model_report.log_explanation(explained, cfg.explain)
     _record_segments(cfg, fitted)
     model_uri, version = tracking.log_spark_model(
@@ -273,7 +311,8 @@ def _record_and_write(
             model_report.ReportContext(tc.registered_model, version, run_id, fc.as_of,
                                        fitted.customers),
             selection=fitted.selection, features=fitted.model.scaling.features,
-            profiles=fitted.profiles, names=fitted.names, labels=labels,
+            profiles=fitted.profiles, names=fitted.names, validation=fitted.validation,
+            labels=labels,
         )  # fmt: skip
     return TrainResult(
         as_of=fc.as_of, run_id=run_id, experiment_id=experiment_id,
@@ -282,7 +321,7 @@ def _record_and_write(
         customers=fitted.customers, matching=fitted.matched,
         previous_version=fitted.champion.version if fitted.champion else None,
         publication=publication, ari_vs_truth=ari, paths=paths, explanation=explained,
-        dimension=dimension,
+        validation=fitted.validation, dimension=dimension,
     )  # fmt: skip
 
 
@@ -319,7 +358,9 @@ def _record_training(cfg: AppConfig, fitted: Fitted) -> None:
          "final_fit_seed": fitted.final_seed, "features": ",".join(t.features),
          "transforms": ",".join(f"{f}:{tr}" for f, tr in transforms),
          "selection_sample_rows": sel.sample_rows, "min_segment_share": t.min_segment_share,
-         "silhouette_tolerance": t.silhouette_tolerance,
+         "silhouette_tolerance": t.silhouette_tolerance, "k_rule": t.k_rule, "k": t.k,
+         "stable_jaccard": t.stable_jaccard,
+         "selection_bootstrap_samples": t.selection_bootstrap_samples,
          "match_max_distance": t.match_max_distance,
          "previous_model_version": champion.version if champion else "none",
          "as_of": cfg.features.as_of.isoformat(),
@@ -328,13 +369,14 @@ def _record_training(cfg: AppConfig, fitted: Fitted) -> None:
     )  # fmt: skip
     tracking.log_json(flatten(to_dict(cfg)), "config/resolved_config.json")
     for c in sel.candidates:
-        tracking.log_metrics(
-            {"silhouette": c.silhouette, "cost": c.cost, "min_segment_share": c.min_share},
-            step=c.k,
-        )
+        per_k = {"silhouette": c.silhouette, "cost": c.cost, "min_segment_share": c.min_share,
+                 "calinski_harabasz": c.calinski_harabasz}  # fmt: skip
+        if c.worst_jaccard is not None:
+            per_k["worst_jaccard"] = c.worst_jaccard
+        tracking.log_metrics(per_k, step=c.k)
         tracking.log_metrics({f"silhouette_k{c.k}": c.silhouette, f"cost_k{c.k}": c.cost})
     tracking.log_metrics({"chosen_k": sel.chosen_k, "customers": fitted.customers})
-    tracking.set_tags({"k_selection_reason": sel.reason})
+    tracking.set_tags({"k_selection_reason": sel.reason, "k_selection_rule": sel.rule})
     for seg in fitted.profiles.segments:
         tracking.log_metrics(
             {
@@ -344,7 +386,12 @@ def _record_training(cfg: AppConfig, fitted: Fitted) -> None:
         )
     candidates = [dataclasses.asdict(c) | {"min_share": c.min_share} for c in sel.candidates]
     tracking.log_json(
-        {"chosen_k": sel.chosen_k, "reason": sel.reason, "candidates": candidates},
+        {
+            "chosen_k": sel.chosen_k,
+            "rule": sel.rule,
+            "reason": sel.reason,
+            "candidates": candidates,
+        },
         "k_selection.json",
     )
 
@@ -397,6 +444,8 @@ def _version_writes(
     tracking.log_json({str(k): v for k, v in fitted.names.items()}, "profiles/segment_names.json")
     snapshot = {tables.MODEL_NAME: lineage.model_name, tables.MODEL_VERSION: lineage.model_version}
     frames = [(tables.PROFILES, profiles)]
+    if fitted.validation is not None:
+        frames.append((tables.VALIDATION, model_validation.rows(spark, fitted.validation, lineage)))
     if explained.composition is not None:
         rows = model_report.composition_rows(spark, explained.composition, fitted.names)
         frames.append((tables.COMPOSITION, tables.with_lineage(rows, lineage, tables.COMPOSITION)))

@@ -1,0 +1,169 @@
+"""Outcome validation of a training: which window, which segments, which events.
+
+``backtest`` (default): the newest ``as_of`` has no future yet, so the same model configuration
+is fitted on features as of ``as_of - h`` (computed from the events, never written), its
+segments are matched to the trained model's (Hungarian matching of centres, so the ids are the
+trained ones) and judged on ``(as_of - h, as_of]``. ``forward``: the trained segments of
+``as_of`` judged on ``(as_of, as_of + h]``, once those events exist. The outcome never feeds
+the model. Too little history, or no future yet, skips the check with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation import clustering, matching, outcomes, parsing, quality, sources
+from segmentation import features as feat
+from segmentation.config import AppConfig
+from segmentation.errors import SegmentationError
+from segmentation.validation import Measure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutcomeCheck:
+    """The outcome measures, or the reason there are none."""
+
+    measures: tuple[Measure, ...] = ()
+    window: outcomes.OutcomeWindow | None = None
+    skipped: str | None = None
+
+
+def run(
+    spark: SparkSession,
+    cfg: AppConfig,
+    *,
+    estimator: clustering.SegmentationKMeans,
+    model: clustering.SegmentModel,
+    names: dict[int, str],
+    features: DataFrame,
+) -> OutcomeCheck:
+    """Outcome measures of the trained ``model`` (``validation.outcome``).
+
+    Args:
+        estimator: the training's estimator (the backtest refits its configuration).
+        model: the trained model with its final segment ids; names: their names.
+        features: the training snapshot's customer features (forward mode assigns them).
+    """
+    if cfg.validation.outcome.mode == "none":
+        return OutcomeCheck(skipped="validation.outcome.mode is none")
+    try:
+        events, present = _clean_events(spark, cfg)
+    except SegmentationError as exc:
+        return OutcomeCheck(skipped=f"the events cannot be read for the outcome check: {exc}")
+    try:
+        return _check(cfg, events, present, estimator=estimator, model=model, names=names,
+                      features=features)  # fmt: skip
+    finally:
+        events.unpersist()
+
+
+def _check(
+    cfg: AppConfig,
+    events: DataFrame,
+    present: frozenset[str],
+    *,
+    estimator: clustering.SegmentationKMeans,
+    model: clustering.SegmentModel,
+    names: dict[int, str],
+    features: DataFrame,
+) -> OutcomeCheck:
+    oc, as_of = cfg.validation.outcome, cfg.features.as_of
+    first, last = _event_days(events, cfg.input.events.time_zone)
+    h = dt.timedelta(days=oc.horizon_days)
+    if oc.mode == "forward":
+        if last is None or last < as_of + h:
+            return OutcomeCheck(
+                skipped=f"no complete outcome window yet: events end on {last}, the window "
+                f"({as_of}, {as_of + h}] needs them up to {as_of + h}"
+            )
+        window = outcomes.OutcomeWindow(as_of, as_of + h, "forward")
+        assignment = model.transform(features)
+    else:
+        start = as_of - h
+        needed = start - dt.timedelta(days=oc.min_history_days)
+        if first is None or first > needed:
+            return OutcomeCheck(
+                skipped=f"too little history for a backtest: events start on {first}, a model "
+                f"as of {start} (as_of - validation.outcome.horizon_days) needs them from "
+                f"{needed} (validation.outcome.min_history_days)"
+            )
+        window = outcomes.OutcomeWindow(start, as_of, "backtest")
+        past = _backtest_assignment(cfg, events, present, estimator, model, names, start)
+        if past is None:
+            return OutcomeCheck(skipped=f"too few customers as of {start} for {model.k} segments")
+        assignment = past
+    rows = outcomes.customer_outcomes(
+        events, assignment, window, time_zone=cfg.input.events.time_zone
+    ).cache()
+    try:
+        return OutcomeCheck(tuple(outcomes.measures(rows)), window)
+    finally:
+        rows.unpersist()
+
+
+def _clean_events(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, frozenset[str]]:
+    """The usable events, de-duplicated, as the feature job sees them (cached), and which
+    optional columns the user's data has."""
+    q, as_of, zone = cfg.quality, cfg.features.as_of, cfg.input.events.time_zone
+    source = sources.read_events(spark, cfg.input.events, cfg.events_path())
+    latest = as_of + dt.timedelta(days=max(q.max_days_after_as_of, 0))
+    # The feature job's duplicate rule; only `auto` needs to know whether times have a time of day.
+    day_level = q.duplicates == "auto" and source.counts().day_level
+    split = quality.split_events(
+        source.events, earliest=q.earliest_event_date, latest=latest, time_zone=zone,
+        duplicates=quality.duplicate_rule(q.duplicates, day_level=day_level),
+    )  # fmt: skip
+    return split.clean.cache(), source.present
+
+
+def _event_days(events: DataFrame, time_zone: str) -> tuple[dt.date | None, dt.date | None]:
+    day = parsing.local_date(F.col("event_time"), time_zone)
+    row = events.agg(F.min(day), F.max(day)).first()
+    return (row[0], row[1]) if row is not None else (None, None)
+
+
+def _backtest_assignment(
+    cfg: AppConfig,
+    events: DataFrame,
+    present: frozenset[str],
+    estimator: clustering.SegmentationKMeans,
+    model: clustering.SegmentModel,
+    names: dict[int, str],
+    start: dt.date,
+) -> DataFrame | None:
+    """Customers as of ``start`` assigned by the same configuration fitted then, with the
+    trained model's segment ids (None: fewer customers than segments)."""
+    fc = cfg.features
+    levels = {"category": fc.categories, "channel": fc.channels, "device": fc.devices}
+    wanted = [c for c, lv in levels.items() if lv is None and c in present]
+    discovered = feat.discover_all_levels(events, wanted, max_levels=fc.max_levels)
+    past = feat.compute_features(
+        events, as_of=start, windows_days=fc.windows_days, trend_window_days=fc.trend_window_days,
+        categories=levels["category"] or discovered.get("category", ()),
+        channels=levels["channel"] or discovered.get("channel", ()),
+        devices=levels["device"] or discovered.get("device", ()),
+        with_discount="discount" in present, time_zone=cfg.input.events.time_zone,
+    ).cache()  # fmt: skip
+    if past.count() <= model.k:
+        past.unpersist()
+        return None
+    fitted = estimator.copy(k=model.k).fit(past)
+    centers = model.centers_original()
+    known = [
+        matching.KnownSegment(sid, names[sid], dict(zip(model.scaling.features, c, strict=True)))
+        for sid, c in centers.items()
+    ]
+    cs, sizes = fitted.by_cluster()
+    matched = matching.match_segments(
+        scaling=fitted.scaling, new_centers_scaled=cs, new_sizes=sizes, previous=known,
+        previous_max_id=max(centers), max_distance=math.inf,
+    )  # fmt: skip
+    return fitted.with_segment_ids(matched.cluster_to_segment).transform(past)

@@ -1,0 +1,89 @@
+"""Outcome validation against hand-computed values and independent implementations (scipy's
+Wilson interval, chi-square and Kruskal-Wallis)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+from scipy import stats
+
+from segmentation import outcomes
+
+T = dt.date(2025, 9, 30)
+WINDOW = outcomes.OutcomeWindow(T, dt.date(2025, 12, 29), "backtest")
+
+
+@pytest.fixture(scope="module")
+def example(spark):
+    # Segment 1: a (orders 10 + 30 in the window, one return), b (an order the day before the
+    # window: not counted), c (nothing). Segment 2: d (order 100), e (order 50 on the window's
+    # last day), f (an order the day after the window: not counted).
+    events = spark.createDataFrame(
+        [("a", dt.datetime(2025, 10, 1, 0, 0), 10.0, "order"),
+         ("a", dt.datetime(2025, 11, 5, 9, 0), 30.0, "order"),
+         ("a", dt.datetime(2025, 11, 6, 9, 0), 30.0, "return"),
+         ("b", dt.datetime(2025, 9, 30, 23, 59), 99.0, "order"),
+         ("d", dt.datetime(2025, 12, 1, 8, 0), 100.0, "order"),
+         ("d", dt.datetime(2025, 12, 2, 8, 0), 0.0, "visit"),
+         ("e", dt.datetime(2025, 12, 29, 23, 0), 50.0, "order"),
+         ("f", dt.datetime(2025, 12, 30, 0, 0), 70.0, "order")],
+        "customer_id string, event_time timestamp, amount double, event_type string",
+    )  # fmt: skip
+    assignment = spark.createDataFrame(
+        [("a", 1), ("b", 1), ("c", 1), ("d", 2), ("e", 2), ("f", 2)],
+        "customer_id string, segment_id int",
+    )
+    rows = outcomes.customer_outcomes(events, assignment, WINDOW)
+    return {r["customer_id"]: r.asDict() for r in rows.collect()}, rows
+
+
+def test_customer_outcomes_count_only_the_window(example):
+    per, _ = example
+    assert per["a"] == {"customer_id": "a", "segment_id": 1, "purchased": 1, "revenue": 40.0,
+                        "returned": 1}  # fmt: skip
+    assert (per["b"]["purchased"], per["b"]["revenue"]) == (0, 0.0)
+    assert (per["c"]["purchased"], per["c"]["revenue"], per["c"]["returned"]) == (0, 0.0, 0)
+    assert (per["d"]["purchased"], per["d"]["revenue"]) == (1, 100.0)
+    assert (per["e"]["purchased"], per["e"]["revenue"]) == (1, 50.0)
+    assert (per["f"]["purchased"], per["f"]["revenue"]) == (0, 0.0)
+
+
+def test_measures_per_segment_with_intervals(example):
+    _, rows = example
+    ms = {(m.segment_id, m.measure): m for m in outcomes.measures(rows)}
+    share1, share2 = ms[(1, "outcome_purchase_share")], ms[(2, "outcome_purchase_share")]
+    assert share1.value == pytest.approx(1 / 3) and share2.value == pytest.approx(2 / 3)
+    wilson = stats.binomtest(1, 3).proportion_ci(confidence_level=0.95, method="wilson")
+    assert (share1.ci_lower, share1.ci_upper) == pytest.approx((wilson.low, wilson.high))
+    assert ms[(None, "outcome_purchase_share")].value == pytest.approx(3 / 6)
+    revenue = ms[(2, "outcome_revenue_per_customer")]
+    assert revenue.value == pytest.approx(50.0)  # (100 + 50 + 0) / 3
+    sd = math.sqrt(((100 - 50) ** 2 + 0 + (0 - 50) ** 2) / 2)  # sample sd = 50
+    half = 1.959963984540054 * sd / math.sqrt(3)
+    assert (revenue.ci_lower, revenue.ci_upper) == pytest.approx((50 - half, 50 + half))
+    assert ms[(1, "outcome_return_rate")].value == pytest.approx(1 / 3)
+    assert ms[(2, "outcome_return_rate")].value == 0.0
+    assert ms[(1, "outcome_customers")].value == 3.0
+
+
+def test_tests_equal_scipy(example):
+    _, rows = example
+    ms = {m.measure: m for m in outcomes.measures(rows) if m.segment_id is None}
+    # Segments x purchased: [[1, 2], [2, 1]] -> chi-square 2/3 by hand (expected 1.5 each).
+    assert ms["outcome_purchase_chi2"].value == pytest.approx(2 / 3)
+    assert ms["outcome_purchase_cramers_v"].value == pytest.approx(math.sqrt((2 / 3) / 6))
+    assert ms["outcome_purchase_chi2"].verdict == "no difference found"
+    h, p = stats.kruskal([40.0, 0.0, 0.0], [100.0, 50.0, 0.0])
+    assert ms["outcome_revenue_kruskal_h"].value == pytest.approx(h)
+    assert ms["outcome_revenue_p_value"].value == pytest.approx(p)
+    assert ms["outcome_revenue_epsilon_squared"].value == pytest.approx(h / 5)
+
+
+def test_wilson_of_zero_and_all():
+    assert outcomes.wilson(0, 10)[0] == 0.0
+    low, high = outcomes.wilson(10, 10)
+    assert high == pytest.approx(1.0) and low == pytest.approx(
+        stats.binomtest(10, 10).proportion_ci(method="wilson").low
+    )
