@@ -378,3 +378,12 @@ def test_build_features_reports_input_columns_and_the_dimension_match(spark, tmp
     assert metrics["customers_dimension_match_share"] == 1.0
     text = summaries.features(result, cfg)
     assert "amount" in text and "1 of 1 customers (100.0%) found in the customers dimension" in text
+
+
+@pytest.mark.parametrize(
+    ("configured", "day_level", "rule"),
+    [("auto", True, "event_id"), ("auto", False, "exact"), ("exact", True, "exact"),
+     ("event_id", False, "event_id"), ("off", True, "off")],
+)  # fmt: skip
+def test_duplicate_rule_auto_keeps_copies_only_of_day_level_events(configured, day_level, rule):
+    assert quality.duplicate_rule(configured, day_level=day_level) == rule
