@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import clustering, matching, outcomes, quality, sources
+from segmentation import clustering, matching, outcomes, parsing, quality, sources
 from segmentation import features as feat
 from segmentation.config import AppConfig
 from segmentation.errors import SegmentationError
@@ -76,7 +76,7 @@ def _check(
     features: DataFrame,
 ) -> OutcomeCheck:
     oc, as_of = cfg.validation.outcome, cfg.features.as_of
-    first, last = _event_days(events)
+    first, last = _event_days(events, cfg.input.events.time_zone)
     h = dt.timedelta(days=oc.horizon_days)
     if oc.mode == "forward":
         if last is None or last < as_of + h:
@@ -100,7 +100,9 @@ def _check(
         if past is None:
             return OutcomeCheck(skipped=f"too few customers as of {start} for {model.k} segments")
         assignment = past
-    rows = outcomes.customer_outcomes(events, assignment, window).cache()
+    rows = outcomes.customer_outcomes(
+        events, assignment, window, time_zone=cfg.input.events.time_zone
+    ).cache()
     try:
         return OutcomeCheck(tuple(outcomes.measures(rows)), window)
     finally:
@@ -110,15 +112,21 @@ def _check(
 def _clean_events(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, frozenset[str]]:
     """The usable events, de-duplicated, as the feature job sees them (cached), and which
     optional columns the user's data has."""
-    q, as_of = cfg.quality, cfg.features.as_of
+    q, as_of, zone = cfg.quality, cfg.features.as_of, cfg.input.events.time_zone
     source = sources.read_events(spark, cfg.input.events, cfg.events_path())
     latest = as_of + dt.timedelta(days=max(q.max_days_after_as_of, 0))
-    split = quality.split_events(source.events, earliest=q.earliest_event_date, latest=latest)
+    # The feature job's duplicate rule; only `auto` needs to know whether times have a time of day.
+    day_level = q.duplicates == "auto" and source.counts().day_level
+    split = quality.split_events(
+        source.events, earliest=q.earliest_event_date, latest=latest, time_zone=zone,
+        duplicates=quality.duplicate_rule(q.duplicates, day_level=day_level),
+    )  # fmt: skip
     return split.clean.cache(), source.present
 
 
-def _event_days(events: DataFrame) -> tuple[dt.date | None, dt.date | None]:
-    row = events.agg(F.min(F.to_date("event_time")), F.max(F.to_date("event_time"))).first()
+def _event_days(events: DataFrame, time_zone: str) -> tuple[dt.date | None, dt.date | None]:
+    day = parsing.local_date(F.col("event_time"), time_zone)
+    row = events.agg(F.min(day), F.max(day)).first()
     return (row[0], row[1]) if row is not None else (None, None)
 
 
@@ -142,7 +150,7 @@ def _backtest_assignment(
         categories=levels["category"] or discovered.get("category", ()),
         channels=levels["channel"] or discovered.get("channel", ()),
         devices=levels["device"] or discovered.get("device", ()),
-        with_discount="discount" in present,
+        with_discount="discount" in present, time_zone=cfg.input.events.time_zone,
     ).cache()  # fmt: skip
     if past.count() <= model.k:
         past.unpersist()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from segmentation import matching, tracking
-from segmentation.config import TrackingConfig
+from segmentation.config import TrackingConfig, mask_uri
 from segmentation.errors import InputError
 
 
@@ -29,6 +29,7 @@ def load(tc: TrackingConfig) -> Champion | None:
 
     Raises:
         InputError: the version has no segments artifact (it was not trained by this job).
+        SegmentationError: the registry failed (anything but "no such model or alias").
     """
     current = tracking.alias_version(tc.registered_model, tc.alias)
     if current is None:
@@ -58,7 +59,8 @@ def require(tc: TrackingConfig) -> Champion:
     if champion is None:
         raise InputError(
             f"no model under {tc.registered_model}@{tc.alias} (tracking.registered_model, "
-            "tracking.alias): train one with tracking.promote=true, or promote a trained "
-            "version with `make promote VERSION=<n>`"
+            f"tracking.alias) in the registry at {mask_uri(tc.tracking_uri)} "
+            "(tracking.tracking_uri): train one with tracking.promote=true, or promote a trained "
+            "version with `make promote CONFIG=<your config> VERSION=<n>`"
         )
     return champion

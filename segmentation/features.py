@@ -1,16 +1,22 @@
 """Per-customer behavioural features as of a date, with Spark built-ins only.
 
 One pass over the events: they are first aggregated to one row per customer and day (which
-also yields active days without a distinct count), then to one row per customer. Events after
-the end of ``as_of`` never count. All "days ago" figures count whole days back from ``as_of``;
-a window of ``w`` days holds ``as_of`` and the ``w - 1`` days before it.
+also yields active days without a distinct count), then to one row per customer. Days are
+calendar days of the business's time zone (``input.events.time_zone``): an event counts on its
+local day, and events after the end of the local day ``as_of`` never count. All "days ago"
+figures count whole local days back from ``as_of``; a window of ``w`` days holds ``as_of`` and
+the ``w - 1`` days before it.
 
 Feature definitions (customers with at least one usable event up to ``as_of``):
 
 * ``recency_days``: days since the last order; with no order, days since the first event.
 * ``tenure_days``: days since the first event of any type.
 * ``frequency``: orders; ``orders_<w>d`` orders in the last ``w`` days.
-* ``monetary_total``: order amount; ``monetary_<w>d`` in the last ``w`` days.
+* ``monetary_total``: order amount; ``monetary_<w>d`` in the last ``w`` days (gross spend).
+* ``monetary_net``: order amount minus returned amount; ``monetary_net_<w>d`` in the last
+  ``w`` days (a return counts on its own day, whatever the sign of its amount).
+* ``has_purchase``: 1 with at least one order up to ``as_of``, else 0 (then ``recency_days``
+  counts from the first event and every spend feature is 0).
 * ``avg_order_value``: ``monetary_total / frequency`` (0 without orders).
 * ``active_days``: days with any event.
 * ``ipi_mean_days`` / ``ipi_std_days`` / ``ipi_max_days``: statistics of the gaps between
@@ -23,18 +29,23 @@ Feature definitions (customers with at least one usable event up to ``as_of``):
 * ``category_share_<c>``: share of order amount in category ``c`` (``other`` holds the rest;
   the shares sum to 1 for customers with order amount, else all 0).
 * ``channel_share_<c>`` / ``device_share_<d>``: share of events (any type) by channel / device.
+
+Level columns are named by :func:`level_name` (unique and stable for any label); each carries
+its raw label in the column's metadata (kept by Delta), read back by :func:`level_labels`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from segmentation import tables
+from segmentation import parsing, tables
 from segmentation.sources import ORDER, RETURN
 
 CUSTOMER_ID = tables.CUSTOMER_ID
@@ -45,6 +56,8 @@ RECENCY = "recency_days"
 TENURE = "tenure_days"
 FREQUENCY = "frequency"
 MONETARY = "monetary_total"
+MONETARY_NET = "monetary_net"
+HAS_PURCHASE = "has_purchase"
 AOV = "avg_order_value"
 ACTIVE_DAYS = "active_days"
 IPI_MEAN = "ipi_mean_days"
@@ -56,9 +69,60 @@ DISCOUNT_SHARE = "discount_share"
 
 
 def level_name(prefix: str, level: str) -> str:
-    """Column name for one level of a categorical mix, e.g. ``category_share_home``."""
-    clean = re.sub(r"[^a-z0-9]+", "_", level.lower()).strip("_") or "blank"
-    return f"{prefix}_share_{clean}"
+    """Column name for one level of a categorical mix, unique and the same in every run.
+
+    A label made of lower-case ASCII letters and digits (single underscores between) is its own
+    name: ``category_share_home``. Any other label gets its ASCII slug plus the first 8 hex
+    digits of the SHA-1 of its UTF-8 text after a double underscore, which no plain name
+    contains: ``Home & Garden`` -> ``category_share_home_garden__<hash>``, ``家居`` ->
+    ``category_share__<hash>``. The raw label is kept in the column's metadata.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "_", level.lower()).strip("_")
+    if slug and slug == level:
+        return f"{prefix}_share_{slug}"
+    digest = hashlib.sha1(level.encode("utf-8")).hexdigest()[:8]
+    return f"{prefix}_share_{slug}__{digest}" if slug else f"{prefix}_share__{digest}"
+
+
+@dataclass(frozen=True)
+class LevelLabel:
+    """The raw label behind a level column, and the input column it comes from."""
+
+    column: str
+    label: str
+
+    def text(self) -> str:
+        """For people: ``category: Home & Garden``."""
+        return f"{self.column}: {self.label}"
+
+
+def level_labels(features: DataFrame) -> dict[str, LevelLabel]:
+    """Level column -> its raw label, from the columns' metadata (``compute_features`` sets
+    it; Delta keeps it)."""
+    out = {}
+    for field in features.schema.fields:
+        meta = field.metadata or {}
+        if "label" in meta and "source_column" in meta:
+            out[field.name] = LevelLabel(str(meta["source_column"]), str(meta["label"]))
+    return out
+
+
+def display_name(column: str, labels: Mapping[str, LevelLabel]) -> str:
+    """A feature as people read it: a level column whose name is not its label shows the raw
+    label too (``category_share__1a2b3c4d (category: 家居)``); other columns, their name."""
+    found = labels.get(column)
+    if found is None or column == f"{found.column}_share_{found.label}":
+        return column
+    return f"{column} ({found.text()})"
+
+
+def _level_columns(prefix: str, levels: Sequence[str]) -> dict[str, str]:
+    """Level -> column name; two levels with one name (a hash collision) are an error."""
+    names = {level: level_name(prefix, level) for level in levels}
+    if len(set(names.values())) < len(names):
+        clash = sorted(lv for lv in levels if list(names.values()).count(names[lv]) > 1)
+        raise ValueError(f"{prefix} levels {clash} give the same column name; rename one")
+    return names
 
 
 def discover_levels(events: DataFrame, column: str, *, max_levels: int) -> tuple[str, ...]:
@@ -123,8 +187,9 @@ def compute_features(
     channels: Sequence[str] = (),
     devices: Sequence[str] = (),
     with_discount: bool = True,
+    time_zone: str = parsing.UTC,
 ) -> DataFrame:
-    """One row per customer with the features above, as of the end of ``as_of``.
+    """One row per customer with the features above, as of the end of the local day ``as_of``.
 
     Args:
         events: canonical events (``sources.CANONICAL_SCHEMA``), usable rows only.
@@ -135,13 +200,24 @@ def compute_features(
         channels: channel levels for ``channel_share_*``; empty: none.
         devices: device levels for ``device_share_*``; empty: none.
         with_discount: compute ``discount_share`` (the events have a discount column).
+        time_zone: the IANA zone whose calendar days count (``input.events.time_zone``).
 
     Returns:
-        ``customer_id``, ``as_of`` and the feature columns, in a fixed order.
+        ``customer_id``, ``as_of`` and the feature columns, in a fixed order; level columns
+        carry their raw label in their metadata.
+
+    Raises:
+        ValueError: two levels of one column would get the same column name.
     """
     # "other" collects every category not listed; listing it as well would name it twice.
     categories = tuple(c for c in categories if c != OTHER_LEVEL)
-    daily = _daily(events, as_of, categories, channels, devices)
+    for prefix, levels in (
+        ("category", (*categories, OTHER_LEVEL)),
+        ("channel", channels),
+        ("device", devices),
+    ):
+        _level_columns(prefix, levels)
+    daily = _daily(events, as_of, categories, channels, devices, time_zone)
     gaps = _with_order_gaps(daily)
     per_customer = _per_customer(
         gaps, windows_days, trend_window_days, categories, channels, devices
@@ -149,6 +225,17 @@ def compute_features(
     return _finalise(
         per_customer, as_of, windows_days, categories, channels, devices, with_discount
     )
+
+
+def required_input(feature: str) -> str | None:
+    """The optional input column (``input.events.columns.<name>``) a feature is computed
+    from, or None when the required columns suffice: ``discount_share`` needs ``discount``,
+    ``category_share_*`` ``category``, ``channel_share_*`` ``channel``, ``device_share_*``
+    ``device``."""
+    if feature == DISCOUNT_SHARE:
+        return "discount"
+    prefix, sep, _ = feature.partition("_share_")
+    return prefix if sep and prefix in ("category", "channel", "device") else None
 
 
 def feature_columns(df: DataFrame) -> list[str]:
@@ -162,12 +249,12 @@ def _daily(
     categories: Sequence[str],
     channels: Sequence[str],
     devices: Sequence[str],
+    time_zone: str,
 ) -> DataFrame:
-    end_exclusive = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    event_date = parsing.local_date(F.col("event_time"), time_zone)
     is_order = F.col("event_type") == ORDER
     is_return = F.col("event_type") == RETURN
     amount = F.abs(F.col("amount"))
-    in_snapshot = F.col("event_time") < F.lit(end_exclusive)
     known_categories = F.col("category").isin(*categories) if categories else F.lit(False)
     aggregates = [
         F.count(F.lit(1)).alias("events"),
@@ -197,8 +284,8 @@ def _daily(
         if levels:
             aggregates.append(F.count(F.col(column)).alias(f"{prefix}_known_events"))
     return (
-        events.where(in_snapshot)
-        .withColumn("event_date", F.to_date(F.col("event_time")))
+        events.withColumn("event_date", event_date)
+        .where(F.col("event_date") <= F.lit(as_of))
         .groupBy(CUSTOMER_ID, "event_date")
         .agg(*aggregates)
         .withColumn("days_ago", F.datediff(F.lit(as_of), F.col("event_date")))
@@ -252,6 +339,7 @@ def _per_customer(
             F.when((days_ago >= t) & (days_ago < 2 * t), F.col("order_amount")).otherwise(0.0)
         ).alias("trend_earlier"),
     ]
+    net = F.col("order_amount") - F.col("return_amount")
     for w in windows_days:
         aggregates.append(
             F.sum(F.when(days_ago < w, F.col("orders")).otherwise(0)).alias(f"orders_{w}d")
@@ -260,6 +348,9 @@ def _per_customer(
             F.sum(F.when(days_ago < w, F.col("order_amount")).otherwise(0.0)).alias(
                 f"monetary_{w}d"
             )
+        )
+        aggregates.append(
+            F.sum(F.when(days_ago < w, net).otherwise(0.0)).alias(f"{MONETARY_NET}_{w}d")
         )
     level_cols = [level_name("category", c) for c in categories]
     if categories:
@@ -305,6 +396,12 @@ def _finalise(
     columns += [
         F.col(f"monetary_{w}d").cast("double").alias(f"monetary_{w}d") for w in windows_days
     ]
+    columns.append((monetary - F.col("return_amount")).cast("double").alias(MONETARY_NET))
+    columns += [
+        F.col(f"{MONETARY_NET}_{w}d").cast("double").alias(f"{MONETARY_NET}_{w}d")
+        for w in windows_days
+    ]
+    columns.append((frequency > 0).cast("long").alias(HAS_PURCHASE))
     gap_mean = F.when(censored, since_first_order).otherwise(F.col("gap_mean"))
     gap_std = F.when(censored, 0.0).otherwise(F.col("gap_std"))
     gap_max = F.when(censored, since_first_order).otherwise(F.col("gap_max"))
@@ -321,13 +418,19 @@ def _finalise(
         columns.append(_ratio(F.col("discounted_orders"), frequency).alias(DISCOUNT_SHARE))
     if categories:
         columns += [
-            _ratio(F.col(level_name("category", c)), monetary).alias(level_name("category", c))
+            _labelled(_ratio(F.col(level_name("category", c)), monetary), "category", c)
             for c in (*categories, OTHER_LEVEL)
         ]
     for prefix, levels in (("channel", channels), ("device", devices)):
         known = F.col(f"{prefix}_known_events")
         columns += [
-            _ratio(F.col(level_name(prefix, lvl)), known).alias(level_name(prefix, lvl))
-            for lvl in levels
+            _labelled(_ratio(F.col(level_name(prefix, lvl)), known), prefix, lvl) for lvl in levels
         ]
     return per_customer.select(*columns)
+
+
+def _labelled(value: Column, prefix: str, level: str) -> Column:
+    """A level column named by :func:`level_name`, its raw label in the column's metadata."""
+    return value.alias(
+        level_name(prefix, level), metadata={"label": level, "source_column": prefix}
+    )

@@ -22,6 +22,7 @@ from segmentation import (
     tracking,
 )
 from segmentation.config import ExplainConfig, StorageConfig, join_path
+from segmentation.features import LevelLabel
 from segmentation.validation import Validation
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,13 @@ def write_report(
     profiles: profiling.Profiles,
     names: Mapping[int, str],
     validation: Validation | None = None,
+    labels: Mapping[str, LevelLabel] | None = None,
 ) -> str:
-    """The HTML report, logged to MLflow and written under ``<warehouse>/reports/``."""
+    """The HTML report, logged to MLflow and written under ``<warehouse>/reports/``.
+
+    ``labels``: the raw labels of level columns (``features.level_labels``), shown with their
+    column names.
+    """
     html = report.render_html(
         report.ReportData(
             model_name=context.model_name, model_version=context.model_version,
@@ -155,7 +161,7 @@ def write_report(
             rules_per_segment=ec.rules_per_segment, composition=explained.composition,
             pictures=explained.pictures,
             created_at=dt.datetime.now(dt.UTC).replace(microsecond=0), notes=explained.notes,
-            validation=validation, selection=selection,
+            validation=validation, selection=selection, labels=dict(labels or {}),
         )
     )  # fmt: skip
     name = (

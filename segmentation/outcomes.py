@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from scipy import stats
 
+from segmentation.parsing import UTC, local_date
 from segmentation.sources import ORDER, RETURN
 from segmentation.tables import CUSTOMER_ID, SEGMENT_ID
 from segmentation.validation import Measure
@@ -43,7 +44,9 @@ class OutcomeWindow:
         return (self.end - self.start).days
 
 
-def customer_outcomes(events: DataFrame, assignment: DataFrame, window: OutcomeWindow) -> DataFrame:
+def customer_outcomes(
+    events: DataFrame, assignment: DataFrame, window: OutcomeWindow, *, time_zone: str = UTC
+) -> DataFrame:
     """Per assigned customer: ``purchased`` (0/1), ``revenue`` and ``returned`` (0/1) in the
     window. Customers without events in it have 0, 0, 0.
 
@@ -51,8 +54,10 @@ def customer_outcomes(events: DataFrame, assignment: DataFrame, window: OutcomeW
         events: clean canonical events (``customer_id``, ``event_time``, ``amount``,
             ``event_type``).
         assignment: ``customer_id`` and ``segment_id`` as of the window's start.
+        window: the outcome days (local calendar days of ``time_zone``).
+        time_zone: the business's zone (``input.events.time_zone``), as the features count days.
     """
-    day = F.to_date("event_time")
+    day = local_date(F.col("event_time"), time_zone)
     inside = (day > F.lit(window.start)) & (day <= F.lit(window.end))
     is_order = F.col("event_type") == ORDER
     per_customer = (

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame
 
 from segmentation import clustering, model_selection, profiling
 from segmentation.explain import Composition, RuleExplanation
+from segmentation.features import LevelLabel, display_name
 from segmentation.validation import Measure, Validation
 
 _PCA_VECTOR, _PCA_OUT = "_pca_in", "_pca_out"
@@ -204,6 +205,12 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
     validation: Validation | None = None
     selection: model_selection.KSelection | None = None
+    labels: Mapping[str, LevelLabel] = field(default_factory=dict)
+    """Raw labels of level columns, shown beside the column names."""
+
+    def feature(self, name: str) -> str:
+        """A feature's name as the report shows it (with its raw label), HTML-escaped."""
+        return _e(display_name(name, self.labels))
 
 
 _CSS = """
@@ -243,13 +250,15 @@ def _n(value: float | None, digits: int = 2) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.{digits}f}"
 
 
-def _traits(seg: profiling.SegmentProfile, features: Sequence[str], n: int = 3) -> str:
-    ranked = sorted(features, key=lambda f: (-abs(seg.z(f)), f))[:n]
+def _traits(seg: profiling.SegmentProfile, data: ReportData, n: int = 3) -> str:
+    ranked = sorted(data.features, key=lambda f: (-abs(seg.z(f)), f))[:n]
     parts = []
     for f in ranked:
         z = seg.z(f)
         css = "pos" if z > 0 else "neg"
-        parts.append(f'<span class="{css}">{_e(f)} {"+" if z >= 0 else ""}{z:.1f}&sigma;</span>')
+        parts.append(
+            f'<span class="{css}">{data.feature(f)} {"+" if z >= 0 else ""}{z:.1f}&sigma;</span>'
+        )
     return ", ".join(parts)
 
 
@@ -269,7 +278,7 @@ def render_html(data: ReportData) -> str:
         seg_rows.append(
             f"<tr><td class=num>{seg.segment_id}</td><td><b>{_e(data.names[seg.segment_id])}"
             f"</b></td><td class=num>{seg.size:,}</td><td class=num>{seg.share:.1%}</td>"
-            f"<td>{_traits(seg, data.features)}</td><td>{rule_html}</td></tr>"
+            f"<td>{_traits(seg, data)}</td><td>{rule_html}</td></tr>"
         )
     pictures = "".join(
         f'<figure><img alt="{_e(name)}" src="data:image/png;base64,'
@@ -278,7 +287,7 @@ def render_html(data: ReportData) -> str:
         for name, png in data.pictures.items()
     )
     importances = "".join(
-        f"<tr><td>{_e(f)}</td><td class=num>{v:.3f}</td></tr>"
+        f"<tr><td>{data.feature(f)}</td><td class=num>{v:.3f}</td></tr>"
         for f, v in sorted(data.rules.importances.items(), key=lambda kv: (-kv[1], kv[0]))
     )
     fidelity_rows = "".join(
@@ -286,6 +295,7 @@ def render_html(data: ReportData) -> str:
         for sid, v in sorted(data.rules.segment_fidelity.items())
     )
     notes = "".join(f'<p class="flag">{_e(n)}</p>' for n in data.notes)
+    tree_features = ", ".join(map(data.feature, data.features))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Segments of {_e(data.model_name)} v{data.model_version} as of {data.as_of}</title>
@@ -302,7 +312,7 @@ def render_html(data: ReportData) -> str:
 <h2>Pictures</h2>
 <div id="pictures">{pictures}</div>
 <h2>Rules</h2>
-<p>A decision tree of depth {data.rules.max_depth} on {_e(", ".join(data.features))} reproduces
+<p>A decision tree of depth {data.rules.max_depth} on {tree_features} reproduces
 the segment of <b>{data.rules.fidelity:.1%}</b> of customers (fidelity) with
 {data.rules.leaves} rules; the table above shows the
 {data.rules_per_segment} covering the most customers per segment.</p>
@@ -381,7 +391,7 @@ def _validation_html(data: ReportData) -> str:
 
 
 def _profiles_table(data: ReportData) -> str:
-    head = "".join(f"<th>{_e(f)}</th>" for f in data.profiles.features)
+    head = "".join(f"<th>{data.feature(f)}</th>" for f in data.profiles.features)
     pop = "".join(f"<td class=num>{_n(data.profiles.population_mean[f])}</td>"
                   for f in data.profiles.features)  # fmt: skip
     rows = []

@@ -3,6 +3,11 @@
 Both are computed in Spark (a quantile aggregation and column expressions, no UDF) and give
 ``segment_id`` / ``segment_name`` per customer, so they are written to ``segment_membership``
 like a clustering model, under their own ``model_name``.
+
+RFM scores buyers only (customers with a purchase up to ``as_of``); the others get the segment
+``rfm.no_purchase_segment`` and no scores. Scores are 1 + the number of the buyers' quintile
+cut points strictly below the value (R reversed): equal values always share a score, so where
+cut points coincide some scores are given to no one, and the run says which and why.
 """
 
 from __future__ import annotations
@@ -20,16 +25,30 @@ from segmentation.errors import InputError
 
 CUSTOMER_ID = tables.CUSTOMER_ID
 R_SCORE, F_SCORE, M_SCORE = "r_score", "f_score", "m_score"
+SCORES = (R_SCORE, F_SCORE, M_SCORE)
 QUINTILES = (0.2, 0.4, 0.6, 0.8)
 
 
 @dataclass(frozen=True)
 class RfmCuts:
-    """The population's quintile cut points per measure (4 each)."""
+    """The buyers' quintile cut points per measure (4 each; none without buyers)."""
 
     recency: tuple[float, ...]
     frequency: tuple[float, ...]
     monetary: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class EmptyScore:
+    """A score (1-5) of one measure that no buyer got, and why."""
+
+    measure: str
+    """``R``, ``F`` or ``M``."""
+    score: int
+    reason: str
+
+    def text(self) -> str:
+        return f"{self.measure}{self.score}: {self.reason}"
 
 
 def segment_names(names: Sequence[str]) -> dict[int, str]:
@@ -37,32 +56,53 @@ def segment_names(names: Sequence[str]) -> dict[int, str]:
     return {i + 1: name for i, name in enumerate(dict.fromkeys(names))}
 
 
+def rfm_segment_names(cfg: RfmConfig) -> dict[int, str]:
+    """The RFM segments' ids: the map's names in order, then ``rfm.no_purchase_segment``."""
+    return segment_names([*(s.name for s in cfg.segments), cfg.no_purchase_segment])
+
+
+def is_buyer(cfg: RfmConfig) -> Column:
+    """A customer with at least one purchase: ``rfm.frequency_feature`` above 0."""
+    return F.coalesce(F.col(cfg.frequency_feature).cast("double") > 0, F.lit(False))
+
+
 def rfm_cuts(features: DataFrame, cfg: RfmConfig) -> RfmCuts:
-    """Quintile cut points of recency, frequency and monetary value (one aggregation)."""
+    """Quintile cut points of recency, frequency and monetary value over the buyers (one
+    aggregation): customers without a purchase have their own segment and never move them.
+
+    Raises:
+        InputError: a configured feature column is missing, or there are no customers.
+    """
     _require(features, [cfg.recency_feature, cfg.frequency_feature, cfg.monetary_feature], "rfm")
+    buyer = is_buyer(cfg)
     row = features.agg(
+        F.count(F.lit(1)).alias("n"),
         *[
             F.percentile_approx(
-                F.col(c).cast("double"), list(QUINTILES), cfg.quantile_accuracy
+                F.when(buyer, F.col(c).cast("double")), list(QUINTILES), cfg.quantile_accuracy
             ).alias(name)
             for name, c in (
                 ("r", cfg.recency_feature),
                 ("f", cfg.frequency_feature),
                 ("m", cfg.monetary_feature),
             )
-        ]
+        ],
     ).first()
-    if row is None or row["r"] is None:
+    if row is None or row["n"] == 0:
         raise InputError("rfm: customer_features has no rows to score")
-    return RfmCuts(tuple(row["r"]), tuple(row["f"]), tuple(row["m"]))
+    return RfmCuts(*(tuple(row[k] or ()) for k in ("r", "f", "m")))
 
 
 def _score(value: Column, cuts: Sequence[float], *, higher_is_better: bool) -> Column:
     """1 + the number of cut points strictly below the value (reversed for recency).
 
-    Equal values always get equal scores; a null counts as the worst score.
+    The tie rule: equal values always get equal scores. Where cut points coincide (most
+    customers share one value), the scores between them are given to no one (see
+    :func:`empty_scores`); a null counts as the worst score.
     """
-    above = sum((value > F.lit(float(c))).cast("int") for c in cuts)
+    above: Column = F.lit(0)
+    for c in cuts:
+        above = above + (value > F.lit(float(c))).cast("int")
     score = (F.lit(1) + above) if higher_is_better else (F.lit(len(cuts) + 1) - above)
     return F.when(value.isNull(), F.lit(1)).otherwise(score).cast("int")
 
@@ -70,30 +110,78 @@ def _score(value: Column, cuts: Sequence[float], *, higher_is_better: bool) -> C
 def score_rfm(features: DataFrame, cfg: RfmConfig, cuts: RfmCuts | None = None) -> DataFrame:
     """``customer_id``, R/F/M scores (1-5), ``segment_id`` and ``segment_name`` per customer.
 
-    The map's segments are matched in order, the first whose ranges hold all three scores
-    wins (config validation guarantees every cell has one).
+    Buyers are scored against the buyers' quintiles and get the map's segment: its segments are
+    matched in order, the first whose ranges hold all three scores wins (config validation
+    guarantees every cell has one). Customers without a purchase get no scores (null) and the
+    segment ``rfm.no_purchase_segment``, the last id.
     """
     cuts = cuts or rfm_cuts(features, cfg)
-    scored = features.select(
+    buyer = is_buyer(cfg)
+
+    def scored(feature: str, measure_cuts: Sequence[float], higher: bool) -> Column:
+        value = F.col(feature).cast("double")
+        return F.when(buyer, _score(value, measure_cuts, higher_is_better=higher))
+
+    scored_df = features.select(
         CUSTOMER_ID,
-        _score(
-            F.col(cfg.recency_feature).cast("double"), cuts.recency, higher_is_better=False
-        ).alias(R_SCORE),
-        _score(
-            F.col(cfg.frequency_feature).cast("double"), cuts.frequency, higher_is_better=True
-        ).alias(F_SCORE),
-        _score(
-            F.col(cfg.monetary_feature).cast("double"), cuts.monetary, higher_is_better=True
-        ).alias(M_SCORE),
+        scored(cfg.recency_feature, cuts.recency, False).alias(R_SCORE),
+        scored(cfg.frequency_feature, cuts.frequency, True).alias(F_SCORE),
+        scored(cfg.monetary_feature, cuts.monetary, True).alias(M_SCORE),
     )
-    ids = {name: sid for sid, name in segment_names([s.name for s in cfg.segments]).items()}
-    segment: Column = F.lit(None).cast("int")
+    ids = {name: sid for sid, name in rfm_segment_names(cfg).items()}
+    segment: Column = F.lit(ids[cfg.no_purchase_segment])
     for s in reversed(cfg.segments):
         segment = F.when(_in_cell(s), F.lit(ids[s.name])).otherwise(segment)
     names = F.create_map(*[x for name, sid in ids.items() for x in (F.lit(sid), F.lit(name))])
-    return scored.withColumn(SEGMENT_ID, segment).withColumn(
+    return scored_df.withColumn(SEGMENT_ID, segment).withColumn(
         "segment_name", F.element_at(names, F.col(SEGMENT_ID))
     )
+
+
+def score_counts(scored: DataFrame) -> dict[str, dict[int, int]]:
+    """Customers per score (1-5) of each measure, ``{"R": {1: n, ...}, ...}`` (one pass)."""
+    measures = {"R": R_SCORE, "F": F_SCORE, "M": M_SCORE}
+    row = scored.agg(
+        *[F.count(F.when(F.col(c) == s, 1)).alias(f"{m}{s}")
+          for m, c in measures.items() for s in range(1, 6)]
+    ).first()  # fmt: skip
+    assert row is not None
+    return {m: {s: int(row[f"{m}{s}"]) for s in range(1, 6)} for m in measures}
+
+
+def empty_scores(counts: dict[str, dict[int, int]], cuts: RfmCuts) -> list[EmptyScore]:
+    """The scores no buyer got, each with the reason (coinciding cuts or nobody beyond one).
+
+    A score covers the values between two neighbouring cut points (above the lower, up to the
+    upper); for recency the scores run the other way (5 = fewest days).
+    """
+    out = []
+    for measure, measure_cuts in (("R", cuts.recency), ("F", cuts.frequency),
+                                  ("M", cuts.monetary)):  # fmt: skip
+        if not measure_cuts:
+            continue
+        for score in range(1, 6):
+            if counts[measure][score]:
+                continue
+            below = 5 - score if measure == "R" else score - 1  # cut points below the values
+            out.append(EmptyScore(measure, score, _empty_reason(measure_cuts, below)))
+    return out
+
+
+def _empty_reason(cuts: Sequence[float], below: int) -> str:
+    lo = cuts[below - 1] if below >= 1 else None
+    hi = cuts[below] if below < len(cuts) else None
+    pct = [f"{int(q * 100)}%" for q in QUINTILES]
+    if lo is not None and hi is not None and lo == hi:
+        return (
+            f"the {pct[below - 1]} and {pct[below]} quintile cuts coincide at {lo:g}; tied "
+            "customers share one score (equal values always get equal scores)"
+        )
+    if hi is None:
+        return f"no customer is above the {pct[below - 1]} quintile cut {lo:g}"
+    if lo is None:
+        return f"no customer is at or below the {pct[0]} quintile cut {hi:g}"
+    return f"no customer is above {lo:g} and at or below {hi:g}"
 
 
 def _in_cell(s: RfmSegment) -> Column:

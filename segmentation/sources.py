@@ -6,6 +6,7 @@ this module sees the canonical columns of ``CANONICAL_SCHEMA``.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -16,14 +17,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segmentation import delta_tables, tables
-from segmentation.config import (
-    CustomersSourceConfig,
-    EventSourceConfig,
-    EventTypes,
-    SurveySourceConfig,
-)
+from segmentation import delta_tables, parsing, tables
+from segmentation.config import CustomersSourceConfig, EventSourceConfig, SurveySourceConfig
 from segmentation.errors import InputError, TableError
+
+log = logging.getLogger(__name__)
 
 ORDER, RETURN, VISIT, OTHER = "order", "return", "visit", "other"
 
@@ -35,12 +33,84 @@ _TEMPORAL = "timestamp, date, string or epoch number"
 _EXPECTED = {"amount": _NUMERIC, "quantity": _NUMERIC, "discount": _NUMERIC}
 
 
+ISSUE = "_issue"
+"""The parse issue of an event (a quarantine reason), carried to ``quality.split_events``."""
+
+
+@dataclass(frozen=True)
+class ColumnCounts:
+    """How the values of one mapped input column were read."""
+
+    column: str
+    """The canonical name (``amount``)."""
+    source: str
+    """The user's column name (``input.events.columns.<column>``)."""
+    parsed: int
+    null: int
+    """Missing values: null, or empty text."""
+    rejected: int
+    """Present values that cannot be interpreted (their rows are quarantined where the column
+    is needed)."""
+
+
+@dataclass(frozen=True)
+class InputCounts:
+    """Counts over all input rows, from one aggregation."""
+
+    rows: int
+    columns: tuple[ColumnCounts, ...]
+    timed: int
+    """Events whose time is not a local midnight (0: the data has days, not times of day)."""
+
+    @property
+    def day_level(self) -> bool:
+        """The events' times carry no time of day (every parsed time is a local midnight)."""
+        parsed = next((c.parsed for c in self.columns if c.column == "event_time"), 0)
+        return parsed > 0 and self.timed == 0
+
+
 @dataclass(frozen=True)
 class EventSource:
     """The events read and normalised, plus which optional columns the user's data has."""
 
     events: DataFrame
+    """The canonical columns (``CANONICAL_SCHEMA``) and the parse issue (``ISSUE``)."""
     present: frozenset[str]
+    checked: DataFrame
+    """The events with per-column flags (missing, rejected), for :meth:`counts`."""
+    mapped: dict[str, str]
+    time_zone: str = parsing.UTC
+
+    def counts(self, frame: DataFrame | None = None) -> InputCounts:
+        """Rows, per-column parsed/null/rejected counts and timed events, in one pass.
+
+        Args:
+            frame: :attr:`checked` or a frame derived from it row for row with its columns
+                (e.g. ``quality.stage_events`` of it, persisted); default :attr:`checked`.
+        """
+        time = F.col("event_time")
+        aggregates = [
+            F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(parsing.has_time_of_day(time, self.time_zone), 1)).alias("timed"),
+        ]
+        for c in self.mapped:
+            aggregates += [
+                F.count(F.when(F.col(_flag("null", c)), 1)).alias(f"null_{c}"),
+                F.count(F.when(F.col(_flag("bad", c)), 1)).alias(f"bad_{c}"),
+            ]
+        row = (self.checked if frame is None else frame).agg(*aggregates).first()
+        assert row is not None
+        rows = int(row["rows"])
+        columns = tuple(
+            ColumnCounts(c, user, rows - row[f"null_{c}"] - row[f"bad_{c}"], int(row[f"null_{c}"]),
+                         int(row[f"bad_{c}"]))
+            for c, user in self.mapped.items()
+        )  # fmt: skip
+        return InputCounts(rows=rows, columns=columns, timed=int(row["timed"]))
+
+
+def _flag(kind: str, column: str) -> str:
+    return f"_{kind}_{column}"
 
 
 def check_source(source: EventSourceConfig, path: str) -> pa.Schema | None:
@@ -72,137 +142,112 @@ def check_source(source: EventSourceConfig, path: str) -> pa.Schema | None:
 
 
 def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> EventSource:
-    """Read events from ``path`` and map them to ``CANONICAL_SCHEMA``.
+    """Read events from ``path`` and map them to ``CANONICAL_SCHEMA`` (``parsing`` reads ids,
+    numbers and times as configured in ``input.events``).
+
+    A present value that cannot be interpreted (a fractional customer id, an amount not in the
+    configured number format, a NaN quantity) gives its row an issue (``ISSUE``), which
+    ``quality.split_events`` turns into a quarantine reason.
 
     Raises:
         InputError: the path is unreadable, or a mapped column is missing or of a wrong type;
             the message names the path or the column and its config key.
     """
     check_source(source, path)
-    raw = _read_raw(spark, source, path)
-    families = {f.name: _family_spark(f.dataType) for f in raw.schema.fields}
+    raw = read_raw(spark, source, path)
+    families = {f.name: spark_family(f.dataType) for f in raw.schema.fields}
     _check_columns(source, families, path)
     mapped = source.columns.mapped()
-    by_lower = {c.lower(): c for c in raw.columns}
-
-    def col(canonical: str) -> Column | None:
-        user = mapped.get(canonical)
-        return F.col(f"`{by_lower[user.lower()]}`") if user else None
-
-    customer = col("customer_id")
-    assert customer is not None
-    amount = col("amount")
-    assert amount is not None
-    event_time = _parse_time(col("event_time"), families, mapped["event_time"], source)
-    event_type = col("event_type")
-
-    def text(canonical: str) -> Column:
-        c = col(canonical)
-        return F.lower(F.trim(c.cast("string"))) if c is not None else F.lit(None).cast("string")
-
-    def text_or_null(c: Column | None) -> Column:
-        return c.cast("string") if c is not None else F.lit(None).cast("string")
-
-    def number(canonical: str) -> Column:
-        c = col(canonical)
-        return c.try_cast("double") if c is not None else F.lit(None).cast("double")
-
-    events = raw.select(
-        F.trim(customer.cast("string")).alias("customer_id"),
-        event_time.alias("event_time"),
-        amount.try_cast("double").alias("amount"),
-        (
-            _event_type(event_type, source.event_types) if event_type is not None else F.lit(ORDER)
-        ).alias("event_type"),
-        text("category").alias("category"),
-        text("channel").alias("channel"),
-        text("device").alias("device"),
-        number("quantity").alias("quantity"),
-        number("discount").alias("discount"),
-        text_or_null(col("event_id")).alias("event_id"),
+    fields = {f.name.lower(): f for f in raw.schema.fields}
+    columns = {c: F.col(f"`{fields[user.lower()].name}`") for c, user in mapped.items()}
+    types = {c: fields[user.lower()].dataType for c, user in mapped.items()}
+    values, issues, rejected = _canonical(columns, types, source)
+    checked = raw.select(
+        *[values[c].alias(c) for c in CANONICAL_SCHEMA.names],
+        F.coalesce(*issues).alias(ISSUE),
+        *_flags(columns, rejected),
     )
-    return EventSource(events=events, present=frozenset(mapped))
+    return EventSource(
+        events=checked.select(*CANONICAL_SCHEMA.names, ISSUE), present=frozenset(mapped),
+        checked=checked, mapped=mapped, time_zone=source.time_zone,
+    )  # fmt: skip
 
 
-def read_customers(
-    spark: SparkSession, source: CustomersSourceConfig, path: str | None
-) -> DataFrame | None:
-    """The customers dimension with ``customer_id`` as a trimmed string, or None without one.
-
-    A configured path that cannot be read is an error; the generator's default table that does
-    not exist (yet) just means there is no dimension.
-
-    Raises:
-        InputError: unreadable path, missing id column, or customer ids that repeat (the
-            message gives the count and examples).
-    """
-    if path is None:
-        return None
-    if "://" not in path and not os.path.exists(path):
-        if source.path:
-            raise InputError(f"input.customers.path {path} does not exist")
-        return None
-    return _read_per_customer(spark, source, path, "customers dimension", "input.customers")
-
-
-def read_survey(spark: SparkSession, source: SurveySourceConfig, path: str) -> DataFrame:
-    """The survey table (one row per respondent), ``customer_id`` normalised as the events' ids
-    are (trimmed text); every other column as the source holds it.
-
-    Raises:
-        InputError: no table at ``path``, missing id column, or respondent ids that repeat.
-    """
-    if "://" not in path and not os.path.exists(path):
-        hint = (
-            "attitudes.survey.path" if source.path else
-            "attitudes.survey.path is null: the generator's table; run `make run` or "
-            "jobs/generate_events.py first"
-        )  # fmt: skip
-        raise InputError(f"survey table not found: {path} ({hint})")
-    return _read_per_customer(spark, source, path, "survey table", "attitudes.survey")
-
-
-def _read_per_customer(
-    spark: SparkSession,
-    source: CustomersSourceConfig | SurveySourceConfig,
-    path: str,
-    what: str,
-    key: str,
-) -> DataFrame:
-    """One row per customer: the id column as a trimmed string named ``customer_id``."""
-    raw = _read_raw(spark, source, path)
-    by_lower = {c.lower(): c for c in raw.columns}
-    id_col = by_lower.get(source.customer_id.lower())
-    if id_col is None:
-        raise InputError(
-            f"{what} {path} has no column {source.customer_id!r} ({key}.customer_id); "
-            f"columns: {', '.join(raw.columns)}"
-        )
-    rows = raw.select(
-        F.trim(F.col(f"`{id_col}`").cast("string")).alias("customer_id"),
-        *[F.col(f"`{c}`") for c in raw.columns if c != id_col and c.lower() != "customer_id"],
+def _canonical(
+    columns: dict[str, Column], types: dict[str, T.DataType], source: EventSourceConfig
+) -> tuple[dict[str, Column], list[Column], dict[str, Column]]:
+    """The canonical value of every column, the parse issues, and per mapped column the
+    condition under which a present value is rejected."""
+    fmt = parsing.NumberFormat(
+        source.decimal_separator, source.thousands_separator, source.currency_symbols
     )
-    repeated = (
-        rows.where(F.col("customer_id").isNotNull())
-        .groupBy("customer_id")
-        .count()
-        .where(F.col("count") > 1)
-        .limit(5)
-        .collect()
+    customer = parsing.customer_id(columns["customer_id"], types["customer_id"])
+    amount = parsing.number(
+        columns["amount"], types["amount"], fmt, issue=parsing.UNPARSEABLE_AMOUNT
     )
-    if repeated:
-        examples = ", ".join(f"{r['customer_id']!r} ({r['count']} rows)" for r in repeated)
-        raise InputError(f"{what} {path} must hold one row per customer; repeated ids: {examples}")
-    return rows
+    time = parsing.event_time(
+        columns["event_time"], types["event_time"], timestamp_format=source.timestamp_format,
+        time_zone=source.time_zone,
+    )  # fmt: skip
+    optional = {
+        name: _optional_number(columns[name], types[name], fmt, issue=issue)
+        for name, issue in (("quantity", parsing.INVALID_QUANTITY),
+                            ("discount", parsing.INVALID_DISCOUNT))
+        if name in columns
+    }  # fmt: skip
+    none_text, none_number = F.lit(None).cast("string"), F.lit(None).cast("double")
+
+    def text(name: str, *, lower: bool = True) -> Column:
+        if name not in columns:
+            return none_text
+        value = parsing.blank_is_null(columns[name])
+        return F.lower(value) if lower else value
+
+    values = {
+        "customer_id": customer.value, "event_time": time, "amount": amount.value,
+        "event_type": _event_type(columns.get("event_type"), source, amount.value),
+        "category": text("category"), "channel": text("channel"), "device": text("device"),
+        "quantity": optional["quantity"].value if "quantity" in optional else none_number,
+        "discount": optional["discount"].value if "discount" in optional else none_number,
+        "event_id": text("event_id", lower=False),
+    }  # fmt: skip
+    issues = [customer.issue, amount.issue, *[p.issue for p in optional.values()]]
+    rejected = {"customer_id": customer.issue.isNotNull(), "event_time": time.isNull(),
+                "amount": amount.issue.isNotNull() | ~parsing.finite(amount.value),
+                **{n: p.issue.isNotNull() for n, p in optional.items()}}  # fmt: skip
+    return values, issues, rejected
 
 
-def _read_raw(
+def _flags(raw: dict[str, Column], rejected: dict[str, Column]) -> list[Column]:
+    """Per mapped column: missing (null or empty text), and present but rejected."""
+    flags = []
+    for c, column in raw.items():
+        missing = parsing.blank_is_null(column).isNull()
+        bad = ~missing & rejected.get(c, F.lit(False))
+        flags += [missing.alias(_flag("null", c)), bad.alias(_flag("bad", c))]
+    return flags
+
+
+def _optional_number(
+    column: Column, data_type: T.DataType, fmt: parsing.NumberFormat, *, issue: str
+) -> parsing.Parsed:
+    """A quantity or discount: NaN and infinity are issues too (they cannot be counted)."""
+    parsed = parsing.number(column, data_type, fmt, issue=issue)
+    non_finite = F.when(~parsing.finite(parsed.value), F.lit(issue))
+    return parsing.Parsed(parsed.value, F.coalesce(parsed.issue, non_finite))
+
+
+def read_raw(
     spark: SparkSession,
     source: EventSourceConfig | CustomersSourceConfig | SurveySourceConfig,
     path: str,
 ) -> DataFrame:
     """The user's rows as Spark reads them; a Delta input through Delta itself, so deletion
-    vectors and column mapping are honoured (deleted rows never come back)."""
+    vectors and column mapping are honoured (deleted rows never come back).
+
+    Raises:
+        InputError: the path cannot be read in the configured format.
+    """
     try:
         if source.format == "delta":
             return delta_tables.read(spark, path)
@@ -238,38 +283,41 @@ def _check_columns(source: EventSourceConfig, families: dict[str, str], path: st
                 f"column '{user}' (input.events.columns.event_time) must be a {_TEMPORAL}, "
                 f"found {family}"
             )
+        if canonical == "event_time" and family == "numeric" and source.timestamp_format not in (
+            "epoch_seconds", "epoch_millis"
+        ):  # fmt: skip
+            raise InputError(
+                f"column '{user}' (input.events.columns.event_time) is numeric: set "
+                "input.events.timestamp_format to epoch_seconds or epoch_millis"
+            )
+        if canonical == "customer_id" and family not in ("string", "numeric"):
+            raise InputError(
+                f"column '{user}' (input.events.columns.customer_id) must be text or a number, "
+                f"found {family}"
+            )
 
 
-def _parse_time(
-    column: Column | None, families: dict[str, str], user_name: str, source: EventSourceConfig
-) -> Column:
-    assert column is not None
-    family = {k.lower(): v for k, v in families.items()}[user_name.lower()]
-    fmt = source.timestamp_format
-    if fmt == "epoch_seconds":
-        return F.timestamp_seconds(column.try_cast("double"))
-    if fmt == "epoch_millis":
-        return F.timestamp_millis(column.try_cast("long"))
-    if family in ("timestamp", "date"):
-        return column.try_cast("timestamp")
-    if family == "numeric":
-        raise InputError(
-            f"column '{user_name}' (input.events.columns.event_time) is numeric: set "
-            "input.events.timestamp_format to epoch_seconds or epoch_millis"
+def _event_type(column: Column | None, source: EventSourceConfig, amount: Column) -> Column:
+    """order / return / visit / other from the configured raw values (compared lower-cased,
+    trimmed); without an event_type column every event is an order. With
+    ``input.events.negative_amounts: return``, a negative amount on a row without a type is a
+    return (or cancellation)."""
+    types = source.event_types
+    if column is None:
+        kind: Column = F.lit(ORDER)
+        untyped: Column = F.lit(True)
+    else:
+        value = F.lower(parsing.blank_is_null(column))
+        kind = (
+            F.when(value.isin(*[t.lower() for t in types.order]), F.lit(ORDER))
+            .when(value.isin(*[t.lower() for t in types.return_]), F.lit(RETURN))
+            .when(value.isin(*[t.lower() for t in types.visit]), F.lit(VISIT))
+            .otherwise(F.lit(OTHER))
         )
-    text = F.trim(column.cast("string"))
-    # try_to_timestamp: an unparseable value becomes null (and is reported), not a job failure.
-    return F.try_to_timestamp(text, F.lit(fmt)) if fmt else F.try_to_timestamp(text)
-
-
-def _event_type(column: Column, types: EventTypes) -> Column:
-    value = F.lower(F.trim(column.cast("string")))
-    return (
-        F.when(value.isin(*[t.lower() for t in types.order]), F.lit(ORDER))
-        .when(value.isin(*[t.lower() for t in types.return_]), F.lit(RETURN))
-        .when(value.isin(*[t.lower() for t in types.visit]), F.lit(VISIT))
-        .otherwise(F.lit(OTHER))
-    )
+        untyped = value.isNull()
+    if source.negative_amounts == "return":
+        kind = F.when(untyped & (amount < 0), F.lit(RETURN)).otherwise(kind)
+    return kind
 
 
 def _family_arrow(data_type: pa.DataType) -> str:
@@ -288,7 +336,8 @@ def _family_arrow(data_type: pa.DataType) -> str:
     return str(data_type)
 
 
-def _family_spark(data_type: T.DataType) -> str:
+def spark_family(data_type: T.DataType) -> str:
+    """The type family of a Spark type: numeric, timestamp, date, string or its own name."""
     if isinstance(data_type, T.NumericType):
         return "numeric"
     if isinstance(data_type, T.TimestampType | T.TimestampNTZType):

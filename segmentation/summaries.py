@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
+
 from segmentation import features as feat
 from segmentation.config import AppConfig
 from segmentation.publishing import Publication
+from segmentation.sources import InputCounts
 from segmentation.validation import Measure, Validation
 from segmentation.workflows.assign import AssignResult
 from segmentation.workflows.attitudes import AttitudesResult
-from segmentation.workflows.build_features import FeaturesResult, counts_text
+from segmentation.workflows.build_features import Duplicates, FeaturesResult, counts_text
 from segmentation.workflows.generate import GenerateResult
 from segmentation.workflows.maintain import MaintainResult
 from segmentation.workflows.promote import PromoteResult
@@ -27,7 +30,10 @@ _SUMMARY_FEATURES = (
 
 def training(result: TrainResult, cfg: AppConfig) -> str:
     """A readable report of a training run for the terminal."""
-    lines = [*_segment_table(result), *_validation_lines(result), *_explanation_lines(result)]
+    lines = [*_segment_table(result), *[f"Note: {n}" for n in result.notes]]
+    lines += [*_validation_lines(result), *_explanation_lines(result)]
+    if result.dimension is not None:
+        lines.append(f"Composition: {result.dimension.text()}")
     if "report" in result.paths:
         lines.append(f"Report: {result.paths['report']}")
     lines += [_ids_line(result), *_training_outputs(result, cfg)]
@@ -179,11 +185,13 @@ def _training_outputs(result: TrainResult, cfg: AppConfig) -> list[str]:
             f"@{cfg.tracking.alias}"
         )
     else:
+        promote = make_command(cfg, "promote", VERSION=result.model_version)
+        assign = make_command(cfg, "assign", AS_OF=result.as_of)
         lines.append(
             f"  model {result.model_name} version {result.model_version} registered as a "
             f"candidate; @{cfg.tracking.alias} is unchanged (version "
-            f"{result.previous_version or 'none'}). Review it, then: make promote "
-            f"VERSION={result.model_version} && make assign"
+            f"{result.previous_version or 'none'}). Review it, then publish its segments:\n"
+            f"    {promote} && {assign}"
         )
     return lines
 
@@ -223,9 +231,19 @@ def rules(result: RuleSegmentsResult, cfg: AppConfig) -> str:
     if result.rfm_cuts is not None:
         c = result.rfm_cuts
         lines.append(
-            f"  RFM quintile cuts: recency {list(c.recency)}, frequency {list(c.frequency)}, "
+            f"  RFM quintile cuts of the buyers ({cfg.rfm.monetary_feature} for M): recency "
+            f"{list(c.recency)}, frequency {list(c.frequency)}, "
             f"monetary {[round(v, 2) for v in c.monetary]}"
         )
+        lines.append(
+            f"  {result.rfm_no_purchases} customer(s) without a purchase up to {result.as_of}: "
+            f"segment '{cfg.rfm.no_purchase_segment}', no scores"
+        )
+        if result.rfm_empty_scores:
+            lines.append("  RFM scores given to no one (ties share a score):")
+            lines += [f"    {e.text()}" for e in result.rfm_empty_scores]
+    if result.dimension is not None:
+        lines.append(f"  B2B tiers: {result.dimension.text()}")
     for name, pub in result.publications.items():
         lines += ["", f"{name} (version {pub.model_version}): {pub.customers} customers"]
         for sid in sorted(pub.names):
@@ -293,23 +311,90 @@ def generation(result: GenerateResult, cfg: AppConfig) -> str:
 
 
 def features(result: FeaturesResult, cfg: AppConfig) -> str:
-    """One line about the feature snapshot and the quarantine."""
-    return (
+    """The feature snapshot, how each input column was read, the quarantine, the exact copies
+    kept and the customers-dimension match."""
+    lines = [
         f"customer_features as of {result.as_of}: {result.customers:,} customers, "
         f"{len(result.feature_columns)} features, table version {result.version} "
         f"(events {result.events_path} version {result.events_version}: "
-        f"{result.input_rows:,} rows; quarantined in rejected_events: "
-        f"{counts_text(result.rejected)}; MLflow run {result.run_id})"
-    )
+        f"{result.input_rows:,} rows; MLflow run {result.run_id})",
+        *input_lines(result.input_counts, cfg),
+        f"  quarantined in rejected_events: {counts_text(result.rejected)}",
+    ]
+    if result.duplicates is not None:
+        lines.append(f"  {duplicates_line(result.duplicates, result.input_rows, cfg)}")
+    if result.dimension is not None:
+        lines.append(f"  {result.dimension.text()}")
+    elif cfg.customers_path() is None:
+        lines.append("  no customers dimension (input.customers.path)")
+    labelled = {c: lv for c, lv in result.levels.items() if feat.display_name(c, {c: lv}) != c}
+    if labelled:
+        lines.append("  level columns and their labels: " + ", ".join(
+            f"{c} = {lv.text()}" for c, lv in sorted(labelled.items())))  # fmt: skip
+    return "\n".join(lines)
+
+
+def input_lines(counts: InputCounts | None, cfg: AppConfig) -> list[str]:
+    """Per mapped input column: values parsed, missing (null or empty) and rejected."""
+    if counts is None:
+        return []
+    lines = [f"  {'input column':<28} {'parsed':>12} {'null':>10} {'rejected':>10}"]
+    for c in counts.columns:
+        name = f"{c.column} ({c.source})" if c.source != c.column else c.column
+        lines.append(f"  {name[:28]:<28} {c.parsed:>12,} {c.null:>10,} {c.rejected:>10,}")
+    zone = cfg.input.events.time_zone
+    if counts.day_level:
+        lines.append(f"  event times carry no time of day: local days of {zone}")
+    else:
+        lines.append(f"  calendar days are those of {zone} (input.events.time_zone)")
+    return lines
+
+
+def duplicates_line(dup: Duplicates, rows: int, cfg: AppConfig) -> str:
+    """Which duplicate rule ran and, where exact copies were kept, how many."""
+    line = f"duplicate rule: {dup.rule} (quality.duplicates: {cfg.quality.duplicates})"
+    if dup.kept_copies:
+        share = dup.kept_copies / rows if rows else 0.0
+        why = (
+            "the event times carry no time of day, so a copy cannot be told apart from a second "
+            "real purchase"
+            if dup.day_level
+            else "events without an id are never duplicates"
+        )
+        line += (
+            f"; {dup.kept_copies:,} exact copies ({share:.2%} of rows) kept as separate events: "
+            f"{why} (set quality.duplicates: exact to drop them)"
+        )
+    return line
 
 
 def promotion(result: PromoteResult, cfg: AppConfig) -> str:
     previous = result.previous_version if result.previous_version is not None else "none"
     return (
         f"model {result.model_name} version {result.version} is now @{result.alias} (was "
-        f"{previous}); recorded in MLflow run {result.run_id}. Publish its membership with: "
-        "make assign"
+        f"{previous}); recorded in MLflow run {result.run_id}. Publish its membership with:\n"
+        f"    {make_command(cfg, 'assign', AS_OF=cfg.features.as_of)}"
     )
+
+
+# Overrides the make targets set themselves (AS_OF) or that belong to one run (its run key).
+_PER_RUN = ("features.as_of=", "storage.run_key=")
+
+
+def make_command(cfg: AppConfig, target: str, **variables: object) -> str:
+    """A ``make`` command running ``target`` with this run's config file and ``--set``
+    overrides (``CONFIG``, ``ARGS``) and ``variables`` (``AS_OF``, ``VERSION``), quoted for
+    the shell, so it works as printed."""
+    parts = ["make", target]
+    origin = cfg.origin
+    if origin is not None:
+        parts.append(f"CONFIG={shlex.quote(origin.config)}")
+    parts += [f"{k}={shlex.quote(str(v))}" for k, v in variables.items()]
+    overrides = [o for o in (origin.overrides if origin else ()) if not o.startswith(_PER_RUN)]
+    if overrides:
+        args = " ".join(f"--set {shlex.quote(o)}" for o in overrides)
+        parts.append(f"ARGS={shlex.quote(args)}")
+    return " ".join(parts)
 
 
 def maintenance(result: MaintainResult, cfg: AppConfig) -> str:

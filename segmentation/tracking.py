@@ -171,44 +171,105 @@ class AliasVersion:
     run_id: str
 
 
+# MLflow's error code for a registered model or version that does not exist.
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+
+
+def registry_error(exc: Exception, doing: str) -> SegmentationError:
+    """An MLflow registry or artifact-store failure as a job-stopping error naming the store."""
+    text = (exc.message if isinstance(exc, mlflow.exceptions.MlflowException) else str(exc)).strip()
+    first = text.splitlines()[0] if text else repr(exc)
+    return SegmentationError(
+        f"the MLflow registry at {mask_uri(mlflow.get_tracking_uri())} (tracking.tracking_uri) "
+        f"failed while {doing}: {first}. Nothing was written: fix the store or the URI and "
+        "re-run."
+    )
+
+
+def _not_found(exc: Exception) -> bool:
+    return isinstance(exc, mlflow.exceptions.MlflowException) and exc.error_code == NOT_FOUND
+
+
 def alias_version(registered_model: str, alias: str) -> AliasVersion | None:
-    """The version (and its training run) under ``registered_model@alias``, or None."""
+    """The version (and its training run) under ``registered_model@alias``, or None.
+
+    None means exactly "no such alias": the registered model does not exist (MLflow's
+    ``RESOURCE_DOES_NOT_EXIST``), or exists without the alias (read from the model's aliases,
+    not from an error message).
+
+    Raises:
+        SegmentationError: any other registry error (store unreachable, damaged, refused),
+            with the registry's message and the tracking URI; a job must stop before it writes
+            anything, not start over as if there were no champion.
+    """
+    client = MlflowClient()
     try:
-        mv = MlflowClient().get_model_version_by_alias(registered_model, alias)
-    except mlflow.exceptions.MlflowException:
+        model = client.get_registered_model(registered_model)
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise registry_error(exc, f"looking up {registered_model}@{alias}") from exc
+    version = dict(model.aliases or {}).get(alias)
+    if version is None:
         return None
+    try:
+        mv = client.get_model_version(registered_model, str(version))
+    except Exception as exc:
+        raise registry_error(exc, f"reading {registered_model} version {version}") from exc
     return AliasVersion(int(mv.version), str(mv.run_id))
 
 
 def latest_version(registered_model: str) -> int | None:
-    """The highest registered version of ``registered_model``, or None."""
+    """The highest registered version of ``registered_model``, or None when it has none.
+
+    Raises:
+        SegmentationError: the registry cannot be searched (names the tracking URI).
+    """
     try:
         versions = MlflowClient().search_model_versions(f"name = '{registered_model}'")
-    except mlflow.exceptions.MlflowException:
-        return None
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise registry_error(exc, f"listing the versions of {registered_model}") from exc
     return max((int(v.version) for v in versions), default=None)
 
 
 def version_run_id(registered_model: str, version: int) -> str:
-    """The training run that logged ``version``."""
+    """The training run that logged ``version``.
+
+    Raises:
+        SegmentationError: no such version, or a registry error (both name the tracking URI).
+    """
     try:
         return str(MlflowClient().get_model_version(registered_model, str(version)).run_id)
-    except mlflow.exceptions.MlflowException as exc:
-        raise SegmentationError(
-            f"model {registered_model} has no version {version} in the registry"
-        ) from exc
+    except Exception as exc:
+        if _not_found(exc):
+            raise SegmentationError(
+                f"model {registered_model} has no version {version} in the registry at "
+                f"{mask_uri(mlflow.get_tracking_uri())} (tracking.tracking_uri): check the "
+                "version and the config you ran the training with"
+            ) from exc
+        raise registry_error(exc, f"reading {registered_model} version {version}") from exc
 
 
 def load_json(run_id: str, name: str) -> Any | None:
-    """A JSON artifact of a run, or None when the run has no such artifact."""
+    """A JSON artifact of a run, or None when the run has no such artifact.
+
+    Raises:
+        SegmentationError: the artifact store cannot be listed or read (names the URI).
+    """
+    folder = os.path.dirname(name) or None
     with tempfile.TemporaryDirectory() as tmp:
         try:
+            listed = {f.path for f in MlflowClient().list_artifacts(run_id, folder)}
+            if name not in listed:
+                return None
             local = mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=name, dst_path=tmp
             )
-        except (mlflow.exceptions.MlflowException, OSError):
-            return None
-        return json.loads(Path(local).read_text())
+            return json.loads(Path(local).read_text())
+        except (mlflow.exceptions.MlflowException, OSError, ValueError) as exc:
+            raise registry_error(exc, f"reading artifact {name} of run {run_id}") from exc
 
 
 def load_model(registered_model: str, version: int) -> PipelineModel:

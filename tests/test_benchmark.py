@@ -62,7 +62,7 @@ def test_baseline_and_job_agree_on_features_and_segments(quick):
     assert quick.customers == 20_000
     assert c["customers_equal"] is True
     assert c["features_missing_in_baseline"] == []
-    assert c["features_compared"] == 34
+    assert c["features_compared"] == 39
     assert c["max_relative_feature_diff"] < 1e-9
     assert c["max_size_diff_share"] <= 0.01
     assert c["ari_spark_vs_sklearn"] >= 0.95

@@ -38,3 +38,29 @@ def test_run_key_option_sets_storage_run_key():
                   lambda result, cfg: "", spark=False)  # fmt: skip
     assert cli.main(job, [*CONFIG, "--run-key", "airflow-2026-01-31"]) == 0
     assert seen["key"] == "airflow-2026-01-31"
+
+
+def test_next_step_commands_keep_the_config_as_of_and_overrides():
+    from segmentation import summaries
+    from segmentation.config import load_config
+
+    cfg = load_config(
+        ROOT / "conf" / "local.yaml",
+        overrides=["storage.warehouse=/data/my wh", "features.as_of=2025-06-30",
+                   "storage.run_key=r1"],
+    )  # fmt: skip
+    config = ROOT / "conf" / "local.yaml"
+    assert summaries.make_command(cfg, "assign", AS_OF=cfg.features.as_of) == (
+        f"make assign CONFIG={config} AS_OF=2025-06-30 "
+        "ARGS='--set '\"'\"'storage.warehouse=/data/my wh'\"'\"''"
+    )
+
+
+def test_promotion_summary_prints_an_assign_command_that_works_as_printed():
+    from segmentation import summaries
+    from segmentation.config import load_config
+    from segmentation.workflows.promote import PromoteResult
+
+    cfg = load_config("conf/local.yaml", overrides=["features.as_of=2025-06-30"])
+    text = summaries.promotion(PromoteResult("customer_segments", "champion", 2, 1, "r"), cfg)
+    assert text.endswith("make assign CONFIG=conf/local.yaml AS_OF=2025-06-30")

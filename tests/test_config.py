@@ -181,3 +181,54 @@ def test_validate_rechecks_a_copied_config():
     validate(cfg)
     with pytest.raises(ConfigError, match=r"training.k_min must be >= 2"):
         validate(broken)
+
+
+def test_time_zone_must_be_an_iana_name():
+    cfg = load_config(CONF / "local.yaml", overrides=["input.events.time_zone=America/New_York"])
+    assert cfg.input.events.time_zone == "America/New_York"
+    with pytest.raises(ConfigError, match=r"input.events.time_zone must be an IANA time zone"):
+        load_config(CONF / "local.yaml", overrides=["input.events.time_zone=Mars/Olympus"])
+
+
+def test_number_format_keys_are_checked():
+    with pytest.raises(ConfigError, match=r"'input.events.decimal_separator' must be one of"):
+        load_config(CONF / "local.yaml", overrides=["input.events.decimal_separator=;"])
+    with pytest.raises(ConfigError, match=r"thousands_separator must differ from"):
+        load_config(
+            CONF / "local.yaml",
+            overrides=[
+                'input.events.decimal_separator=","',
+                'input.events.thousands_separator=","',
+            ],
+        )
+    with pytest.raises(ConfigError, match=r"currency_symbols: '1' is not a currency symbol"):
+        load_config(CONF / "local.yaml", overrides=['input.events.currency_symbols=["1"]'])
+
+
+def test_configured_levels_are_normalised_like_the_data():
+    cfg = load_config(CONF / "local.yaml", overrides=["features.channels=[Web, ' APP ']"])
+    assert cfg.features.channels == ("web", "app")
+    with pytest.raises(ConfigError, match=r"features.channels \['Web', 'web'\] repeats \['web'\]"):
+        load_config(CONF / "local.yaml", overrides=["features.channels=[Web, web]"])
+
+
+def test_duplicate_rule_and_match_share_are_checked():
+    assert load_config(CONF / "base.yaml").quality.duplicates == "auto"
+    with pytest.raises(ConfigError, match=r"'quality.duplicates' must be one of \['auto'"):
+        load_config(CONF / "local.yaml", overrides=["quality.duplicates=sometimes"])
+    with pytest.raises(ConfigError, match=r"input.customers.min_match_share must be in \[0, 1\]"):
+        load_config(CONF / "local.yaml", overrides=["input.customers.min_match_share=1.5"])
+
+
+def test_rfm_no_purchase_segment_must_not_be_a_map_name():
+    assert load_config(CONF / "base.yaml").rfm.monetary_feature == "monetary_net"
+    with pytest.raises(ConfigError, match=r"rfm.no_purchase_segment \('Lost'\) must differ"):
+        load_config(CONF / "local.yaml", overrides=["rfm.no_purchase_segment=Lost"])
+
+
+def test_load_config_remembers_the_overlay_and_overrides():
+    cfg = load_config(CONF / "local.yaml", overrides=["training.k_max=7"])
+    assert cfg.origin is not None
+    assert (cfg.origin.config, cfg.origin.overrides) == (str(CONF / "local.yaml"),
+                                                         ("training.k_max=7",))  # fmt: skip
+    assert cfg.model_copy(update={}).origin == cfg.origin

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import pytest
 from pyspark.sql import SparkSession
@@ -178,8 +179,101 @@ def test_discover_levels_returns_most_frequent_sorted(spark):
     assert feat.discover_levels(events(spark, ROWS), "category", max_levels=5) == ("a", "b", "c")
 
 
-def test_level_name_sanitises_values():
-    assert feat.level_name("category", "Home & Garden") == "category_share_home_garden"
+def test_level_name_keeps_plain_labels():
+    assert feat.level_name("category", "home") == "category_share_home"
+    assert feat.level_name("channel", "in_store2") == "channel_share_in_store2"
+
+
+def test_level_name_gives_colliding_labels_distinct_stable_names():
+    sha = lambda text: hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]  # noqa: E731
+    # Both slug to home_garden; each keeps its own name, the same in every run.
+    assert feat.level_name("category", "home & garden") == (
+        f"category_share_home_garden__{sha('home & garden')}"
+    )
+    assert feat.level_name("category", "home-garden") == (
+        f"category_share_home_garden__{sha('home-garden')}"
+    )
+    # No ASCII at all: the hash alone (both used to become "blank").
+    assert feat.level_name("category", "家居") == f"category_share__{sha('家居')}"
+    assert feat.level_name("category", "电子") == f"category_share__{sha('电子')}"
+    assert sha("家居") != sha("电子") and sha("home & garden") != sha("home-garden")
+
+
+def test_compute_features_level_columns_for_colliding_and_non_ascii_labels(spark):
+    labels = ("home & garden", "home-garden", "家居", "电子")
+    rows = [("A", "2025-01-30T10:00:00", amount, "order", c, None, None, None)
+            for amount, c in zip((10, 20, 30, 40), labels, strict=True)]  # fmt: skip
+    df = feat.compute_features(
+        events(spark, rows), as_of=AS_OF, windows_days=(30,), categories=labels
+    )
+    row = df.first().asDict()
+    # Spend 10 + 20 + 30 + 40 = 100: each label keeps its own share.
+    for amount, label in zip((10, 20, 30, 40), labels, strict=True):
+        assert row[feat.level_name("category", label)] == pytest.approx(amount / 100)
+    got = {c: (lv.column, lv.label) for c, lv in feat.level_labels(df).items()}
+    assert got == {
+        **{feat.level_name("category", lb): ("category", lb) for lb in labels},
+        "category_share_other": ("category", "other"),
+    }
+    name = feat.level_name("category", "家居")
+    assert feat.display_name(name, feat.level_labels(df)) == f"{name} (category: 家居)"
+
+
+NY = "America/New_York"
+
+
+def test_compute_features_counts_local_days_of_the_business_time_zone(spark):
+    """A New York shop's order at 21:30 on as_of (02:30 UTC the next day) is on as_of."""
+    rows = [
+        ("N", "2024-07-02T16:00:00", 10, "order", None, None, None, None),  # 12:00 EDT
+        ("N", "2025-02-01T02:30:00", 20, "order", None, None, None, None),  # 21:30 EST 01-31
+    ]
+    df = events(spark, rows)
+    local = feat.compute_features(df, as_of=AS_OF, windows_days=(30,), time_zone=NY).first()
+    utc = feat.compute_features(df, as_of=AS_OF, windows_days=(30,)).first()
+    # 2024-07-02 -> 2025-01-31: 29 + 31 + 30 + 31 + 30 + 31 + 31 = 213 days.
+    assert (local[feat.FREQUENCY], local[feat.RECENCY], local[feat.TENURE]) == (2, 0, 213)
+    assert (local["orders_30d"], local["monetary_30d"]) == (1, 20.0)
+    assert (utc[feat.FREQUENCY], utc[feat.RECENCY]) == (1, 213)  # the fault, in UTC days
+
+
+def test_compute_features_across_the_dst_change(spark):
+    # New York moved to EDT (UTC-4) at 2025-03-09 07:00Z; as_of is that Sunday.
+    rows = [
+        ("D", "2025-03-09T04:30:00", 10, "order", None, None, None, None),  # 23:30 EST 03-08
+        ("D", "2025-03-10T03:30:00", 20, "order", None, None, None, None),  # 23:30 EDT 03-09
+        ("D", "2025-03-10T04:30:00", 40, "order", None, None, None, None),  # 00:30 EDT 03-10
+    ]
+    row = feat.compute_features(
+        events(spark, rows), as_of=dt.date(2025, 3, 9), windows_days=(1,), time_zone=NY
+    ).first()
+    assert (row[feat.FREQUENCY], row[feat.MONETARY], row[feat.RECENCY]) == (2, 30.0, 0)
+    assert (row[feat.TENURE], row[feat.ACTIVE_DAYS], row["orders_1d"]) == (1, 2, 1)
+
+
+def test_compute_features_net_spend_subtracts_returns_of_either_sign(spark):
+    rows = [
+        ("G", "2025-01-10T10:00:00", 1000, "order", None, None, None, None),
+        ("G", "2025-01-20T10:00:00", 1000, "return", None, None, None, None),
+        ("P", "2024-12-01T10:00:00", 300, "order", None, None, None, None),
+        ("P", "2025-01-25T10:00:00", -100, "return", None, None, None, None),  # negative
+    ]
+    df = feat.compute_features(events(spark, rows), as_of=AS_OF, windows_days=(30,))
+    got = by_customer(df, feat.MONETARY, feat.MONETARY_NET, "monetary_30d", "monetary_net_30d")
+    # G: gross 1000, net 0 (both in the last 30 days). P: the order is 61 days ago, the
+    # return 6: net 200 in total, -100 in the window.
+    assert got == {"G": (1000.0, 0.0, 1000.0, 0.0), "P": (300.0, 200.0, 0.0, -100.0)}
+
+
+def test_compute_features_customers_without_purchases_say_so(spark):
+    rows = [
+        ("R", "2025-01-01T10:00:00", 50, "return", None, None, None, None),
+        ("V", "2025-01-11T10:00:00", 0, "visit", None, None, None, None),
+        ("B", "2025-01-21T10:00:00", 5, "order", None, None, None, None),
+    ]
+    df = feat.compute_features(events(spark, rows), as_of=AS_OF, windows_days=(30,))
+    got = by_customer(df, feat.HAS_PURCHASE, feat.FREQUENCY, feat.MONETARY_NET)
+    assert got == {"R": (0, 0, -50.0), "V": (0, 0, 0.0), "B": (1, 1, 5.0)}
 
 
 def test_discover_levels_minus_rows_counts_what_is_left(spark):

@@ -50,6 +50,26 @@ def test_customer_outcomes_count_only_the_window(example):
     assert (per["f"]["purchased"], per["f"]["revenue"]) == (0, 0.0)
 
 
+def test_customer_outcomes_count_local_days_of_the_business_time_zone(spark, example):
+    """In New York, a's 00:00 UTC order of 1 October is 20:00 on 30 September (before the
+    window) and f's 00:00 UTC order of 30 December is 19:00 on 29 December (its last day)."""
+    _, rows = example
+    events = spark.createDataFrame(
+        [("a", dt.datetime(2025, 10, 1, 0, 0), 10.0, "order"),
+         ("a", dt.datetime(2025, 11, 5, 9, 0), 30.0, "order"),
+         ("f", dt.datetime(2025, 12, 30, 0, 0), 70.0, "order")],
+        "customer_id string, event_time timestamp, amount double, event_type string",
+    )  # fmt: skip
+    assignment = rows.select("customer_id", "segment_id").where("customer_id in ('a', 'f')")
+    local = outcomes.customer_outcomes(
+        events, assignment, WINDOW, time_zone="America/New_York"
+    ).collect()
+    assert {r["customer_id"]: (r["purchased"], r["revenue"]) for r in local} == {
+        "a": (1, 30.0),
+        "f": (1, 70.0),
+    }
+
+
 def test_measures_per_segment_with_intervals(example):
     _, rows = example
     ms = {(m.segment_id, m.measure): m for m in outcomes.measures(rows)}

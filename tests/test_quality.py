@@ -9,11 +9,12 @@ import mlflow
 import polars as pl
 import pytest
 from deltalake import DeltaTable
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import delta_tables, quality
+from segmentation import delta_tables, quality, summaries
 from segmentation import generator as gen
 from segmentation.config import load_config
 from segmentation.errors import InputError
@@ -214,3 +215,227 @@ def test_duplicates_are_per_customer_and_the_clean_events_come_partitioned_by_cu
     plan = features._jdf.queryExecution().executedPlan().toString()  # not run: initial plan
     assert plan.count("Exchange") == 1
     assert "Exchange hashpartitioning(customer_id" in plan
+
+
+def test_split_events_gives_each_unreadable_value_its_own_reason(spark):
+    """The reader's issues (sources.ISSUE) become the rows' reasons, after a missing id."""
+    from segmentation.sources import ISSUE
+
+    schema = T.StructType([*CANONICAL_SCHEMA.fields, T.StructField(ISSUE, T.StringType())])
+    rows = [
+        ("17850.5", ts("2025-01-01T10:00:00"), 1.0, "order", "non_integral_customer_id", "i1"),
+        ("9007199254740992", ts("2025-01-01T10:00:00"), 1.0, "order", "inexact_customer_id",
+         "i2"),
+        ("a", ts("2025-01-01T10:00:00"), None, "order", "unparseable_amount", "i3"),
+        (None, ts("2025-01-01T10:00:00"), None, "order", "unparseable_amount", "i4"),
+        ("a", ts("2025-01-01T10:00:00"), 2.0, "order", None, "ok"),
+    ]  # fmt: skip
+    events = spark.createDataFrame(
+        [(c, t, a, et, None, None, None, None, None, eid, issue) for c, t, a, et, issue, eid
+         in rows], schema,
+    )  # fmt: skip
+    split = quality.split_events(events, earliest=dt.date(1990, 1, 1), latest=AS_OF)
+    got = sorted((r["event_id"], r[quality.REASON]) for r in split.rejected.collect())
+    assert got == [("i1", "non_integral_customer_id"), ("i2", "inexact_customer_id"),
+                   ("i3", "unparseable_amount"), ("i4", "missing_customer_id")]  # fmt: skip
+    assert [r["event_id"] for r in split.clean.collect()] == ["ok"]
+    assert ISSUE not in split.rejected.columns and ISSUE not in split.clean.columns
+
+
+def test_implausible_event_time_counts_local_days(spark):
+    # 2026-01-01T03:00Z is still 2025-12-31 in New York (22:00 EST): the latest plausible day.
+    rows = [("a", "2026-01-01T03:00:00", 1.0, "order", "e1"),
+            ("a", "2026-01-01T06:00:00", 1.0, "order", "e2")]  # fmt: skip
+    split = quality.split_events(
+        canonical(spark, rows), earliest=dt.date(1990, 1, 1), latest=dt.date(2025, 12, 31),
+        time_zone="America/New_York",
+    )  # fmt: skip
+    assert [r["event_id"] for r in split.clean.collect()] == ["e1"]
+    assert [(r["event_id"], r[quality.REASON]) for r in split.rejected.collect()] == [
+        ("e2", "implausible_event_time")
+    ]
+
+
+COPIES = [
+    ("a", "2025-01-02T00:00:00", 5.0, "order", None),
+    ("a", "2025-01-02T00:00:00", 5.0, "order", None),  # an exact copy, no id
+    ("a", "2025-01-03T00:00:00", 7.0, "order", "e1"),
+    ("a", "2025-01-03T00:00:00", 7.0, "order", "e1"),  # the same id
+]
+
+
+def split_copies(spark, rule, **kwargs):
+    return quality.split_events(
+        canonical(spark, COPIES), earliest=dt.date(1990, 1, 1), latest=AS_OF, duplicates=rule,
+        **kwargs,
+    )  # fmt: skip
+
+
+def test_duplicates_exact_drops_exact_copies_and_repeated_ids(spark):
+    split = split_copies(spark, "exact")
+    assert split.clean.count() == 2 and split.rejected.count() == 2
+    assert split.kept_copies is None
+
+
+def test_duplicates_event_id_keeps_exact_copies_and_reports_them(spark):
+    split = split_copies(spark, "event_id", report_exact_copies=True)
+    assert sorted((r["amount"], r["event_id"]) for r in split.clean.collect()) == [
+        (5.0, None), (5.0, None), (7.0, "e1"),
+    ]  # fmt: skip
+    assert [r["event_id"] for r in split.rejected.collect()] == ["e1"]
+    assert split.kept_copies is not None and split.kept_copies.count() == 1
+
+
+def test_duplicates_off_keeps_every_event(spark):
+    split = split_copies(spark, "off")
+    assert split.clean.count() == 4 and split.rejected.count() == 0
+
+
+def test_exact_copies_must_agree_on_every_column(spark):
+    """Two events of one day, amount and type but other quantities are two purchases."""
+    rows = [("a", ts("2025-01-02T00:00:00"), 5.0, "order", None, None, None, q, None, None)
+            for q in (1.0, 2.0)]  # fmt: skip
+    split = quality.split_events(
+        spark.createDataFrame(rows, CANONICAL_SCHEMA), earliest=dt.date(1990, 1, 1), latest=AS_OF
+    )
+    assert split.clean.count() == 2 and split.rejected.count() == 0
+
+
+def write_day_level_export(spark, path, *, with_time=False):
+    """A retail export with day-level dates (or times of day) and no event id: customer a
+    bought the same thing twice on 2025-01-02."""
+    time = "2025-01-02 10:15:00" if with_time else "2025-01-02"
+    spark.createDataFrame(
+        [("a", time, 5.0, 1.0), ("a", time, 5.0, 1.0), ("b", "2025-01-03", 8.0, 2.0)],
+        "customer_id string, event_time string, amount double, quantity double",
+    ).coalesce(1).write.parquet(path)
+
+
+def day_level_config(base: Path, path: str, **over):
+    columns = {
+        f"input.events.columns.{c}": "null"
+        for c in ("event_type", "category", "channel", "device", "discount", "event_id")
+    }
+    return config(base, path, **{**columns, "quality.max_reject_share": 0.5, **over})
+
+
+def test_build_features_keeps_exact_copies_of_day_level_events_and_reports_them(spark, tmp_path):
+    events = str(tmp_path / "export")
+    write_day_level_export(spark, events)
+    cfg = day_level_config(tmp_path, events)
+    result = build_features.run(spark, cfg)
+    assert result.duplicates == build_features.Duplicates("event_id", True, kept_copies=1)
+    assert result.rejected == {}
+    features = delta_tables.read(spark, cfg.storage.table_path("customer_features"))
+    assert {r["customer_id"]: r["frequency"] for r in features.collect()} == {"a": 2, "b": 1}
+    metrics = mlflow.get_run(result.run_id).data.metrics
+    assert metrics["exact_copies_kept"] == 1
+    assert metrics["exact_copies_kept_share"] == pytest.approx(1 / 3)
+    text = summaries.features(result, cfg)
+    assert "1 exact copies (33.33% of rows) kept as separate events" in text
+
+
+def test_build_features_drops_exact_copies_when_times_have_a_time_of_day(spark, tmp_path):
+    events = str(tmp_path / "export")
+    write_day_level_export(spark, events, with_time=True)
+    result = build_features.run(spark, day_level_config(tmp_path, events))
+    assert result.duplicates == build_features.Duplicates("exact", False)
+    assert result.rejected == {"duplicate_event": 1}
+
+
+def test_build_features_duplicates_exact_drops_day_level_copies_when_asked(spark, tmp_path):
+    events = str(tmp_path / "export")
+    write_day_level_export(spark, events)
+    cfg = day_level_config(tmp_path, events, **{"quality.duplicates": "exact"})
+    assert build_features.run(spark, cfg).rejected == {"duplicate_event": 1}
+
+
+def test_build_features_reports_input_columns_and_the_dimension_match(spark, tmp_path):
+    """Per input column: values parsed, null and rejected; and the share of customers found
+    in the customers dimension, in the summary and the MLflow run."""
+    events, dim = str(tmp_path / "export"), str(tmp_path / "customers")
+    spark.createDataFrame(
+        [(1.0, "2025-01-02", "5,00"), (2.0, "2025-01-03", "x"), (3.5, "2025-01-03", "1,00"),
+         (4.0, None, "2,00")],
+        "customer_id double, event_time string, amount string",
+    ).coalesce(1).write.parquet(events)  # fmt: skip
+    spark.createDataFrame([(1,), (9,)], "customer_id int").write.parquet(dim)
+    cfg = day_level_config(
+        tmp_path, events, **{"input.events.columns.quantity": "null",
+                             "input.events.decimal_separator": '","',
+                             "input.customers.path": dim, "input.customers.format": "parquet",
+                             "quality.max_reject_share": 0.8},
+    )  # fmt: skip
+    result = build_features.run(spark, cfg)
+    # Only customer 1 has a usable event; the dimension holds 1 (and 9): 1 of 1 matched.
+    assert result.rejected == {"unparseable_amount": 1, "non_integral_customer_id": 1,
+                               "invalid_event_time": 1}  # fmt: skip
+    counts = {c.column: (c.parsed, c.null, c.rejected) for c in result.input_counts.columns}
+    assert counts == {"customer_id": (3, 0, 1), "event_time": (3, 1, 0), "amount": (3, 0, 1)}
+    assert (result.dimension.customers, result.dimension.matched) == (1, 1)
+    metrics = mlflow.get_run(result.run_id).data.metrics
+    assert metrics["input_amount_rejected"] == 1 and metrics["input_event_time_null"] == 1
+    assert metrics["input_customer_id_parsed"] == 3
+    assert metrics["customers_dimension_match_share"] == 1.0
+    text = summaries.features(result, cfg)
+    assert "amount" in text and "1 of 1 customers (100.0%) found in the customers dimension" in text
+
+
+@pytest.mark.parametrize(
+    ("configured", "day_level", "rule"),
+    [("auto", True, "event_id"), ("auto", False, "exact"), ("exact", True, "exact"),
+     ("event_id", False, "event_id"), ("off", True, "off")],
+)  # fmt: skip
+def test_duplicate_rule_auto_keeps_copies_only_of_day_level_events(configured, day_level, rule):
+    assert quality.duplicate_rule(configured, day_level=day_level) == rule
+
+
+def test_staged_events_are_shuffled_once_for_the_quarantine_and_the_features(spark):
+    """The quarantine, the de-duplicated events and the per-customer features all read the
+    persisted staged rows: no plan after staging shuffles the events again."""
+    rows = [
+        ("a", "2025-01-01T10:00:00", 10.0, "order", "e1"),
+        ("a", "2025-01-01T10:00:00", 10.0, "order", "e1"),  # duplicate
+        ("b", "2025-02-01T10:00:00", 7.0, "order", None),
+        ("b", None, 1.0, "order", "b3"),  # invalid_event_time
+    ]
+    staged = quality.stage_events(
+        canonical(spark, rows), earliest=dt.date(1990, 1, 1), latest=AS_OF,
+        storage_level=StorageLevel.MEMORY_AND_DISK,
+    )  # fmt: skip
+    try:
+        assert staged.count() == len(rows)  # materialises the one shuffle
+        split = quality.split_staged(staged)
+        features = compute_features(
+            split.clean, as_of=AS_OF, windows_days=(30, 90), trend_window_days=90,
+            categories=(), channels=(), devices=(), with_discount=False,
+        )  # fmt: skip
+        for df in (split.rejected, split.clean, features):
+            plan = df._jdf.queryExecution().executedPlan().toString()
+            outside = _outside_cache(plan)
+            assert "InMemoryTableScan" in outside, plan
+            assert "Exchange" not in outside, plan
+        got = sorted((r["event_id"] or "-", r[quality.REASON]) for r in split.rejected.collect())
+        assert got == [("b3", "invalid_event_time"), ("e1", "duplicate_event")]
+        # The same result as the unstaged split.
+        plain = quality.split_events(
+            canonical(spark, rows), earliest=dt.date(1990, 1, 1), latest=AS_OF
+        )
+        assertDataFrameEqual(split.clean, plain.clean)
+        assertDataFrameEqual(split.rejected, plain.rejected)
+        assert {r["customer_id"]: r["frequency"] for r in features.collect()} == {"a": 1, "b": 1}
+    finally:
+        staged.unpersist()
+
+
+def _outside_cache(plan: str) -> str:
+    """The plan's lines without the subtrees printed under each InMemoryRelation (the cached
+    plan, computed once when the staged rows were persisted)."""
+    kept, skip_deeper_than = [], None
+    for line in plan.splitlines():
+        depth = len(line) - len(line.lstrip(" :+-"))
+        if skip_deeper_than is not None and depth > skip_deeper_than:
+            continue
+        skip_deeper_than = depth if "InMemoryRelation" in line else None
+        kept.append(line)
+    return "\n".join(kept)

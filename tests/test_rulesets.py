@@ -31,10 +31,11 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def features(spark):
+    # No returns here: net spend (monetary_net, the default M) equals gross spend.
     return spark.createDataFrame(
-        [(c, r, f, m, m * 0.5) for c, r, f, m, _, _ in ROWS],
+        [(c, r, f, m, m, m * 0.5) for c, r, f, m, _, _ in ROWS],
         "customer_id string, recency_days int, frequency long, monetary_total double, "
-        "monetary_365d double",
+        "monetary_net double, monetary_365d double",
     )
 
 
@@ -55,6 +56,75 @@ def test_rfm_scores_and_named_segments_match_hand_computation(features):
     ids = {row["segment_name"]: row["segment_id"] for row in scored.values()}
     # Ids follow the map's order: Champions 1, ..., Hibernating 11.
     assert ids["Champions"] == 1 and ids["Hibernating"] == 11 and ids["Lost"] == 10
+
+
+def test_rfm_ties_leave_a_score_empty_and_the_run_says_why(features):
+    # Frequency cuts 1, 5, 20, 20: the 60% and 80% cuts coincide, so F = 4 is never given.
+    cfg = RfmConfig()
+    cuts = rulesets.rfm_cuts(features, cfg)
+    empty = rulesets.empty_scores(rulesets.score_counts(rulesets.score_rfm(features, cfg)), cuts)
+    assert [e.text() for e in empty] == [
+        "F4: the 60% and 80% quintile cuts coincide at 20; tied customers share one score "
+        "(equal values always get equal scores)"
+    ]
+
+
+def test_empty_scores_when_most_customers_bought_once():
+    # Frequencies 1 x7, 2, 3, 5: cuts 1, 1, 1, 2. F1 = 1, F4 = 2, F5 = 3 and 5; F2 and F3 are
+    # empty. Recency and monetary have every score.
+    counts = {"R": dict.fromkeys(range(1, 6), 2), "M": dict.fromkeys(range(1, 6), 2),
+              "F": {1: 7, 2: 0, 3: 0, 4: 1, 5: 2}}  # fmt: skip
+    cuts = rulesets.RfmCuts((2, 4, 6, 8), (1, 1, 1, 2), (20, 40, 60, 80))
+    assert [(e.measure, e.score, e.reason) for e in rulesets.empty_scores(counts, cuts)] == [
+        ("F", 2, "the 20% and 40% quintile cuts coincide at 1; tied customers share one score "
+                 "(equal values always get equal scores)"),
+        ("F", 3, "the 40% and 60% quintile cuts coincide at 1; tied customers share one score "
+                 "(equal values always get equal scores)"),
+    ]  # fmt: skip
+
+
+def test_empty_top_score_when_no_one_is_above_the_last_cut():
+    counts = {"R": {1: 0, 2: 1, 3: 1, 4: 1, 5: 1}, "F": dict.fromkeys(range(1, 6), 1),
+              "M": dict.fromkeys(range(1, 6), 1)}  # fmt: skip
+    cuts = rulesets.RfmCuts((2, 4, 6, 8), (1, 2, 3, 4), (1, 2, 3, 4))
+    # R = 1 holds recencies above the 80% cut (8 days): nobody.
+    assert [e.text() for e in rulesets.empty_scores(counts, cuts)] == [
+        "R1: no customer is above the 80% quintile cut 8"
+    ]
+
+
+def test_rfm_customers_without_purchases_get_their_own_segment(spark, features):
+    """Only returns or visits: no scores, segment "No purchases", and the buyers' cuts are
+    unchanged by them (the 10 buyers above, plus two non-buyers)."""
+    extra = spark.createDataFrame(
+        [("r1", 3, 0, -50.0, 0.0, 0.0), ("v1", 1, 0, 0.0, 0.0, 0.0)], features.schema
+    )
+    everyone = features.unionByName(extra)
+    cfg = load_config(ROOT / "conf" / "base.yaml").rfm
+    assert rulesets.rfm_cuts(everyone, cfg) == rulesets.rfm_cuts(features, cfg)
+    scored = {r["customer_id"]: r for r in rulesets.score_rfm(everyone, cfg).collect()}
+    for customer in ("r1", "v1"):
+        row = scored[customer]
+        assert (row["r_score"], row["f_score"], row["m_score"]) == (None, None, None)
+        assert (row["segment_id"], row["segment_name"]) == (12, "No purchases")
+    assert scored["c2"]["segment_name"] == "New"  # a one-order buyer is still New
+    assert rulesets.rfm_segment_names(cfg)[12] == "No purchases"
+
+
+def test_rfm_scores_net_spend_by_default(spark):
+    """A customer who orders 1000 and returns 1000 is not a top spender."""
+    rows = [("refunder", 1, 1, 1000.0, 0.0)] + [
+        (f"b{i}", 1, 1, float(m), float(m)) for i, m in enumerate((100, 200, 300, 400))
+    ]
+    df = spark.createDataFrame(
+        rows, "customer_id string, recency_days int, frequency long, monetary_total double, "
+        "monetary_net double",
+    )  # fmt: skip
+    gross = RfmConfig(monetary_feature="monetary_total")
+    by_net = {r["customer_id"]: r["m_score"] for r in rulesets.score_rfm(df, RfmConfig()).collect()}
+    by_gross = {r["customer_id"]: r["m_score"] for r in rulesets.score_rfm(df, gross).collect()}
+    # Net 0, 100, 200, 300, 400: cuts 0, 100, 200, 300 -> refunder M1. Gross: refunder M5.
+    assert (by_net["refunder"], by_gross["refunder"]) == (1, 5)
 
 
 def test_rfm_map_is_configurable_and_first_match_wins(features):
@@ -92,7 +162,7 @@ def test_rfm_map_must_cover_every_score_cell():
 
 def test_rfm_names_a_missing_feature_column(spark):
     df = spark.createDataFrame([("a", 1)], "customer_id string, recency_days int")
-    with pytest.raises(InputError, match=r"no column\(s\) \['frequency', 'monetary_total'\]"):
+    with pytest.raises(InputError, match=r"no column\(s\) \['frequency', 'monetary_net'\]"):
         rulesets.rfm_cuts(df, RfmConfig())
 
 

@@ -9,6 +9,7 @@ loyal regulars vanish from the input. The migration matrix must report exactly t
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -180,13 +181,15 @@ def test_downstream_readers_agree_on_current_and_past_snapshots_and_history(worl
     cfg2 = world["cfg2"]
     path = cfg2.storage.table_path("segment_membership")
     hist_path = cfg2.storage.table_path("segment_membership_history")
-    t = DeltaTable(path)
-    model = [("model_name", "=", "customer_segments")]
-    latest = max(dt.date.fromisoformat(p["as_of"]) for p in t.partitions(model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # the README's code must not warn
+        t = DeltaTable(path)
+        model = [("model_name", "=", "customer_segments")]
+        latest = pc.max(t.to_pyarrow_table(columns=["as_of"], filters=model)["as_of"]).as_py()
+        current = t.to_pyarrow_table(filters=[*model, ("as_of", "=", latest)])
+        past = t.to_pyarrow_table(filters=[*model, ("as_of", "=", D1)])
+        open_rows = DeltaTable(hist_path).to_pyarrow_table().filter(pc.field("is_current"))
     assert latest == D2
-    current = t.to_pyarrow_table(filters=[*model, ("as_of", "=", latest)])
-    past = t.to_pyarrow_table(filters=[*model, ("as_of", "=", D1)])
-    open_rows = DeltaTable(hist_path).to_pyarrow_table().filter(pc.field("is_current"))
 
     m = pl.scan_delta(path).filter(pl.col("model_name") == "customer_segments")
     pl_current = m.filter(pl.col("as_of") == pl.col("as_of").max()).collect()

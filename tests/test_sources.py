@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from segmentation import sources
-from segmentation.config import EventColumns, EventSourceConfig
+from segmentation.config import CustomersSourceConfig, EventColumns, EventSourceConfig
 from segmentation.errors import InputError
 from segmentation.workflows import build_features
 
@@ -189,3 +190,112 @@ def test_delta_input_with_deletion_vectors_never_brings_deleted_rows_back(spark,
     features = delta_tables.read(spark, cfg.storage.table_path("customer_features"))
     got = {r["customer_id"]: r["frequency"] for r in features.collect()}
     assert got == {"a": 2, "c": 2}
+
+
+def parquet_source(**columns) -> EventSourceConfig:
+    mapping = dict(customer_id="customer_id", event_time="event_time", amount="amount",
+                   event_type=None, category=None, channel=None, device=None, quantity=None,
+                   discount=None, event_id=None)  # fmt: skip
+    return EventSourceConfig(format="parquet", columns=EventColumns(**{**mapping, **columns}))
+
+
+def test_double_customer_ids_join_an_integer_customers_dimension(spark, tmp_path):
+    """A Parquet export with DOUBLE ids (17850.0) and a dimension with INT ids (17850): one
+    normalisation gives both "17850", so the join finds the customer."""
+    from segmentation import customers
+
+    events, dim = str(tmp_path / "events"), str(tmp_path / "customers")
+    spark.createDataFrame(
+        [(17850.0, dt.datetime(2025, 1, 5, 10), 10.0), (12346.0, dt.datetime(2025, 1, 6), 5.0)],
+        "customer_id double, event_time timestamp, amount double",
+    ).write.parquet(events)
+    spark.createDataFrame([(17850, "NL")], "customer_id int, country string").write.parquet(dim)
+    read = sources.read_events(spark, parquet_source(), events).events
+    assert sorted(r["customer_id"] for r in read.collect()) == ["12346", "17850"]
+    dimension = customers.read_customers(
+        spark, CustomersSourceConfig(path=dim, format="parquet"), dim
+    )
+    assert dimension is not None
+    assert [(r["customer_id"], r["country"]) for r in dimension.collect()] == [("17850", "NL")]
+    match = customers.match_dimension(read.select("customer_id"), dimension, min_share=0.9)
+    assert (match.customers, match.matched, match.share) == (2, 1, 0.5)  # 12346 is not in it
+    assert "WARNING: below input.customers.min_match_share (90%)" in match.text()
+
+
+def test_read_customers_with_fractional_ids_names_the_column_and_key(spark, tmp_path):
+    from segmentation import customers
+
+    dim = str(tmp_path / "customers")
+    spark.createDataFrame([(17850.5,), (1.0,)], "id double").write.parquet(dim)
+    source = CustomersSourceConfig(path=dim, format="parquet", customer_id="id")
+    with pytest.raises(
+        InputError,
+        match=r"column 'id' \(input.customers.customer_id\) holds ids that are not whole numbers"
+        r".*17850.5 \(non_integral_customer_id\)",
+    ):
+        customers.read_customers(spark, source, dim)
+
+
+EXPORT = """Kunde;Zeit;Betrag;Menge
+1001;31.01.2025 21:30;12,50;1
+1001;01.02.2025 00:30;1.234,50;2
+1002;15.01.2025 10:00;-19,99;
+1003;15.01.2025 10:00;12.50;1
+;15.01.2025 10:00;3,00;x
+"""
+
+
+@pytest.fixture
+def export_path(tmp_path: Path) -> str:
+    path = tmp_path / "export.csv"
+    path.write_text(EXPORT)
+    return str(path)
+
+
+def export_source(**overrides) -> EventSourceConfig:
+    columns = EventColumns(
+        customer_id="Kunde", event_time="Zeit", amount="Betrag", quantity="Menge",
+        event_type=None, category=None, channel=None, device=None, discount=None, event_id=None,
+    )  # fmt: skip
+    base = {
+        "format": "csv", "options": {"header": "true", "sep": ";"}, "columns": columns,
+        "timestamp_format": "dd.MM.yyyy HH:mm", "time_zone": "Europe/Berlin",
+        "decimal_separator": ",", "thousands_separator": ".", "negative_amounts": "return",
+    }  # fmt: skip
+    return EventSourceConfig(**{**base, **overrides})
+
+
+def test_read_events_semicolon_csv_with_decimal_commas_and_local_times(spark, export_path):
+    events = sources.read_events(spark, export_source(), export_path).events
+    rows = events.select(
+        "customer_id", F.date_format("event_time", "yyyy-MM-dd'T'HH:mm'Z'").alias("utc"),
+        "amount", "event_type", "quantity", sources.ISSUE,
+    ).collect()  # fmt: skip
+    got = [tuple(r) for r in rows]
+    # Berlin is UTC+1 in winter: 21:30 local is 20:30Z, 00:30 local is 23:30Z the day before.
+    assert got == [
+        ("1001", "2025-01-31T20:30Z", 12.5, "order", 1.0, None),
+        ("1001", "2025-01-31T23:30Z", 1234.5, "order", 2.0, None),
+        ("1002", "2025-01-15T09:00Z", -19.99, "return", None, None),  # negative, no type
+        ("1003", "2025-01-15T09:00Z", None, "order", 1.0, "unparseable_amount"),  # a point
+        (None, "2025-01-15T09:00Z", 3.0, "order", None, "invalid_quantity"),
+    ]
+
+
+def test_read_events_negative_amounts_are_orders_unless_configured(spark, export_path):
+    events = sources.read_events(spark, export_source(negative_amounts="reject"), export_path)
+    types = {r["customer_id"]: r["event_type"] for r in events.events.collect()}
+    assert types["1002"] == "order"  # quality.split_events then rejects it: negative_amount
+
+
+def test_event_source_counts_values_parsed_null_and_rejected_per_column(spark, export_path):
+    counts = sources.read_events(spark, export_source(), export_path).counts()
+    got = {c.column: (c.source, c.parsed, c.null, c.rejected) for c in counts.columns}
+    assert counts.rows == 5
+    assert got == {
+        "customer_id": ("Kunde", 4, 1, 0),
+        "event_time": ("Zeit", 5, 0, 0),
+        "amount": ("Betrag", 4, 0, 1),  # 12.50 does not fit "1.234,50"
+        "quantity": ("Menge", 3, 1, 1),  # one empty, one "x"
+    }
+    assert counts.timed == 5 and not counts.day_level

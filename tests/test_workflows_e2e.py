@@ -477,13 +477,18 @@ def test_rule_segmentations_share_the_membership_table(rules_run):
     accounts = customers.filter(pl.col("is_business")).height
     assert sizes == {"customer_segments": 3000, "rfm": 3000, "b2b_tiers": accounts}
     rfm = m.filter(pl.col("model_name") == "rfm")
-    assert set(rfm["segment_name"]) <= {s.name for s in cfg.rfm.segments}
+    names = {s.name for s in cfg.rfm.segments} | {cfg.rfm.no_purchase_segment}
+    assert set(rfm["segment_name"]) <= names
     assert rfm["model_version"].unique().to_list() == [cfg.rfm.version]
-    # Scores and segments agree with the map (first match) for every customer.
+    # Scores and segments agree with the map (first match) for every buyer; customers without
+    # a purchase have no scores and their own segment.
     scores = table(cfg, "rfm_scores").join(rfm.select("customer_id", "segment_name"),
                                            on="customer_id")  # fmt: skip
     assert scores.height == 3000
     for r in scores.iter_rows(named=True):
+        if r["f_score"] is None:
+            assert r["segment_name"] == cfg.rfm.no_purchase_segment == r["segment_name_right"]
+            continue
         first = next(
             s.name for s in cfg.rfm.segments
             if s.r[0] <= r["r_score"] <= s.r[1] and s.f[0] <= r["f_score"] <= s.f[1]
@@ -491,7 +496,8 @@ def test_rule_segmentations_share_the_membership_table(rules_run):
         )  # fmt: skip
         assert r["segment_name"] == first == r["segment_name_right"]
     # Quintiles: every score holds about a fifth of customers unless ties merge them.
-    shares = scores.group_by("m_score").len()["len"] / 3000
+    buyers = scores.filter(pl.col("m_score").is_not_null())
+    shares = buyers.group_by("m_score").len()["len"] / buyers.height
     assert shares.min() > 0.15 and shares.max() < 0.25
     # The history carries each segmentation separately.
     h = table(cfg, "segment_membership_history")

@@ -275,7 +275,12 @@ SELECT *, CASE WHEN reason IS NULL THEN row_number() OVER (
     PARTITION BY reason IS NULL, customer_id, event_id,
       CASE WHEN event_id IS NULL THEN epoch_us(event_time) END,
       CASE WHEN event_id IS NULL THEN amount END,
-      CASE WHEN event_id IS NULL THEN event_type END
+      CASE WHEN event_id IS NULL THEN event_type END,
+      CASE WHEN event_id IS NULL THEN category END,
+      CASE WHEN event_id IS NULL THEN channel END,
+      CASE WHEN event_id IS NULL THEN device END,
+      CASE WHEN event_id IS NULL THEN quantity END,
+      CASE WHEN event_id IS NULL THEN discount END
     ORDER BY {order}) END AS copy
 FROM flagged
 """
@@ -340,6 +345,10 @@ def duckdb_features_sql(
     out.append(f"sum(order_amount)::DOUBLE AS {feat.MONETARY}")
     out += [f"sum(CASE WHEN days_ago < {w} THEN order_amount ELSE 0 END)::DOUBLE AS "
             f"monetary_{w}d" for w in windows_days]  # fmt: skip
+    out.append(f"(sum(order_amount) - sum(return_amount))::DOUBLE AS {feat.MONETARY_NET}")
+    out += [f"sum(CASE WHEN days_ago < {w} THEN order_amount - return_amount ELSE 0 END)::DOUBLE "
+            f"AS {feat.MONETARY_NET}_{w}d" for w in windows_days]  # fmt: skip
+    out.append(f"(sum(orders) > 0)::BIGINT AS {feat.HAS_PURCHASE}")
     since_first_order = f"coalesce({day} - min(CASE WHEN orders > 0 THEN d END), {day} - min(d))"
     censored = "count(CASE WHEN orders > 0 THEN 1 END) < 2"
     recent = f"sum(CASE WHEN days_ago < {t} THEN order_amount ELSE 0 END)"

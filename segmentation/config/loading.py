@@ -16,7 +16,7 @@ from pydantic import (
     ValidationError,
 )
 
-from segmentation.config.models import AppConfig
+from segmentation.config.models import AppConfig, Origin
 from segmentation.errors import ConfigError
 
 _SECRET_KEY = re.compile(
@@ -52,9 +52,10 @@ def load_config(
     _reject_literal_secrets(merged, "")
     merged = _resolve_env(merged, "")
     try:
-        return AppConfig.model_validate(merged)
+        cfg = AppConfig.model_validate(merged)
     except ValidationError as exc:
         raise _config_error(exc, AppConfig) from exc
+    return cfg.with_origin(Origin(str(path), tuple(overrides)))
 
 
 def validate(cfg: AppConfig) -> None:

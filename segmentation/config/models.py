@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from typing import Annotated, ClassVar, Literal, Self
+from dataclasses import dataclass
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     BeforeValidator,
-    ConfigDict,
     Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -23,6 +26,7 @@ __all__ = [
     "ClusteringConfig",
     "CustomersSourceConfig",
     "DriftConfig",
+    "DuplicateRule",
     "EventColumns",
     "EventSourceConfig",
     "EventTypes",
@@ -31,6 +35,7 @@ __all__ = [
     "GeneratorConfig",
     "InputConfig",
     "NamingConfig",
+    "Origin",
     "OutcomeConfig",
     "QualityConfig",
     "RfmConfig",
@@ -40,14 +45,29 @@ __all__ = [
     "TrackingConfig",
     "TrainingConfig",
     "ValidationConfig",
+    "normalise_level",
 ]
 
 from segmentation.config.attitudes import AttitudesConfig
 from segmentation.config.clustering import ClusteringConfig
+from segmentation.config.inputs import (
+    CustomersSourceConfig,
+    EventColumns,
+    EventSourceConfig,
+    EventTypes,
+    InputConfig,
+)
+from segmentation.config.rulesets import (
+    DEFAULT_B2B_TIERS,
+    DEFAULT_RFM_SEGMENTS,
+    B2bConfig,
+    B2bTier,
+    RfmConfig,
+    RfmSegment,
+)
 from segmentation.config.types import (
     Bool,
     Date,
-    EventFormat,
     Float,
     FrozenMap,
     Int,
@@ -124,68 +144,10 @@ class GeneratorConfig(_Section):
         return self
 
 
-class EventColumns(_Section):
-    customer_id: Str = "customer_id"
-    event_time: Str = "event_time"
-    amount: Str = "amount"
-    event_type: Str | None = "event_type"
-    category: Str | None = "category"
-    channel: Str | None = "channel"
-    device: Str | None = "device"
-    quantity: Str | None = "quantity"
-    discount: Str | None = "discount"
-    event_id: Str | None = "event_id"
-
-    REQUIRED: ClassVar[tuple[str, ...]] = ("customer_id", "event_time", "amount")
-
-    def mapped(self) -> dict[str, str]:
-        """Canonical name -> the user's column name, for every column that is mapped."""
-        return {
-            name: getattr(self, name)
-            for name in type(self).model_fields
-            if getattr(self, name) is not None
-        }
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        for required in self.REQUIRED:
-            _require(
-                bool(getattr(self, required)),
-                f"input.events.columns.{required} must name a column (it is required)",
-            )
-        return self
-
-
-class EventTypes(_Section):
-    model_config = ConfigDict(populate_by_name=True)
-
-    order: tuple[Str, ...] = ("order", "purchase", "sale")
-    # `return` is a keyword: the YAML key "return" maps here.
-    return_: tuple[Str, ...] = Field(default=("return", "refund"), alias="return")
-    visit: tuple[Str, ...] = ("visit", "view", "session")
-
-
-class EventSourceConfig(_Section):
-    path: Str | None = None
-    format: EventFormat = "delta"
-    options: FrozenMap[Str] = Field(default_factory=_FrozenDict)
-    columns: EventColumns = Field(default_factory=EventColumns)
-    timestamp_format: Str | None = None
-    event_types: EventTypes = Field(default_factory=EventTypes)
-
-
-class CustomersSourceConfig(_Section):
-    """The customers dimension: one row per customer with descriptive attributes."""
-
-    path: Str | None = None
-    format: EventFormat = "delta"
-    options: FrozenMap[Str] = Field(default_factory=_FrozenDict)
-    customer_id: Str = "customer_id"
-
-
-class InputConfig(_Section):
-    events: EventSourceConfig = Field(default_factory=EventSourceConfig)
-    customers: CustomersSourceConfig = Field(default_factory=CustomersSourceConfig)
+def normalise_level(value: str) -> str:
+    """A level as the reader normalises the data's values: spaces trimmed, lower case (what
+    Spark's ``lower(trim(x))`` gives), so configured levels match the data's."""
+    return value.strip(" ").lower()
 
 
 class FeatureConfig(_Section):
@@ -197,6 +159,25 @@ class FeatureConfig(_Section):
     devices: tuple[Str, ...] | None = None
     max_levels: Int = 12
 
+    @field_validator("categories", "channels", "devices", mode="after")
+    @classmethod
+    def _normalise(
+        cls, levels: tuple[str, ...] | None, info: ValidationInfo
+    ) -> tuple[str, ...] | None:
+        """Levels as the reader normalises the data (``[Web, App]`` matches ``web``, ``app``)."""
+        if levels is None:
+            return None
+        normalised = tuple(normalise_level(v) for v in levels)
+        key = f"features.{info.field_name}"
+        repeated = sorted({v for v in normalised if normalised.count(v) > 1})
+        _require(
+            not repeated,
+            f"{key} {list(levels)} repeats {repeated} once trimmed and lower-cased (as the "
+            "reader compares them); list each level once",
+        )
+        _require(all(normalised), f"{key} must not list empty text")
+        return normalised
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         w = self.windows_days
@@ -207,10 +188,14 @@ class FeatureConfig(_Section):
         return self
 
 
+DuplicateRule = Literal["auto", "event_id", "exact", "off"]
+
+
 class QualityConfig(_Section):
     earliest_event_date: Date = dt.date(1990, 1, 1)
     max_days_after_as_of: Int = 366
     max_reject_share: Float = 0.05
+    duplicates: DuplicateRule = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -346,119 +331,18 @@ class ExplainConfig(_Section):
         return self
 
 
-class RfmSegment(_Section):
-    """A named cell range of the RFM map: inclusive [low, high] score ranges."""
+@dataclass(frozen=True)
+class Origin:
+    """Where a config was loaded from, so printed commands can reproduce it."""
 
-    name: Str
-    r: tuple[Int, ...] = (1, 5)
-    f: tuple[Int, ...] = (1, 5)
-    m: tuple[Int, ...] = (1, 5)
-
-
-def _rfm(name: str, r: tuple[int, int], f: tuple[int, int]) -> RfmSegment:
-    return RfmSegment(name=name, r=r, f=f)
-
-
-# The widely used R x F map (the "RFM segments" grid), with Lost split off Hibernating.
-DEFAULT_RFM_SEGMENTS = (
-    _rfm("Champions", (5, 5), (4, 5)),
-    _rfm("Loyal", (3, 4), (4, 5)),
-    _rfm("Potential loyalists", (4, 5), (2, 3)),
-    _rfm("New", (5, 5), (1, 1)),
-    _rfm("Promising", (4, 4), (1, 1)),
-    _rfm("Need attention", (3, 3), (3, 3)),
-    _rfm("About to sleep", (3, 3), (1, 2)),
-    _rfm("Can't lose them", (1, 2), (5, 5)),
-    _rfm("At risk", (1, 2), (3, 4)),
-    _rfm("Lost", (1, 1), (1, 1)),
-    _rfm("Hibernating", (1, 2), (1, 2)),
-)
-
-
-class RfmConfig(_Section):
-    enabled: Bool = True
-    model_name: Str = "rfm"
-    version: Int = 1
-    recency_feature: Str = "recency_days"
-    frequency_feature: Str = "frequency"
-    monetary_feature: Str = "monetary_total"
-    quantile_accuracy: Int = 10000
-    segments: tuple[RfmSegment, ...] = DEFAULT_RFM_SEGMENTS
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        _require(self.quantile_accuracy >= 100, "rfm.quantile_accuracy must be >= 100")
-        _require(len(self.segments) >= 1, "rfm.segments must list at least one segment")
-        for i, seg in enumerate(self.segments):
-            for score in ("r", "f", "m"):
-                lo_hi = getattr(seg, score)
-                _require(
-                    len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1] <= 5,
-                    f"rfm.segments[{i}].{score} ({seg.name}) must be [low, high] with "
-                    f"1 <= low <= high <= 5, got {list(lo_hi)}",
-                )
-        uncovered = [
-            (r, f, m)
-            for r in range(1, 6)
-            for f in range(1, 6)
-            for m in range(1, 6)
-            if not any(
-                s.r[0] <= r <= s.r[1] and s.f[0] <= f <= s.f[1] and s.m[0] <= m <= s.m[1]
-                for s in self.segments
-            )
-        ]
-        cells = ", ".join(f"r={r} f={f} m={m}" for r, f, m in uncovered[:5])
-        _require(
-            not uncovered,
-            f"rfm.segments leave {len(uncovered)} score cell(s) without a segment (e.g. "
-            f"{cells}): every customer must get one; add a catch-all segment last",
-        )
-        return self
-
-
-class B2bTier(_Section):
-    """A tier rule: every criterion given must hold (null: no constraint)."""
-
-    name: Str
-    min_spend: Float | None = None
-    min_employees: Int | None = None
-    industries: tuple[Str, ...] | None = None
-
-
-DEFAULT_B2B_TIERS = (
-    B2bTier(name="Strategic", min_spend=20000.0),
-    B2bTier(name="Strategic", min_spend=5000.0, min_employees=1000),
-    B2bTier(name="Large", min_spend=5000.0),
-    B2bTier(name="Large", min_employees=250),
-    B2bTier(name="Medium", min_spend=1000.0),
-    B2bTier(name="Medium", min_employees=50),
-    B2bTier(name="Small"),
-)
-
-
-class B2bConfig(_Section):
-    enabled: Bool = True
-    model_name: Str = "b2b_tiers"
-    version: Int = 1
-    business_column: Str = "is_business"
-    employees_column: Str | None = "employee_count"
-    industry_column: Str | None = "industry"
-    spend_feature: Str = "monetary_365d"
-    tiers: tuple[B2bTier, ...] = DEFAULT_B2B_TIERS
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        _require(len(self.tiers) >= 1, "b2b.tiers must list at least one tier")
-        last = self.tiers[-1]
-        _require(
-            (last.min_spend, last.min_employees, last.industries) == (None, None, None),
-            f"b2b.tiers: the last tier ({last.name}) must have no criteria, so that every "
-            "business account gets a tier",
-        )
-        return self
+    config: str
+    """The overlay file (``--config``)."""
+    overrides: tuple[str, ...] = ()
+    """The ``key.path=value`` overrides (``--set``)."""
 
 
 class AppConfig(_Section):
+    _origin: Origin | None = PrivateAttr(default=None)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -475,6 +359,25 @@ class AppConfig(_Section):
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     b2b: B2bConfig = Field(default_factory=B2bConfig)
     attitudes: AttitudesConfig = Field(default_factory=AttitudesConfig)
+
+    @property
+    def origin(self) -> Origin | None:
+        """The overlay file and overrides this config was loaded from (None: built in code)."""
+        return self._origin
+
+    def __eq__(self, other: object) -> bool:
+        """Equal settings are equal configs, wherever they were loaded from."""
+        if not isinstance(other, AppConfig):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = _Section.__hash__
+
+    def with_origin(self, origin: Origin) -> AppConfig:
+        """A copy that remembers where it was loaded from (``load_config`` sets it)."""
+        copy = self.model_copy()
+        copy._origin = origin
+        return copy
 
     def events_path(self) -> str:
         """Where the events are read from: the configured path or the generator's table."""

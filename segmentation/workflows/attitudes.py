@@ -41,13 +41,13 @@ from segmentation import (
     model_selection,
     profiling,
     publishing,
-    sources,
     survey,
     survey_generator,
     tables,
     tracking,
 )
 from segmentation import champion as champions
+from segmentation import customers as customers_dim
 from segmentation.config import AppConfig, AttitudesConfig, TrackingConfig
 from segmentation.errors import InputError
 from segmentation.evaluation import adjusted_rand_index
@@ -129,7 +129,7 @@ def run(spark: SparkSession, cfg: AppConfig) -> AttitudesResult:
     ac, tc = cfg.attitudes, tracking_config(cfg)
     if tc.promote:
         publishing.check_layout(spark, cfg.storage)
-    raw = sources.read_survey(spark, ac.survey, cfg.survey_path())
+    raw = customers_dim.read_survey(spark, ac.survey, cfg.survey_path())
     experiment_id = tracking.configure(tc)
     try:
         champion = champions.load(tc)
@@ -282,7 +282,7 @@ def _record_and_write(
         else None
     )  # fmt: skip
     attitude_records.record_training(cfg, fitted, congruence)
-    customers = sources.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    customers = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
     explained = model_report.explain_model(
         spark, cfg.explain, customers=customers, model=fitted.model, assigned=fitted.assigned,
         profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,

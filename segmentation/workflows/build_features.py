@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from segmentation import customers as customers_dim
 from segmentation import delta_tables, quality, sources, tables, timing, tracking
 from segmentation import features as feat
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """The duplicate rule applied (``quality.duplicates`` resolved) and the exact copies kept."""
+
+    rule: quality.Duplicates
+    day_level: bool
+    """The event times carry no time of day."""
+    kept_copies: int | None = None
+    """Exact copies (no event id) kept as separate events; None: not counted."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,10 @@ class FeaturesResult:
     rejected: dict[str, int]
     feature_columns: tuple[str, ...]
     run_id: str
+    input_counts: sources.InputCounts | None = None
+    duplicates: Duplicates | None = None
+    dimension: customers_dim.DimensionMatch | None = None
+    levels: dict[str, feat.LevelLabel] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,6 +64,9 @@ class FeatureSnapshot:
     feature_columns: tuple[str, ...]
     levels: dict[str, tuple[str, ...]]
     """The category, channel and device levels the features use (configured or discovered)."""
+    input_counts: sources.InputCounts | None = None
+    duplicates: Duplicates | None = None
+    dimension: customers_dim.DimensionMatch | None = None
 
     def writes(
         self, spark: SparkSession, cfg: AppConfig, *, job: str, run_id: str
@@ -95,64 +115,156 @@ def run(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
         events_path=snapshot.events_path, events_version=snapshot.events_version,
         input_rows=snapshot.input_rows, rejected=snapshot.rejected_counts,
         feature_columns=snapshot.feature_columns, run_id=run_id,
+        input_counts=snapshot.input_counts, duplicates=snapshot.duplicates,
+        dimension=snapshot.dimension, levels=feat.level_labels(snapshot.features),
     )  # fmt: skip
 
 
 def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnapshot:
     """The ``customer_features`` and ``rejected_events`` rows of ``features.as_of``, persisted.
 
-    Logs params and quality metrics to the active MLflow run.
+    One pass counts the input rows and, per mapped column, the values parsed, missing and
+    rejected (and whether the times carry a time of day, which decides the duplicate rule
+    ``auto``); the features take another. Logs params, the counts and quality metrics, the
+    level labels and the customers-dimension match to the active MLflow run.
 
     Raises:
         InputError: too many rows rejected (``quality.max_reject_share``) or no usable event;
             nothing is written.
     """
+    fc, q, ev = cfg.features, cfg.quality, cfg.input.events
+    events_path = cfg.events_path()
+    source = sources.read_events(spark, ev, events_path)
+    events_version = delta_tables.version(spark, events_path) if ev.format == "delta" else None
+    _log_params(cfg, events_path, events_version)
+    # One read and one shuffle of the events: staged (parsed, checked, shuffled by customer,
+    # copies numbered) and persisted; the counts, the quarantine, the levels and the features
+    # all read the staged rows.
+    staged = quality.stage_events(
+        source.checked, earliest=q.earliest_event_date,
+        latest=fc.as_of + dt.timedelta(days=q.max_days_after_as_of), time_zone=ev.time_zone,
+        storage_level=StorageLevel.MEMORY_AND_DISK,
+    )  # fmt: skip
+    try:
+        return _compute_staged(spark, cfg, source, staged, events_version, run_id=run_id)
+    finally:
+        staged.unpersist()
+
+
+def _compute_staged(
+    spark: SparkSession,
+    cfg: AppConfig,
+    source: sources.EventSource,
+    staged: DataFrame,
+    events_version: int | None,
+    *,
+    run_id: str,
+) -> FeatureSnapshot:
+    """:func:`compute` from the staged events (``quality.stage_events``, persisted)."""
     fc, q = cfg.features, cfg.quality
     events_path = cfg.events_path()
-    source = sources.read_events(spark, cfg.input.events, events_path)
-    split = quality.split_events(
-        source.events,
-        earliest=q.earliest_event_date,
-        latest=fc.as_of + dt.timedelta(days=q.max_days_after_as_of),
+    counts = source.counts(staged)
+    _log_input_counts(counts)
+    duplicates = resolve_duplicates(q.duplicates, day_level=counts.day_level)
+    split = quality.split_staged(
+        staged, duplicates=duplicates.rule, report_exact_copies=duplicates.rule == "event_id"
     )
-    events_version = (
-        delta_tables.version(spark, events_path) if cfg.input.events.format == "delta" else None
-    )
-    tracking.log_params(
-        {"as_of": fc.as_of.isoformat(), "input.events.path": events_path,
-         "input.events.version": events_version,
-         "windows_days": ",".join(map(str, fc.windows_days)),
-         "trend_window_days": fc.trend_window_days, "max_reject_share": q.max_reject_share}
-    )  # fmt: skip
     rejected_df = split.rejected.select(
         *tables.CANONICAL_EVENTS.names, quality.REASON,
         F.lit(fc.as_of).alias(tables.AS_OF), F.lit(run_id).alias(tables.RUN_ID),
     ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
-    input_rows = source.events.count()
-    rejected = _rejected_counts(rejected_df, input_rows, max_share=q.max_reject_share)
-    levels = _levels(cfg, source, split, rejected_df)
+    rejected = _rejected_counts(rejected_df, counts.rows, max_share=q.max_reject_share)
+    duplicates = _count_kept_copies(duplicates, split, counts.rows)
+    levels = _levels(cfg, source, split)
     features_df = feat.compute_features(
         split.clean, as_of=fc.as_of, windows_days=fc.windows_days,
         trend_window_days=fc.trend_window_days, categories=levels["category"],
         channels=levels["channel"], devices=levels["device"],
-        with_discount="discount" in source.present,
+        with_discount="discount" in source.present, time_zone=cfg.input.events.time_zone,
     ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
     customers = features_df.count()
-    if customers == 0:
+    try:
+        if customers == 0:
+            raise InputError(
+                f"no usable events on or before {fc.as_of} in {events_path} "
+                f"({counts.rows} input rows; rejected by reason: {counts_text(rejected)}); "
+                "check features.as_of and the input. No table was changed."
+            )
+        dimension = dimension_match(spark, cfg, features_df)
+    except InputError:
         features_df.unpersist()
         rejected_df.unpersist()
-        raise InputError(
-            f"no usable events on or before {fc.as_of} in {events_path} "
-            f"({input_rows} input rows; rejected by reason: {counts_text(rejected)}); "
-            "check features.as_of and the input. No table was changed."
-        )
+        raise
     tracking.log_metrics({"customers": customers})
+    tracking.log_json(
+        {c: dataclasses.asdict(lv) for c, lv in feat.level_labels(features_df).items()},
+        "features/levels.json",
+    )
     return FeatureSnapshot(
         as_of=fc.as_of, features=features_df, rejected=rejected_df, customers=customers,
-        rejected_counts=rejected, input_rows=input_rows, events_path=events_path,
+        rejected_counts=rejected, input_rows=counts.rows, events_path=events_path,
         events_version=events_version, feature_columns=tuple(feat.feature_columns(features_df)),
-        levels=levels,
+        levels=levels, input_counts=counts, duplicates=duplicates,
+        dimension=dimension,
     )  # fmt: skip
+
+
+def _log_params(cfg: AppConfig, events_path: str, events_version: int | None) -> None:
+    fc, q, ev = cfg.features, cfg.quality, cfg.input.events
+    tracking.log_params(
+        {"as_of": fc.as_of.isoformat(), "input.events.path": events_path,
+         "input.events.version": events_version, "input.events.time_zone": ev.time_zone,
+         "input.events.decimal_separator": ev.decimal_separator,
+         "input.events.thousands_separator": ev.thousands_separator,
+         "input.events.negative_amounts": ev.negative_amounts,
+         "windows_days": ",".join(map(str, fc.windows_days)),
+         "trend_window_days": fc.trend_window_days, "max_reject_share": q.max_reject_share,
+         "quality.duplicates": q.duplicates}
+    )  # fmt: skip
+
+
+def resolve_duplicates(rule: str, *, day_level: bool) -> Duplicates:
+    """``quality.duplicates`` resolved for this input (:func:`quality.duplicate_rule`)."""
+    return Duplicates(quality.duplicate_rule(rule, day_level=day_level), day_level)
+
+
+def _count_kept_copies(duplicates: Duplicates, split: quality.Split, rows: int) -> Duplicates:
+    """Counts the exact copies kept (a pass of its own, only when copies are kept)."""
+    if split.kept_copies is None:
+        return duplicates
+    kept = split.kept_copies.count()
+    tracking.log_metrics(
+        {"exact_copies_kept": kept, "exact_copies_kept_share": kept / rows if rows else 0.0}
+    )
+    if kept:
+        log.warning(
+            "%d exact copies (%.2f%% of input rows) kept as separate events (quality.duplicates "
+            "= %s)", kept, 100 * kept / rows, duplicates.rule,
+        )  # fmt: skip
+    return dataclasses.replace(duplicates, kept_copies=kept)
+
+
+def _log_input_counts(counts: sources.InputCounts) -> None:
+    metrics = {"input_rows": counts.rows, "input_timed_events": counts.timed}
+    for c in counts.columns:
+        metrics |= {f"input_{c.column}_parsed": c.parsed, f"input_{c.column}_null": c.null,
+                    f"input_{c.column}_rejected": c.rejected}  # fmt: skip
+    tracking.log_metrics(metrics)
+
+
+def dimension_match(
+    spark: SparkSession, cfg: AppConfig, features: DataFrame
+) -> customers_dim.DimensionMatch | None:
+    """The share of the snapshot's customers found in the customers dimension (None without
+    one), logged as the metric ``customers_dimension_match_share``."""
+    dimension = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    if dimension is None:
+        return None
+    match = customers_dim.match_dimension(
+        features, dimension, min_share=cfg.input.customers.min_match_share
+    )
+    tracking.log_metrics({"customers_dimension_match_share": match.share})
+    return match
 
 
 def _rejected_counts(
@@ -164,7 +276,7 @@ def _rejected_counts(
         for r in rejected_df.groupBy(quality.REASON).count().collect()
     }
     n_rejected = sum(rejected.values())
-    tracking.log_metrics({"input_rows": input_rows, "rejected_rows": n_rejected})
+    tracking.log_metrics({"rejected_rows": n_rejected})
     tracking.log_metrics(
         {f"rejected_{reason}": rejected.get(reason, 0) for reason in quality.REASONS}
     )
@@ -183,22 +295,16 @@ def _rejected_counts(
 
 
 def _levels(
-    cfg: AppConfig, source: sources.EventSource, split: quality.Split, rejected_df: DataFrame
+    cfg: AppConfig, source: sources.EventSource, split: quality.Split
 ) -> dict[str, tuple[str, ...]]:
-    """The category, channel and device levels: configured, or discovered in one pass.
-
-    Discovered levels are counted over the valid events minus the duplicate copies (from the
-    persisted quarantine), which equals counting the de-duplicated events without
-    de-duplicating twice.
-    """
+    """The category, channel and device levels: configured, or discovered in one pass over
+    the de-duplicated events (read from the staged events, no shuffle of their own)."""
     fc = cfg.features
     configured = {"category": fc.categories, "channel": fc.channels, "device": fc.devices}
-    duplicates = rejected_df.where(F.col(quality.REASON) == quality.DUPLICATE_EVENT)
     levels = feat.discover_all_levels(
-        split.valid,
+        split.clean,
         [c for c, lv in configured.items() if lv is None and c in source.present],
         max_levels=fc.max_levels,
-        minus=duplicates,
     )
     for column, lv in configured.items():
         levels.setdefault(column, () if column not in source.present or lv is None else lv)

@@ -32,7 +32,8 @@ def run(spark: SparkSession | None, cfg: AppConfig, *, version: int | None = Non
     Needs no Spark session (``spark`` is ignored).
 
     Raises:
-        InputError: the model has no registered version; SegmentationError: no such version.
+        InputError: the model has no registered version; SegmentationError: no such version,
+            or a registry error (naming the tracking URI), before anything is recorded.
     """
     tc = cfg.tracking
     experiment_id = tracking.configure(tc)
@@ -41,6 +42,7 @@ def run(spark: SparkSession | None, cfg: AppConfig, *, version: int | None = Non
         if version is None:
             raise InputError(f"model {tc.registered_model} has no registered version to promote")
     training_run = tracking.version_run_id(tc.registered_model, version)
+    tracking.alias_version(tc.registered_model, tc.alias)  # a registry error stops here, first
     with tracking.run(experiment_id, f"promote {tc.registered_model} v{version}") as run_id:
         tracking.set_tags({"job": JOB})
         previous = tracking.promote(

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import publishing, rulesets, sources, tables, tracking
+from segmentation import customers as customers_dim
+from segmentation import publishing, rulesets, tables, tracking
 from segmentation.config import AppConfig
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,11 @@ class RuleSegmentsResult:
     publications: dict[str, publishing.Publication] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     rfm_cuts: rulesets.RfmCuts | None = None
+    rfm_empty_scores: list[rulesets.EmptyScore] = field(default_factory=list)
+    rfm_no_purchases: int = 0
+    """Customers without a purchase up to as_of (segment ``rfm.no_purchase_segment``)."""
+    dimension: customers_dim.DimensionMatch | None = None
+    """How many of the snapshot's customers the customers dimension holds (B2B tiers)."""
 
 
 @dataclass(frozen=True)
@@ -85,17 +91,22 @@ def _rfm(cfg: AppConfig, features: DataFrame, result: RuleSegmentsResult) -> Rul
         return None
     result.rfm_cuts = rulesets.rfm_cuts(features, rc)
     scored = rulesets.score_rfm(features, rc, result.rfm_cuts).cache()
+    counts = rulesets.score_counts(scored)
+    result.rfm_empty_scores = rulesets.empty_scores(counts, result.rfm_cuts)
+    result.rfm_no_purchases = features.count() - sum(counts["F"].values())
+    for empty in result.rfm_empty_scores:
+        log.warning("RFM score %s is given to no customer: %s", empty.score, empty.text())
+    cell = F.concat(*[F.col(c).cast("string") for c in rulesets.SCORES])  # null without scores
     scores = scored.select(
         F.lit(cfg.features.as_of).alias(tables.AS_OF),
         F.lit(rc.model_name).alias(tables.MODEL_NAME),
         F.lit(rc.version).alias(tables.MODEL_VERSION), tables.CUSTOMER_ID,
-        rulesets.R_SCORE, rulesets.F_SCORE, rulesets.M_SCORE,
-        F.concat_ws("", rulesets.R_SCORE, rulesets.F_SCORE, rulesets.M_SCORE).alias("rfm_cell"),
+        rulesets.R_SCORE, rulesets.F_SCORE, rulesets.M_SCORE, cell.alias("rfm_cell"),
         tables.SEGMENT_ID, tables.SEGMENT_NAME, F.lit(result.run_id).alias(tables.RUN_ID),
     )  # fmt: skip
     return RuleSet(
         model_name=rc.model_name, version=rc.version, assigned=scored,
-        names=rulesets.segment_names([s.name for s in rc.segments]),
+        names=rulesets.rfm_segment_names(rc),
         model_features=(rc.recency_feature, rc.frequency_feature, rc.monetary_feature),
         scores=scores,
     )  # fmt: skip
@@ -108,10 +119,13 @@ def _b2b(
     if not bc.enabled:
         result.skipped[bc.model_name] = "b2b.enabled is false"
         return None
-    customers = sources.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    customers = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
     if customers is None:
         result.skipped[bc.model_name] = "no customers dimension (input.customers)"
         return None
+    result.dimension = customers_dim.match_dimension(
+        features, customers, min_share=cfg.input.customers.min_match_share
+    )
     tiers = rulesets.b2b_tiers(features, customers, bc).cache()
     if tiers.isEmpty():
         tiers.unpersist()
@@ -122,6 +136,18 @@ def _b2b(
         names=rulesets.segment_names([t.name for t in bc.tiers]),
         model_features=(bc.spend_feature,),
     )  # fmt: skip
+
+
+def _record_rfm(result: RuleSegmentsResult) -> None:
+    """The cuts, the empty scores and why, and the customers without purchases, to MLflow."""
+    assert result.rfm_cuts is not None
+    tracking.log_json(dataclasses.asdict(result.rfm_cuts), "rfm/cuts.json")
+    tracking.log_json([dataclasses.asdict(e) for e in result.rfm_empty_scores],
+                      "rfm/empty_scores.json")  # fmt: skip
+    tracking.log_metrics({"rfm_empty_scores": len(result.rfm_empty_scores),
+                          "rfm_no_purchase_customers": result.rfm_no_purchases})  # fmt: skip
+    empty = "; ".join(e.text() for e in result.rfm_empty_scores) or "none"
+    tracking.set_tags({"rfm_empty_scores": empty})
 
 
 def _publish(
@@ -144,7 +170,9 @@ def _publish(
                 snapshot={tables.AS_OF: as_of},
             ))  # fmt: skip
         if rule_set.model_name == cfg.rfm.model_name and result.rfm_cuts is not None:
-            tracking.log_json(dataclasses.asdict(result.rfm_cuts), "rfm/cuts.json")
+            _record_rfm(result)
+        if rule_set.model_name == cfg.b2b.model_name and result.dimension is not None:
+            tracking.log_metrics({"customers_dimension_match_share": result.dimension.share})
         scored = publishing.Scored(
             assigned=rulesets.as_assignment(rule_set.assigned), features=features,
             names=rule_set.names, model_features=rule_set.model_features,

@@ -29,11 +29,12 @@ from segmentation import (
     profiling,
     publishing,
     report,
-    sources,
     tables,
     timing,
     tracking,
 )
+from segmentation import customers as customers_dim
+from segmentation import features as feat
 from segmentation.config import (
     AppConfig,
     ClusteringConfig,
@@ -82,6 +83,8 @@ class Fitted:
 
 @dataclass
 class TrainResult:
+    """What a training did (printed by ``summaries.training``)."""
+
     as_of: dt.date
     run_id: str
     experiment_id: str
@@ -99,6 +102,9 @@ class TrainResult:
     paths: dict[str, str] = field(default_factory=dict)
     explanation: model_report.Explained | None = None
     validation: Validation | None = None
+    notes: list[str] = field(default_factory=list)
+    """Adjustments the run made and says so (e.g. features left out)."""
+    dimension: customers_dim.DimensionMatch | None = None
 
 
 def estimator(tc: TrainingConfig) -> clustering.SegmentationKMeans:
@@ -149,13 +155,45 @@ def final_fit(
     return clustering.fit_best(est, features, k=selection.chosen_k, scaling=scaling, seeds=seeds)
 
 
+def usable_features(cfg: AppConfig) -> tuple[tuple[str, ...], list[str]]:
+    """``training.features`` without those needing an unmapped input column, and a note for
+    each one left out (``discount_share`` when ``input.events.columns.discount`` is null).
+
+    Raises:
+        InputError: every clustering feature needs an unmapped column.
+    """
+    mapped = cfg.input.events.columns.mapped()
+    kept, notes = [], []
+    for f in cfg.training.features:
+        needs = feat.required_input(f)
+        if needs is None or needs in mapped:
+            kept.append(f)
+        else:
+            notes.append(
+                f"clustering feature {f} left out: it needs input.events.columns.{needs}, "
+                "which is null (map the column, or remove the feature from training.features)"
+            )
+    if not kept:
+        raise InputError(f"every clustering feature is left out: {'; '.join(notes)}")
+    return tuple(kept), notes
+
+
 def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
     """Select k, fit, match ids, then record, register, write and (optionally) publish.
+
+    Clustering features that need an unmapped input column are left out with a note
+    (:func:`usable_features`); a registry error while looking up the champion stops the run
+    before anything is written.
 
     Raises:
         InputError: no feature snapshot for ``features.as_of``, too few customers, or an
             impossible training configuration for this data.
+        SegmentationError: the MLflow registry failed (naming the tracking URI).
     """
+    used, notes = usable_features(cfg)
+    for note in notes:
+        log.warning("%s", note)
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"features": used})})
     if cfg.tracking.promote:
         publishing.check_layout(spark, cfg.storage)
     version = tables.version(spark, cfg.storage, tables.FEATURES)
@@ -180,9 +218,12 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
                     model=fitted.model, names=fitted.names, features=features,
                 )  # fmt: skip
         with tracking.run(experiment_id) as run_id:
+            if notes:
+                tracking.set_tags({"features_left_out": "; ".join(notes)})
             result = _record_and_write(
                 spark, cfg, fitted, run_id=run_id, experiment_id=experiment_id
             )
+            result.notes = notes
         fitted.assigned.unpersist()
         return result
     finally:
@@ -234,7 +275,10 @@ def _record_and_write(
     tc, fc = cfg.tracking, cfg.features
     tracking.set_tags({"job": JOB})
     _record_training(cfg, fitted)
-    customers = sources.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    customers, dimension = _customers(spark, cfg, fitted.features)
+    labels = feat.level_labels(fitted.features)
+    tracking.log_json({c: dataclasses.asdict(lv) for c, lv in labels.items()},
+                      "features/levels.json")  # fmt: skip
     with timing.stage("train: explain (rules, composition, pictures)"):
         explained = model_report.explain_model(
             spark, cfg.explain, customers=customers, model=fitted.model,
@@ -276,7 +320,7 @@ def _record_and_write(
     }
     if cfg.explain.report:
         with timing.stage("train: HTML report"):
-            paths["report"] = _report(cfg, fitted, explained, run_id, version)
+            paths["report"] = _report(cfg, fitted, explained, run_id, version, labels)
     return TrainResult(
         as_of=fc.as_of, run_id=run_id, experiment_id=experiment_id,
         model_name=tc.registered_model, model_version=version, promoted=tc.promote,
@@ -284,12 +328,17 @@ def _record_and_write(
         customers=fitted.customers, matching=fitted.matched,
         previous_version=fitted.champion.version if fitted.champion else None,
         publication=publication, ari_vs_truth=ari, paths=paths, explanation=explained,
-        validation=fitted.validation,
+        validation=fitted.validation, dimension=dimension,
     )  # fmt: skip
 
 
 def _report(
-    cfg: AppConfig, fitted: Fitted, explained: model_report.Explained, run_id: str, version: int
+    cfg: AppConfig,
+    fitted: Fitted,
+    explained: model_report.Explained,
+    run_id: str,
+    version: int,
+    labels: dict[str, feat.LevelLabel],
 ) -> str:
     """Write the model's HTML report; returns its path."""
     tc = cfg.tracking
@@ -299,7 +348,22 @@ def _report(
                                    fitted.customers),
         selection=fitted.selection, features=fitted.model.scaling.features,
         profiles=fitted.profiles, names=fitted.names, validation=fitted.validation,
+        labels=labels,
     )  # fmt: skip
+
+
+def _customers(
+    spark: SparkSession, cfg: AppConfig, features: DataFrame
+) -> tuple[DataFrame | None, customers_dim.DimensionMatch | None]:
+    """The customers dimension (for composition) and the share of customers it holds."""
+    customers = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    if customers is None:
+        return None, None
+    match = customers_dim.match_dimension(
+        features, customers, min_share=cfg.input.customers.min_match_share
+    )
+    tracking.log_metrics({"customers_dimension_match_share": match.share})
+    return customers, match
 
 
 def _scored(fitted: Fitted, lineage: tables.Lineage) -> publishing.Scored:
@@ -395,8 +459,13 @@ def _version_writes(
         profiling.profile_rows(fitted.profiles, fitted.names), tables.PROFILE_ROWS
     )
     profiles = tables.with_lineage(profile_rows, lineage, tables.PROFILES)
+    labels = feat.level_labels(fitted.features)
     tracking.log_json(
-        [dict(zip(profiles.columns, r, strict=True)) for r in profiles.collect()],
+        [
+            dict(zip(profiles.columns, r, strict=True))
+            | {"feature_label": feat.display_name(r["feature"], labels)}
+            for r in profiles.collect()
+        ],
         "profiles/segment_profiles.json",
     )
     tracking.log_json({str(k): v for k, v in fitted.names.items()}, "profiles/segment_names.json")

@@ -1,0 +1,223 @@
+"""Interpreting the user's raw values: customer ids, numbers and times, with Spark built-ins.
+
+Every parser returns the canonical value and, where a value is present but cannot be
+interpreted, an *issue*: the quarantine reason of its row. Nothing is guessed, rounded or read
+at another scale: an id of 17850.5, an amount ``12,50`` where a decimal point is configured, or
+a time that does not fit the configured pattern is an issue, never a nearby value.
+
+* **Customer ids** are text. Integral numbers become their integer text, whatever the input
+  type (``17850``, ``17850.0`` as DOUBLE and ``17850`` as DECIMAL all give ``"17850"``), so
+  events and the customers dimension join however each export typed them. Text ids are kept
+  as written (trimmed): ``"00123"`` stays ``"00123"``.
+* **Numbers** in text follow ``input.events.decimal_separator``, ``thousands_separator`` and
+  ``currency_symbols``; numeric columns are taken as they are.
+* **Times** are instants (Spark TIMESTAMP, UTC session). Text with an offset or zone, epoch
+  numbers and TIMESTAMP columns are instants already; text without an offset, TIMESTAMP_NTZ
+  and DATE columns are wall-clock times of ``input.events.time_zone``. Calendar days are always
+  that zone's days (:func:`local_date`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation.errors import InputError
+
+NON_INTEGRAL_CUSTOMER_ID = "non_integral_customer_id"
+INEXACT_CUSTOMER_ID = "inexact_customer_id"
+UNPARSEABLE_AMOUNT = "unparseable_amount"
+INVALID_QUANTITY = "invalid_quantity"
+INVALID_DISCOUNT = "invalid_discount"
+UTC = "UTC"
+
+# The largest magnitude below which every integer is exact: 2^53 for DOUBLE, 2^24 for FLOAT.
+_EXACT_LIMIT = {T.DoubleType: float(2**53), T.FloatType: float(2**24)}
+# A time part followed by a zone or an offset: ``21:30:00-05:00``, ``21:30Z``, ``21:30 UTC``,
+# ``21:30:00.5 Europe/Paris``. (The zone starts with a character that cannot continue the time.)
+_ZONE_SUFFIX = r"\d:\d\d(:\d\d(\.\d*)?)?\s*[^\d\s:.]\S*$"
+# Datetime pattern letters that read a zone or an offset (outside quoted text).
+_ZONE_LETTERS = re.compile(r"[VzOXxZ]")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A parsed column: the canonical value, and the issue of a present, unusable value."""
+
+    value: Column
+    issue: Column
+    """The quarantine reason (null: the value is usable, or absent)."""
+
+
+def blank_is_null(text: Column) -> Column:
+    """Trimmed text, with empty text as null (an empty CSV field is a missing value)."""
+    trimmed = F.trim(text.cast("string"))
+    return F.when(trimmed != "", trimmed)
+
+
+def customer_id(column: Column, data_type: T.DataType) -> Parsed:
+    """The id as text: integral numbers as their integer text, text trimmed.
+
+    Args:
+        column: the raw id column.
+        data_type: its Spark type.
+
+    Returns:
+        The text id, and the issue ``non_integral_customer_id`` (a fraction, NaN, infinity) or
+        ``inexact_customer_id`` (a FLOAT/DOUBLE at or beyond 2^24/2^53, where neighbouring
+        integers share one value). A row with an issue keeps the raw value as text.
+
+    Raises:
+        InputError: the column is neither text nor a number.
+    """
+    no_issue = F.lit(None).cast("string")
+    if isinstance(data_type, T.StringType):
+        return Parsed(blank_is_null(column), no_issue)
+    if isinstance(data_type, T.IntegralType):
+        return Parsed(column.cast("string"), no_issue)
+    if isinstance(data_type, T.DecimalType):
+        if data_type.scale == 0:
+            return Parsed(column.cast("string"), no_issue)
+        whole = F.floor(column)
+        issue = F.when(column != whole, F.lit(NON_INTEGRAL_CUSTOMER_ID))
+        value = F.when(issue.isNull(), whole.cast("string")).otherwise(column.cast("string"))
+        return Parsed(value, issue)
+    if isinstance(data_type, T.DoubleType | T.FloatType):
+        x = column.cast("double")
+        limit = _EXACT_LIMIT[type(data_type)]
+        # NaN and infinity have no integral part: x % 1 is NaN for them, never 0.
+        fraction = F.isnan(x) | ((x % F.lit(1.0)) != 0)
+        issue = F.when(fraction, F.lit(NON_INTEGRAL_CUSTOMER_ID)).when(
+            F.abs(x) >= limit, F.lit(INEXACT_CUSTOMER_ID)
+        )
+        value = F.when(issue.isNull(), x.try_cast("long").cast("string")).otherwise(
+            x.cast("string")
+        )
+        return Parsed(value, issue)
+    raise InputError(f"a customer id column must be text or a number, found {data_type}")
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """How numbers are written as text (``input.events.decimal_separator`` and the rest)."""
+
+    decimal_separator: str = "."
+    thousands_separator: str | None = None
+    currency_symbols: Sequence[str] = ()
+
+    def pattern(self) -> str:
+        """The Java regular expression a number's text must match, whole."""
+        d = re.escape(self.decimal_separator)
+        t = self.thousands_separator
+        integer = r"\d+" if t is None else rf"(?:\d{{1,3}}(?:{re.escape(t)}\d{{3}})+|\d+)"
+        return rf"^[+-]?\s*(?:{integer}(?:{d}\d+)?|{d}\d+)$"
+
+
+def number(column: Column, data_type: T.DataType, fmt: NumberFormat, *, issue: str) -> Parsed:
+    """A DOUBLE from a numeric column, or from text written in ``fmt``.
+
+    Text is trimmed and its currency symbols removed; it must then be a whole number in the
+    format (sign, digits, thousands groups of three, one decimal separator): ``1.234,50`` with
+    a decimal comma and a thousands point is 1234.5, ``12,50`` without a decimal comma is an
+    issue (never 1250). Empty text is null (missing), not an issue.
+
+    Args:
+        column: the raw column.
+        data_type: its Spark type.
+        fmt: the configured number format of text values.
+        issue: the reason given to a present value that is not a number in the format.
+    """
+    if not isinstance(data_type, T.StringType):
+        return Parsed(column.cast("double"), F.lit(None).cast("string"))
+    text = column.cast("string")
+    if fmt.currency_symbols:
+        symbols = "|".join(rf"\Q{s.strip()}\E" for s in fmt.currency_symbols)
+        text = F.regexp_replace(text, symbols, "")
+    text = blank_is_null(text)
+    fits = text.rlike(fmt.pattern())
+    plain = F.regexp_replace(text, r"^([+-]?)\s*", "$1")
+    if fmt.thousands_separator is not None:
+        plain = F.replace(plain, F.lit(fmt.thousands_separator), F.lit(""))
+    if fmt.decimal_separator != ".":
+        plain = F.replace(plain, F.lit(fmt.decimal_separator), F.lit("."))
+    return Parsed(
+        F.when(fits, plain.try_cast("double")), F.when(text.isNotNull() & ~fits, F.lit(issue))
+    )
+
+
+def finite(value: Column) -> Column:
+    """True where a DOUBLE is neither NaN nor infinite (null stays null)."""
+    return ~(F.isnan(value) | (F.abs(value) == float("inf")))
+
+
+def event_time(
+    column: Column, data_type: T.DataType, *, timestamp_format: str | None, time_zone: str
+) -> Column:
+    """The event's instant (TIMESTAMP), or null where the value cannot be read as a time.
+
+    Args:
+        column: the raw time column.
+        data_type: its Spark type.
+        timestamp_format: a Spark datetime pattern for text, ``epoch_seconds``,
+            ``epoch_millis``, or None for ISO-8601 text.
+        time_zone: the IANA zone of wall-clock times (text without offset, TIMESTAMP_NTZ,
+            DATE).
+
+    Raises:
+        InputError: a numeric column without an epoch format (names the config key).
+    """
+    if timestamp_format == "epoch_seconds":
+        return F.timestamp_seconds(column.try_cast("double"))
+    if timestamp_format == "epoch_millis":
+        return F.timestamp_millis(column.try_cast("long"))
+    if isinstance(data_type, T.TimestampType):
+        return column
+    if isinstance(data_type, T.TimestampNTZType | T.DateType):
+        return wall_clock(column.cast("timestamp_ntz").cast("timestamp"), time_zone)
+    if isinstance(data_type, T.NumericType):
+        raise InputError(
+            "input.events.columns.event_time is numeric: set input.events.timestamp_format to "
+            "epoch_seconds or epoch_millis"
+        )
+    text = F.trim(column.cast("string"))
+    if timestamp_format:
+        parsed = F.try_to_timestamp(text, F.lit(timestamp_format))
+        zoned = _pattern_has_zone(timestamp_format)
+        return parsed if zoned else wall_clock(parsed, time_zone)
+    parsed = F.try_to_timestamp(text)
+    return F.when(text.rlike(_ZONE_SUFFIX), parsed).otherwise(wall_clock(parsed, time_zone))
+
+
+def wall_clock(timestamp: Column, time_zone: str) -> Column:
+    """The instant of a wall-clock time of ``time_zone`` (read as if UTC, the session zone).
+
+    A time in a daylight-saving gap or overlap gets the offset before the change; its calendar
+    day is unaffected (zones change their clocks away from midnight).
+    """
+    return timestamp if time_zone == UTC else F.to_utc_timestamp(timestamp, time_zone)
+
+
+def local_time(instant: Column, time_zone: str) -> Column:
+    """The wall-clock time of an instant in ``time_zone``."""
+    return instant if time_zone == UTC else F.from_utc_timestamp(instant, time_zone)
+
+
+def local_date(instant: Column, time_zone: str) -> Column:
+    """The calendar day of an instant in ``time_zone``."""
+    return F.to_date(local_time(instant, time_zone))
+
+
+def has_time_of_day(instant: Column, time_zone: str) -> Column:
+    """True where an instant is not a midnight of ``time_zone`` (the data has times of day)."""
+    return F.unix_micros(local_time(instant, time_zone)) % F.lit(86_400_000_000) != 0
+
+
+def _pattern_has_zone(pattern: str) -> bool:
+    """Whether a datetime pattern reads a zone or an offset (quoted text does not count)."""
+    unquoted = re.sub(r"'[^']*'", "", pattern)
+    return bool(_ZONE_LETTERS.search(unquoted))
