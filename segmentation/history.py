@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -275,6 +275,11 @@ class FeatureDrift:
     current: Mapping[int, int]
 
 
+def _below(x: Column) -> Callable[[Column], Column]:
+    """``e -> e < x``, for ``F.filter`` (bound here, not in a loop)."""
+    return lambda e: e < x
+
+
 def feature_psi(
     baseline: DataFrame, current: DataFrame, features: Sequence[str], *, bins: int = 10
 ) -> list[FeatureDrift]:
@@ -301,7 +306,10 @@ def feature_psi(
         cells = []
         for f in features:
             x = F.col(f).cast("double")
-            index = sum((F.when(x > F.lit(e), 1).otherwise(0) for e in edges[f]), F.lit(0))
+            # The bin: how many edges lie strictly below x (bins are (e_i, e_i+1]), one
+            # higher-order expression per feature, not one comparison per edge.
+            edge_array = F.array(*[F.lit(float(e)) for e in edges[f]]).cast("array<double>")
+            index = F.size(F.filter(edge_array, _below(x))) if edges[f] else F.lit(0)
             cells.append(
                 F.struct(
                     F.lit(f).alias("feature"),

@@ -286,13 +286,23 @@ class HistoryWrite:
 SNAPSHOT_TABLES = (tables.MEMBERSHIP, tables.MIGRATION)
 
 
+_CURRENT_LAYOUT: set[str] = set()
+"""Tables found with the current layout in this process: a layout is never downgraded (only
+an older release would write the old one), so each is read once per process."""
+
+
 def outdated_tables(spark: SparkSession, storage: StorageConfig) -> dict[str, list[str]]:
     """Snapshot tables written before they were partitioned by model_name (name -> layout)."""
     out = {}
     for table in SNAPSHOT_TABLES:
-        parts = delta_tables.partition_columns(spark, tables.path(storage, table))
+        path = delta_tables.absolute(tables.path(storage, table))
+        if path in _CURRENT_LAYOUT:
+            continue
+        parts = delta_tables.partition_columns(spark, path)
         if parts is not None and parts != list(table.partition_by):
             out[table.name] = parts
+        elif parts is not None:
+            _CURRENT_LAYOUT.add(path)
     return out
 
 

@@ -175,3 +175,29 @@ def test_moves_from_migration_rows():
         {"from_segment_id": None, "to_segment_id": 1, "customers": 7},
     ]
     assert history.moves(rows) == {"stayed": 2, "moved": 1, "entered": 7, "left": 0}
+
+
+def test_feature_psi_bins_match_numpy_at_the_edges_and_for_missing_values(spark):
+    """Bin i holds values in (e_i-1, e_i]: a value equal to an edge stays below it (numpy's
+    searchsorted, side="left"); null and NaN are bin -1."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    base_k = rng.integers(0, 6, 500).astype(float)  # integers: many values equal the edges
+    cur = [float(v) for v in rng.integers(0, 8, 300)] + [None, float("nan"), None]
+    base = spark.createDataFrame([(float(v),) for v in base_k], "k double")
+    current = spark.createDataFrame([(v,) for v in cur], "k double")
+    (drift,) = history.feature_psi(base, current, ["k"], bins=4)
+    edges = np.array(drift.edges)
+    assert len(edges) > 0 and np.all(np.diff(edges) > 0)
+
+    def expected(values):
+        out = {}
+        for v in values:
+            b = -1 if v is None or np.isnan(v) else int(np.searchsorted(edges, v, side="left"))
+            out[b] = out.get(b, 0) + 1
+        return out
+
+    assert dict(drift.baseline) == expected(list(base_k))
+    assert dict(drift.current) == expected(cur)
+    assert drift.psi == pytest.approx(history.psi(expected(list(base_k)), expected(cur)))
