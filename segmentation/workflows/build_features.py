@@ -137,16 +137,17 @@ def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnaps
     source = sources.read_events(spark, ev, events_path)
     events_version = delta_tables.version(spark, events_path) if ev.format == "delta" else None
     _log_params(cfg, events_path, events_version)
-    # One read and one shuffle of the events: staged (parsed, checked, shuffled by customer,
-    # copies numbered) and persisted; the counts, the quarantine, the levels and the features
-    # all read the staged rows.
+    # The input counts: a narrow pass of their own (no shuffle). Then one shuffle of the
+    # events: staged (canonical columns, checked, shuffled by customer, copies numbered) and
+    # persisted; the quarantine, the levels and the features all read the staged rows.
+    counts = source.counts()
     staged = quality.stage_events(
-        source.checked, earliest=q.earliest_event_date,
+        source.events, earliest=q.earliest_event_date,
         latest=fc.as_of + dt.timedelta(days=q.max_days_after_as_of), time_zone=ev.time_zone,
         storage_level=StorageLevel.MEMORY_AND_DISK,
     )  # fmt: skip
     try:
-        return _compute_staged(spark, cfg, source, staged, events_version, run_id=run_id)
+        return _compute_staged(spark, cfg, source, staged, counts, events_version, run_id=run_id)
     finally:
         staged.unpersist()
 
@@ -156,6 +157,7 @@ def _compute_staged(
     cfg: AppConfig,
     source: sources.EventSource,
     staged: DataFrame,
+    counts: sources.InputCounts,
     events_version: int | None,
     *,
     run_id: str,
@@ -163,7 +165,6 @@ def _compute_staged(
     """:func:`compute` from the staged events (``quality.stage_events``, persisted)."""
     fc, q = cfg.features, cfg.quality
     events_path = cfg.events_path()
-    counts = source.counts(staged)
     _log_input_counts(counts)
     duplicates = resolve_duplicates(q.duplicates, day_level=counts.day_level)
     split = quality.split_staged(
