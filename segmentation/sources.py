@@ -85,8 +85,8 @@ class EventSource:
         """Rows, per-column parsed/null/rejected counts and timed events, in one pass.
 
         Args:
-            frame: :attr:`checked` or a frame derived from it row for row with its columns
-                (e.g. ``quality.stage_events`` of it, persisted); default :attr:`checked`.
+            frame: a frame with :attr:`checked`'s rows and columns (e.g. a persisted copy);
+                default :attr:`checked` itself.
         """
         time = F.col("event_time")
         aggregates = [
