@@ -81,13 +81,8 @@ class EventSource:
     mapped: dict[str, str]
     time_zone: str = parsing.UTC
 
-    def counts(self, frame: DataFrame | None = None) -> InputCounts:
-        """Rows, per-column parsed/null/rejected counts and timed events, in one pass.
-
-        Args:
-            frame: a frame with :attr:`checked`'s rows and columns (e.g. a persisted copy);
-                default :attr:`checked` itself.
-        """
+    def counts(self) -> InputCounts:
+        """Rows, per-column parsed/null/rejected counts and timed events, in one pass."""
         time = F.col("event_time")
         aggregates = [
             F.count(F.lit(1)).alias("rows"),
@@ -98,7 +93,7 @@ class EventSource:
                 F.count(F.when(F.col(_flag("null", c)), 1)).alias(f"null_{c}"),
                 F.count(F.when(F.col(_flag("bad", c)), 1)).alias(f"bad_{c}"),
             ]
-        row = (self.checked if frame is None else frame).agg(*aggregates).first()
+        row = self.checked.agg(*aggregates).first()
         assert row is not None
         rows = int(row["rows"])
         columns = tuple(
