@@ -119,6 +119,7 @@ def publish(
     *,
     job: str,
     first: Sequence[Write] = (),
+    shared_psi: drift.FeaturePsiCache | None = None,
 ) -> Publication:
     """Write one model's membership snapshot with its consequences, in the publishing order.
 
@@ -128,6 +129,10 @@ def publish(
     before the writes changes no table; a failure between two writes leaves the earlier ones
     written, and a re-run of the same ``as_of`` repairs the rest. Snapshots, history and
     migration of other segmentations (other ``model_name``) are never touched.
+
+    Args:
+        shared_psi: feature PSI shared by the publications of one features frame (see
+            ``drift.measure``).
 
     Raises:
         InputError: a segment without a name, an outdated table layout, or a configured
@@ -170,7 +175,7 @@ def publish(
         # At most (k + 1)^2 rows: written from the driver rather than computed twice.
         migration = spark.createDataFrame(pub.migration, tables.MIGRATION_SCHEMA)
         writes.append(snapshot(tables.MIGRATION, migration))
-        _add_drift(spark, storage, dc, pub, scored, history.segment_counts(previous))
+        _add_drift(spark, storage, dc, pub, scored, history.segment_counts(previous), shared_psi)
     pub.table_versions = tables.write_in_order(writes)
     pub.history_mode = history_write.mode
     log_publication(pub, dc.psi_threshold)
@@ -205,11 +210,13 @@ def _add_drift(
     pub: Publication,
     scored: Scored,
     baseline_sizes: Mapping[int, int],
+    shared_psi: drift.FeaturePsiCache | None,
 ) -> None:
     assert pub.baseline_as_of is not None
     measured = drift.measure(
         spark, storage, dc, baseline_as_of=pub.baseline_as_of, baseline_sizes=baseline_sizes,
         sizes=pub.sizes, features=scored.features, model_features=scored.model_features,
+        shared=shared_psi,
     )  # fmt: skip
     pub.segment_psi = measured.segment_psi
     pub.feature_psi = measured.feature_psi

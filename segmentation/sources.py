@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 from pyspark.errors import AnalysisException
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -82,7 +84,27 @@ class EventSource:
     time_zone: str = parsing.UTC
 
     def counts(self) -> InputCounts:
-        """Rows, per-column parsed/null/rejected counts and timed events, in one pass."""
+        """Rows, per-column parsed/null/rejected counts and timed events, in one pass of
+        their own (:meth:`observed` takes them from another pass instead)."""
+        row = self.checked.agg(*self._count_columns()).first()
+        assert row is not None
+        return self._input_counts(row.asDict())
+
+    def observed(self) -> tuple[DataFrame, Callable[[], InputCounts]]:
+        """The canonical events (``events``) with :meth:`counts` attached as observed metrics
+        (``DataFrame.observe``), and the function that returns those counts.
+
+        The counts arrive with the first action that reads every row of the returned frame
+        (for a persisted frame: the one that fills the cache), so the input is read once for
+        both; calling the function before such an action waits for it.
+        """
+        observation = Observation()
+        events = self.checked.observe(observation, *self._count_columns()).select(
+            *CANONICAL_SCHEMA.names, ISSUE
+        )
+        return events, lambda: self._input_counts(observation.get)
+
+    def _count_columns(self) -> list[Column]:
         time = F.col("event_time")
         aggregates = [
             F.count(F.lit(1)).alias("rows"),
@@ -93,8 +115,9 @@ class EventSource:
                 F.count(F.when(F.col(_flag("null", c)), 1)).alias(f"null_{c}"),
                 F.count(F.when(F.col(_flag("bad", c)), 1)).alias(f"bad_{c}"),
             ]
-        row = self.checked.agg(*aggregates).first()
-        assert row is not None
+        return aggregates
+
+    def _input_counts(self, row: Mapping[str, Any]) -> InputCounts:
         rows = int(row["rows"])
         columns = tuple(
             ColumnCounts(c, user, rows - row[f"null_{c}"] - row[f"bad_{c}"], int(row[f"null_{c}"]),

@@ -299,3 +299,20 @@ def test_event_source_counts_values_parsed_null_and_rejected_per_column(spark, e
         "quantity": ("Menge", 3, 1, 1),  # one empty, one "x"
     }
     assert counts.timed == 5 and not counts.day_level
+
+
+def test_observed_counts_arrive_with_the_pass_that_fills_the_cache(spark, export_path):
+    """The feature job's counts: observed on the staging pass, equal to a pass of their own."""
+    source = sources.read_events(spark, export_source(), export_path)
+    events, counts = source.observed()
+    staged = events.repartition("customer_id").persist()
+    try:
+        assert staged.count() == 5
+        assert counts() == source.counts()
+        assert counts().rows == 5 and counts().columns[2].rejected == 1
+        # The observed frame is the canonical events, unchanged.
+        assert sorted(map(tuple, staged.collect()), key=str) == sorted(
+            map(tuple, source.events.collect()), key=str
+        )
+    finally:
+        staged.unpersist()

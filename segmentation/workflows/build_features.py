@@ -123,9 +123,10 @@ def run(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
 def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnapshot:
     """The ``customer_features`` and ``rejected_events`` rows of ``features.as_of``, persisted.
 
-    One pass counts the input rows and, per mapped column, the values parsed, missing and
-    rejected (and whether the times carry a time of day, which decides the duplicate rule
-    ``auto``); the features take another. Logs params, the counts and quality metrics, the
+    One pass reads, checks and stages the events (persisted) and counts the input rows and,
+    per mapped column, the values parsed, missing and rejected (and whether the times carry a
+    time of day, which decides the duplicate rule ``auto``); everything after reads the staged
+    rows. Logs params, the counts and quality metrics, the
     level labels and the customers-dimension match to the active MLflow run.
 
     Raises:
@@ -137,16 +138,18 @@ def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnaps
     source = sources.read_events(spark, ev, events_path)
     events_version = delta_tables.version(spark, events_path) if ev.format == "delta" else None
     _log_params(cfg, events_path, events_version)
-    # The input counts: a narrow pass of their own (no shuffle). Then one shuffle of the
-    # events: staged (canonical columns, checked, shuffled by customer, copies numbered) and
-    # persisted; the quarantine, the levels and the features all read the staged rows.
-    counts = source.counts()
+    # One pass over the input: read, check, shuffle by customer and number the copies
+    # (staged), persisted; filling that cache also yields the input counts (observed metrics).
+    # The quarantine, the levels and the features all read the staged rows.
+    events, input_counts = source.observed()
     staged = quality.stage_events(
-        source.events, earliest=q.earliest_event_date,
+        events, earliest=q.earliest_event_date,
         latest=fc.as_of + dt.timedelta(days=q.max_days_after_as_of), time_zone=ev.time_zone,
         storage_level=StorageLevel.MEMORY_AND_DISK,
     )  # fmt: skip
     try:
+        # An input without rows runs no task, so no metrics are observed: count it directly.
+        counts = input_counts() if staged.count() else source.counts()
         return _compute_staged(spark, cfg, source, staged, counts, events_version, run_id=run_id)
     finally:
         staged.unpersist()

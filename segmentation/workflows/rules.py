@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation import customers as customers_dim
-from segmentation import publishing, rulesets, tables, tracking
+from segmentation import drift, publishing, rulesets, tables, tracking
 from segmentation.config import AppConfig
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,15 @@ def run(spark: SparkSession, cfg: AppConfig) -> RuleSegmentsResult:
         tracking.log_params({"as_of": as_of.isoformat(), "rfm.enabled": cfg.rfm.enabled,
                              "b2b.enabled": cfg.b2b.enabled})  # fmt: skip
         todo = [s for s in (_rfm(cfg, features, result), _b2b(spark, cfg, features, result)) if s]
+        # Both segmentations bin the same features against a baseline: measured once.
+        shared_psi: drift.FeaturePsiCache = {}
         try:
             for model_name, reason in result.skipped.items():
                 log.info("%s skipped: %s", model_name, reason)
                 tracking.set_tags({f"skipped.{model_name}": reason})
             for rule_set in todo:
                 result.publications[rule_set.model_name] = _publish(
-                    spark, cfg, rule_set, features, experiment_id, scored_at, result
+                    spark, cfg, rule_set, features, experiment_id, scored_at, result, shared_psi
                 )
         finally:
             for df in [features, *[r.assigned for r in todo]]:
@@ -158,6 +160,7 @@ def _publish(
     experiment_id: str,
     scored_at: dt.datetime,
     result: RuleSegmentsResult,
+    shared_psi: drift.FeaturePsiCache,
 ) -> publishing.Publication:
     """One segmentation's publication, in its own nested MLflow run."""
     as_of = cfg.features.as_of
@@ -179,6 +182,8 @@ def _publish(
             lineage=tables.Lineage(as_of, rule_set.model_name, rule_set.version, child),
             scored_at=scored_at,
         )  # fmt: skip
-        pub = publishing.publish(spark, cfg.storage, cfg.drift, scored, job=JOB, first=first)
+        pub = publishing.publish(
+            spark, cfg.storage, cfg.drift, scored, job=JOB, first=first, shared_psi=shared_psi
+        )
         tracking.log_metrics({f"segment_size_{sid}": n for sid, n in pub.sizes.items()})
     return pub
