@@ -6,6 +6,10 @@ segments are matched to the trained model's (Hungarian matching of centres, so t
 trained ones) and judged on ``(as_of - h, as_of]``. ``forward``: the trained segments of
 ``as_of`` judged on ``(as_of, as_of + h]``, once those events exist. The outcome never feeds
 the model. Too little history, or no future yet, skips the check with the reason.
+
+Above ``validation.outcome.max_customers`` customers the check runs on a seeded hash sample of
+customers (all events of each sampled customer), recorded as the measure
+``outcome_customer_share``: the intervals and tests are those of the sample.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation import clustering, matching, outcomes, parsing, quality, sources
@@ -52,17 +56,48 @@ def run(
         model: the trained model with its final segment ids; names: their names.
         features: the training snapshot's customer features (forward mode assigns them).
     """
-    if cfg.validation.outcome.mode == "none":
+    oc = cfg.validation.outcome
+    if oc.mode == "none":
         return OutcomeCheck(skipped="validation.outcome.mode is none")
+    share = customer_share(oc.max_customers, features.count())
+    keep = sampled(share, cfg.training.seed)
     try:
-        events, present = _clean_events(spark, cfg)
+        events, present = _clean_events(spark, cfg, keep)
     except SegmentationError as exc:
         return OutcomeCheck(skipped=f"the events cannot be read for the outcome check: {exc}")
     try:
-        return _check(cfg, events, present, estimator=estimator, model=model, names=names,
-                      features=features)  # fmt: skip
+        check = _check(cfg, events, present, estimator=estimator, model=model, names=names,
+                       features=features.where(keep))  # fmt: skip
     finally:
         events.unpersist()
+    if share < 1.0 and check.measures:
+        log.info(
+            "outcome check on a %.1f%% sample of customers (validation.outcome.max_customers %s)",
+            100 * share, oc.max_customers,
+        )  # fmt: skip
+        measure = Measure(None, "outcome_customer_share", share)
+        return OutcomeCheck((measure, *check.measures), check.window, check.skipped)
+    return check
+
+
+SAMPLE_BUCKETS = 1_000_000
+
+
+def customer_share(max_customers: int | None, customers: int) -> float:
+    """The share of customers the outcome check samples: ``max_customers / customers``, at most
+    1 (None: every customer)."""
+    if max_customers is None or customers <= max_customers:
+        return 1.0
+    return max_customers / customers
+
+
+def sampled(share: float, seed: int) -> Column:
+    """True for the customers of a seeded hash sample of ``share`` (to 1e-6), whatever the
+    table's order or partitioning: ``pmod(xxhash64(customer_id, seed), 1e6) < share * 1e6``."""
+    if share >= 1.0:
+        return F.lit(True)
+    bucket = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(seed)), F.lit(SAMPLE_BUCKETS))
+    return bucket < F.lit(max(1, round(share * SAMPLE_BUCKETS)))
 
 
 def _check(
@@ -109,16 +144,18 @@ def _check(
         rows.unpersist()
 
 
-def _clean_events(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, frozenset[str]]:
-    """The usable events, de-duplicated, as the feature job sees them (cached), and which
-    optional columns the user's data has."""
+def _clean_events(
+    spark: SparkSession, cfg: AppConfig, keep: Column
+) -> tuple[DataFrame, frozenset[str]]:
+    """The usable events of the customers ``keep`` selects, de-duplicated as the feature job
+    does (cached), and which optional columns the user's data has."""
     q, as_of, zone = cfg.quality, cfg.features.as_of, cfg.input.events.time_zone
     source = sources.read_events(spark, cfg.input.events, cfg.events_path())
     latest = as_of + dt.timedelta(days=max(q.max_days_after_as_of, 0))
     # The feature job's duplicate rule; only `auto` needs to know whether times have a time of day.
     day_level = q.duplicates == "auto" and source.counts().day_level
     split = quality.split_events(
-        source.events, earliest=q.earliest_event_date, latest=latest, time_zone=zone,
+        source.events.where(keep), earliest=q.earliest_event_date, latest=latest, time_zone=zone,
         duplicates=quality.duplicate_rule(q.duplicates, day_level=day_level),
     )  # fmt: skip
     return split.clean.cache(), source.present

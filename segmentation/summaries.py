@@ -104,8 +104,14 @@ def _validation_lines(result: TrainResult) -> list[str]:
     chi, kw = v.get("outcome_purchase_chi2"), v.get("outcome_revenue_kruskal_h")
     if v.window is not None and chi is not None:
         p_chi, p_kw = v.get("outcome_purchase_p_value"), v.get("outcome_revenue_p_value")
+        share = v.get("outcome_customer_share")
+        sample = (
+            f" (a {share.value:.1%} sample of customers, validation.outcome.max_customers)"
+            if share is not None and share.value is not None
+            else ""
+        )
         lines.append(
-            f"Outcomes, {v.window[0]} on ({v.window[1]}, {v.window[2]}]: purchase share: "
+            f"Outcomes, {v.window[0]} on ({v.window[1]}, {v.window[2]}]{sample}: purchase share: "
             f"{chi.verdict} (chi-square p={_p(p_chi)}); revenue per customer: "
             f"{kw.verdict if kw else '-'} (Kruskal-Wallis p={_p(p_kw)})"
         )

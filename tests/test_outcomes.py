@@ -107,3 +107,27 @@ def test_wilson_of_zero_and_all():
     assert high == pytest.approx(1.0) and low == pytest.approx(
         stats.binomtest(10, 10).proportion_ci(method="wilson").low
     )
+
+
+def test_customer_share_caps_the_outcome_check():
+    from segmentation import backtest
+
+    assert backtest.customer_share(None, 10**9) == 1.0
+    assert backtest.customer_share(200, 200) == 1.0
+    assert backtest.customer_share(200_000, 2_000_000) == 0.1
+
+
+def test_customer_sample_is_seeded_sized_and_independent_of_partitioning(spark):
+    from pyspark.sql import functions as F
+
+    from segmentation import backtest
+
+    ids = spark.range(20_000).select(F.concat(F.lit("c"), F.col("id")).alias("customer_id"))
+    keep = backtest.sampled(0.1, seed=7)
+    one = {r[0] for r in ids.where(keep).collect()}
+    other = {r[0] for r in ids.repartition(7).orderBy(F.rand(3)).where(keep).collect()}
+    assert one == other  # the same customers whatever the order and partitioning
+    assert abs(len(one) - 2000) < 4 * (20_000 * 0.1 * 0.9) ** 0.5  # 4 binomial sigmas
+    reseeded = {r[0] for r in ids.where(backtest.sampled(0.1, seed=8)).collect()}
+    assert reseeded != one and len(one & reseeded) < 400  # another seed, another sample
+    assert ids.where(backtest.sampled(1.0, seed=7)).count() == 20_000

@@ -36,6 +36,8 @@ def run(spark, tmp_path_factory):
             f"tracking.artifact_location={base / 'mlartifacts'}",
             "generator.customers=3000",
             "generator.events=150000",
+            # The outcome check on a seeded half of the 3,000 customers (the sampled path).
+            "validation.outcome.max_customers=1500",
         ],
     )
     generated = generate.run(spark, cfg)
@@ -140,6 +142,13 @@ def test_validation_finds_the_planted_segments_stable_replicable_and_different(r
     share = {n: v.get("outcome_purchase_share", sid).value for n, sid in by_name.items()}
     assert share["Champions"] > 0.95 and share["Loyal regulars"] > 0.9
     assert share["Lapsed customers"] < 0.5 * share["Champions"]
+    # On a seeded half of the customers: about half of those with events before the window.
+    assert v.get("outcome_customer_share").value == 0.5
+    judged = sum(m.value for m in v.measures if m.measure == "outcome_customers")
+    events = table(cfg, "events")
+    before = events.filter(pl.col("event_time").dt.date() <= dt.date(2025, 10, 2))
+    eligible = before["customer_id"].n_unique()
+    assert abs(judged - eligible / 2) < 4 * (eligible * 0.25) ** 0.5  # 4 binomial sigmas
     stored = table(cfg, "segment_validation")
     assert set(stored["model_version"]) == {trained.model_version}
     row = stored.filter((pl.col("measure") == "split_half_ari") & pl.col("segment_id").is_null())
@@ -148,7 +157,7 @@ def test_validation_finds_the_planted_segments_stable_replicable_and_different(r
     assert run_data.metrics["validation_split_half_ari"] == pytest.approx(row["value"][0])
     summary = summaries.training(trained, cfg)
     assert "Validation (table segment_validation):" in summary
-    assert "Outcomes, backtest on (2025-10-02, 2025-12-31]" in summary
+    assert "Outcomes, backtest on (2025-10-02, 2025-12-31] (a 50.0% sample of customers" in summary
     # The well-separated sample: the balanced rule chooses the planted six, every one stable.
     assert "model selection (balanced rule): k=6: best mean rank of silhouette" in summary
     assert all(c.worst_jaccard is not None for c in trained.selection.candidates

@@ -250,11 +250,16 @@ class OutcomeConfig(_Section):
     )
     horizon_days: Int = 90
     min_history_days: Int = 180
+    max_customers: Int | None = 200_000
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         _require(self.horizon_days >= 1, "validation.outcome.horizon_days must be >= 1")
         _require(self.min_history_days >= 0, "validation.outcome.min_history_days must be >= 0")
+        _require(
+            self.max_customers is None or self.max_customers >= 1,
+            "validation.outcome.max_customers must be >= 1 (or null: every customer)",
+        )
         return self
 
 

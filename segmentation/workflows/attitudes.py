@@ -218,27 +218,15 @@ def fit(
     plain = est.fit_scaling(spaced)
     variances = dict(zip(plain.features, (s * s for s in plain.stds), strict=True))
     scaling = attitude_space.weighted_scaling(ac, space, plain, variances)
-    sample = train.selection_sample(cc, spaced, scaling)
-    selection = train.select_k(cc, sample)
-    log.info("model selection: %s", selection.reason)
-    model, final_seed = train.final_fit(cc, est, spaced, scaling, selection)
-    centers, sizes = model.by_cluster()
-    matched = matching.match_segments(
-        scaling=model.scaling, new_centers_scaled=centers, new_sizes=sizes,
-        previous=champion.segments if champion else (),
-        previous_max_id=champion.max_segment_id if champion else 0,
-        max_distance=cc.match_max_distance,
-    )  # fmt: skip
-    model = model.with_segment_ids(matched.cluster_to_segment)
-    assigned = model.transform(spaced).cache()
+    m = train.fit_matched(cc, est, spaced, scaling, champion)
     respondents.unpersist()
-    profiles = profiling.profile_segments(assigned, profile_features(checked, space))
+    profiles = profiling.profile_segments(m.assigned, profile_features(checked, space))
     generated = attitude_records.name_segments(profiles, space.factors, analysis.names)
-    names = matching.stable_names(generated, matched.kept, champion.names if champion else {})
+    names = matching.stable_names(generated, m.matched.kept, champion.names if champion else {})
     return Fitted(
-        checked=checked, analysis=analysis, space=space, spaced=spaced, selection=selection,
-        model=model, final_seed=final_seed, matched=matched, champion=champion,
-        assigned=assigned, profiles=profiles, names=names, behaviour_missing=missing,
+        checked=checked, analysis=analysis, space=space, spaced=spaced, selection=m.selection,
+        model=m.model, final_seed=m.final_seed, matched=m.matched, champion=champion,
+        assigned=m.assigned, profiles=profiles, names=names, behaviour_missing=missing,
     )  # fmt: skip
 
 

@@ -154,6 +154,48 @@ def final_fit(
     return clustering.fit_best(est, features, k=selection.chosen_k, scaling=scaling, seeds=seeds)
 
 
+@dataclass(frozen=True)
+class Matched:
+    """:func:`fit_matched`'s result: the chosen k, the model numbered like the champion."""
+
+    sample: np.ndarray
+    selection: model_selection.KSelection
+    model: clustering.SegmentModel
+    """With the segment ids of ``matched`` (``SegmentModel.with_segment_ids``)."""
+    final_seed: int
+    matched: matching.Matching
+    assigned: DataFrame
+    """``model.transform(data)``, cached (the caller unpersists it)."""
+
+
+def fit_matched(
+    cc: ClusteringConfig,
+    est: clustering.SegmentationKMeans,
+    data: DataFrame,
+    scaling: clustering.Scaling,
+    champion: champions.Champion | None,
+) -> Matched:
+    """k chosen on the selection sample, the final fit on all rows of ``data``, the segments
+    matched to the champion's (stable ids, ``matching.match_segments``), every row assigned.
+
+    The one sequence behavioural (``fit``) and attitudinal training share.
+    """
+    sample = selection_sample(cc, data, scaling)
+    selection = select_k(cc, sample)
+    log.info("model selection: %s", selection.reason)
+    model, final_seed = final_fit(cc, est, data, scaling, selection)
+    centers, sizes = model.by_cluster()
+    matched = matching.match_segments(
+        scaling=model.scaling, new_centers_scaled=centers, new_sizes=sizes,
+        previous=champion.segments if champion else (),
+        previous_max_id=champion.max_segment_id if champion else 0,
+        max_distance=cc.match_max_distance,
+    )  # fmt: skip
+    model = model.with_segment_ids(matched.cluster_to_segment)
+    assigned = model.transform(data).cache()
+    return Matched(sample, selection, model, final_seed, matched, assigned)
+
+
 def usable_features(cfg: AppConfig) -> tuple[tuple[str, ...], list[str]]:
     """``training.features`` without those needing an unmapped input column, and a note for
     each one left out (``discount_share`` when ``input.events.columns.discount`` is null).
@@ -240,30 +282,18 @@ def fit(
     customers = features.count()
     est = estimator(tc)
     scaling = est.fit_scaling(features)
-    sample = selection_sample(tc, features, scaling)
-    selection = select_k(tc, sample)
-    log.info("model selection: %s", selection.reason)
-    model, final_seed = final_fit(tc, est, features, scaling, selection)
-    centers, sizes = model.by_cluster()
-    matched = matching.match_segments(
-        scaling=model.scaling, new_centers_scaled=centers, new_sizes=sizes,
-        previous=champion.segments if champion else (),
-        previous_max_id=champion.max_segment_id if champion else 0,
-        max_distance=tc.match_max_distance,
-    )  # fmt: skip
-    model = model.with_segment_ids(matched.cluster_to_segment)
-    assigned = model.transform(features).cache()
+    m = fit_matched(tc, est, features, scaling, champion)
     profiles = profiling.profile_segments(
-        assigned, drift.numeric_features(features), percentiles=(naming.high_value_percentile,)
+        m.assigned, drift.numeric_features(features), percentiles=(naming.high_value_percentile,)
     )
     rules = profiling.NamingRules(**naming.model_dump())
     names = matching.stable_names(
-        profiling.name_segments(profiles, rules), matched.kept, champion.names if champion else {}
+        profiling.name_segments(profiles, rules), m.matched.kept, champion.names if champion else {}
     )
     return Fitted(
-        features=features, features_version=None, customers=customers, selection=selection,
-        model=model, final_seed=final_seed, matched=matched, champion=champion,
-        assigned=assigned, profiles=profiles, names=names, estimator=est, sample=sample,
+        features=features, features_version=None, customers=customers, selection=m.selection,
+        model=m.model, final_seed=m.final_seed, matched=m.matched, champion=champion,
+        assigned=m.assigned, profiles=profiles, names=names, estimator=est, sample=m.sample,
     )  # fmt: skip
 
 
