@@ -187,11 +187,17 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
                 names={s: f"segment {s}" for s in model.centers_scaled}, features=features_df,
             )  # fmt: skip
             vc = cfg.validation
+            share = checked.get("outcome_customer_share")
+            judged = (
+                "all customers"
+                if share is None or share.value is None
+                else f"a {share.value:.0%} sample of customers (validation.outcome.max_customers)"
+            )
             st.detail = (
                 f"{vc.bootstrap_samples} bootstrap refits and split-half on "
                 f"{selection.sample_rows:,} rows; outcome {vc.outcome.mode}"
                 + (f" skipped ({checked.skipped['outcome']})" if "outcome" in checked.skipped
-                   else f" over {vc.outcome.horizon_days} days, all customers")
+                   else f" over {vc.outcome.horizon_days} days, {judged}")
             )  # fmt: skip
     # The comparison with scikit-learn: one run, the same k, matrix and iteration count. The
     # vectors are derived from the cached features but not cached themselves, as in the

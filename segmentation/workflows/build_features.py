@@ -126,8 +126,8 @@ def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnaps
     One pass reads, checks and stages the events (persisted) and counts the input rows and,
     per mapped column, the values parsed, missing and rejected (and whether the times carry a
     time of day, which decides the duplicate rule ``auto``); everything after reads the staged
-    rows. Logs params, the counts and quality metrics, the
-    level labels and the customers-dimension match to the active MLflow run.
+    rows. Logs params, the counts and quality metrics, the level labels and the
+    customers-dimension match to the active MLflow run.
 
     Raises:
         InputError: too many rows rejected (``quality.max_reject_share``) or no usable event;
