@@ -10,6 +10,7 @@ JOB = cli.Job(
     "Run generate, build_features, train, rules, assign and rules in one Spark application",
     local_pipeline.run,
     lambda result, cfg: f"Pipeline done in one Spark application. {result.timings()}",
+    preflight=local_pipeline.preflight,
     options={
         "--train-as-of": {"type": dt.date.fromisoformat, "help": "training snapshot date"},
         "--score-as-of": {"type": dt.date.fromisoformat, "help": "date scored afterwards"},

@@ -232,3 +232,13 @@ def test_load_config_remembers_the_overlay_and_overrides():
     assert (cfg.origin.config, cfg.origin.overrides) == (str(CONF / "local.yaml"),
                                                          ("training.k_max=7",))  # fmt: skip
     assert cfg.model_copy(update={}).origin == cfg.origin
+
+
+def test_an_impossible_date_names_the_key_or_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"config key 'features.as_of': '2025-02-30' is not"):
+        load_config(CONF / "local.yaml", overrides=["features.as_of=2025-02-30"])
+    with pytest.raises(ConfigError, match=r"config key 'training.k_max': '\[1,' is not"):
+        load_config(CONF / "local.yaml", overrides=["training.k_max=[1,"])
+    overlay = write(tmp_path, "features:\n  as_of: 2025-02-30\n")
+    with pytest.raises(ConfigError, match=rf"{overlay} holds an impossible value: day is out"):
+        load_config(overlay)

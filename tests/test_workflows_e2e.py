@@ -233,6 +233,38 @@ def test_generate_if_absent_keeps_existing_sample(spark, run):
     assert DeltaTable(cfg.storage.table_path("events")).version() == generated.versions["events"]
 
 
+def _pipeline_config(tmp_path, *overrides):
+    return load_config(
+        ROOT / "conf" / "local.yaml",
+        overrides=[f"storage.warehouse={tmp_path / 'wh'}",
+                   f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                   f"tracking.artifact_location={tmp_path / 'mla'}", *overrides],
+    )  # fmt: skip
+
+
+def test_pipeline_with_own_events_checks_them_first_and_writes_no_sample(spark, tmp_path):
+    from segmentation.workflows import local_pipeline
+
+    missing = tmp_path / "exports" / "events.csv"
+    cfg = _pipeline_config(tmp_path, f"input.events.path={missing}", "input.events.format=csv")
+    with pytest.raises(InputError, match=rf"input path not found: {missing}"):
+        local_pipeline.preflight(cfg)  # before Spark starts (the job's preflight)
+    echoed: list[str] = []
+    with pytest.raises(InputError, match="input path not found"):
+        local_pipeline.run(spark, cfg, train_as_of=dt.date(2025, 12, 31), echo=echoed.append)
+    assert echoed == [] and not (tmp_path / "wh").exists()  # no sample beside their data
+    local_pipeline.preflight(_pipeline_config(tmp_path))  # the sample: checked once generated
+
+
+def test_pipeline_refuses_a_score_date_before_the_training_date(spark, tmp_path):
+    from segmentation.workflows import local_pipeline
+
+    with pytest.raises(InputError, match=r"2025-11-30 \(--score-as-of\) is before the training"):
+        local_pipeline.run(spark, _pipeline_config(tmp_path), train_as_of=dt.date(2025, 12, 31),
+                           score_as_of=dt.date(2025, 11, 30))  # fmt: skip
+    assert not (tmp_path / "wh").exists()
+
+
 def test_pipeline_runs_end_to_end_as_one_process(tmp_path):
     """`make run`'s entry point (one Spark application), then `make promote`, on tiny data."""
     common = [

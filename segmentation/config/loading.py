@@ -171,6 +171,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
+    except ValueError as exc:  # a well-formed but impossible date, e.g. 2025-02-30
+        raise ConfigError(f"configuration file {path} holds an impossible value: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"configuration file {path} must hold a mapping at the top level")
     return data
@@ -226,7 +228,12 @@ def _parse_override(item: str) -> dict[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like key.path=value")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an impossible date (2025-02-30)
+        raise ConfigError(
+            f"config key '{key.strip()}': {raw!r} is not a valid value ({exc})"
+        ) from exc
     nested: dict[str, Any] = {}
     cursor = nested
     parts = key.strip().split(".")

@@ -1,8 +1,9 @@
 """The whole local pipeline in one Spark application (one JVM): what `make run` runs.
 
-Sample data (if absent), features and training as of ``train_as_of``, the rule-based
-segmentations of that date, the attitudinal segmentation (``attitudes.enabled``), then scoring
-``as_of`` with the trained model and its rules. The separate jobs stay for spark-submit; this
+Sample data (if absent; never when ``input.events.path`` names the user's events), features
+and training as of ``train_as_of``, the rule-based segmentations of that date, the attitudinal
+segmentation (``attitudes.enabled``), then scoring ``as_of`` with the trained model and its
+rules. The separate jobs stay for spark-submit; this
 saves starting a JVM (and resolving the Delta jars) per step on a laptop.
 """
 
@@ -18,6 +19,7 @@ from pyspark.sql import SparkSession
 
 from segmentation import delta_tables, summaries
 from segmentation.config import AppConfig
+from segmentation.errors import InputError
 from segmentation.workflows import assign, attitudes, build_features, generate, rules, train
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,18 @@ def at(cfg: AppConfig, as_of: dt.date) -> AppConfig:
     return cfg.model_copy(update={"features": cfg.features.model_copy(update={"as_of": as_of})})
 
 
+def own_events(cfg: AppConfig) -> bool:
+    """The events are the user's (``input.events.path`` set), not the generated sample."""
+    return cfg.input.events.path is not None
+
+
+def preflight(cfg: AppConfig) -> None:
+    """Before Spark starts: the user's events path and mapped columns (the sample's are
+    checked once generated)."""
+    if own_events(cfg):
+        build_features.check_inputs(cfg)
+
+
 def run(
     spark: SparkSession,
     cfg: AppConfig,
@@ -58,9 +72,18 @@ def run(
         train_as_of: the training snapshot (default ``features.as_of``).
         score_as_of: the date scored with the trained model (None: no scoring step).
         echo: where summaries go (default: printed).
+
+    Raises:
+        InputError: ``score_as_of`` before the training date, or (``input.events.path`` set:
+            no sample is generated) the events path or a mapped column is missing.
     """
     result = PipelineResult()
     trained_cfg = at(cfg, train_as_of or cfg.features.as_of)
+    if score_as_of is not None and score_as_of < trained_cfg.features.as_of:
+        raise InputError(
+            f"the scored date {score_as_of} (--score-as-of) is before the training date "
+            f"{trained_cfg.features.as_of} (--train-as-of): score a date on or after it"
+        )
 
     def step(name: str, work: Callable[[], str]) -> None:
         started = time.perf_counter()
@@ -69,8 +92,16 @@ def run(
         result.steps.append((name, text))
         echo(text)
 
-    step("generate", lambda: summaries.generation(generate.run(spark, cfg, if_absent=True), cfg))
-    build_features.check_inputs(trained_cfg)
+    if own_events(cfg):
+        # Checked before any work; the sample is not generated next to the user's data (its
+        # customers dimension and survey would be read as theirs).
+        build_features.check_inputs(trained_cfg)
+        echo(f"Sample generation skipped: input.events.path is {cfg.input.events.path}.")
+    else:
+        step(
+            "generate", lambda: summaries.generation(generate.run(spark, cfg, if_absent=True), cfg)
+        )
+        build_features.check_inputs(trained_cfg)
     step(
         "features", lambda: summaries.features(build_features.run(spark, trained_cfg), trained_cfg)
     )
