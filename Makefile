@@ -150,9 +150,11 @@ bench: setup ## Spark stages vs DuckDB + scikit-learn on SIZES events; writes BE
 upgrade-tables: setup ## Repartition membership/migration tables of an older release (once)
 	$(PY) jobs/maintain_tables.py --config $(CONFIG) --upgrade $(ARGS)
 
+# The store the training printed (tracking.tracking_uri), default the local one.
+MLFLOW_URI ?= sqlite:///mlflow.db
 .PHONY: mlflow-ui
-mlflow-ui: setup ## Open the MLflow UI on the local store (http://127.0.0.1:5000)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+mlflow-ui: setup ## Open the MLflow UI on the local store, or MLFLOW_URI (http://127.0.0.1:5000)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port 5000
 
 .PHONY: clean
 clean: cluster-down ## Remove generated tables, the local MLflow store and cluster state (keeps .venv)

@@ -41,8 +41,9 @@ def training(result: TrainResult, cfg: AppConfig) -> str:
         lines += _publication_lines(result.publication, cfg)
     if cfg.tracking.tracking_uri.startswith("sqlite:"):
         lines.append(
-            f"  open the UI: make mlflow-ui  (or: .venv/bin/mlflow ui --backend-store-uri "
-            f"{cfg.tracking.tracking_uri}), then http://127.0.0.1:5000"
+            f"  open the UI: make mlflow-ui MLFLOW_URI={cfg.tracking.tracking_uri}  (or: "
+            f".venv/bin/mlflow ui --backend-store-uri {cfg.tracking.tracking_uri}), then "
+            "http://127.0.0.1:5000"
         )
     return "\n".join(lines)
 
@@ -322,7 +323,8 @@ def features(result: FeaturesResult, cfg: AppConfig) -> str:
     lines = [
         f"customer_features as of {result.as_of}: {result.customers:,} customers, "
         f"{len(result.feature_columns)} features, table version {result.version} "
-        f"(events {result.events_path} version {result.events_version}: "
+        f"(events {result.events_path}"
+        f"{'' if result.events_version is None else f' version {result.events_version}'}: "
         f"{result.input_rows:,} rows; MLflow run {result.run_id})",
         *input_lines(result.input_counts, cfg),
         f"  quarantined in rejected_events: {counts_text(result.rejected)}",
