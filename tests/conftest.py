@@ -9,10 +9,24 @@ import mlflow
 import pytest
 from pyspark.sql import SparkSession
 
-from segmentation.config import load_config
+from segmentation.config import AppConfig, load_config
 from segmentation.session import build_session
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def local_config(base: Path, *overrides: str) -> AppConfig:
+    """``conf/local.yaml`` with its tables (``base/wh``), MLflow store (``base/mlflow.db``)
+    and artifacts (``base/mla``) under ``base``, then ``overrides``."""
+    return load_config(
+        ROOT / "conf" / "local.yaml",
+        overrides=[
+            f"storage.warehouse={base / 'wh'}",
+            f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+            f"tracking.artifact_location={base / 'mla'}",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,8 @@ import mlflow
 import pytest
 
 from segmentation import model_selection, summaries
-from segmentation.config import load_config
 from segmentation.workflows import build_features, generate, train
-from tests.conftest import ROOT
+from tests.conftest import local_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -17,16 +16,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def overlapping(spark, tmp_path_factory):
     base = tmp_path_factory.mktemp("overlap")
-    cfg = load_config(
-        ROOT / "conf" / "local.yaml",
-        overrides=[
-            f"storage.warehouse={base / 'wh'}",
-            f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
-            f"tracking.artifact_location={base / 'mla'}",
-            "generator.customers=6000", "generator.events=300000", "generator.overlap=0.5",
-            "tracking.promote=false", "explain.report=false", "validation.outcome.mode=none",
-            "validation.bootstrap_samples=5",
-        ],
+    cfg = local_config(
+        base,
+        "generator.customers=6000", "generator.events=300000", "generator.overlap=0.5",
+        "tracking.promote=false", "explain.report=false", "validation.outcome.mode=none",
+        "validation.bootstrap_samples=5",
     )  # fmt: skip
     generate.run(spark, cfg)
     build_features.run(spark, cfg)

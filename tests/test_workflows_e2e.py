@@ -16,10 +16,10 @@ from deltalake import DeltaTable
 from mlflow import MlflowClient
 
 from segmentation import clustering, delta_tables, summaries, tracking
-from segmentation.config import load_config
 from segmentation.errors import InputError
 from segmentation.evaluation import adjusted_rand_index_from_counts
 from segmentation.workflows import assign, build_features, generate, rules, train
+from tests.conftest import local_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,17 +28,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def run(spark, tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
-    cfg = load_config(
-        ROOT / "conf" / "local.yaml",
-        overrides=[
-            f"storage.warehouse={base / 'warehouse'}",
-            f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
-            f"tracking.artifact_location={base / 'mlartifacts'}",
-            "generator.customers=3000",
-            "generator.events=150000",
-            # The outcome check on a seeded half of the 3,000 customers (the sampled path).
-            "validation.outcome.max_customers=1500",
-        ],
+    cfg = local_config(
+        base,
+        "generator.customers=3000",
+        "generator.events=150000",
+        # The outcome check on a seeded half of the 3,000 customers (the sampled path).
+        "validation.outcome.max_customers=1500",
     )
     generated = generate.run(spark, cfg)
     features = build_features.run(spark, cfg)
@@ -233,34 +228,25 @@ def test_generate_if_absent_keeps_existing_sample(spark, run):
     assert DeltaTable(cfg.storage.table_path("events")).version() == generated.versions["events"]
 
 
-def _pipeline_config(tmp_path, *overrides):
-    return load_config(
-        ROOT / "conf" / "local.yaml",
-        overrides=[f"storage.warehouse={tmp_path / 'wh'}",
-                   f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-                   f"tracking.artifact_location={tmp_path / 'mla'}", *overrides],
-    )  # fmt: skip
-
-
 def test_pipeline_with_own_events_checks_them_first_and_writes_no_sample(spark, tmp_path):
     from segmentation.workflows import local_pipeline
 
     missing = tmp_path / "exports" / "events.csv"
-    cfg = _pipeline_config(tmp_path, f"input.events.path={missing}", "input.events.format=csv")
+    cfg = local_config(tmp_path, f"input.events.path={missing}", "input.events.format=csv")
     with pytest.raises(InputError, match=rf"input path not found: {missing}"):
         local_pipeline.preflight(cfg)  # before Spark starts (the job's preflight)
     echoed: list[str] = []
     with pytest.raises(InputError, match="input path not found"):
         local_pipeline.run(spark, cfg, train_as_of=dt.date(2025, 12, 31), echo=echoed.append)
     assert echoed == [] and not (tmp_path / "wh").exists()  # no sample beside their data
-    local_pipeline.preflight(_pipeline_config(tmp_path))  # the sample: checked once generated
+    local_pipeline.preflight(local_config(tmp_path))  # the sample: checked once generated
 
 
 def test_pipeline_refuses_a_score_date_before_the_training_date(spark, tmp_path):
     from segmentation.workflows import local_pipeline
 
     with pytest.raises(InputError, match=r"2025-11-30 \(--score-as-of\) is before the training"):
-        local_pipeline.run(spark, _pipeline_config(tmp_path), train_as_of=dt.date(2025, 12, 31),
+        local_pipeline.run(spark, local_config(tmp_path), train_as_of=dt.date(2025, 12, 31),
                            score_as_of=dt.date(2025, 11, 30))  # fmt: skip
     assert not (tmp_path / "wh").exists()
 
