@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from segmentation import matching, model_report, profiling, report, tables, tracking
+from segmentation import clustering, matching, model_report, profiling, report, tables, tracking
 from segmentation.config import AppConfig, flatten, to_dict
 from segmentation.factors import FactorName
 
@@ -79,7 +79,8 @@ def record_training(cfg: AppConfig, fitted: Fitted, congruence: Sequence[float] 
     cc, fc = ac.clustering, ac.factors
     tracking.log_params(
         {"algorithm": cc.algorithm, "k_min": cc.k_min, "k_max": cc.k_max, "seed": cc.seed,
-         "n_init": cc.n_init, "k_rule": cc.k_rule, "k": cc.k, "final_fit_seed": fitted.final_seed,
+         "n_init": cc.n_init, "k_rule": cc.k_rule, "k": cc.k,
+         "final_fit_seed": clustering.final_start(fitted.final_seed),
          "items": ",".join(an.items), "factor_rule": an.rule, "n_factors": an.n_factors,
          "factor_method": fc.method, "rotation": fc.rotation,
          "max_missing_share": ac.max_missing_share, "columns": ",".join(fitted.space.columns),

@@ -4,7 +4,8 @@ The selection sample is small by design (``training.selection_sample_rows``, 20,
 by default), so it is collected once to the driver as a matrix of the scaled features and every
 candidate is fitted there with scikit-learn, where a fit takes milliseconds; Spark ML would run
 one distributed job per iteration of every fit (35-49 s for 9 k x 3 restarts, measured). The
-final model is then fitted on all customers with Spark (``clustering.fit_best``).
+final model is then fitted on all customers with Spark (``clustering.fit_best``), starting
+among others from the chosen candidate's centres (``Candidate.centers``).
 
 What matches the Spark side:
 
@@ -175,6 +176,9 @@ class Candidate:
     calinski_harabasz: float = 0.0
     worst_jaccard: float | None = None
     """The least stable segment's mean bootstrap Jaccard (None: not measured)."""
+    centers: tuple[tuple[float, ...], ...] = ()
+    """The representing fit's centres in the sample's (scaled) space, k rows; the final fit
+    starts from the chosen candidate's (``clustering.fit_best``)."""
 
     @property
     def min_share(self) -> float:
@@ -237,7 +241,10 @@ def select_k(
         measure = rule.rule != "parsimony" and rule.stability_samples > 0 and distinct == k
         if measure and min(best.sizes) / len(x) >= rule.min_segment_share:
             worst = _worst_jaccard(sub, best.centers, k, algorithm, seed, max_iter, rule)
-        candidates.append(Candidate(k, score, best.inertia, best.sizes, best.seed, ch, worst))
+        centers = tuple(tuple(map(float, c)) for c in best.centers)
+        candidates.append(
+            Candidate(k, score, best.inertia, best.sizes, best.seed, ch, worst, centers)
+        )
         log.info("k=%d silhouette=%.4f CH=%.1f worst Jaccard=%s sizes=%s", k, score, ch, worst,
                  best.sizes)  # fmt: skip
     chosen, reason = choose(candidates, rule)

@@ -192,3 +192,78 @@ def test_select_k_skips_k_above_the_number_of_distinct_profiles(spark):
 def test_choose_rejects_candidates_with_empty_segments():
     with pytest.raises(InputError, match="fewer distinct feature profiles than k"):
         model_selection.choose([cand(3, 0.9, (10, 0, 5))], parsimony(0.0, 0.0))
+
+
+@pytest.fixture(scope="module")
+def overlapping(spark):
+    """Four overlapping Gaussian blobs in 3 features (Lloyd needs several iterations)."""
+    rng = random.Random(11)
+    centres = [(0, 0, 0), (3, 0, 1), (0, 3, 2), (3, 3, 0)]
+    rows = [(f"c{i:04d}", *(m + rng.gauss(0, 1.2) for m in centres[i % 4])) for i in range(2000)]
+    return spark.createDataFrame(rows, "customer_id string, a double, b double, c double").cache()
+
+
+def test_refine_matches_scikit_learn_lloyd_from_the_same_centres(overlapping, tmp_path):
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    est = SegmentationKMeans(features=["a", "b", "c"], default_transform="none", max_iter=100)
+    scaling = est.fit_scaling(overlapping)
+    scaled = (
+        scaling.stage().transform(overlapping).orderBy("customer_id")
+        .select("customer_id", *scaling.scaled_columns).toPandas()
+    )  # fmt: skip
+    x = scaled[list(scaling.scaled_columns)].to_numpy()
+    init = x[[0, 1, 5, 9]]  # four rows as starting centres: a poor start, many iterations
+    model = clustering.refine(overlapping, scaling, init.tolist(), max_iter=100)
+    sk = KMeans(n_clusters=4, init=init, n_init=1, algorithm="lloyd", max_iter=100, tol=0.0)
+    sk.fit(x)
+    assert model.iterations >= 3
+    centres, sizes = model.by_cluster()
+    assert np.allclose([centres[i] for i in range(4)], sk.cluster_centers_, atol=1e-9)
+    assert [sizes[i] for i in range(4)] == np.bincount(sk.labels_, minlength=4).tolist()
+    assert model.training_cost == pytest.approx(sk.inertia_, rel=1e-9)
+    # The pipeline assigns every row as scikit-learn does, also after a save and load.
+    expected = [model.cluster_to_segment[int(c)] for c in sk.labels_]
+    model.pipeline.write().save(str(tmp_path / "refined"))
+    loaded = PipelineModel.load(str(tmp_path / "refined"))
+    for pipeline in (model.pipeline, loaded):
+        got = clustering.assign(pipeline, overlapping).orderBy("customer_id")
+        assert [r["segment_id"] for r in got.select("segment_id").collect()] == expected
+    dist = np.sqrt(((x - sk.cluster_centers_[sk.labels_]) ** 2).sum(axis=1))
+    got_dist = [r["distance"] for r in clustering.assign(loaded, overlapping)
+                .orderBy("customer_id").select("distance").collect()]  # fmt: skip
+    assert np.allclose(got_dist, dist, atol=1e-9)
+
+
+def test_fit_best_keeps_the_lowest_cost_start(blobs):
+    """Two starting centres inside the biggest blob and one between the other two: Lloyd from
+    there stays in a worse optimum (one centre for two blobs) than k-means||, so the
+    restarts' model is kept; from the blobs' own centres the refined fit is as good."""
+    import numpy as np
+
+    est = estimator(k=3)
+    scaling = est.fit_scaling(blobs)
+    x = scaling.stage().transform(blobs).orderBy("customer_id").select(
+        "truth", *scaling.scaled_columns).toPandas()  # fmt: skip
+    blob = {t: x[x.truth == t][list(scaling.scaled_columns)].to_numpy() for t in CENTRES}
+    between = (blob["mid"].mean(axis=0) + blob["small"].mean(axis=0)) / 2
+    poor = [blob["big"][0].tolist(), blob["big"][1].tolist(), between.tolist()]
+    stuck = clustering.refine(blobs, scaling, poor, max_iter=est.max_iter)
+    restarts = [est.copy(k=3, seed=s).fit(blobs, scaling=scaling) for s in (3, 4)]
+    assert stuck.training_cost > 1.5 * min(m.training_cost for m in restarts)
+    kept, seed = clustering.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3, 4],
+                                     init_centers=poor)  # fmt: skip
+    costs = {3: restarts[0].training_cost, 4: restarts[1].training_cost}
+    assert seed == min(costs, key=lambda s: (costs[s], s))
+    assert kept.training_cost == costs[seed]
+    truth = [blob[t].mean(axis=0).tolist() for t in CENTRES]
+    kept, seed = clustering.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3, 4],
+                                     init_centers=truth)  # fmt: skip
+    assert (
+        seed is None
+        or kept.training_cost
+        < clustering.refine(blobs, scaling, truth, max_iter=est.max_iter).training_cost
+    )
+    assert kept.training_cost <= min(costs.values()) + 1e-9
+    assert np.isclose(kept.training_cost, min(costs.values()), rtol=1e-9)

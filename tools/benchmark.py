@@ -173,12 +173,14 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
             f"k {t.k_min}-{t.k_max} x {t.n_init} restarts on {selection.sample_rows:,} rows, "
             f"chose {selection.chosen_k}"
         )
-    with measured(stages, "final fit (restarts)") as st:
-        model, _ = train.final_fit(t, estimator, features_df, scaling, selection)
+    with measured(stages, "final fit (sample centres and restarts)") as st:
+        model, seed = train.final_fit(t, estimator, features_df, scaling, selection)
         result.iterations = model.iterations
+        kept = "the sample's centres" if seed is None else f"restart seed {seed}"
         st.detail = (
-            f"k={selection.chosen_k}, {t.n_init} seeded restarts on all customers (concurrent),"
-            f" the kept one ran {result.iterations} iterations"
+            f"k={selection.chosen_k} on all customers: Lloyd from the selection sample's centres"
+            f" and {t.n_init} seeded k-means|| restarts (concurrent); kept {kept}, "
+            f"{result.iterations} iterations"
         )
     if cfg.validation.enabled:
         with measured(stages, "segment validation") as st:

@@ -80,7 +80,7 @@ class Fitted:
     spaced: DataFrame
     selection: model_selection.KSelection
     model: clustering.SegmentModel
-    final_seed: int
+    final_seed: int | None
     matched: matching.Matching
     champion: champions.Champion | None
     assigned: DataFrame

@@ -68,7 +68,8 @@ class Fitted:
     customers: int
     selection: model_selection.KSelection
     model: clustering.SegmentModel
-    final_seed: int
+    final_seed: int | None
+    """The kept restart's seed; None: the selection sample's centres refined."""
     matched: matching.Matching
     champion: champions.Champion | None
     assigned: DataFrame
@@ -147,11 +148,17 @@ def final_fit(
     features: DataFrame,
     scaling: clustering.Scaling,
     selection: model_selection.KSelection,
-) -> tuple[clustering.SegmentModel, int]:
-    """The chosen k fitted on all customers with Spark: ``training.n_init`` seeded restarts
-    (seeds ``seed, seed + 1, ...``), the lowest cost kept (ties: the earliest seed)."""
+) -> tuple[clustering.SegmentModel, int | None]:
+    """The chosen k fitted on all customers with Spark: k-means from the selection sample's
+    centres of the chosen k (the solution whose silhouette and stability chose it) and
+    ``training.n_init`` seeded restarts (seeds ``seed, seed + 1, ...``); the lowest cost is
+    kept (ties: the sample's centres, then the earliest seed). The seed is None when the
+    sample's centres won."""
     seeds = list(range(tc.seed, tc.seed + max(1, tc.n_init)))
-    return clustering.fit_best(est, features, k=selection.chosen_k, scaling=scaling, seeds=seeds)
+    return clustering.fit_best(
+        est, features, k=selection.chosen_k, scaling=scaling, seeds=seeds,
+        init_centers=selection.chosen.centers or None,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,8 @@ class Matched:
     selection: model_selection.KSelection
     model: clustering.SegmentModel
     """With the segment ids of ``matched`` (``SegmentModel.with_segment_ids``)."""
-    final_seed: int
+    final_seed: int | None
+    """The kept restart's seed; None: the selection sample's centres refined."""
     matched: matching.Matching
     assigned: DataFrame
     """``model.transform(data)``, cached (the caller unpersists it)."""

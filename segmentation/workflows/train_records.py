@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from segmentation import matching, tables, tracking
+from segmentation import clustering, matching, tables, tracking
 from segmentation.config import AppConfig, flatten, to_dict
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ def record_training(cfg: AppConfig, fitted: Fitted) -> None:
     tracking.log_params(
         {"algorithm": t.algorithm, "k_min": t.k_min, "k_max": t.k_max, "seed": t.seed,
          "max_iter": t.max_iter, "n_init": t.n_init, "selection_seed": sel.chosen.seed,
-         "final_fit_seed": fitted.final_seed, "features": ",".join(t.features),
+         "final_fit_seed": clustering.final_start(fitted.final_seed),
+         "features": ",".join(t.features),
          "transforms": ",".join(f"{f}:{tr}" for f, tr in transforms),
          "selection_sample_rows": sel.sample_rows, "min_segment_share": t.min_segment_share,
          "silhouette_tolerance": t.silhouette_tolerance, "k_rule": t.k_rule, "k": t.k,
