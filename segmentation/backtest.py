@@ -19,6 +19,7 @@ import logging
 import math
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -147,18 +148,31 @@ def _check(
 def _clean_events(
     spark: SparkSession, cfg: AppConfig, keep: Column
 ) -> tuple[DataFrame, frozenset[str]]:
-    """The usable events of the customers ``keep`` selects, de-duplicated as the feature job
-    does (cached), and which optional columns the user's data has."""
+    """The usable events of the customers ``keep`` selects, quarantined and de-duplicated as
+    the feature job does (cached), and which optional columns the user's data has.
+
+    One pass over the input, as in the feature job (``build_features.compute``): the events
+    are read and checked once; the input counts that the ``auto`` duplicate rule needs (do
+    times have a time of day?) are observed over every input row on the pass that fills the
+    staged rows' cache, before the customer filter, so the rule is the feature job's.
+    """
     q, as_of, zone = cfg.quality, cfg.features.as_of, cfg.input.events.time_zone
     source = sources.read_events(spark, cfg.input.events, cfg.events_path())
-    latest = as_of + dt.timedelta(days=max(q.max_days_after_as_of, 0))
-    # The feature job's duplicate rule; only `auto` needs to know whether times have a time of day.
-    day_level = q.duplicates == "auto" and source.counts().day_level
-    split = quality.split_events(
-        source.events.where(keep), earliest=q.earliest_event_date, latest=latest, time_zone=zone,
-        duplicates=quality.duplicate_rule(q.duplicates, day_level=day_level),
+    events, input_counts = source.observed()
+    staged = quality.stage_events(
+        events.where(keep), earliest=q.earliest_event_date,
+        latest=as_of + dt.timedelta(days=max(q.max_days_after_as_of, 0)), time_zone=zone,
+        storage_level=StorageLevel.MEMORY_AND_DISK,
     )  # fmt: skip
-    return split.clean.cache(), source.present
+    try:
+        # An input without rows runs no task, so no metrics are observed: count it directly.
+        counts = input_counts() if staged.count() else source.counts()
+        rule = quality.duplicate_rule(q.duplicates, day_level=counts.day_level)
+        clean = quality.split_staged(staged, duplicates=rule).clean.cache()
+        clean.count()
+    finally:
+        staged.unpersist()
+    return clean, source.present
 
 
 def _event_days(events: DataFrame, time_zone: str) -> tuple[dt.date | None, dt.date | None]:

@@ -131,3 +131,47 @@ def test_customer_sample_is_seeded_sized_and_independent_of_partitioning(spark):
     reseeded = {r[0] for r in ids.where(backtest.sampled(0.1, seed=8)).collect()}
     assert reseeded != one and len(one & reseeded) < 400  # another seed, another sample
     assert ids.where(backtest.sampled(1.0, seed=7)).count() == 20_000
+
+
+def test_backtest_events_take_the_duplicate_rule_from_every_input_row(spark, tmp_path):
+    """The sampled backtest de-duplicates as the feature job does: ``auto`` looks at whether
+    *all* input times have a time of day, not only the sampled customers' times. Here the
+    sampled customer has only midnights (alone: day-level data, rule ``event_id``, which keeps
+    copies without an id), another customer has a timed event, so the rule is ``exact`` and
+    the sampled customer's copy without an id is removed; its bad-amount row is quarantined."""
+    from pyspark.sql import functions as F
+
+    from segmentation import backtest
+    from tests.conftest import local_config
+
+    ids = spark.range(5000).select(F.concat(F.lit("c"), F.col("id")).alias("customer_id"))
+    keep = backtest.sampled(0.5, seed=3)
+    inside = ids.where(keep).orderBy("customer_id").first()[0]
+    outside = ids.where(~keep).orderBy("customer_id").first()[0]
+    midnight, timed = "2025-06-01 00:00:00", "2025-06-02 10:30:00"
+    rows = [
+        (inside, midnight, "20.0", "order", None),
+        (inside, midnight, "20.0", "order", None),  # an exact copy without an id
+        (inside, "2025-06-03 00:00:00", "5.0", "order", "e1"),
+        (inside, "2025-06-04 00:00:00", "abc", "order", "e2"),  # a bad amount
+        (outside, timed, "7.0", "order", "e3"),
+    ]
+    path = str(tmp_path / "events.csv")
+    spark.createDataFrame(
+        rows, "customer_id string, event_time string, amount string, event_type string, "
+        "event_id string"
+    ).coalesce(1).write.option("header", "true").csv(path)  # fmt: skip
+    cfg = local_config(
+        tmp_path, f"input.events.path={path}", "input.events.format=csv",
+        'input.events.options={"header": "true"}', "quality.duplicates=auto",
+        "features.as_of=2025-12-31",
+        *[f"input.events.columns.{c}=null" for c in
+          ("category", "channel", "device", "quantity", "discount")],
+    )  # fmt: skip
+    events, present = backtest._clean_events(spark, cfg, keep)
+    try:
+        got = sorted((r.customer_id, r.amount) for r in events.collect())
+    finally:
+        events.unpersist()
+    assert got == [(inside, 5.0), (inside, 20.0)]
+    assert "discount" not in present and "event_id" in present
