@@ -63,14 +63,14 @@ def run(
     share = customer_share(oc.max_customers, features.count())
     keep = sampled(share, cfg.training.seed)
     try:
-        events, present = _clean_events(spark, cfg, keep)
+        staged, events, present = _clean_events(spark, cfg, keep)
     except SegmentationError as exc:
         return OutcomeCheck(skipped=f"the events cannot be read for the outcome check: {exc}")
     try:
         check = _check(cfg, events, present, estimator=estimator, model=model, names=names,
                        features=features.where(keep))  # fmt: skip
     finally:
-        events.unpersist()
+        staged.unpersist()
     if share < 1.0 and check.measures:
         log.info(
             "outcome check on a %.1f%% sample of customers (validation.outcome.max_customers %s)",
@@ -147,14 +147,16 @@ def _check(
 
 def _clean_events(
     spark: SparkSession, cfg: AppConfig, keep: Column
-) -> tuple[DataFrame, frozenset[str]]:
+) -> tuple[DataFrame, DataFrame, frozenset[str]]:
     """The usable events of the customers ``keep`` selects, quarantined and de-duplicated as
-    the feature job does (cached), and which optional columns the user's data has.
+    the feature job does, and which optional columns the user's data has.
 
     One pass over the input, as in the feature job (``build_features.compute``): the events
-    are read and checked once; the input counts that the ``auto`` duplicate rule needs (do
-    times have a time of day?) are observed over every input row on the pass that fills the
-    staged rows' cache, before the customer filter, so the rule is the feature job's.
+    are read, checked and shuffled by customer once, and those staged rows are persisted; the
+    input counts that the ``auto`` duplicate rule needs (do times have a time of day?) are
+    observed over every input row on the pass that fills that cache, before the customer
+    filter, so the rule is the feature job's. Returns the staged rows (persisted: the caller
+    unpersists them), the clean events (a plan over them) and the present columns.
     """
     q, as_of, zone = cfg.quality, cfg.features.as_of, cfg.input.events.time_zone
     source = sources.read_events(spark, cfg.input.events, cfg.events_path())
@@ -167,12 +169,11 @@ def _clean_events(
     try:
         # An input without rows runs no task, so no metrics are observed: count it directly.
         counts = input_counts() if staged.count() else source.counts()
-        rule = quality.duplicate_rule(q.duplicates, day_level=counts.day_level)
-        clean = quality.split_staged(staged, duplicates=rule).clean.cache()
-        clean.count()
-    finally:
+    except Exception:
         staged.unpersist()
-    return clean, source.present
+        raise
+    rule = quality.duplicate_rule(q.duplicates, day_level=counts.day_level)
+    return staged, quality.split_staged(staged, duplicates=rule).clean, source.present
 
 
 def _event_days(events: DataFrame, time_zone: str) -> tuple[dt.date | None, dt.date | None]:

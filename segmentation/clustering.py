@@ -18,6 +18,7 @@ BisectingKMeans model), so the model registered in MLflow loads anywhere Spark r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -153,9 +154,11 @@ class SegmentModel:
     centers_scaled: dict[int, list[float]] = field(default_factory=dict)
     sizes: dict[int, int] = field(default_factory=dict)
     iterations: int = 0
-    """Iterations the clusterer ran (fresh fits; 0 for a loaded model)."""
+    """Iterations the clusterer ran."""
     training_cost: float = math.nan
-    """Sum of squared distances to the centres (scaled space) on the rows it was fitted on."""
+    """Sum of squared distances to the centres (scaled space) on the rows it was fitted on
+    (Spark's ``trainingCost`` for a plain fit; :func:`fit_best` measures k-means fits at their
+    final centres)."""
 
     def transform(self, df: DataFrame) -> DataFrame:
         """``df`` plus ``segment_id`` (INT) and ``distance`` (DOUBLE)."""
@@ -319,29 +322,54 @@ def fit_best(
     seed that won on the sample need not win on all rows (measured: at 200k customers the
     sample's winner alone reached ARI 0.80 against scikit-learn's labelling; at 1M customers
     all three k-means|| restarts merged planted segments at 44% more cost than the sample's
-    centres refined). The fits run concurrently (each is seeded, so the result does not
-    depend on their order). Equal costs keep the refined fit, then the earliest seed.
-    Returns the model and its seed (None: the refined fit).
+    centres refined). For k-means every fit's cost is the sum of squared distances of the rows
+    to its final centres, measured alike (Spark's ``trainingCost`` is that of the last
+    assignment, before the last centre update). The fits run concurrently (each is seeded, so
+    the result does not depend on their order). Equal costs (within 1e-9 relative) keep the
+    refined fit, then the earliest seed. Returns the model and its seed (None: the refined fit).
+
+    Raises:
+        ValueError: ``init_centers`` does not have ``k`` centres.
     """
-    parallel = max(1, min(len(seeds), df.sparkSession.sparkContext.defaultParallelism))
+    if init_centers is not None and len(init_centers) != k:
+        raise ValueError(f"init_centers has {len(init_centers)} centres, not k={k}")
+    kmeans = estimator.algorithm == "kmeans"
+    columns = list(scaling.scaled_columns)
+    scaled = scaling.stage().transform(df).select(*columns).cache() if kmeans else None
 
-    def fit(seed: int) -> tuple[float, SegmentModel]:
+    def fit(seed: int | None) -> tuple[int | None, SegmentModel]:
+        if seed is None:
+            assert scaled is not None and init_centers is not None
+            return None, _refine_scaled(scaled, scaling, init_centers, estimator.max_iter)
         model = estimator.copy(k=k, seed=seed).fit(df, scaling=scaling)
-        return model.training_cost, model
+        if scaled is not None:
+            centers = [model.centers_scaled[model.cluster_to_segment[i]] for i in range(k)]
+            model = dataclasses.replace(
+                model, training_cost=_lloyd_step(scaled, columns, centers)[2]
+            )
+        return seed, model
 
-    fits: list[tuple[int | None, float, SegmentModel]] = []
-    if init_centers is not None and estimator.algorithm == "kmeans":
-        refined = refine(df, scaling, init_centers, max_iter=estimator.max_iter)
-        fits.append((None, refined.training_cost, refined))
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        fits += [(s, c, m) for s, (c, m) in zip(seeds, pool.map(fit, seeds), strict=True)]
-    best = min(range(len(fits)), key=lambda i: (fits[i][1], i))
+    starts: list[int | None] = [None] if kmeans and init_centers is not None else []
+    starts += list(seeds)
+    parallel = max(1, min(len(starts), df.sparkSession.sparkContext.defaultParallelism))
+    try:
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            fits = list(pool.map(fit, starts))
+    finally:
+        if scaled is not None:
+            scaled.unpersist()
+    # Costs within 1e-9 (relative) are ties: the same optimum reached from two starts differs
+    # only in the last bits of its sums, which may vary with task order between runs.
+    lowest = min(m.training_cost for _, m in fits)
+    best = next(i for i, (_, m) in enumerate(fits)
+                if m.training_cost <= lowest + 1e-9 * abs(lowest))  # fmt: skip
     log.info(
         "final fit: cost by start %s; kept %s",
-        {"sample centres" if s is None else f"seed {s}": round(c, 6) for s, c, _ in fits},
+        {"sample centres" if s is None else f"seed {s}": round(m.training_cost, 6)
+         for s, m in fits},
         "the sample centres" if fits[best][0] is None else f"seed {fits[best][0]}",
-    )
-    return fits[best][2], fits[best][0]
+    )  # fmt: skip
+    return fits[best][1], fits[best][0]
 
 
 def final_start(seed: int | None) -> int | str:
@@ -378,28 +406,38 @@ def refine(
     Returns: the model; its ``training_cost`` is the sum of squared distances of the rows to
         the final centres, ``sizes`` the rows per centre.
     """
-    columns = list(scaling.scaled_columns)
-    k = len(init_centers)
-    scaled = scaling.stage().transform(df).select(*columns).cache()
+    scaled = scaling.stage().transform(df).select(*scaling.scaled_columns).cache()
     try:
-        centers = [list(map(float, c)) for c in init_centers]
-        iterations = 0
-        while True:
-            counts, sums, cost = _lloyd_step(scaled, columns, centers)
-            if iterations == max_iter:
-                break
-            iterations += 1
-            moved = 0.0
-            for i in range(k):
-                if counts[i]:
-                    new = [v / counts[i] for v in sums[i]]
-                    moved = max(moved, math.dist(new, centers[i]))
-                    centers[i] = new
-            if moved <= tol:
-                counts, sums, cost = _lloyd_step(scaled, columns, centers)
-                break
+        return _refine_scaled(scaled, scaling, init_centers, max_iter, tol)
     finally:
         scaled.unpersist()
+
+
+def _refine_scaled(
+    scaled: DataFrame,
+    scaling: Scaling,
+    init_centers: Sequence[Sequence[float]],
+    max_iter: int,
+    tol: float = TOLERANCE,
+) -> SegmentModel:
+    """:func:`refine` on the already scaled (and cached) rows."""
+    columns = list(scaling.scaled_columns)
+    centers = [list(map(float, c)) for c in init_centers]
+    iterations = 0
+    while True:
+        counts, sums, cost = _lloyd_step(scaled, columns, centers)
+        if iterations == max_iter:
+            break
+        iterations += 1
+        moved = 0.0
+        for i, n in enumerate(counts):
+            if n:
+                new = [v / n for v in sums[i]]
+                moved = max(moved, math.dist(new, centers[i]))
+                centers[i] = new
+        if moved <= tol:
+            counts, sums, cost = _lloyd_step(scaled, columns, centers)
+            break
     return _segment_model(
         scaling, [_nearest(scaling, centers)], centers, counts, iterations=iterations,
         cost=cost,
@@ -440,11 +478,13 @@ def _lloyd_step(
 
 
 def _nearest(scaling: Scaling, centers: Sequence[Sequence[float]]) -> SQLTransformer:
-    """The pipeline stage giving each row its nearest centre's index (``_CLUSTER``)."""
-    d = _distances_sql(scaling.scaled_columns, centers)
+    """The pipeline stage giving each row its nearest centre's index (``_CLUSTER``); the
+    distances are computed once per row (a subquery column, dropped by :func:`assign`)."""
+    d = f"{_PREFIX}squared_distances"
     return SQLTransformer(
-        statement=f"SELECT *, CAST(ARRAY_POSITION({d}, ARRAY_MIN({d})) - 1 AS INT) "
-        f"AS `{_CLUSTER}` FROM __THIS__"
+        statement=f"SELECT *, CAST(ARRAY_POSITION(`{d}`, ARRAY_MIN(`{d}`)) - 1 AS INT) AS "
+        f"`{_CLUSTER}` FROM (SELECT *, {_distances_sql(scaling.scaled_columns, centers)} AS "
+        f"`{d}` FROM __THIS__)"
     )
 
 

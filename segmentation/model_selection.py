@@ -178,7 +178,8 @@ class Candidate:
     """The least stable segment's mean bootstrap Jaccard (None: not measured)."""
     centers: tuple[tuple[float, ...], ...] = ()
     """The representing fit's centres in the sample's (scaled) space, k rows; the final fit
-    starts from the chosen candidate's (``clustering.fit_best``)."""
+    starts from the chosen candidate's (``clustering.fit_best``). Logged with the candidates
+    in the training run's ``k_selection.json``."""
 
     @property
     def min_share(self) -> float:

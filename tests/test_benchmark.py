@@ -66,6 +66,10 @@ def test_baseline_and_job_agree_on_features_and_segments(quick):
     assert c["max_relative_feature_diff"] < 1e-9
     assert c["max_size_diff_share"] <= 0.01
     assert c["ari_spark_vs_sklearn"] >= 0.95
+    # One k-means run from the sample's centres: Spark SQL (clustering.refine) and
+    # scikit-learn reach the same within-cluster sum of squares; the kept model is no worse.
+    assert c["spark_single_cost"] == pytest.approx(c["sklearn_cost"], rel=1e-9)
+    assert c["spark_cost"] <= c["sklearn_cost"] * (1 + 1e-9)
     # Both sides quarantine exactly the dirt: 25 copies, 11 rule breakers, 5 conflicting ids.
     assert c["spark_rejected"] == c["duckdb_rejected"] == c["dirt"]
     assert c["rejected_equal"] is True
@@ -76,7 +80,7 @@ def test_every_stage_is_timed_and_reported(quick):
     spark_stages = [s.name for s in quick.spark]
     assert spark_stages == [
         "features", "write customer_features, rejected_events (Delta)",
-        "read customer_features (cached)", "k selection", "final fit (restarts)",
+        "read customer_features (cached)", "k selection", "final fit (sample centres and restarts)",
         "segment validation", "final fit",
         "assignment", "write segment_membership (Delta)",
     ]  # fmt: skip

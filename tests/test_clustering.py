@@ -238,9 +238,10 @@ def test_refine_matches_scikit_learn_lloyd_from_the_same_centres(overlapping, tm
 
 def test_fit_best_keeps_the_lowest_cost_start(blobs):
     """Two starting centres inside the biggest blob and one between the other two: Lloyd from
-    there stays in a worse optimum (one centre for two blobs) than k-means||, so the
-    restarts' model is kept; from the blobs' own centres the refined fit is as good."""
-    import numpy as np
+    there stays in a worse optimum (one centre for two blobs) than k-means||, so a restart's
+    model is kept; from the blobs' own centres the refined fit reaches the same optimum and,
+    costs being equal, is kept."""
+    from pyspark.ml.feature import SQLTransformer
 
     est = estimator(k=3)
     scaling = est.fit_scaling(blobs)
@@ -250,20 +251,57 @@ def test_fit_best_keeps_the_lowest_cost_start(blobs):
     between = (blob["mid"].mean(axis=0) + blob["small"].mean(axis=0)) / 2
     poor = [blob["big"][0].tolist(), blob["big"][1].tolist(), between.tolist()]
     stuck = clustering.refine(blobs, scaling, poor, max_iter=est.max_iter)
-    restarts = [est.copy(k=3, seed=s).fit(blobs, scaling=scaling) for s in (3, 4)]
-    assert stuck.training_cost > 1.5 * min(m.training_cost for m in restarts)
     kept, seed = clustering.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3, 4],
                                      init_centers=poor)  # fmt: skip
-    costs = {3: restarts[0].training_cost, 4: restarts[1].training_cost}
-    assert seed == min(costs, key=lambda s: (costs[s], s))
-    assert kept.training_cost == costs[seed]
+    assert seed in (3, 4) and kept.sizes == {1: 90, 2: 60, 3: 30}
+    assert stuck.training_cost > 1.5 * kept.training_cost
+    # The kept cost is the within-cluster sum of squares at its final centres.
+    centres = kept.centers_scaled
+    truth_of = {"big": 1, "mid": 2, "small": 3}
+    sse = sum(((blob[t] - centres[s]) ** 2).sum() for t, s in truth_of.items())
+    assert kept.training_cost == pytest.approx(sse, rel=1e-9)
     truth = [blob[t].mean(axis=0).tolist() for t in CENTRES]
     kept, seed = clustering.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3, 4],
                                      init_centers=truth)  # fmt: skip
-    assert (
-        seed is None
-        or kept.training_cost
-        < clustering.refine(blobs, scaling, truth, max_iter=est.max_iter).training_cost
-    )
-    assert kept.training_cost <= min(costs.values()) + 1e-9
-    assert np.isclose(kept.training_cost, min(costs.values()), rtol=1e-9)
+    assert seed is None and isinstance(kept.pipeline.stages[1], SQLTransformer)
+    assert kept.training_cost == pytest.approx(sse, rel=1e-9)
+    with pytest.raises(ValueError, match="2 centres, not k=3"):
+        clustering.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3], init_centers=truth[:2])
+
+
+def test_refine_stops_after_max_iter_as_scikit_learn_does(overlapping):
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    est = SegmentationKMeans(features=["a", "b", "c"], default_transform="none")
+    scaling = est.fit_scaling(overlapping)
+    x = scaling.stage().transform(overlapping).orderBy("customer_id").select(
+        *scaling.scaled_columns).toPandas().to_numpy()  # fmt: skip
+    init = x[[0, 1, 5, 9]]
+    model = clustering.refine(overlapping, scaling, init.tolist(), max_iter=2)
+    sk = KMeans(n_clusters=4, init=init, n_init=1, algorithm="lloyd", max_iter=2, tol=0.0).fit(x)
+    centres, sizes = model.by_cluster()
+    assert model.iterations == 2
+    assert np.allclose([centres[i] for i in range(4)], sk.cluster_centers_, atol=1e-9)
+    assert [sizes[i] for i in range(4)] == np.bincount(sk.labels_, minlength=4).tolist()
+    assert model.training_cost == pytest.approx(sk.inertia_, rel=1e-9)
+
+
+def test_refine_keeps_a_centre_without_rows_where_it_is(overlapping):
+    """A centre no row is nearest to keeps its place and size 0 (as Spark's KMeans); the other
+    three move exactly as scikit-learn's Lloyd with those three."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    est = SegmentationKMeans(features=["a", "b", "c"], default_transform="none")
+    scaling = est.fit_scaling(overlapping)
+    x = scaling.stage().transform(overlapping).orderBy("customer_id").select(
+        *scaling.scaled_columns).toPandas().to_numpy()  # fmt: skip
+    init = x[[0, 1, 5]]
+    far = [1e6, 1e6, 1e6]
+    model = clustering.refine(overlapping, scaling, [*init.tolist(), far], max_iter=50)
+    sk = KMeans(n_clusters=3, init=init, n_init=1, algorithm="lloyd", max_iter=50, tol=0.0).fit(x)
+    centres, sizes = model.by_cluster()
+    assert centres[3] == far and sizes[3] == 0
+    assert np.allclose([centres[i] for i in range(3)], sk.cluster_centers_, atol=1e-9)
+    assert model.training_cost == pytest.approx(sk.inertia_, rel=1e-9)

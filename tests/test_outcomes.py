@@ -168,10 +168,10 @@ def test_backtest_events_take_the_duplicate_rule_from_every_input_row(spark, tmp
         *[f"input.events.columns.{c}=null" for c in
           ("category", "channel", "device", "quantity", "discount")],
     )  # fmt: skip
-    events, present = backtest._clean_events(spark, cfg, keep)
+    staged, events, present = backtest._clean_events(spark, cfg, keep)
     try:
         got = sorted((r.customer_id, r.amount) for r in events.collect())
     finally:
-        events.unpersist()
+        staged.unpersist()
     assert got == [(inside, 5.0), (inside, 20.0)]
     assert "discount" not in present and "event_id" in present

@@ -49,6 +49,11 @@ def failures(result: benchmark.SizeResult) -> list[str]:
         out.append(f"baseline lacks features {c['features_missing_in_baseline']}")
     if c["max_size_diff_share"] > 0.01:
         out.append(f"segment sizes differ by {c['max_size_diff_share']:.2%} of customers")
+    if c.get("spark_cost", 0.0) > c.get("sklearn_cost", 0.0) * (1 + 1e-6):
+        out.append(
+            f"the kept Spark model's cost {c['spark_cost']:.6g} exceeds scikit-learn's from the "
+            f"same start ({c['sklearn_cost']:.6g})"
+        )
     if c["ari_spark_vs_sklearn"] < 0.95:
         out.append(f"Spark and scikit-learn segments disagree: ARI {c['ari_spark_vs_sklearn']:.3f}")
     return out

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         scaling = attitude_space.weighted_scaling(ac, space, plain, variances)
         selection = train.select_k(cc, train.selection_sample(cc, spaced, scaling))
     TIMES[-1] = (TIMES[-1][0], TIMES[-1][1], f"k {cc.k_min}-{cc.k_max}, chose {selection.chosen_k}")
-    with timed("final fit (restarts)"):
+    with timed("final fit (sample centres and restarts)"):
         model, _ = train.final_fit(cc, est, spaced, scaling, selection)
     with timed("assignment"):
         model.transform(spaced).select(clustering.SEGMENT_ID).write.format("noop").mode(
