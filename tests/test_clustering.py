@@ -305,3 +305,30 @@ def test_refine_keeps_a_centre_without_rows_where_it_is(overlapping):
     assert centres[3] == far and sizes[3] == 0
     assert np.allclose([centres[i] for i in range(3)], sk.cluster_centers_, atol=1e-9)
     assert model.training_cost == pytest.approx(sk.inertia_, rel=1e-9)
+
+
+def test_final_fit_on_a_sample_of_every_customer_refines_it_without_restarts(blobs, caplog):
+    """The selection sample is every customer (180 < 20,000 rows): its centres are already the
+    best of n_init restarts on these rows, so the model is them refined, with no Spark
+    restarts; the selection's centres are what the final fit starts from."""
+    import logging
+
+    import numpy as np
+
+    from segmentation.config import load_config
+    from segmentation.workflows import train
+    from tests.conftest import ROOT
+
+    tc = load_config(ROOT / "conf" / "local.yaml").training.model_copy(
+        update={"features": ("x", "y", "flat"), "default_transform": "none", "k": 3}
+    )
+    est = train.estimator(tc)
+    scaling = est.fit_scaling(blobs)
+    selection = train.select_k(tc, train.selection_sample(tc, blobs, scaling))
+    assert selection.sample_rows == 180 and len(selection.chosen.centers) == 3
+    with caplog.at_level(logging.INFO, logger="segmentation.clustering"):
+        model, seed = train.final_fit(tc, est, blobs, scaling, selection)
+    assert seed is None and model.iterations <= 1
+    assert "'sample centres'" in caplog.text and "'seed " not in caplog.text
+    got = sorted(map(tuple, np.round(list(model.centers_scaled.values()), 9)))
+    assert got == sorted(map(tuple, np.round(selection.chosen.centers, 9)))

@@ -153,8 +153,18 @@ def final_fit(
     centres of the chosen k (the solution whose silhouette and stability chose it) and
     ``training.n_init`` seeded restarts (seeds ``seed, seed + 1, ...``); the lowest cost is
     kept (ties: the sample's centres, then the earliest seed). The seed is None when the
-    sample's centres won."""
+    sample's centres won.
+
+    When the selection sample is every customer, its centres are already the best of
+    ``n_init`` restarts on these very rows, so the Spark restarts are skipped (the sample's
+    centres refined on all rows, typically one iteration, is the model)."""
     seeds = list(range(tc.seed, tc.seed + max(1, tc.n_init)))
+    if (
+        selection.chosen.centers
+        and tc.algorithm == "kmeans"
+        and (selection.sample_rows >= features.count())
+    ):
+        seeds = []
     return clustering.fit_best(
         est, features, k=selection.chosen_k, scaling=scaling, seeds=seeds,
         init_centers=selection.chosen.centers or None,
