@@ -19,7 +19,6 @@ import logging
 import math
 from dataclasses import dataclass
 
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -160,18 +159,10 @@ def _clean_events(
     """
     q, as_of, zone = cfg.quality, cfg.features.as_of, cfg.input.events.time_zone
     source = sources.read_events(spark, cfg.input.events, cfg.events_path())
-    events, input_counts = source.observed()
-    staged = quality.stage_events(
-        events.where(keep), earliest=q.earliest_event_date,
+    staged, counts = quality.stage_source(
+        source, keep=keep, earliest=q.earliest_event_date,
         latest=as_of + dt.timedelta(days=max(q.max_days_after_as_of, 0)), time_zone=zone,
-        storage_level=StorageLevel.MEMORY_AND_DISK,
     )  # fmt: skip
-    try:
-        # An input without rows runs no task, so no metrics are observed: count it directly.
-        counts = input_counts() if staged.count() else source.counts()
-    except Exception:
-        staged.unpersist()
-        raise
     rule = quality.duplicate_rule(q.duplicates, day_level=counts.day_level)
     return staged, quality.split_staged(staged, duplicates=rule).clean, source.present
 

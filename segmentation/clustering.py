@@ -444,16 +444,17 @@ def _refine_scaled(
     )  # fmt: skip
 
 
+def _squared_sql(columns: Sequence[str], center: Sequence[float]) -> str:
+    """A row's squared Euclidean distance to ``center`` over ``columns``, as SQL."""
+    return " + ".join(
+        f"POW(`{c}` - {_sql_double(v)}, 2)" for c, v in zip(columns, center, strict=True)
+    )
+
+
 def _distances_sql(columns: Sequence[str], centers: Sequence[Sequence[float]]) -> str:
     """``ARRAY(d_0, ..., d_{k-1})``: a row's squared Euclidean distance to every centre (one
     SQL expression, used for training and by the pipeline, so both assign alike)."""
-
-    def squared(center: Sequence[float]) -> str:
-        return " + ".join(
-            f"POW(`{c}` - {_sql_double(v)}, 2)" for c, v in zip(columns, center, strict=True)
-        )
-
-    return "ARRAY(" + ", ".join(f"({squared(center)})" for center in centers) + ")"
+    return "ARRAY(" + ", ".join(f"({_squared_sql(columns, c)})" for c in centers) + ")"
 
 
 def _lloyd_step(
@@ -518,13 +519,10 @@ def _labeller(
     scaling: Scaling, centers: Sequence[Sequence[float]], cluster_to_segment: Mapping[int, int]
 ) -> SQLTransformer:
     ids = " ".join(f"WHEN {c} THEN {s}" for c, s in sorted(cluster_to_segment.items()))
-    squared = []
-    for cluster, center in enumerate(centers):
-        terms = " + ".join(
-            f"POW(`{col}` - {_sql_double(v)}, 2)"
-            for col, v in zip(scaling.scaled_columns, center, strict=True)
-        )
-        squared.append(f"WHEN {cluster} THEN {terms}")
+    squared = [
+        f"WHEN {cluster} THEN {_squared_sql(scaling.scaled_columns, center)}"
+        for cluster, center in enumerate(centers)
+    ]
     return SQLTransformer(
         statement=(
             f"SELECT *, CAST(CASE `{_CLUSTER}` {ids} END AS INT) AS `{SEGMENT_ID}`, "

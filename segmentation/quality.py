@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from segmentation import parsing
-from segmentation.sources import ISSUE, RETURN
+from segmentation.sources import ISSUE, RETURN, EventSource, InputCounts
 from segmentation.tables import CANONICAL_EVENTS
 
 REASON = "reason"
@@ -148,6 +148,33 @@ def stage_events(
         COPY, F.row_number().over(Window.partitionBy(*identity).orderBy(*order))
     )
     return staged.persist(storage_level) if storage_level is not None else staged
+
+
+def stage_source(
+    source: EventSource,
+    *,
+    earliest: dt.date,
+    latest: dt.date,
+    time_zone: str = parsing.UTC,
+    keep: Column | None = None,
+) -> tuple[DataFrame, InputCounts]:
+    """:func:`stage_events` over ``source``'s events (only the customers ``keep`` selects),
+    persisted ``MEMORY_AND_DISK``, and the input counts over *every* input row: observed on
+    the pass that fills the cache (``EventSource.observed``, before the ``keep`` filter), so
+    the input is read once for both. The caller unpersists the staged rows.
+    """
+    events, input_counts = source.observed()
+    staged = stage_events(
+        events if keep is None else events.where(keep), earliest=earliest, latest=latest,
+        time_zone=time_zone, storage_level=StorageLevel.MEMORY_AND_DISK,
+    )  # fmt: skip
+    try:
+        # An input without rows runs no task, so no metrics are observed: count it directly.
+        counts = input_counts() if staged.count() else source.counts()
+    except Exception:
+        staged.unpersist()
+        raise
+    return staged, counts
 
 
 def split_staged(

@@ -141,15 +141,11 @@ def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnaps
     # One pass over the input: read, check, shuffle by customer and number the copies
     # (staged), persisted; filling that cache also yields the input counts (observed metrics).
     # The quarantine, the levels and the features all read the staged rows.
-    events, input_counts = source.observed()
-    staged = quality.stage_events(
-        events, earliest=q.earliest_event_date,
+    staged, counts = quality.stage_source(
+        source, earliest=q.earliest_event_date,
         latest=fc.as_of + dt.timedelta(days=q.max_days_after_as_of), time_zone=ev.time_zone,
-        storage_level=StorageLevel.MEMORY_AND_DISK,
     )  # fmt: skip
     try:
-        # An input without rows runs no task, so no metrics are observed: count it directly.
-        counts = input_counts() if staged.count() else source.counts()
         return _compute_staged(spark, cfg, source, staged, counts, events_version, run_id=run_id)
     finally:
         staged.unpersist()
