@@ -30,8 +30,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@echo "Resolving the Delta jars ($$($(PY) -m segmentation.session coordinates)) from Maven Central into the Ivy cache..."
-	$(PY) -m segmentation.session resolve-jars > $(VENV)/delta-jars.log 2>&1 || { tail -40 $(VENV)/delta-jars.log >&2; exit 1; }
+	@echo "Resolving the Delta jars ($$($(PY) -m segmentation.runtime.session coordinates)) from Maven Central into the Ivy cache..."
+	$(PY) -m segmentation.runtime.session resolve-jars > $(VENV)/delta-jars.log 2>&1 || { tail -40 $(VENV)/delta-jars.log >&2; exit 1; }
 	@tail -1 $(VENV)/delta-jars.log
 	@touch $(STAMP)
 
@@ -42,7 +42,7 @@ setup: check-java $(STAMP) ## Create .venv, install the package and resolve the 
 .PHONY: delta-jars
 delta-jars: setup ## Copy the Delta jars into DIR (for spark.delta_jars on an offline machine)
 	@test -n "$(DIR)" || { echo "ERROR: give the target folder: make delta-jars DIR=/path" >&2; exit 1; }
-	$(PY) -m segmentation.session resolve-jars --copy-to $(DIR) 2>/dev/null
+	$(PY) -m segmentation.runtime.session resolve-jars --copy-to $(DIR) 2>/dev/null
 
 .PHONY: run
 run: setup ## Whole pipeline locally, in one Spark application: sample (if absent), train on TRAIN_AS_OF, rules, score AS_OF

@@ -1,8 +1,8 @@
 """spark-submit entry point: score a snapshot with the champion model, without retraining:
 customer_features for --as-of, then membership, SCD2 history, migration and drift (PSI)."""
 
-from segmentation import cli, summaries
-from segmentation.workflows import assign, build_features
+from segmentation.runtime import cli
+from segmentation.workflows import assign, build_features, summaries
 
 JOB = cli.Job(
     "Assign segments for a date with the registered champion model",

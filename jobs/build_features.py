@@ -1,7 +1,7 @@
 """spark-submit entry point: compute customer_features as of a date (quarantining bad events)."""
 
-from segmentation import cli, summaries
-from segmentation.workflows import build_features
+from segmentation.runtime import cli
+from segmentation.workflows import build_features, summaries
 
 JOB = cli.Job(
     "Compute per-customer features as of a date",

@@ -4,7 +4,7 @@
 import json
 from typing import Any
 
-from segmentation import cli
+from segmentation.runtime import cli
 
 
 def _origin(_: Any) -> tuple[str, str, str]:

@@ -1,7 +1,7 @@
 """spark-submit entry point: write the sample events, customers and segment_truth tables."""
 
-from segmentation import cli, summaries
-from segmentation.workflows import generate
+from segmentation.runtime import cli
+from segmentation.workflows import generate, summaries
 
 JOB = cli.Job(
     "Generate sample customer events with planted archetypes",

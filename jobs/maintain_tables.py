@@ -1,8 +1,8 @@
 """Maintenance entry point, with delta-spark: VACUUM (lists files of old versions and killed
 runs; --apply deletes), OPTIMIZE (--optimize), or --upgrade tables of an older release."""
 
-from segmentation import cli, summaries
-from segmentation.workflows import maintain
+from segmentation.runtime import cli
+from segmentation.workflows import maintain, summaries
 
 JOB = cli.Job(
     "VACUUM / OPTIMIZE the output tables, or upgrade an older layout",

@@ -1,8 +1,8 @@
 """Promote a registered model version to the alias (default champion): a deliberate step,
 recorded as an MLflow run. It writes no table: run assign_segments afterwards."""
 
-from segmentation import cli, summaries
-from segmentation.workflows import promote
+from segmentation.runtime import cli
+from segmentation.workflows import promote, summaries
 
 JOB = cli.Job(
     "Move the alias to a registered model version",

@@ -3,7 +3,7 @@ and rules as of --train-as-of, then scoring and rules as of --as-of."""
 
 import datetime as dt
 
-from segmentation import cli
+from segmentation.runtime import cli
 from segmentation.workflows import local_pipeline
 
 JOB = cli.Job(

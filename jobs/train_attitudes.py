@@ -1,7 +1,7 @@
 """spark-submit entry point: factor-analyse survey items and train attitudinal segments."""
 
-from segmentation import cli, summaries
-from segmentation.workflows import attitudes
+from segmentation.runtime import cli
+from segmentation.workflows import attitudes, summaries
 
 JOB = cli.Job("Train attitudinal segments", attitudes.run, summaries.attitudes)
 

@@ -1,7 +1,7 @@
 """spark-submit entry point: choose k, train, register, explain and profile segments."""
 
-from segmentation import cli, summaries
-from segmentation.workflows import train
+from segmentation.runtime import cli
+from segmentation.workflows import summaries, train
 
 JOB = cli.Job("Train customer segments", train.run, summaries.training)
 

@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from segmentation.config import AppConfig, load_config
-from segmentation.session import build_session
+from segmentation.runtime.session import build_session
 
 ROOT = Path(__file__).resolve().parents[1]
 

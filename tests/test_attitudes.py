@@ -11,10 +11,14 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import attitude_space, factors, summaries, survey, survey_generator, tables
 from segmentation.config import AppConfig, AttitudesConfig, load_config
 from segmentation.errors import InputError
-from segmentation.workflows import attitudes
+from segmentation.features import attitude_space, factors
+from segmentation.features import scaling as scaling_mod
+from segmentation.inputs import survey
+from segmentation.sample import survey_generator
+from segmentation.storage import tables
+from segmentation.workflows import attitudes, summaries
 
 ROOT = Path(__file__).resolve().parents[1]
 ITEMS = survey_generator.ITEM_NAMES
@@ -231,10 +235,9 @@ def test_weighted_scaling_gives_each_attribute_equal_variance(small: DataFrame):
         ac, checked, solution=analysis.solution, means=analysis.moments.means,
         stds=analysis.moments.stds, factor_names=analysis.names, levels=levels,
     )  # fmt: skip
-    from segmentation import clustering
 
     spaced = space.transform(checked.respondents)
-    plain = clustering.fit_scaling(spaced, space.columns, default_transform="none")
+    plain = scaling_mod.fit_scaling(spaced, space.columns, default_transform="none")
     variances = dict(zip(plain.features, (s * s for s in plain.stds), strict=True))
     scaling = attitude_space.weighted_scaling(ac, space, plain, variances)
     var = {f: variances[f] / s**2 for f, s in zip(scaling.features, scaling.stds, strict=True)}

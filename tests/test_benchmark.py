@@ -11,8 +11,8 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from segmentation import delta_tables
 from segmentation.config import load_config
+from segmentation.storage import delta_tables
 from segmentation.workflows import generate
 from tests.conftest import ROOT
 from tools import bench as bench_job
@@ -66,7 +66,7 @@ def test_baseline_and_job_agree_on_features_and_segments(quick):
     assert c["max_relative_feature_diff"] < 1e-9
     assert c["max_size_diff_share"] <= 0.01
     assert c["ari_spark_vs_sklearn"] >= 0.95
-    # One k-means run from the sample's centres: Spark SQL (clustering.refine) and
+    # One k-means run from the sample's centres: Spark SQL (restarts.refine) and
     # scikit-learn reach the same within-cluster sum of squares; the kept model is no worse.
     assert c["spark_single_cost"] == pytest.approx(c["sklearn_cost"], rel=1e-9)
     assert c["spark_cost"] <= c["sklearn_cost"] * (1 + 1e-9)

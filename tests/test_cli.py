@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from segmentation import cli
 from segmentation.errors import InputError
+from segmentation.runtime import cli
 from tests.conftest import ROOT
 
 CONFIG = ["--config", str(ROOT / "conf" / "local.yaml")]
@@ -41,8 +41,8 @@ def test_run_key_option_sets_storage_run_key():
 
 
 def test_next_step_commands_keep_the_config_as_of_and_overrides():
-    from segmentation import summaries
     from segmentation.config import load_config
+    from segmentation.workflows import summaries
 
     cfg = load_config(
         ROOT / "conf" / "local.yaml",
@@ -57,8 +57,8 @@ def test_next_step_commands_keep_the_config_as_of_and_overrides():
 
 
 def test_promotion_summary_prints_an_assign_command_that_works_as_printed():
-    from segmentation import summaries
     from segmentation.config import load_config
+    from segmentation.workflows import summaries
     from segmentation.workflows.promote import PromoteResult
 
     cfg = load_config("conf/local.yaml", overrides=["features.as_of=2025-06-30"])

@@ -22,8 +22,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from segmentation import generator
 from segmentation.config import load_config
+from segmentation.sample import generator
 from segmentation.workflows import build_features, generate, train
 from tools.devcluster import DevCluster, Ports, group_members, spark_home
 

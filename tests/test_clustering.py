@@ -9,10 +9,11 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import clustering, model_selection
-from segmentation.clustering import SegmentationKMeans
 from segmentation.errors import InputError
-from segmentation.model_selection import Candidate
+from segmentation.features.scaling import Scaling
+from segmentation.modeling import clustering, model_selection, restarts, training
+from segmentation.modeling.clustering import SegmentationKMeans
+from segmentation.modeling.model_selection import Candidate
 
 CENTRES = {"big": (0.0, 0.0, 90), "mid": (10.0, 10.0, 60), "small": (0.0, 20.0, 30)}
 
@@ -121,7 +122,7 @@ def test_bisecting_kmeans_also_recovers_blobs(blobs):
 
 
 def test_scaling_to_original_inverts_log1p():
-    s = clustering.Scaling(("m",), ("log1p",), (2.0,), (0.5,))
+    s = Scaling(("m",), ("log1p",), (2.0,), (0.5,))
     z = (math.log1p(100.0) - 2.0) / 0.5
     assert s.to_original([z])[0] == pytest.approx(100.0)
 
@@ -171,7 +172,7 @@ def test_select_k_with_one_customer_is_a_clear_error(spark):
     est = SegmentationKMeans(features=["a"], default_transform="none")
     with pytest.raises(InputError, match=r"cannot select k from 1 customer\(s\)"):
         clustering.select_k(
-            est, df, k_values=[2, 3], scaling=clustering.Scaling(("a",), ("none",), (1.0,), (1.0,)),
+            est, df, k_values=[2, 3], scaling=Scaling(("a",), ("none",), (1.0,), (1.0,)),
             sample_rows=100, rule=model_selection.SelectionRule(min_segment_share=0.0),
         )  # fmt: skip
 
@@ -215,7 +216,7 @@ def test_refine_matches_scikit_learn_lloyd_from_the_same_centres(overlapping, tm
     )  # fmt: skip
     x = scaled[list(scaling.scaled_columns)].to_numpy()
     init = x[[0, 1, 5, 9]]  # four rows as starting centres: a poor start, many iterations
-    model = clustering.refine(overlapping, scaling, init.tolist(), max_iter=100)
+    model = restarts.refine(overlapping, scaling, init.tolist(), max_iter=100)
     sk = KMeans(n_clusters=4, init=init, n_init=1, algorithm="lloyd", max_iter=100, tol=0.0)
     sk.fit(x)
     assert model.iterations >= 3
@@ -250,8 +251,8 @@ def test_fit_best_keeps_the_lowest_cost_start(blobs):
     blob = {t: x[x.truth == t][list(scaling.scaled_columns)].to_numpy() for t in CENTRES}
     between = (blob["mid"].mean(axis=0) + blob["small"].mean(axis=0)) / 2
     poor = [blob["big"][0].tolist(), blob["big"][1].tolist(), between.tolist()]
-    stuck = clustering.refine(blobs, scaling, poor, max_iter=est.max_iter)
-    kept, seed = clustering.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3, 4],
+    stuck = restarts.refine(blobs, scaling, poor, max_iter=est.max_iter)
+    kept, seed = restarts.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3, 4],
                                      init_centers=poor)  # fmt: skip
     assert seed in (3, 4) and kept.sizes == {1: 90, 2: 60, 3: 30}
     assert stuck.training_cost > 1.5 * kept.training_cost
@@ -261,12 +262,12 @@ def test_fit_best_keeps_the_lowest_cost_start(blobs):
     sse = sum(((blob[t] - centres[s]) ** 2).sum() for t, s in truth_of.items())
     assert kept.training_cost == pytest.approx(sse, rel=1e-9)
     truth = [blob[t].mean(axis=0).tolist() for t in CENTRES]
-    kept, seed = clustering.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3, 4],
+    kept, seed = restarts.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3, 4],
                                      init_centers=truth)  # fmt: skip
     assert seed is None and isinstance(kept.pipeline.stages[1], SQLTransformer)
     assert kept.training_cost == pytest.approx(sse, rel=1e-9)
     with pytest.raises(ValueError, match="2 centres, not k=3"):
-        clustering.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3], init_centers=truth[:2])
+        restarts.fit_best(est, blobs, k=3, scaling=scaling, seeds=[3], init_centers=truth[:2])
 
 
 def test_refine_stops_after_max_iter_as_scikit_learn_does(overlapping):
@@ -278,7 +279,7 @@ def test_refine_stops_after_max_iter_as_scikit_learn_does(overlapping):
     x = scaling.stage().transform(overlapping).orderBy("customer_id").select(
         *scaling.scaled_columns).toPandas().to_numpy()  # fmt: skip
     init = x[[0, 1, 5, 9]]
-    model = clustering.refine(overlapping, scaling, init.tolist(), max_iter=2)
+    model = restarts.refine(overlapping, scaling, init.tolist(), max_iter=2)
     sk = KMeans(n_clusters=4, init=init, n_init=1, algorithm="lloyd", max_iter=2, tol=0.0).fit(x)
     centres, sizes = model.by_cluster()
     assert model.iterations == 2
@@ -299,7 +300,7 @@ def test_refine_keeps_a_centre_without_rows_where_it_is(overlapping):
         *scaling.scaled_columns).toPandas().to_numpy()  # fmt: skip
     init = x[[0, 1, 5]]
     far = [1e6, 1e6, 1e6]
-    model = clustering.refine(overlapping, scaling, [*init.tolist(), far], max_iter=50)
+    model = restarts.refine(overlapping, scaling, [*init.tolist(), far], max_iter=50)
     sk = KMeans(n_clusters=3, init=init, n_init=1, algorithm="lloyd", max_iter=50, tol=0.0).fit(x)
     centres, sizes = model.by_cluster()
     assert centres[3] == far and sizes[3] == 0
@@ -316,18 +317,17 @@ def test_final_fit_on_a_sample_of_every_customer_refines_it_without_restarts(blo
     import numpy as np
 
     from segmentation.config import load_config
-    from segmentation.workflows import train
     from tests.conftest import ROOT
 
     tc = load_config(ROOT / "conf" / "local.yaml").training.model_copy(
         update={"features": ("x", "y", "flat"), "default_transform": "none", "k": 3}
     )
-    est = train.estimator(tc)
+    est = training.estimator(tc)
     scaling = est.fit_scaling(blobs)
-    selection = train.select_k(tc, train.selection_sample(tc, blobs, scaling))
+    selection = training.select_k(tc, training.selection_sample(tc, blobs, scaling))
     assert selection.sample_rows == 180 and len(selection.chosen.centers) == 3
-    with caplog.at_level(logging.INFO, logger="segmentation.clustering"):
-        model, seed = train.final_fit(tc, est, blobs, scaling, selection)
+    with caplog.at_level(logging.INFO, logger="segmentation.modeling.clustering"):
+        model, seed = training.final_fit(tc, est, blobs, scaling, selection)
     assert seed is None and model.iterations <= 1
     assert "'sample centres'" in caplog.text and "'seed " not in caplog.text
     got = sorted(map(tuple, np.round(list(model.centers_scaled.values()), 9)))

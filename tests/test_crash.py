@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from segmentation import delta_maintenance
 from segmentation.config import load_config
+from segmentation.storage import delta_maintenance
 from segmentation.workflows import build_features, generate
 
 ROOT = Path(__file__).resolve().parents[1]

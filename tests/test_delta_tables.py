@@ -15,9 +15,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import delta_maintenance
-from segmentation import delta_tables as dtab
 from segmentation.errors import TableError
+from segmentation.storage import delta_maintenance
+from segmentation.storage import delta_tables as dtab
 
 D1, D2, D3 = dt.date(2025, 1, 31), dt.date(2025, 2, 28), dt.date(2025, 3, 31)
 SCHEMA = "customer_id string, as_of date, segment_id int, distance double, scored_at timestamp"

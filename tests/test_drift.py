@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segmentation import drift
+from segmentation.storage import drift
 
 
 def test_retrain_reasons_name_every_psi_over_the_threshold():
@@ -24,8 +24,8 @@ def test_publications_of_one_snapshot_share_the_feature_psi(spark, tmp_path, mon
 
     from pyspark.sql import functions as F
 
-    from segmentation import delta_tables, history, tables
     from segmentation.config import DriftConfig, StorageConfig
+    from segmentation.storage import delta_tables, history, tables
 
     storage = StorageConfig(warehouse=str(tmp_path))
     base_day, day = dt.date(2025, 1, 31), dt.date(2025, 2, 28)

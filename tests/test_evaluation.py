@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from segmentation.evaluation import adjusted_rand_index, adjusted_rand_index_from_counts
+from segmentation.modeling.evaluation import adjusted_rand_index, adjusted_rand_index_from_counts
 
 
 def counts(truth, pred):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from segmentation import explain
 from segmentation.errors import InputError
+from segmentation.explain import composition
+from segmentation.explain import rules as explain
 
 
 def test_rules_recover_known_thresholds(spark):
@@ -71,7 +72,7 @@ def test_composition_shares_with_bins_missing_and_sensitive_flags(spark):
          ("d", 30, "F", "US"), ("e", None, "F", "US")],
         "customer_id string, age int, gender string, country string",
     )  # fmt: skip
-    comp = explain.composition(
+    comp = composition.composition(
         assigned,
         customers,
         ["country", "os"],
@@ -108,7 +109,7 @@ def test_composition_bins_numeric_attributes_without_edges_at_quartiles(spark):
     customers = spark.createDataFrame(
         [(str(i), float(i)) for i in range(8)], "customer_id string, employees double"
     )
-    comp = explain.composition(
+    comp = composition.composition(
         assigned, customers, ["employees"], sensitive=[], bins={}, max_levels=10
     )
     counts = {r[2]: r[3] for r in comp.rows}
@@ -117,6 +118,6 @@ def test_composition_bins_numeric_attributes_without_edges_at_quartiles(spark):
 
 
 def test_a_sensitive_model_feature_is_refused():
-    explain.check_not_sensitive(["recency_days"], ["age"])
+    composition.check_not_sensitive(["recency_days"], ["age"])
     with pytest.raises(InputError, match=r"\['Age'\] are sensitive"):
-        explain.check_not_sensitive(["recency_days", "Age"], ["age", "gender"])
+        composition.check_not_sensitive(["recency_days", "Age"], ["age", "gender"])

@@ -9,8 +9,8 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import features as feat
-from segmentation.sources import CANONICAL_SCHEMA
+from segmentation.features import behaviour as feat
+from segmentation.inputs.sources import CANONICAL_SCHEMA
 
 AS_OF = dt.date(2025, 1, 31)
 

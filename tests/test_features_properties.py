@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import features as feat
-from segmentation.sources import CANONICAL_SCHEMA
+from segmentation.features import behaviour as feat
+from segmentation.inputs.sources import CANONICAL_SCHEMA
 
 AS_OF = dt.date(2025, 6, 30)
 END = dt.datetime.combine(AS_OF, dt.time(23, 59, 59), tzinfo=dt.UTC)

@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import generator as gen
+from segmentation.sample import generator as gen
 
 START, END = dt.date(2024, 1, 1), dt.date(2025, 12, 31)
 

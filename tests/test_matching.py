@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from segmentation.clustering import Scaling
-from segmentation.matching import KnownSegment, match_segments, scaled_point
+from segmentation.modeling.clustering import Scaling
+from segmentation.modeling.matching import KnownSegment, match_segments, scaled_point
 
 FEATURES = ("recency_days", "frequency")
 # Old model: log1p on both features, its own means and stds.
@@ -101,7 +101,7 @@ def test_a_champion_on_other_features_is_not_matched():
 
 
 def test_stable_names_keep_the_champions_and_never_repeat():
-    from segmentation.matching import stable_names
+    from segmentation.modeling.matching import stable_names
 
     generated = {1: "Champions", 2: "Lapsed customers", 3: "Champions", 4: "New customers"}
     kept = {1: 5, 2: 7}  # new segment 1 continues old 5, 2 continues old 7
@@ -115,6 +115,6 @@ def test_stable_names_keep_the_champions_and_never_repeat():
 
 
 def test_stable_names_without_a_champion_are_the_generated_ones():
-    from segmentation.matching import stable_names
+    from segmentation.modeling.matching import stable_names
 
     assert stable_names({1: "A", 2: "A"}, {}, {}) == {1: "A", 2: "A #2"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from segmentation import model_selection, summaries
-from segmentation.workflows import build_features, generate, train
+from segmentation.modeling import model_selection
+from segmentation.workflows import build_features, generate, summaries, train
 from tests.conftest import local_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -9,8 +9,8 @@ from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.linalg import Vectors
 from sklearn.metrics import silhouette_score
 
-from segmentation import model_selection as ms
 from segmentation.errors import InputError
+from segmentation.modeling import model_selection as ms
 
 
 def blobs(seed: int = 0) -> np.ndarray:

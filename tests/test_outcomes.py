@@ -9,7 +9,7 @@ import math
 import pytest
 from scipy import stats
 
-from segmentation import outcomes
+from segmentation.modeling import outcomes
 
 T = dt.date(2025, 9, 30)
 WINDOW = outcomes.OutcomeWindow(T, dt.date(2025, 12, 29), "backtest")
@@ -110,7 +110,7 @@ def test_wilson_of_zero_and_all():
 
 
 def test_customer_share_caps_the_outcome_check():
-    from segmentation import backtest
+    from segmentation.modeling import backtest
 
     assert backtest.customer_share(None, 10**9) == 1.0
     assert backtest.customer_share(200, 200) == 1.0
@@ -120,7 +120,7 @@ def test_customer_share_caps_the_outcome_check():
 def test_customer_sample_is_seeded_sized_and_independent_of_partitioning(spark):
     from pyspark.sql import functions as F
 
-    from segmentation import backtest
+    from segmentation.modeling import backtest
 
     ids = spark.range(20_000).select(F.concat(F.lit("c"), F.col("id")).alias("customer_id"))
     keep = backtest.sampled(0.1, seed=7)
@@ -141,7 +141,7 @@ def test_backtest_events_take_the_duplicate_rule_from_every_input_row(spark, tmp
     the sampled customer's copy without an id is removed; its bad-amount row is quarantined."""
     from pyspark.sql import functions as F
 
-    from segmentation import backtest
+    from segmentation.modeling import backtest
     from tests.conftest import local_config
 
     ids = spark.range(5000).select(F.concat(F.lit("c"), F.col("id")).alias("customer_id"))

@@ -13,9 +13,10 @@ import polars as pl
 import pytest
 
 from jobs import assign_segments, promote_model
-from segmentation import cli, delta_tables, summaries
-from segmentation import features as feat
-from segmentation.workflows import build_features, rules, train
+from segmentation.features import behaviour as feat
+from segmentation.runtime import cli
+from segmentation.storage import delta_tables
+from segmentation.workflows import build_features, rules, summaries, train
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

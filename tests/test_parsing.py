@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segmentation import parsing
+from segmentation.inputs import parsing
 
 NY = "America/New_York"
 UTC_TEXT = "yyyy-MM-dd'T'HH:mm'Z'"  # the session time zone is UTC

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from segmentation import features as feat
-from segmentation import profiling
-from segmentation.profiling import FeatureStats, Profiles, SegmentProfile
+from segmentation.explain import profiling
+from segmentation.explain.profiling import FeatureStats, Profiles, SegmentProfile
+from segmentation.features import behaviour as feat
 
 
 def test_profile_segments_sizes_shares_and_stats(spark):

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from segmentation import publishing
 from segmentation.errors import InputError
+from segmentation.storage import publishing
 
 D1, D2, D3 = dt.date(2025, 10, 31), dt.date(2025, 11, 30), dt.date(2025, 12, 31)
 

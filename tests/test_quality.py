@@ -14,13 +14,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation import delta_tables, quality, summaries
-from segmentation import generator as gen
 from segmentation.config import load_config
 from segmentation.errors import InputError
-from segmentation.features import compute_features
-from segmentation.sources import CANONICAL_SCHEMA
-from segmentation.workflows import build_features
+from segmentation.features.behaviour import compute_features
+from segmentation.inputs import quality
+from segmentation.inputs.sources import CANONICAL_SCHEMA
+from segmentation.sample import generator as gen
+from segmentation.storage import delta_tables
+from segmentation.workflows import build_features, summaries
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = dt.date(2025, 12, 31)
@@ -219,7 +220,7 @@ def test_duplicates_are_per_customer_and_the_clean_events_come_partitioned_by_cu
 
 def test_split_events_gives_each_unreadable_value_its_own_reason(spark):
     """The reader's issues (sources.ISSUE) become the rows' reasons, after a missing id."""
-    from segmentation.sources import ISSUE
+    from segmentation.inputs.sources import ISSUE
 
     schema = T.StructType([*CANONICAL_SCHEMA.fields, T.StructField(ISSUE, T.StringType())])
     rows = [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from segmentation import rulesets
 from segmentation.config import B2bConfig, B2bTier, RfmConfig, RfmSegment, load_config
 from segmentation.errors import ConfigError, InputError
+from segmentation.modeling import rulesets
 from tests.conftest import ROOT
 
 # Ten customers. Recency 1..10 days: quintile cuts 2, 4, 6, 8 (the 20/40/60/80th percentiles),

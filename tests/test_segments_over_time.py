@@ -18,9 +18,10 @@ import pytest
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
-from segmentation import delta_tables, summaries, tracking
 from segmentation.config import load_config
-from segmentation.workflows import assign, build_features, generate, promote, train
+from segmentation.runtime import tracking
+from segmentation.storage import delta_tables
+from segmentation.workflows import assign, build_features, generate, promote, summaries, train
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -13,8 +13,8 @@ import pyspark
 import pytest
 import yaml
 
-from segmentation import session
 from segmentation.errors import ConfigError
+from segmentation.runtime import session
 
 ROOT = Path(__file__).resolve().parents[1]
 IVY_SETTINGS = """<ivysettings>

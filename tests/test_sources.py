@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from segmentation import sources
 from segmentation.config import CustomersSourceConfig, EventColumns, EventSourceConfig
 from segmentation.errors import InputError
+from segmentation.inputs import sources
 from segmentation.workflows import build_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,8 +161,8 @@ def test_check_source_mistyped_column_names_column_and_type(spark, tmp_path):
 def test_delta_input_with_deletion_vectors_never_brings_deleted_rows_back(spark, tmp_path):
     """Rows deleted from a Delta input (a deletion vector, files untouched) are gone from the
     features: the input is read through Delta, not as its Parquet files."""
-    from segmentation import delta_tables
     from segmentation.config import load_config
+    from segmentation.storage import delta_tables
 
     events = str(tmp_path / "events")
     spark.createDataFrame(
@@ -202,7 +202,7 @@ def parquet_source(**columns) -> EventSourceConfig:
 def test_double_customer_ids_join_an_integer_customers_dimension(spark, tmp_path):
     """A Parquet export with DOUBLE ids (17850.0) and a dimension with INT ids (17850): one
     normalisation gives both "17850", so the join finds the customer."""
-    from segmentation import customers
+    from segmentation.inputs import customers
 
     events, dim = str(tmp_path / "events"), str(tmp_path / "customers")
     spark.createDataFrame(
@@ -223,7 +223,7 @@ def test_double_customer_ids_join_an_integer_customers_dimension(spark, tmp_path
 
 
 def test_read_customers_with_fractional_ids_names_the_column_and_key(spark, tmp_path):
-    from segmentation import customers
+    from segmentation.inputs import customers
 
     dim = str(tmp_path / "customers")
     spark.createDataFrame([(17850.5,), (1.0,)], "id double").write.parquet(dim)

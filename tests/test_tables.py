@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from segmentation import tables
 from segmentation.config import StorageConfig
 from segmentation.errors import InputError
+from segmentation.storage import tables
 
 D1 = dt.date(2025, 12, 31)
 

@@ -12,9 +12,10 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from segmentation import delta_tables, tables, tracking
 from segmentation.config import load_config
 from segmentation.errors import SegmentationError
+from segmentation.runtime import tracking
+from segmentation.storage import delta_tables, tables
 from segmentation.workflows import assign, train
 from tests.conftest import ROOT
 

@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from segmentation import delta_tables, publishing
 from segmentation.config import load_config
 from segmentation.errors import InputError
+from segmentation.storage import delta_tables, publishing
 from tests.conftest import ROOT
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from segmentation import tables, validation
 from segmentation.config import ValidationConfig, load_config
+from segmentation.modeling import sample_fit, validation
+from segmentation.storage import tables
 from segmentation.workflows import train
 from tests.conftest import ROOT
 
@@ -62,7 +63,7 @@ def test_planted_segments_are_highly_stable_and_replicate():
 def test_structureless_data_is_called_so():
     rng = np.random.default_rng(5)
     x = rng.normal(0, 1, (1500, 5))
-    labels_fit = validation.model_selection.fit(x, 4, algorithm="kmeans", seeds=[1], max_iter=40)
+    labels_fit = sample_fit.fit(x, 4, algorithm="kmeans", seeds=[1], max_iter=40)
     centres = {i + 1: c for i, c in enumerate(labels_fit.centers)}
     labels = labels_fit.labels + 1
     measures = validation.stability_measures(

@@ -15,10 +15,12 @@ import pytest
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 
-from segmentation import clustering, delta_tables, summaries, tracking
 from segmentation.errors import InputError
-from segmentation.evaluation import adjusted_rand_index_from_counts
-from segmentation.workflows import assign, build_features, generate, rules, train
+from segmentation.modeling import clustering
+from segmentation.modeling.evaluation import adjusted_rand_index_from_counts
+from segmentation.runtime import tracking
+from segmentation.storage import delta_tables
+from segmentation.workflows import assign, build_features, generate, rules, summaries, train
 from tests.conftest import local_config
 
 ROOT = Path(__file__).resolve().parents[1]

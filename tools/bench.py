@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from segmentation.config import load_config
-from segmentation.session import build_session
+from segmentation.runtime.session import build_session
 from tools import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,10 +20,13 @@ from contextlib import contextmanager
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import attitude_space, clustering, survey, tables
 from segmentation.config import AttitudesConfig, ItemsConfig, load_config
-from segmentation.session import build_session
-from segmentation.workflows import attitudes, train
+from segmentation.features import attitude_space
+from segmentation.inputs import survey
+from segmentation.modeling import clustering, training
+from segmentation.runtime.session import build_session
+from segmentation.storage import tables
+from segmentation.workflows import attitudes
 
 TIMES: list[tuple[str, float, str]] = []
 
@@ -102,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         plain = est.fit_scaling(spaced)
         variances = dict(zip(plain.features, (s * s for s in plain.stds), strict=True))
         scaling = attitude_space.weighted_scaling(ac, space, plain, variances)
-        selection = train.select_k(cc, train.selection_sample(cc, spaced, scaling))
+        selection = training.select_k(cc, training.selection_sample(cc, spaced, scaling))
     TIMES[-1] = (TIMES[-1][0], TIMES[-1][1], f"k {cc.k_min}-{cc.k_max}, chose {selection.chosen_k}")
     with timed("final fit (sample centres and restarts)"):
-        model, _ = train.final_fit(cc, est, spaced, scaling, selection)
+        model, _ = training.final_fit(cc, est, spaced, scaling, selection)
     with timed("assignment"):
-        model.transform(spaced).select(clustering.SEGMENT_ID).write.format("noop").mode(
+        model.transform(spaced).select(tables.SEGMENT_ID).write.format("noop").mode(
             "overwrite"
         ).save()
     print("\n| step | seconds | detail |\n|---|---:|---|")

@@ -26,11 +26,13 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import clustering, delta_tables, model_validation, tables, tracking
-from segmentation import features as feat
 from segmentation.config import AppConfig
-from segmentation.evaluation import adjusted_rand_index_from_counts
-from segmentation.workflows import build_features, generate, train
+from segmentation.features import behaviour as feat
+from segmentation.modeling import model_validation, restarts, training
+from segmentation.modeling.evaluation import adjusted_rand_index_from_counts
+from segmentation.runtime import tracking
+from segmentation.storage import delta_tables, tables
+from segmentation.workflows import build_features, generate
 
 EVENTS_PER_CUSTOMER = 50
 
@@ -163,18 +165,18 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
             spark, features_path, partitions={feat.AS_OF: fc.as_of}
         ).cache()
         st.detail = f"{features_df.count():,} rows"
-    estimator = train.estimator(t)
+    estimator = training.estimator(t)
     with measured(stages, "k selection") as st:
         scaling = estimator.fit_scaling(features_df)
-        sample = train.selection_sample(t, features_df, scaling)
-        selection = train.select_k(t, sample)
+        sample = training.selection_sample(t, features_df, scaling)
+        selection = training.select_k(t, sample)
         result.chosen_k = selection.chosen_k
         st.detail = (
             f"k {t.k_min}-{t.k_max} x {t.n_init} restarts on {selection.sample_rows:,} rows, "
             f"chose {selection.chosen_k}"
         )
     with measured(stages, "final fit (sample centres and restarts)") as st:
-        model, seed = train.final_fit(t, estimator, features_df, scaling, selection)
+        model, seed = training.final_fit(t, estimator, features_df, scaling, selection)
         result.iterations = model.iterations
         kept = "the sample's centres" if seed is None else f"restart seed {seed}"
         st.detail = (
@@ -207,10 +209,10 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
     # labels stop changing).
     result.init_centers = [list(c) for c in selection.chosen.centers]
     with measured(stages, "final fit") as st:
-        single = clustering.refine(features_df, scaling, result.init_centers, max_iter=t.max_iter)
+        single = restarts.refine(features_df, scaling, result.init_centers, max_iter=t.max_iter)
         result.checks["spark_single_cost"] = single.training_cost
         st.detail = (
-            f"one k-means run from the sample's centres (clustering.refine), k="
+            f"one k-means run from the sample's centres (restarts.refine), k="
             f"{selection.chosen_k}, {single.iterations} iterations"
         )
     result.checks["spark_cost"] = model.training_cost
@@ -221,13 +223,13 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
         delta_tables.write(
             spark,
             assigned.select(feat.CUSTOMER_ID, F.lit(fc.as_of).alias(feat.AS_OF),
-                            clustering.SEGMENT_ID, clustering.DISTANCE),
+                            tables.SEGMENT_ID, tables.DISTANCE),
             tables.path(cfg.storage, tables.MEMBERSHIP),
             delta_tables.WriteOptions(partition_by=(feat.AS_OF,), replace={feat.AS_OF: fc.as_of}),
         )  # fmt: skip
     scaled = model.scaling.stage().transform(features_df)
     matrix = scaled.select(feat.CUSTOMER_ID, *model.scaling.scaled_columns).toPandas()
-    labels = assigned.select(feat.CUSTOMER_ID, clustering.SEGMENT_ID).toPandas()
+    labels = assigned.select(feat.CUSTOMER_ID, tables.SEGMENT_ID).toPandas()
     spark_features = features_df.toPandas() if result.customers <= 200_000 else None
     features_df.unpersist()
     assigned.unpersist()
@@ -506,7 +508,7 @@ def check_agreement(result: SizeResult, spark_side: dict[str, Any], duck: Any) -
     labels = spark_side["labels"]
     sk = result.checks.pop("sklearn_labels")
     counts: dict[tuple[object, object], int] = {}
-    for cid, seg in zip(labels[feat.CUSTOMER_ID], labels[clustering.SEGMENT_ID], strict=True):
+    for cid, seg in zip(labels[feat.CUSTOMER_ID], labels[tables.SEGMENT_ID], strict=True):
         key = (int(seg), int(sk[cid]))
         counts[key] = counts.get(key, 0) + 1
     spark_sizes: dict[int, int] = {}

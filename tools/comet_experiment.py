@@ -45,9 +45,9 @@ def arm(events: str, as_of: dt.date, out: Path, *, comet: bool, partitions: int)
     """One Spark application: the feature stage, timed, its outputs written under ``out``."""
     from pyspark.sql import SparkSession
 
-    from segmentation import features as feat
-    from segmentation import quality, sources
     from segmentation.config import load_config
+    from segmentation.features import behaviour as feat
+    from segmentation.inputs import quality, sources
 
     cfg = load_config("conf/local.yaml")
     builder = (

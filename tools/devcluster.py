@@ -97,7 +97,7 @@ class DevCluster:
         on the driver (``spark.jars.packages``, from the Ivy cache ``make setup`` filled) and
         shipped to the executors, which write the tables' files.
         """
-        from segmentation.session import PROVIDED_BY_SPARK, delta_coordinates
+        from segmentation.runtime.session import PROVIDED_BY_SPARK, delta_coordinates
 
         return {
             "spark.jars.packages": delta_coordinates(),

@@ -22,6 +22,9 @@ Typical usage example:
 
     cfg = load_config("conf/local.yaml", overrides=["training.k_max=7"])
     cfg.training.k_max  # 7
+
+Imports: pydantic, PyYAML and ``segmentation.errors`` only: the bottom layer, which every
+other package may read.
 """
 
 from segmentation.config.attitudes import *  # noqa: F403

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 
-from segmentation import champion as champions
-from segmentation import clustering, publishing, tables, timing, tracking
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
+from segmentation.modeling import champion as champions
+from segmentation.modeling import clustering
+from segmentation.runtime import timing, tracking
+from segmentation.storage import publishing, tables
 from segmentation.workflows import build_features
 
 JOB = "assign_segments"

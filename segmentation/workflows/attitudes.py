@@ -27,71 +27,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyspark
-from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import (
-    attitude_records,
-    attitude_space,
-    clustering,
-    factors,
-    matching,
-    model_report,
-    model_selection,
-    profiling,
-    publishing,
-    survey,
-    survey_generator,
-    tables,
-    tracking,
-)
-from segmentation import champion as champions
-from segmentation import customers as customers_dim
 from segmentation.config import AppConfig, AttitudesConfig, TrackingConfig
 from segmentation.errors import InputError
-from segmentation.evaluation import adjusted_rand_index
-from segmentation.workflows import train
+from segmentation.explain import model_report, profiling
+from segmentation.features import attitude_space, factors
+from segmentation.inputs import customers as customers_dim
+from segmentation.inputs import survey
+from segmentation.modeling import champion as champions
+from segmentation.modeling import clustering, matching, model_selection, training
+from segmentation.runtime import tracking
+from segmentation.sample import survey_generator
+from segmentation.storage import publishing, tables
+from segmentation.workflows import attitude_records, records
+from segmentation.workflows.attitude_records import Analysis, Fitted
 
 log = logging.getLogger(__name__)
 JOB = "train_attitudes"
-
-
-@dataclass
-class Analysis:
-    """The factor analysis of the items."""
-
-    items: tuple[str, ...]
-    moments: factors.Moments
-    parallel: factors.ParallelAnalysis
-    n_factors: int
-    rule: str
-    solution: factors.Solution
-    names: list[factors.FactorName]
-
-
-@dataclass
-class Fitted:
-    """A fitted attitudinal segmentation, before anything is recorded or written."""
-
-    checked: survey.Survey
-    analysis: Analysis
-    space: attitude_space.Space
-    spaced: DataFrame
-    selection: model_selection.KSelection
-    model: clustering.SegmentModel
-    final_seed: int | None
-    matched: matching.Matching
-    champion: champions.Champion | None
-    assigned: DataFrame
-    profiles: profiling.Profiles
-    names: dict[int, str]
-    behaviour_missing: int = 0
-
-    @property
-    def pipeline(self) -> PipelineModel:
-        """The registered model: cleaning, imputation, encoding, factor scores, clustering."""
-        return PipelineModel(stages=[*self.space.stages(), *self.model.pipeline.stages])
 
 
 @dataclass
@@ -106,7 +60,7 @@ class AttitudesResult:
     exclusions: dict[str, int]
     analysis: Analysis
     selection: model_selection.KSelection
-    segments: list[train.SegmentSummary]
+    segments: list[records.SegmentSummary]
     table_versions: dict[str, int]
     ari_vs_truth: float | None = None
     congruence: list[float] | None = None
@@ -218,7 +172,7 @@ def fit(
     plain = est.fit_scaling(spaced)
     variances = dict(zip(plain.features, (s * s for s in plain.stds), strict=True))
     scaling = attitude_space.weighted_scaling(ac, space, plain, variances)
-    m = train.fit_matched(cc, est, spaced, scaling, champion)
+    m = training.fit_matched(cc, est, spaced, scaling, champion)
     respondents.unpersist()
     profiles = profiling.profile_segments(m.assigned, profile_features(checked, space))
     generated = attitude_records.name_segments(profiles, space.factors, analysis.names)
@@ -270,46 +224,18 @@ def _record_and_write(
         else None
     )  # fmt: skip
     attitude_records.record_training(cfg, fitted, congruence)
-    customers = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
-    explained = model_report.explain_model(
-        spark, cfg.explain, customers=customers, model=fitted.model, assigned=fitted.assigned,
-        profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,
-        seed=ac.clustering.seed,
-    )  # fmt: skip
-    explained.pictures.update(attitude_records.pictures(fitted.analysis))
-    explained.notes.insert(0, attitude_records.factor_note(fitted.analysis))
-    model_report.log_explanation(explained, cfg.explain)
-    attitude_records.record_segments(cfg, fitted)
+    explained = _explain(spark, cfg, fitted)
+    records.record_segments(cfg.features.as_of, fitted)
     model_uri, version = tracking.log_spark_model(
         fitted.pipeline, registered_model=ac.model_name, pyspark_version=pyspark.__version__
     )
     tracking.set_tags({"model_version": version})
     lineage = tables.Lineage(cfg.features.as_of, ac.model_name, version, run_id)
     writes = attitude_records.version_writes(spark, cfg, fitted, explained, lineage, job=JOB)
-    publication = None
-    if tc.promote:
-        scored = publishing.Scored(
-            assigned=fitted.assigned, features=fitted.spaced, names=fitted.names,
-            model_features=fitted.space.columns, lineage=lineage,
-            scored_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
-        )  # fmt: skip
-        publication = publishing.publish(
-            spark, cfg.storage, cfg.drift, scored, job=JOB, first=writes
-        )
-        versions = publication.table_versions
-        reason = f"{JOB} run {run_id} with tracking.promote=true"
-        tracking.promote(ac.model_name, tc.alias, version, reason=reason)
-        tracking.set_tags({"promoted_to": tc.alias})
-    else:
-        versions = tables.write_in_order(writes)
-    tracking.set_tags({f"output.{name}.version": v for name, v in versions.items()})
-    ari = None
-    if truth is not None:
-        joined = fitted.assigned.select(tables.CUSTOMER_ID, clustering.SEGMENT_ID).join(
-            truth, on=tables.CUSTOMER_ID, how="inner"
-        )
-        ari = adjusted_rand_index(joined, "true_segment", clustering.SEGMENT_ID)
-        tracking.log_metrics({"ari_vs_truth": ari})
+    scored = records.scored_now(fitted.assigned, fitted.spaced, fitted.names,
+                                fitted.space.columns, lineage)  # fmt: skip
+    versions, publication = records.publish_or_write(spark, cfg, tc, scored, writes, job=JOB)
+    ari = records.ari_vs_truth(fitted.assigned, truth)
     paths = {"model_uri": model_uri}
     if cfg.explain.report:
         paths["report"] = model_report.write_report(
@@ -324,10 +250,25 @@ def _record_and_write(
         model_version=version, promoted=tc.promote, respondents=fitted.checked.read,
         retained=sum(s.size for s in fitted.profiles.segments),
         exclusions=dict(fitted.checked.exclusions), analysis=fitted.analysis,
-        selection=fitted.selection, segments=attitude_records.summaries(fitted),
+        selection=fitted.selection,
+        segments=records.segment_summaries(fitted.profiles, fitted.names, fitted.space.factors),
         table_versions=versions, ari_vs_truth=ari, congruence=congruence, paths=paths,
         publication=publication,
     )  # fmt: skip
+
+
+def _explain(spark: SparkSession, cfg: AppConfig, fitted: Fitted) -> model_report.Explained:
+    """Rules, composition and pictures (with the scree plot and loadings), logged."""
+    customers = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    explained = model_report.explain_model(
+        spark, cfg.explain, customers=customers, model=fitted.model, assigned=fitted.assigned,
+        profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,
+        seed=cfg.attitudes.clustering.seed,
+    )  # fmt: skip
+    explained.pictures.update(attitude_records.pictures(fitted.analysis))
+    explained.notes.insert(0, attitude_records.factor_note(fitted.analysis))
+    model_report.log_explanation(explained, cfg.explain)
+    return explained
 
 
 def _planted(spark: SparkSession, cfg: AppConfig) -> DataFrame | None:

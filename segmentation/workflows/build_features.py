@@ -12,11 +12,13 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import customers as customers_dim
-from segmentation import delta_tables, quality, sources, tables, timing, tracking
-from segmentation import features as feat
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
+from segmentation.features import behaviour as feat
+from segmentation.inputs import customers as customers_dim
+from segmentation.inputs import quality, sources
+from segmentation.runtime import timing, tracking
+from segmentation.storage import delta_tables, tables
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +177,10 @@ def _compute_staged(
     ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
     rejected = _rejected_counts(rejected_df, counts.rows, max_share=q.max_reject_share)
     duplicates = _count_kept_copies(duplicates, split, counts.rows)
-    levels = _levels(cfg, source, split)
-    features_df = feat.compute_features(
-        split.clean, as_of=fc.as_of, windows_days=fc.windows_days,
-        trend_window_days=fc.trend_window_days, categories=levels["category"],
-        channels=levels["channel"], devices=levels["device"],
-        with_discount="discount" in source.present, time_zone=cfg.input.events.time_zone,
+    levels = feat.resolve_levels(split.clean, fc, source.present)
+    features_df = feat.compute_configured(
+        split.clean, fc, as_of=fc.as_of, levels=levels, present=source.present,
+        time_zone=cfg.input.events.time_zone,
     ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
     customers = features_df.count()
     try:
@@ -292,23 +292,6 @@ def _rejected_counts(
     for why, n in sorted(rejected.items()):
         log.warning("%d input event(s) quarantined in rejected_events: %s", n, why)
     return rejected
-
-
-def _levels(
-    cfg: AppConfig, source: sources.EventSource, split: quality.Split
-) -> dict[str, tuple[str, ...]]:
-    """The category, channel and device levels: configured, or discovered in one pass over
-    the de-duplicated events (read from the staged events, no shuffle of their own)."""
-    fc = cfg.features
-    configured = {"category": fc.categories, "channel": fc.channels, "device": fc.devices}
-    levels = feat.discover_all_levels(
-        split.clean,
-        [c for c, lv in configured.items() if lv is None and c in source.present],
-        max_levels=fc.max_levels,
-    )
-    for column, lv in configured.items():
-        levels.setdefault(column, () if column not in source.present or lv is None else lv)
-    return levels
 
 
 def counts_text(counts: Mapping[str, int]) -> str:

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 
-from segmentation import delta_tables, survey_generator, tables
-from segmentation import generator as gen
 from segmentation.config import AppConfig, GeneratorConfig, to_dict
+from segmentation.sample import generator as gen
+from segmentation.sample import survey_generator
+from segmentation.storage import delta_tables, tables
 
 log = logging.getLogger(__name__)
 

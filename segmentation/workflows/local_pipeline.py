@@ -17,10 +17,18 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
-from segmentation import delta_tables, summaries
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
-from segmentation.workflows import assign, attitudes, build_features, generate, rules, train
+from segmentation.storage import delta_tables
+from segmentation.workflows import (
+    assign,
+    attitudes,
+    build_features,
+    generate,
+    rules,
+    summaries,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +41,20 @@ class PipelineResult:
     """(step name, summary text)."""
     seconds: list[tuple[str, float]] = field(default_factory=list)
     """(step name, wall seconds), the step's Spark work, writes and MLflow logging included."""
+    echo: Callable[[str], None] = print
 
     def timings(self) -> str:
         """One line: each step's wall seconds and the total."""
         parts = ", ".join(f"{name} {s:.1f} s" for name, s in self.seconds)
         return f"Step times: {parts}; total {sum(s for _, s in self.seconds):.1f} s."
+
+    def step(self, name: str, work: Callable[[], str]) -> None:
+        """Run one step, keep its summary and wall time, echo the summary."""
+        started = time.perf_counter()
+        text = work()
+        self.seconds.append((name, time.perf_counter() - started))
+        self.steps.append((name, text))
+        self.echo(text)
 
 
 def at(cfg: AppConfig, as_of: dt.date) -> AppConfig:
@@ -77,49 +94,53 @@ def run(
         InputError: ``score_as_of`` before the training date, or (``input.events.path`` set:
             no sample is generated) the events path or a mapped column is missing.
     """
-    result = PipelineResult()
+    result = PipelineResult(echo=echo)
     trained_cfg = at(cfg, train_as_of or cfg.features.as_of)
     if score_as_of is not None and score_as_of < trained_cfg.features.as_of:
         raise InputError(
             f"the scored date {score_as_of} (--score-as-of) is before the training date "
             f"{trained_cfg.features.as_of} (--train-as-of): score a date on or after it"
         )
+    _inputs(spark, cfg, trained_cfg, result)
+    _training(spark, trained_cfg, result)
+    if score_as_of is not None:
+        scored_cfg = at(cfg, score_as_of)
+        result.step(
+            "assign", lambda: summaries.assignment(assign.run(spark, scored_cfg), scored_cfg)
+        )
+        result.step("rules", lambda: summaries.rules(rules.run(spark, scored_cfg), scored_cfg))
+    return result
 
-    def step(name: str, work: Callable[[], str]) -> None:
-        started = time.perf_counter()
-        text = work()
-        result.seconds.append((name, time.perf_counter() - started))
-        result.steps.append((name, text))
-        echo(text)
 
+def _inputs(
+    spark: SparkSession, cfg: AppConfig, trained_cfg: AppConfig, result: PipelineResult
+) -> None:
+    """The sample (unless the events are the user's), the inputs checked, the features."""
     if own_events(cfg):
         # Checked before any work; the sample is not generated next to the user's data (its
         # customers dimension and survey would be read as theirs).
         build_features.check_inputs(trained_cfg)
-        echo(f"Sample generation skipped: input.events.path is {cfg.input.events.path}.")
+        result.echo(f"Sample generation skipped: input.events.path is {cfg.input.events.path}.")
     else:
-        step(
+        result.step(
             "generate", lambda: summaries.generation(generate.run(spark, cfg, if_absent=True), cfg)
         )
         build_features.check_inputs(trained_cfg)
-    step(
+    result.step(
         "features", lambda: summaries.features(build_features.run(spark, trained_cfg), trained_cfg)
     )
-    step("train", lambda: summaries.training(train.run(spark, trained_cfg), trained_cfg))
-    step("rules", lambda: summaries.rules(rules.run(spark, trained_cfg), trained_cfg))
-    if cfg.attitudes.enabled:
-        if cfg.attitudes.survey.path is None and not delta_tables.exists(spark, cfg.survey_path()):
-            echo(
-                f"Attitudinal segments skipped: no survey table at {cfg.survey_path()} (set "
-                "attitudes.survey.path to your survey, or attitudes.enabled=false)."
-            )
-        else:
-            step(
-                "attitudes",
-                lambda: summaries.attitudes(attitudes.run(spark, trained_cfg), trained_cfg),
-            )
-    if score_as_of is not None:
-        scored_cfg = at(cfg, score_as_of)
-        step("assign", lambda: summaries.assignment(assign.run(spark, scored_cfg), scored_cfg))
-        step("rules", lambda: summaries.rules(rules.run(spark, scored_cfg), scored_cfg))
-    return result
+
+
+def _training(spark: SparkSession, cfg: AppConfig, result: PipelineResult) -> None:
+    """The behavioural training, the rule-based segments and the attitudinal training."""
+    result.step("train", lambda: summaries.training(train.run(spark, cfg), cfg))
+    result.step("rules", lambda: summaries.rules(rules.run(spark, cfg), cfg))
+    if not cfg.attitudes.enabled:
+        return
+    if cfg.attitudes.survey.path is None and not delta_tables.exists(spark, cfg.survey_path()):
+        result.echo(
+            f"Attitudinal segments skipped: no survey table at {cfg.survey_path()} (set "
+            "attitudes.survey.path to your survey, or attitudes.enabled=false)."
+        )
+        return
+    result.step("attitudes", lambda: summaries.attitudes(attitudes.run(spark, cfg), cfg))

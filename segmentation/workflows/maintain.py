@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
-from segmentation import delta_maintenance, publishing
 from segmentation.config import AppConfig
+from segmentation.storage import delta_maintenance, publishing
 
 
 @dataclass

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from segmentation import tracking
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
+from segmentation.runtime import tracking
 
 JOB = "promote_model"
 

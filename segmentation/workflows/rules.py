@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation import customers as customers_dim
-from segmentation import drift, publishing, rulesets, tables, tracking
 from segmentation.config import AppConfig
+from segmentation.inputs import customers as customers_dim
+from segmentation.modeling import rulesets
+from segmentation.runtime import tracking
+from segmentation.storage import drift, publishing, tables
 
 log = logging.getLogger(__name__)
 JOB = "rule_segments"

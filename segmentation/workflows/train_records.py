@@ -1,17 +1,34 @@
-"""What a behavioural training records in its MLflow run: params, the resolved config, the
-model selection, segment sizes, the id matching and the segments artifact the next training
-matches against."""
+"""A behavioural training's fitted state (``Fitted``) and what it records in its MLflow run:
+params, the resolved config, the model selection, segment sizes and the id matching. The pieces
+both trainings share (the segments artifact, profiles, publishing) are in ``records``."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from segmentation import clustering, matching, tables, tracking
+import numpy as np
+from pyspark.sql import DataFrame
+
 from segmentation.config import AppConfig, flatten, to_dict
+from segmentation.modeling import clustering, restarts
+from segmentation.modeling.validation import Validation
+from segmentation.runtime import tracking
+from segmentation.storage import tables
+from segmentation.workflows import records
 
-if TYPE_CHECKING:
-    from segmentation.workflows.train import Fitted
+
+@dataclass
+class Fitted(records.Trained):
+    """A fitted model on one snapshot, before anything is recorded or written."""
+
+    features: DataFrame
+    features_version: int | None
+    customers: int
+    estimator: clustering.SegmentationKMeans
+    sample: np.ndarray
+    """The k-selection sample (scaled features): the validation's ground."""
+    validation: Validation | None = None
 
 
 def record_training(cfg: AppConfig, fitted: Fitted) -> None:
@@ -22,7 +39,7 @@ def record_training(cfg: AppConfig, fitted: Fitted) -> None:
     tracking.log_params(
         {"algorithm": t.algorithm, "k_min": t.k_min, "k_max": t.k_max, "seed": t.seed,
          "max_iter": t.max_iter, "n_init": t.n_init, "selection_seed": sel.chosen.seed,
-         "final_fit_seed": clustering.final_start(fitted.final_seed),
+         "final_fit_seed": restarts.final_start(fitted.final_seed),
          "features": ",".join(t.features),
          "transforms": ",".join(f"{f}:{tr}" for f, tr in transforms),
          "selection_sample_rows": sel.sample_rows, "min_segment_share": t.min_segment_share,
@@ -36,15 +53,10 @@ def record_training(cfg: AppConfig, fitted: Fitted) -> None:
          "input.customer_features.version": fitted.features_version}
     )  # fmt: skip
     tracking.log_json(flatten(to_dict(cfg)), "config/resolved_config.json")
+    records.record_selection(sel)
     for c in sel.candidates:
-        per_k = {"silhouette": c.silhouette, "cost": c.cost, "min_segment_share": c.min_share,
-                 "calinski_harabasz": c.calinski_harabasz}  # fmt: skip
-        if c.worst_jaccard is not None:
-            per_k["worst_jaccard"] = c.worst_jaccard
-        tracking.log_metrics(per_k, step=c.k)
         tracking.log_metrics({f"silhouette_k{c.k}": c.silhouette, f"cost_k{c.k}": c.cost})
     tracking.log_metrics({"chosen_k": sel.chosen_k, "customers": fitted.customers})
-    tracking.set_tags({"k_selection_reason": sel.reason, "k_selection_rule": sel.rule})
     for seg in fitted.profiles.segments:
         tracking.log_metrics(
             {
@@ -64,25 +76,12 @@ def record_training(cfg: AppConfig, fitted: Fitted) -> None:
     )
 
 
-def record_segments(cfg: AppConfig, fitted: Fitted) -> None:
-    """The id matching and the segments artifact the next training matches against."""
-    m, champion, model = fitted.matched, fitted.champion, fitted.model
+def record_matching(fitted: Fitted) -> None:
+    """How the new segments matched the champion's: kept, new and retired ids."""
+    m, champion = fitted.matched, fitted.champion
     previous = champion.version if champion else None
     tracking.log_metrics(
         {"segments_kept": len(m.kept), "segments_new": len(m.pairs) - len(m.kept),
          "segments_retired": len(m.retired)}
     )  # fmt: skip
     tracking.log_json({"previous_model_version": previous, **m.as_dict()}, "segments/matching.json")
-    centers = model.centers_original()
-    segments = [
-        {"segment_id": seg.segment_id, "name": fitted.names[seg.segment_id], "size": seg.size,
-         "share": seg.share,
-         "center": dict(zip(model.scaling.features, centers[seg.segment_id], strict=True))}
-        for seg in fitted.profiles.segments
-    ]  # fmt: skip
-    tracking.log_json(
-        {"as_of": cfg.features.as_of.isoformat(), "features": list(model.scaling.features),
-         "max_segment_id": m.max_segment_id, "previous_model_version": previous,
-         "segments": segments},
-        matching.SEGMENTS_ARTIFACT,
-    )  # fmt: skip

@@ -1,0 +1,228 @@
+"""Row-level quality rules: every unusable event gets a reason; nothing is silently dropped.
+
+Pure DataFrame -> DataFrame functions over canonical events (``sources.CANONICAL_SCHEMA``).
+An event after ``as_of`` is not an error (it is simply outside the snapshot); one implausibly
+far in the future or past is. Values the reader could not interpret (``sources.ISSUE``: a
+fractional customer id, an amount not in the configured number format) keep their own reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from segmentation.inputs import parsing
+from segmentation.inputs.sources import ISSUE, RETURN, EventSource, InputCounts
+from segmentation.storage.tables import CANONICAL_EVENTS
+
+REASON = "reason"
+MISSING_CUSTOMER_ID = "missing_customer_id"
+INVALID_EVENT_TIME = "invalid_event_time"
+IMPLAUSIBLE_EVENT_TIME = "implausible_event_time"
+INVALID_AMOUNT = "invalid_amount"
+NEGATIVE_AMOUNT = "negative_amount"
+DUPLICATE_EVENT = "duplicate_event"
+REASONS = (
+    MISSING_CUSTOMER_ID,
+    parsing.NON_INTEGRAL_CUSTOMER_ID,
+    parsing.INEXACT_CUSTOMER_ID,
+    parsing.UNPARSEABLE_AMOUNT,
+    parsing.INVALID_QUANTITY,
+    parsing.INVALID_DISCOUNT,
+    INVALID_EVENT_TIME,
+    IMPLAUSIBLE_EVENT_TIME,
+    INVALID_AMOUNT,
+    NEGATIVE_AMOUNT,
+    DUPLICATE_EVENT,
+)
+# What makes two events without an id exact copies: every canonical column but the id.
+COPY = "_copy"
+"""The copy number of a usable event among its identical ones (1: the copy kept)."""
+CANONICAL = frozenset(CANONICAL_EVENTS.names)
+CONTENT = ("event_time", "amount", "event_type", "category", "channel", "device", "quantity",
+           "discount")  # fmt: skip
+Duplicates = Literal["event_id", "exact", "off"]
+
+
+def duplicate_rule(configured: str, *, day_level: bool) -> Duplicates:
+    """``quality.duplicates`` for one input: ``auto`` is ``exact`` when the event times carry a
+    time of day, else ``event_id`` (exact copies of day-level events cannot be told apart from
+    two real purchases, so they are kept and counted).
+
+    Args:
+        configured: ``auto``, ``event_id``, ``exact`` or ``off``.
+        day_level: every event time is a local midnight (``sources.InputCounts.day_level``).
+    """
+    if configured == "auto":
+        return "event_id" if day_level else "exact"
+    if configured not in ("event_id", "exact", "off"):
+        raise ValueError(f"quality.duplicates: unknown rule {configured!r}")
+    return cast(Duplicates, configured)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Usable events, and rejected events with a ``reason`` column.
+
+    ``clean`` is hash-partitioned by ``customer_id``: the per-customer aggregations over it
+    (``features.compute_features``) need no further shuffle of the events.
+    """
+
+    clean: DataFrame
+    rejected: DataFrame
+    valid: DataFrame
+    """Events that break no row rule, duplicates included (before de-duplication)."""
+    kept_copies: DataFrame | None = None
+    """With ``report_exact_copies``: the exact copies (events without an id) that were kept."""
+
+
+def reject_reason(
+    *, earliest: dt.date, latest: dt.date, time_zone: str = parsing.UTC, with_issue: bool = False
+) -> Column:
+    """The first rule a canonical event breaks, or null for a usable event.
+
+    Args:
+        earliest: events on local days before this one are implausible.
+        latest: events on local days after this one are implausible (not merely outside the
+            snapshot).
+        time_zone: the zone whose calendar days count (``input.events.time_zone``).
+        with_issue: the events carry ``sources.ISSUE``, the reason a value could not be read
+            (checked right after the customer id).
+    """
+    customer, time, amount = F.col("customer_id"), F.col("event_time"), F.col("amount")
+    day = parsing.local_date(time, time_zone)
+    reason = F.when(customer.isNull() | (customer == ""), F.lit(MISSING_CUSTOMER_ID))
+    if with_issue:
+        reason = reason.when(F.col(ISSUE).isNotNull(), F.col(ISSUE))
+    return (
+        reason.when(time.isNull(), F.lit(INVALID_EVENT_TIME))
+        .when((day < F.lit(earliest)) | (day > F.lit(latest)), F.lit(IMPLAUSIBLE_EVENT_TIME))
+        .when(amount.isNull() | ~parsing.finite(amount), F.lit(INVALID_AMOUNT))
+        .when((amount < 0) & (F.col("event_type") != RETURN), F.lit(NEGATIVE_AMOUNT))
+    )
+
+
+def stage_events(
+    events: DataFrame,
+    *,
+    earliest: dt.date,
+    latest: dt.date,
+    time_zone: str = parsing.UTC,
+    storage_level: StorageLevel | None = None,
+) -> DataFrame:
+    """Every event with its ``reason`` (null: usable) and its copy number, shuffled once by
+    customer: the one exchange (and the one sort) that the quarantine, the de-duplication and
+    every per-customer aggregation after it share.
+
+    The copy number (``_copy``) counts, per customer, the usable events with the same identity:
+    the same ``event_id``, or, without an id, the same content (:data:`CONTENT`). Copy 1 is the
+    first in a fixed order of the canonical columns, so which copy is kept does not depend on
+    input order or partitioning. It serves every duplicate rule (:func:`split_staged`).
+
+    Args:
+        events: canonical events, optionally with ``sources.ISSUE`` and other columns (the
+            per-column flags of ``sources.EventSource.checked``), which are carried along.
+        earliest, latest, time_zone: see :func:`reject_reason`.
+        storage_level: persist the staged events at this level (the caller unpersists them);
+            None: a plan only, recomputed by each consumer.
+    """
+    with_issue = ISSUE in events.columns
+    rule = reject_reason(earliest=earliest, latest=latest, time_zone=time_zone,
+                         with_issue=with_issue)  # fmt: skip
+    flagged = events.withColumn(REASON, rule)
+    canonical = [c for c in events.columns if c in CANONICAL]
+    no_id = F.col("event_id").isNull()
+    # The identity as columns (no string building per row); the content columns only count for
+    # events without an id. The reason is part of it, so rejected events are never copies of
+    # usable ones. Partitioned by customer_id (a subset of the window's keys), the window needs
+    # no shuffle of its own.
+    identity = [F.col(REASON), F.col("customer_id"), F.col("event_id"),
+                *[F.when(no_id, F.col(c)) for c in CONTENT]]  # fmt: skip
+    order = [F.col(c).asc_nulls_first() for c in canonical]
+    staged = flagged.repartition("customer_id").withColumn(
+        COPY, F.row_number().over(Window.partitionBy(*identity).orderBy(*order))
+    )
+    return staged.persist(storage_level) if storage_level is not None else staged
+
+
+def stage_source(
+    source: EventSource,
+    *,
+    earliest: dt.date,
+    latest: dt.date,
+    time_zone: str = parsing.UTC,
+    keep: Column | None = None,
+) -> tuple[DataFrame, InputCounts]:
+    """:func:`stage_events` over ``source``'s events (only the customers ``keep`` selects),
+    persisted ``MEMORY_AND_DISK``, and the input counts over *every* input row: observed on
+    the pass that fills the cache (``EventSource.observed``, before the ``keep`` filter), so
+    the input is read once for both. The caller unpersists the staged rows.
+    """
+    events, input_counts = source.observed()
+    staged = stage_events(
+        events if keep is None else events.where(keep), earliest=earliest, latest=latest,
+        time_zone=time_zone, storage_level=StorageLevel.MEMORY_AND_DISK,
+    )  # fmt: skip
+    try:
+        # An input without rows runs no task, so no metrics are observed: count it directly.
+        counts = input_counts() if staged.count() else source.counts()
+    except Exception:
+        staged.unpersist()
+        raise
+    return staged, counts
+
+
+def split_staged(
+    staged: DataFrame, *, duplicates: Duplicates = "exact", report_exact_copies: bool = False
+) -> Split:
+    """Usable, de-duplicated events and the rejected ones, from :func:`stage_events`' rows.
+
+    Duplicates (``quality.duplicates``), always per customer (two customers' events sharing an
+    id are both kept):
+
+    * ``event_id``: events of the same customer with the same ``event_id``;
+    * ``exact``: those, and events without an id that are exact copies (every canonical column
+      equal: time, amount, type, category, channel, device, quantity, discount);
+    * ``off``: none.
+
+    Args:
+        staged: :func:`stage_events`' rows.
+        duplicates: the duplicate rule above.
+        report_exact_copies: with ``event_id``, also return the exact copies that were kept
+            (``Split.kept_copies``), to be counted and reported.
+    """
+    canonical = [c for c in staged.columns if c in CANONICAL]
+    usable = staged.where(F.col(REASON).isNull())
+    no_id = F.col("event_id").isNull()
+    copy = F.col(COPY) > 1
+    is_duplicate = {"exact": copy, "event_id": copy & ~no_id, "off": F.lit(False)}[duplicates]
+    clean = usable.where(~is_duplicate).select(*canonical)
+    copies = usable.where(is_duplicate).select(*canonical, F.lit(DUPLICATE_EVENT).alias(REASON))
+    invalid = staged.where(F.col(REASON).isNotNull()).select(*canonical, REASON)
+    kept = usable.where(copy & no_id).select(*canonical) if report_exact_copies else None
+    return Split(clean=clean, rejected=invalid.unionByName(copies),
+                 valid=usable.select(*canonical), kept_copies=kept)  # fmt: skip
+
+
+def split_events(
+    events: DataFrame,
+    *,
+    earliest: dt.date,
+    latest: dt.date,
+    time_zone: str = parsing.UTC,
+    duplicates: Duplicates = "exact",
+    report_exact_copies: bool = False,
+) -> Split:
+    """Separate usable events from rejected ones; duplicates are kept once.
+
+    :func:`stage_events` then :func:`split_staged` (see them), without persisting: the events
+    are shuffled once, by customer, and that exchange serves the de-duplication and every
+    per-customer aggregation after it.
+    """
+    staged = stage_events(events, earliest=earliest, latest=latest, time_zone=time_zone)
+    return split_staged(staged, duplicates=duplicates, report_exact_copies=report_exact_copies)

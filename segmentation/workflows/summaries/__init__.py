@@ -1,0 +1,29 @@
+"""The terminal summaries every job prints: what a user reads after a run.
+
+One module per area (``data``, ``segments``, ``scoring``), the shared lines in ``common``; the
+functions the jobs print are re-exported here (``summaries.training(result, cfg)``).
+Imports: the workflows' result types and the stages' plain values, never a Spark action.
+"""
+
+from segmentation.workflows.summaries.common import (
+    duplicates_line,
+    input_lines,
+    make_command,
+)
+from segmentation.workflows.summaries.data import features, generation, maintenance, promotion
+from segmentation.workflows.summaries.scoring import assignment, rules
+from segmentation.workflows.summaries.segments import attitudes, training
+
+__all__ = [
+    "assignment",
+    "attitudes",
+    "duplicates_line",
+    "features",
+    "generation",
+    "input_lines",
+    "maintenance",
+    "make_command",
+    "promotion",
+    "rules",
+    "training",
+]
