@@ -10,6 +10,13 @@ from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from segmentation.features import behaviour as feat
+from segmentation.features.levels import (
+    discover_all_levels,
+    discover_levels,
+    display_name,
+    level_labels,
+    level_name,
+)
 from segmentation.inputs.sources import CANONICAL_SCHEMA
 
 AS_OF = dt.date(2025, 1, 31)
@@ -174,28 +181,28 @@ def test_compute_features_without_discount_column_has_no_discount_share(spark):
 
 
 def test_discover_levels_returns_most_frequent_sorted(spark):
-    levels = feat.discover_levels(events(spark, ROWS), "channel", max_levels=1)
+    levels = discover_levels(events(spark, ROWS), "channel", max_levels=1)
     assert levels == ("web",)
-    assert feat.discover_levels(events(spark, ROWS), "category", max_levels=5) == ("a", "b", "c")
+    assert discover_levels(events(spark, ROWS), "category", max_levels=5) == ("a", "b", "c")
 
 
 def test_level_name_keeps_plain_labels():
-    assert feat.level_name("category", "home") == "category_share_home"
-    assert feat.level_name("channel", "in_store2") == "channel_share_in_store2"
+    assert level_name("category", "home") == "category_share_home"
+    assert level_name("channel", "in_store2") == "channel_share_in_store2"
 
 
 def test_level_name_gives_colliding_labels_distinct_stable_names():
     sha = lambda text: hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]  # noqa: E731
     # Both slug to home_garden; each keeps its own name, the same in every run.
-    assert feat.level_name("category", "home & garden") == (
+    assert level_name("category", "home & garden") == (
         f"category_share_home_garden__{sha('home & garden')}"
     )
-    assert feat.level_name("category", "home-garden") == (
+    assert level_name("category", "home-garden") == (
         f"category_share_home_garden__{sha('home-garden')}"
     )
     # No ASCII at all: the hash alone (both used to become "blank").
-    assert feat.level_name("category", "家居") == f"category_share__{sha('家居')}"
-    assert feat.level_name("category", "电子") == f"category_share__{sha('电子')}"
+    assert level_name("category", "家居") == f"category_share__{sha('家居')}"
+    assert level_name("category", "电子") == f"category_share__{sha('电子')}"
     assert sha("家居") != sha("电子") and sha("home & garden") != sha("home-garden")
 
 
@@ -209,14 +216,14 @@ def test_compute_features_level_columns_for_colliding_and_non_ascii_labels(spark
     row = df.first().asDict()
     # Spend 10 + 20 + 30 + 40 = 100: each label keeps its own share.
     for amount, label in zip((10, 20, 30, 40), labels, strict=True):
-        assert row[feat.level_name("category", label)] == pytest.approx(amount / 100)
-    got = {c: (lv.column, lv.label) for c, lv in feat.level_labels(df).items()}
+        assert row[level_name("category", label)] == pytest.approx(amount / 100)
+    got = {c: (lv.column, lv.label) for c, lv in level_labels(df).items()}
     assert got == {
-        **{feat.level_name("category", lb): ("category", lb) for lb in labels},
+        **{level_name("category", lb): ("category", lb) for lb in labels},
         "category_share_other": ("category", "other"),
     }
-    name = feat.level_name("category", "家居")
-    assert feat.display_name(name, feat.level_labels(df)) == f"{name} (category: 家居)"
+    name = level_name("category", "家居")
+    assert display_name(name, level_labels(df)) == f"{name} (category: 家居)"
 
 
 NY = "America/New_York"
@@ -281,8 +288,8 @@ def test_discover_levels_minus_rows_counts_what_is_left(spark):
     all_rows = events(spark, ROWS)
     web = all_rows.where("channel = 'web'")
     others = all_rows.where("channel <> 'web'")
-    assert feat.discover_all_levels(all_rows, ["channel"], max_levels=1)["channel"] == ("web",)
-    got = feat.discover_all_levels(all_rows, ["channel"], max_levels=3, minus=web)
-    expected = feat.discover_all_levels(others, ["channel"], max_levels=3)
+    assert discover_all_levels(all_rows, ["channel"], max_levels=1)["channel"] == ("web",)
+    got = discover_all_levels(all_rows, ["channel"], max_levels=3, minus=web)
+    expected = discover_all_levels(others, ["channel"], max_levels=3)
     assert got == expected
     assert "web" not in got["channel"]

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from pyspark.testing import assertDataFrameEqual
 
 from segmentation.features import behaviour as feat
+from segmentation.features.levels import level_name
 from segmentation.inputs.sources import CANONICAL_SCHEMA
 
 AS_OF = dt.date(2025, 6, 30)
@@ -56,7 +57,7 @@ def test_feature_invariants_hold_for_random_histories(spark, rows):
         assert row[feat.ACTIVE_DAYS] >= 1
         assert row["orders_7d"] <= row["orders_30d"] <= row[feat.FREQUENCY]
         assert -1.0 <= row[feat.TREND] <= 1.0
-        shares = sum(row[feat.level_name("category", c)] for c in (*CATEGORIES, "other"))
+        shares = sum(row[level_name("category", c)] for c in (*CATEGORIES, "other"))
         expected = 1.0 if row[feat.MONETARY] > 0 else 0.0
         assert abs(shares - expected) < 1e-9
     # Row order and partitioning never change the result.

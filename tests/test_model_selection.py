@@ -11,6 +11,7 @@ from sklearn.metrics import silhouette_score
 
 from segmentation.errors import InputError
 from segmentation.modeling import model_selection as ms
+from segmentation.modeling import sample_fit
 
 
 def blobs(seed: int = 0) -> np.ndarray:
@@ -29,7 +30,7 @@ def test_silhouette_equals_scikit_learn_sqeuclidean_with_a_singleton_cluster():
 
 def test_silhouette_equals_spark_clustering_evaluator(spark):
     x = blobs()
-    labels = ms.fit(x, 3, algorithm="kmeans", seeds=[1], max_iter=40).labels
+    labels = sample_fit.fit(x, 3, algorithm="kmeans", seeds=[1], max_iter=40).labels
     df = spark.createDataFrame(
         [(Vectors.dense(row.tolist()), int(lab)) for row, lab in zip(x, labels, strict=True)],
         ["features", "prediction"],
@@ -44,8 +45,8 @@ def test_silhouette_of_one_cluster_is_minus_one():
 
 def test_fit_keeps_the_lowest_inertia_over_seeds():
     x = blobs(1)
-    single = [ms.fit(x, 5, algorithm="kmeans", seeds=[s], max_iter=40) for s in range(6)]
-    best = ms.fit(x, 5, algorithm="kmeans", seeds=range(6), max_iter=40)
+    single = [sample_fit.fit(x, 5, algorithm="kmeans", seeds=[s], max_iter=40) for s in range(6)]
+    best = sample_fit.fit(x, 5, algorithm="kmeans", seeds=range(6), max_iter=40)
     assert best.inertia == min(f.inertia for f in single)
     assert best.seed == min(single, key=lambda f: (f.inertia, f.seed)).seed
     assert sum(best.sizes) == 180

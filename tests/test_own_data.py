@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from jobs import assign_segments, promote_model
-from segmentation.features import behaviour as feat
+from segmentation.features.levels import level_name
 from segmentation.runtime import cli
 from segmentation.storage import delta_tables
 from segmentation.workflows import build_features, rules, summaries, train
@@ -107,7 +107,7 @@ def test_readme_export_gives_the_features_its_table_promises(spark, newcomer):
     assert len(got) == 9 and result.rejected == {}
     labels = {lv.label for lv in result.levels.values()}
     assert {"haus & garten", "bücher", "elektronik"} <= labels
-    assert feat.level_name("category", "bücher") in result.feature_columns
+    assert level_name("category", "bücher") in result.feature_columns
     text = summaries.features(result, cfg)
     assert re.search(r"amount \(amount_eur\)\s+16\s+0\s+0", text)
 

@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig
 from segmentation.features import behaviour as feat
+from segmentation.features.levels import OTHER_LEVEL, level_name
 from segmentation.modeling import model_validation, restarts, training
 from segmentation.modeling.evaluation import adjusted_rand_index_from_counts
 from segmentation.runtime import tracking
@@ -306,7 +307,7 @@ def duckdb_features_sql(
     as_of_day = (as_of - dt.date(1970, 1, 1)).days
     end_us = (as_of_day + 1) * 86_400_000_000
     day = str(as_of_day)
-    cats = [c for c in levels["category"] if c != feat.OTHER_LEVEL]
+    cats = [c for c in levels["category"] if c != OTHER_LEVEL]
 
     def q(text: str) -> str:
         return text.replace("'", "''")
@@ -372,14 +373,14 @@ def duckdb_features_sql(
         f"{ratio('sum(discounted_orders)', 'sum(orders)')} AS {feat.DISCOUNT_SHARE}",
     ]
     for i, c in enumerate(cats):
-        name = feat.level_name("category", c)
+        name = level_name("category", c)
         out.append(ratio(f'sum("cat_{i}")', "sum(order_amount)") + f' AS "{name}"')
     if cats:
-        name = feat.level_name("category", feat.OTHER_LEVEL)
+        name = level_name("category", OTHER_LEVEL)
         out.append(ratio("sum(cat_other)", "sum(order_amount)") + f' AS "{name}"')
     for prefix in ("channel", "device"):
         for i, v in enumerate(levels[prefix]):
-            name = feat.level_name(prefix, v)
+            name = level_name(prefix, v)
             out.append(ratio(f'sum("{prefix}_{i}")', f"sum({prefix}_known)") + f' AS "{name}"')
     return f"""
 WITH ev AS (

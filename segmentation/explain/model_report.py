@@ -15,7 +15,7 @@ from segmentation.config import ExplainConfig, StorageConfig, join_path
 from segmentation.explain import composition as composition_mod
 from segmentation.explain import pictures, profiling, report
 from segmentation.explain import rules as rules_mod
-from segmentation.features.behaviour import LevelLabel
+from segmentation.features.levels import LevelLabel
 from segmentation.modeling import clustering, model_selection
 from segmentation.modeling.validation import Validation
 from segmentation.runtime import tracking

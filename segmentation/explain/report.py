@@ -16,7 +16,7 @@ from typing import Any
 from segmentation.explain import profiling
 from segmentation.explain.composition import Composition
 from segmentation.explain.rules import RuleExplanation
-from segmentation.features.behaviour import LevelLabel, display_name
+from segmentation.features.levels import LevelLabel, display_name
 from segmentation.modeling import model_selection
 from segmentation.modeling.validation import Measure, Validation
 

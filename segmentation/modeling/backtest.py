@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from segmentation.config import AppConfig
 from segmentation.errors import SegmentationError
 from segmentation.features import behaviour as feat
+from segmentation.features.levels import resolve_levels
 from segmentation.inputs import parsing, quality, sources
 from segmentation.modeling import clustering, matching, outcomes
 from segmentation.modeling.validation import Measure
@@ -186,7 +187,7 @@ def _backtest_assignment(
     """Customers as of ``start`` assigned by the same configuration fitted then, with the
     trained model's segment ids (None: fewer customers than segments)."""
     fc = cfg.features
-    levels = feat.resolve_levels(events, fc, present)
+    levels = resolve_levels(events, fc, present)
     past = feat.compute_configured(
         events, fc, as_of=start, levels=levels, present=present,
         time_zone=cfg.input.events.time_zone,

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
 from segmentation.features import behaviour as feat
+from segmentation.features.levels import LevelLabel, level_labels, resolve_levels
 from segmentation.inputs import customers as customers_dim
 from segmentation.inputs import quality, sources
 from segmentation.runtime import timing, tracking
@@ -48,7 +49,7 @@ class FeaturesResult:
     input_counts: sources.InputCounts | None = None
     duplicates: Duplicates | None = None
     dimension: customers_dim.DimensionMatch | None = None
-    levels: dict[str, feat.LevelLabel] = field(default_factory=dict)
+    levels: dict[str, LevelLabel] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,7 +119,7 @@ def run(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
         input_rows=snapshot.input_rows, rejected=snapshot.rejected_counts,
         feature_columns=snapshot.feature_columns, run_id=run_id,
         input_counts=snapshot.input_counts, duplicates=snapshot.duplicates,
-        dimension=snapshot.dimension, levels=feat.level_labels(snapshot.features),
+        dimension=snapshot.dimension, levels=level_labels(snapshot.features),
     )  # fmt: skip
 
 
@@ -177,7 +178,7 @@ def _compute_staged(
     ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
     rejected = _rejected_counts(rejected_df, counts.rows, max_share=q.max_reject_share)
     duplicates = _count_kept_copies(duplicates, split, counts.rows)
-    levels = feat.resolve_levels(split.clean, fc, source.present)
+    levels = resolve_levels(split.clean, fc, source.present)
     features_df = feat.compute_configured(
         split.clean, fc, as_of=fc.as_of, levels=levels, present=source.present,
         time_zone=cfg.input.events.time_zone,
@@ -197,7 +198,7 @@ def _compute_staged(
         raise
     tracking.log_metrics({"customers": customers})
     tracking.log_json(
-        {c: dataclasses.asdict(lv) for c, lv in feat.level_labels(features_df).items()},
+        {c: dataclasses.asdict(lv) for c, lv in level_labels(features_df).items()},
         "features/levels.json",
     )
     return FeatureSnapshot(

@@ -23,6 +23,7 @@ from segmentation.config import (
 from segmentation.errors import InputError
 from segmentation.explain import model_report, pictures, profiling
 from segmentation.features import behaviour as feat
+from segmentation.features.levels import LevelLabel, display_name, level_labels
 from segmentation.inputs import customers as customers_dim
 from segmentation.modeling import champion as champions
 from segmentation.modeling import matching, model_selection, model_validation, training
@@ -171,7 +172,7 @@ def _record_and_write(
     tracking.set_tags({"job": JOB})
     train_records.record_training(cfg, fitted)
     customers, dimension = _customers(spark, cfg, fitted.features)
-    labels = feat.level_labels(fitted.features)
+    labels = level_labels(fitted.features)
     tracking.log_json({c: dataclasses.asdict(lv) for c, lv in labels.items()},
                       "features/levels.json")  # fmt: skip
     explained = _explain(spark, cfg, fitted, customers)
@@ -233,7 +234,7 @@ def _report(
     explained: model_report.Explained,
     run_id: str,
     version: int,
-    labels: dict[str, feat.LevelLabel],
+    labels: dict[str, LevelLabel],
 ) -> str:
     """Write the model's HTML report; returns its path."""
     tc = cfg.tracking
@@ -269,10 +270,10 @@ def _version_writes(
     lineage: tables.Lineage,
 ) -> list[tables.Write]:
     """The new version's profiles, validation (and composition), logged and ready to write."""
-    labels = feat.level_labels(fitted.features)
+    labels = level_labels(fitted.features)
     profiles = records.profile_rows(
         spark, fitted.profiles, fitted.names, lineage,
-        label=lambda f: feat.display_name(f, labels),
+        label=lambda f: display_name(f, labels),
     )  # fmt: skip
     frames = [(tables.PROFILES, profiles)]
     if fitted.validation is not None:

@@ -4,7 +4,7 @@ maintenance."""
 from __future__ import annotations
 
 from segmentation.config import AppConfig
-from segmentation.features import behaviour as feat
+from segmentation.features.levels import display_name
 from segmentation.workflows.build_features import FeaturesResult, counts_text
 from segmentation.workflows.generate import GenerateResult
 from segmentation.workflows.maintain import MaintainResult
@@ -39,7 +39,7 @@ def features(result: FeaturesResult, cfg: AppConfig) -> str:
         lines.append(f"  {result.dimension.text()}")
     elif cfg.customers_path() is None:
         lines.append("  no customers dimension (input.customers.path)")
-    labelled = {c: lv for c, lv in result.levels.items() if feat.display_name(c, {c: lv}) != c}
+    labelled = {c: lv for c, lv in result.levels.items() if display_name(c, {c: lv}) != c}
     if labelled:
         lines.append("  level columns and their labels: " + ", ".join(
             f"{c} = {lv.text()}" for c, lv in sorted(labelled.items())))  # fmt: skip
