@@ -56,6 +56,10 @@ assign: setup ## Score AS_OF with the @champion model: membership, history, migr
 rules: setup ## RFM segments and B2B tiers of the customer_features snapshot of AS_OF
 	$(PY) jobs/rule_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
 
+.PHONY: value
+value: setup ## Customer value as of TRAIN_AS_OF: BG/NBD + Gamma-Gamma fitted, backtested, every customer scored
+	$(PY) jobs/customer_value.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
+
 .PHONY: attitudes
 attitudes: setup ## Attitudinal segments (survey factors, attributes) as of TRAIN_AS_OF
 	$(PY) jobs/train_attitudes.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)

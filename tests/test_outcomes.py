@@ -141,6 +141,7 @@ def test_backtest_events_take_the_duplicate_rule_from_every_input_row(spark, tmp
     the sampled customer's copy without an id is removed; its bad-amount row is quarantined."""
     from pyspark.sql import functions as F
 
+    from segmentation.inputs import quality
     from segmentation.modeling import backtest
     from tests.conftest import local_config
 
@@ -168,10 +169,10 @@ def test_backtest_events_take_the_duplicate_rule_from_every_input_row(spark, tmp
         *[f"input.events.columns.{c}=null" for c in
           ("category", "channel", "device", "quantity", "discount")],
     )  # fmt: skip
-    staged, events, present = backtest._clean_events(spark, cfg, keep)
+    events = quality.clean_events(spark, cfg, keep=keep)
     try:
-        got = sorted((r.customer_id, r.amount) for r in events.collect())
+        got = sorted((r.customer_id, r.amount) for r in events.clean.collect())
     finally:
-        staged.unpersist()
+        events.staged.unpersist()
     assert got == [(inside, 5.0), (inside, 20.0)]
-    assert "discount" not in present and "event_id" in present
+    assert "discount" not in events.present and "event_id" in events.present

@@ -45,6 +45,7 @@ __all__ = [
     "TrackingConfig",
     "TrainingConfig",
     "ValidationConfig",
+    "ValueConfig",
     "normalise_level",
 ]
 
@@ -78,6 +79,7 @@ from segmentation.config.types import (
     _Section,
     join_path,
 )
+from segmentation.config.value import ValueConfig
 
 
 class SparkConfig(_Section):
@@ -364,6 +366,7 @@ class AppConfig(_Section):
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     b2b: B2bConfig = Field(default_factory=B2bConfig)
     attitudes: AttitudesConfig = Field(default_factory=AttitudesConfig)
+    value: ValueConfig = Field(default_factory=ValueConfig)
 
     @property
     def origin(self) -> Origin | None:
@@ -419,12 +422,12 @@ class AppConfig(_Section):
             "attributes are never clustering features (remove them from training.features)",
         )
         names = {self.tracking.registered_model, self.rfm.model_name, self.b2b.model_name,
-                 self.attitudes.model_name}  # fmt: skip
+                 self.attitudes.model_name, self.value.model_name}  # fmt: skip
         _require(
-            len(names) == 4,
-            "tracking.registered_model, rfm.model_name, b2b.model_name and "
-            "attitudes.model_name must differ: they name segmentations in the shared "
-            "segment_membership table",
+            len(names) == 5,
+            "tracking.registered_model, rfm.model_name, b2b.model_name, attitudes.model_name "
+            "and value.model_name must differ: they name segmentations in the shared "
+            "segment_membership table and models in the MLflow registry",
         )
         clustered = self.attitudes.attributes.names if self.attitudes.blocks.attributes else ()
         used = sorted(a for a in clustered if a.lower() in sensitive)

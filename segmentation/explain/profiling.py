@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from segmentation.features import behaviour as feat
 from segmentation.modeling.clustering import SEGMENT_ID
 from segmentation.storage import tables
+from segmentation.value.segments import P_ALIVE
 
 PROFILE_SCHEMA = tables.PROFILE_ROWS
 _QUANTILES = (0.25, 0.5, 0.75)
@@ -164,6 +165,11 @@ def _absolute_name(seg: SegmentProfile, profiles: Profiles, rules: NamingRules) 
     high = _high_value(seg, profiles, rules)
     if recency is not None and recency > rules.lapsed_after_days:
         return "Lapsed big spenders" if high else "Lapsed customers"
+    alive = seg.stats.get(P_ALIVE)
+    at_risk = rules.at_risk_p_alive
+    if high and at_risk is not None and alive is not None and alive.mean is not None:
+        if alive.mean < at_risk:
+            return "At-risk big spenders"
     if orders is not None and orders <= rules.one_time_max_orders:
         return "One-time buyers"
     if high and recency is not None and recency <= rules.recent_within_days:
@@ -221,6 +227,9 @@ class NamingRules:
     one_time_max_orders: float = 1
     high_value_percentile: float = 0.8
     recent_within_days: float = 30
+    at_risk_p_alive: float | None = None
+    """With customer value profiled: a high-value segment whose mean P(alive) is below this is
+    "At-risk big spenders" (``value.at_risk_p_alive``)."""
 
 
 def name_segments(profiles: Profiles, rules: NamingRules | None = None) -> dict[int, str]:
@@ -229,7 +238,8 @@ def name_segments(profiles: Profiles, rules: NamingRules | None = None) -> dict[
     Business thresholds on original units come first (``rules``): new (median tenure at most
     ``new_within_days``), lapsed (median recency over ``lapsed_after_days``; "big spenders"
     when the mean spend reaches the base's ``high_value_percentile``), one-time buyers
-    (median orders at most ``one_time_max_orders``), champions (high value, median recency at
+    (median orders at most ``one_time_max_orders``), at risk (high value, mean P(alive) below
+    ``at_risk_p_alive``, when customer value is profiled), champions (high value, median recency at
     most ``recent_within_days``, frequent). Other segments are named by how they differ from
     the population (standardised differences), and "High-value customers" rather than
     "Occasional buyers" when their spend is high. The same profiles always give the same names.

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from segmentation.inputs import parsing
+from segmentation.config import AppConfig
+from segmentation.inputs import parsing, sources
 from segmentation.inputs.sources import ISSUE, RETURN, EventSource, InputCounts
 from segmentation.storage.tables import CANONICAL_EVENTS
 
@@ -226,3 +227,36 @@ def split_events(
     """
     staged = stage_events(events, earliest=earliest, latest=latest, time_zone=time_zone)
     return split_staged(staged, duplicates=duplicates, report_exact_copies=report_exact_copies)
+
+
+@dataclass(frozen=True)
+class CleanEvents:
+    """A job's usable events: read, checked, de-duplicated as the feature job does."""
+
+    staged: DataFrame
+    """The staged rows (persisted: the caller unpersists them)."""
+    clean: DataFrame
+    """The usable, de-duplicated events (a plan over ``staged``)."""
+    present: frozenset[str]
+    """The optional input columns the user's data has."""
+    counts: InputCounts
+
+
+def clean_events(spark: SparkSession, cfg: AppConfig, *, keep: Column | None = None) -> CleanEvents:
+    """The usable events of the customers ``keep`` selects (all: None), with the feature job's
+    reading, time zone, quarantine and duplicate rules, in one pass over the input.
+
+    The events are read, checked and shuffled by customer once and those staged rows are
+    persisted; the input counts the ``auto`` duplicate rule needs (do times have a time of
+    day?) are observed over every input row on the pass that fills that cache, before the
+    customer filter, so the rule is the feature job's whatever ``keep`` selects.
+    """
+    q, as_of, zone = cfg.quality, cfg.features.as_of, cfg.input.events.time_zone
+    source = sources.read_events(spark, cfg.input.events, cfg.events_path())
+    staged, counts = stage_source(
+        source, keep=keep, earliest=q.earliest_event_date,
+        latest=as_of + dt.timedelta(days=max(q.max_days_after_as_of, 0)), time_zone=zone,
+    )  # fmt: skip
+    rule = duplicate_rule(q.duplicates, day_level=counts.day_level)
+    clean = split_staged(staged, duplicates=rule).clean
+    return CleanEvents(staged, clean, source.present, counts)

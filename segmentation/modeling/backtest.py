@@ -26,7 +26,7 @@ from segmentation.config import AppConfig
 from segmentation.errors import SegmentationError
 from segmentation.features import behaviour as feat
 from segmentation.features.levels import resolve_levels
-from segmentation.inputs import parsing, quality, sources
+from segmentation.inputs import parsing, quality
 from segmentation.modeling import clustering, matching, outcomes
 from segmentation.modeling.validation import Measure
 
@@ -64,14 +64,14 @@ def run(
     share = customer_share(oc.max_customers, features.count())
     keep = sampled(share, cfg.training.seed)
     try:
-        staged, events, present = _clean_events(spark, cfg, keep)
+        events = quality.clean_events(spark, cfg, keep=keep)
     except SegmentationError as exc:
         return OutcomeCheck(skipped=f"the events cannot be read for the outcome check: {exc}")
     try:
-        check = _check(cfg, events, present, estimator=estimator, model=model, names=names,
-                       features=features.where(keep))  # fmt: skip
+        check = _check(cfg, events.clean, events.present, estimator=estimator, model=model,
+                       names=names, features=features.where(keep))  # fmt: skip
     finally:
-        staged.unpersist()
+        events.staged.unpersist()
     if share < 1.0 and check.measures:
         log.info(
             "outcome check on a %.1f%% sample of customers (validation.outcome.max_customers %s)",
@@ -144,29 +144,6 @@ def _check(
         return OutcomeCheck(tuple(outcomes.measures(rows)), window)
     finally:
         rows.unpersist()
-
-
-def _clean_events(
-    spark: SparkSession, cfg: AppConfig, keep: Column
-) -> tuple[DataFrame, DataFrame, frozenset[str]]:
-    """The usable events of the customers ``keep`` selects, quarantined and de-duplicated as
-    the feature job does, and which optional columns the user's data has.
-
-    One pass over the input, as in the feature job (``build_features.compute``): the events
-    are read, checked and shuffled by customer once, and those staged rows are persisted; the
-    input counts that the ``auto`` duplicate rule needs (do times have a time of day?) are
-    observed over every input row on the pass that fills that cache, before the customer
-    filter, so the rule is the feature job's. Returns the staged rows (persisted: the caller
-    unpersists them), the clean events (a plan over them) and the present columns.
-    """
-    q, as_of, zone = cfg.quality, cfg.features.as_of, cfg.input.events.time_zone
-    source = sources.read_events(spark, cfg.input.events, cfg.events_path())
-    staged, counts = quality.stage_source(
-        source, keep=keep, earliest=q.earliest_event_date,
-        latest=as_of + dt.timedelta(days=max(q.max_days_after_as_of, 0)), time_zone=zone,
-    )  # fmt: skip
-    rule = quality.duplicate_rule(q.duplicates, day_level=counts.day_level)
-    return staged, quality.split_staged(staged, duplicates=rule).clean, source.present
 
 
 def _event_days(events: DataFrame, time_zone: str) -> tuple[dt.date | None, dt.date | None]:

@@ -182,6 +182,7 @@ def build_session(cfg: AppConfig, *, job: str | None = None) -> SparkSession:
     }
     for key, value in settings.items():
         builder = builder.config(key, value)
+    _local_python(cfg.spark.master)
     try:
         spark = builder.getOrCreate()
     except PySparkRuntimeError as exc:
@@ -195,6 +196,15 @@ def build_session(cfg: AppConfig, *, job: str | None = None) -> SparkSession:
     spark.sparkContext.setLogLevel("ERROR")
     check_delta(spark)
     return spark
+
+
+def _local_python(master: str | None) -> None:
+    """In local mode, Python workers (the value scoring's Arrow UDF) run this interpreter, with
+    its numpy, pandas and pyarrow; PySpark would otherwise start ``python3`` from PATH
+    (``PYSPARK_PYTHON``, when set, wins). On a cluster the workers' Python is the cluster's: it
+    needs numpy, pandas, pyarrow and scipy, as any PySpark with pandas UDFs does."""
+    if master and master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 def check_delta(spark: SparkSession) -> None:
@@ -251,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from segmentation.config import load_config
 
     cfg = load_config(
-        Path(__file__).resolve().parents[1] / "conf" / "base.yaml",
+        Path(__file__).resolve().parents[2] / "conf" / "base.yaml",
         overrides=["spark.master=local[1]", "spark.shuffle_partitions=1"],
     )
     try:

@@ -9,7 +9,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,9 @@ from typing import Any
 import mlflow
 import mlflow.artifacts
 import mlflow.exceptions
+import mlflow.pyfunc
 import mlflow.spark
+import pandas as pd
 from mlflow import MlflowClient
 from pyspark.ml import PipelineModel
 
@@ -141,6 +143,37 @@ def log_spark_model(
     return info.model_uri, int(version)
 
 
+class _Predictor(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
+    """A registered model whose ``predict`` is a plain function of a pandas frame."""
+
+    def __init__(self, predict: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+        self._predict = predict
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        return self._predict(model_input)
+
+
+def log_python_model(
+    predict: Callable[[pd.DataFrame], pd.DataFrame],
+    *,
+    registered_model: str,
+    requirements: Sequence[str],
+) -> tuple[str, int]:
+    """Log ``predict`` (a picklable function of a pandas frame) as an MLflow ``pyfunc`` model
+    under the active run and register it; returns the model URI and the version."""
+    info = mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=_Predictor(predict),
+        registered_model_name=registered_model,
+        # Explicit requirements: inferring them would load the model in a subprocess.
+        pip_requirements=list(requirements),
+    )
+    version = info.registered_model_version
+    if version is None:
+        raise SegmentationError(f"MLflow did not register model {registered_model}")
+    return info.model_uri, int(version)
+
+
 def promote(registered_model: str, alias: str, version: int, *, reason: str) -> int | None:
     """Point ``alias`` at ``version`` (a deliberate, logged step); returns the previous version.
 
@@ -256,6 +289,22 @@ def load_json(run_id: str, name: str) -> Any | None:
     """A JSON artifact of a run, or None when the run has no such artifact.
 
     Raises:
+        SegmentationError: the artifact store cannot be listed or read, or the artifact is
+            not JSON (names the URI).
+    """
+    text = load_text(run_id, name)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise registry_error(exc, f"reading artifact {name} of run {run_id}") from exc
+
+
+def load_text(run_id: str, name: str) -> str | None:
+    """A text artifact of a run, or None when the run has no such artifact.
+
+    Raises:
         SegmentationError: the artifact store cannot be listed or read (names the URI).
     """
     folder = os.path.dirname(name) or None
@@ -267,8 +316,8 @@ def load_json(run_id: str, name: str) -> Any | None:
             local = mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=name, dst_path=tmp
             )
-            return json.loads(Path(local).read_text())
-        except (mlflow.exceptions.MlflowException, OSError, ValueError) as exc:
+            return Path(local).read_text()
+        except (mlflow.exceptions.MlflowException, OSError) as exc:
             raise registry_error(exc, f"reading artifact {name} of run {run_id}") from exc
 
 

@@ -173,6 +173,29 @@ EXCLUSION_ROWS = T.StructType(
 )  # fmt: skip
 EXCLUSIONS_SCHEMA = T.StructType([*LINEAGE, *EXCLUSION_ROWS])
 EXCLUSIONS = Table("survey_exclusions", (MODEL_NAME, AS_OF), EXCLUSIONS_SCHEMA)
+# Customer value (``workflows/value``): one row per customer with a purchase up to as_of, the
+# BTYD summary in value.time_unit and the model's expectations over value.horizon_periods.
+CUSTOMER_VALUE_SCHEMA = T.StructType(
+    _fields(
+        (CUSTOMER_ID, _S, False), (AS_OF, _DATE, True), (MODEL_NAME, _S, True),
+        (MODEL_VERSION, _I, True), (RUN_ID, _S, True), ("x", _L, False), ("t_x", _D, False),
+        ("T", _D, False), ("repeat_value", _D, True), ("p_alive", _D, False),
+        ("expected_purchases", _D, False), ("expected_order_value", _D, False),
+        ("clv", _D, False), ("time_unit", _S, False), ("horizon_periods", _D, False),
+        ("flag", _S, True),
+    )
+)  # fmt: skip
+CUSTOMER_VALUE = Table("customer_value", (MODEL_NAME, AS_OF), CUSTOMER_VALUE_SCHEMA)
+VALUE_PARAMETER_ROWS = T.StructType(
+    _fields(
+        ("model", _S, False), ("parameter", _S, False), ("estimate", _D, True),
+        ("std_error", _D, True),
+    )
+)  # fmt: skip
+VALUE_PARAMETERS_SCHEMA = T.StructType([*LINEAGE, *VALUE_PARAMETER_ROWS])
+VALUE_PARAMETERS = Table(
+    "value_model_parameters", (MODEL_NAME, MODEL_VERSION), VALUE_PARAMETERS_SCHEMA
+)
 # The generator's survey sample and its planted attitudinal segments.
 SURVEY = Table("survey_responses")
 ATTITUDE_TRUTH = Table("attitude_truth")

@@ -1,10 +1,10 @@
 """The whole local pipeline in one Spark application (one JVM): what `make run` runs.
 
-Sample data (if absent; never when ``input.events.path`` names the user's events), features
-and training as of ``train_as_of``, the rule-based segmentations of that date, the attitudinal
-segmentation (``attitudes.enabled``), then scoring ``as_of`` with the trained model and its
-rules. The separate jobs stay for spark-submit; this saves starting a JVM (and resolving the
-Delta jars) per step on a laptop.
+Sample data (if absent; never when ``input.events.path`` names the user's events), features,
+customer value (``value.enabled``) and training as of ``train_as_of``, the rule-based
+segmentations of that date, the attitudinal segmentation (``attitudes.enabled``), then scoring
+``as_of`` with the value model, the trained model and its rules. The separate jobs stay for
+spark-submit; this saves starting a JVM (and resolving the Delta jars) per step on a laptop.
 """
 
 from __future__ import annotations

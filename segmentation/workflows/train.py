@@ -30,7 +30,8 @@ from segmentation.modeling import matching, model_selection, model_validation, t
 from segmentation.modeling.validation import Validation
 from segmentation.runtime import timing, tracking
 from segmentation.storage import drift, publishing, tables
-from segmentation.workflows import records, train_records
+from segmentation.value import segments as value_segments
+from segmentation.workflows import records, train_records, value
 from segmentation.workflows.train_records import Fitted
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
     """Adjustments the run made and says so (e.g. features left out)."""
     dimension: customers_dim.DimensionMatch | None = None
+    value: list[value_segments.SegmentValue] | None = None
+    """Each segment's customer value (None: no customer_value for this date)."""
 
 
 def usable_features(cfg: AppConfig) -> tuple[tuple[str, ...], list[str]]:
@@ -115,9 +118,11 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
     except InputError as exc:
         log.warning("%s; the new model's segments get new ids", exc)
         champion = None
+    values = value.values(spark, cfg)
     try:
         with timing.stage("train: select k, fit, profile"):
-            fitted = fit(cfg.training, features, champion, cfg.naming)
+            fitted = fit(cfg.training, features, champion, cfg.naming, values=values,
+                         at_risk_p_alive=cfg.value.at_risk_p_alive)  # fmt: skip
         fitted.features_version = version
         if cfg.validation.enabled:
             with timing.stage("train: segment validation"):
@@ -143,24 +148,39 @@ def fit(
     features: DataFrame,
     champion: champions.Champion | None,
     naming: NamingConfig | None = None,
+    *,
+    values: DataFrame | None = None,
+    at_risk_p_alive: float | None = None,
 ) -> Fitted:
-    """Choose k on a sample, fit on all customers, number segments as the champion did."""
+    """Choose k on a sample, fit on all customers, number segments as the champion did.
+
+    ``values``: the customers' value (``customer_value`` of the same date, when there is one):
+    profiled with the features and shown per segment; names may then say "At risk".
+    """
     naming = naming or NamingConfig()
     customers = features.count()
     est = training.estimator(tc)
     scaling = est.fit_scaling(features)
     m = training.fit_matched(tc, est, features, scaling, champion)
+    profiled, columns = m.assigned, drift.numeric_features(features)
+    if values is not None:
+        profiled = m.assigned.join(values, on=tables.CUSTOMER_ID, how="left")
+        columns = [*columns, *value_segments.VALUE_COLUMNS]
     profiles = profiling.profile_segments(
-        m.assigned, drift.numeric_features(features), percentiles=(naming.high_value_percentile,)
+        profiled, columns, percentiles=(naming.high_value_percentile,)
     )
-    rules = profiling.NamingRules(**naming.model_dump())
+    rules = profiling.NamingRules(**naming.model_dump(), at_risk_p_alive=at_risk_p_alive)
     names = matching.stable_names(
         profiling.name_segments(profiles, rules), m.matched.kept, champion.names if champion else {}
     )
+    by_value = None
+    if values is not None:
+        by_value = value_segments.segment_values(m.assigned, names, "training", values)
     return Fitted(
         features=features, features_version=None, customers=customers, selection=m.selection,
         model=m.model, final_seed=m.final_seed, matched=m.matched, champion=champion,
         assigned=m.assigned, profiles=profiles, names=names, estimator=est, sample=m.sample,
+        value=by_value,
     )  # fmt: skip
 
 
@@ -207,7 +227,7 @@ def _record_and_write(
         matching=fitted.matched,
         previous_version=fitted.champion.version if fitted.champion else None,
         publication=publication, ari_vs_truth=ari, paths=paths, explanation=explained,
-        validation=fitted.validation, dimension=dimension,
+        validation=fitted.validation, dimension=dimension, value=fitted.value,
     )  # fmt: skip
 
 

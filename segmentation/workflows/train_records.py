@@ -15,6 +15,7 @@ from segmentation.modeling import clustering, restarts
 from segmentation.modeling.validation import Validation
 from segmentation.runtime import tracking
 from segmentation.storage import tables
+from segmentation.value import segments
 from segmentation.workflows import records
 
 
@@ -29,6 +30,8 @@ class Fitted(records.Trained):
     sample: np.ndarray
     """The k-selection sample (scaled features): the validation's ground."""
     validation: Validation | None = None
+    value: list[segments.SegmentValue] | None = None
+    """Each segment's customer value (None: no ``customer_value`` of this date)."""
 
 
 def record_training(cfg: AppConfig, fitted: Fitted) -> None:
@@ -64,6 +67,8 @@ def record_training(cfg: AppConfig, fitted: Fitted) -> None:
                 f"segment_share_{seg.segment_id}": seg.share,
             }
         )
+    if fitted.value is not None:
+        tracking.log_json([dataclasses.asdict(v) for v in fitted.value], "value/segments.json")
     candidates = [dataclasses.asdict(c) | {"min_share": c.min_share} for c in sel.candidates]
     tracking.log_json(
         {

@@ -1,7 +1,7 @@
 """The terminal summaries every job prints: what a user reads after a run.
 
-One module per area (``data``, ``segments``, ``scoring``), the shared lines in ``common``; the
-functions the jobs print are re-exported here (``summaries.training(result, cfg)``).
+One module per area (``data``, ``segments``, ``scoring``, ``value``), the shared lines in
+``common``; the functions the jobs print are re-exported here (``summaries.training(result, cfg)``).
 Imports: the workflows' result types and the stages' plain values, never a Spark action.
 """
 
@@ -13,6 +13,7 @@ from segmentation.workflows.summaries.common import (
 from segmentation.workflows.summaries.data import features, generation, maintenance, promotion
 from segmentation.workflows.summaries.scoring import assignment, rules
 from segmentation.workflows.summaries.segments import attitudes, training
+from segmentation.workflows.summaries.value import value
 
 __all__ = [
     "assignment",
@@ -26,4 +27,5 @@ __all__ = [
     "promotion",
     "rules",
     "training",
+    "value",
 ]

@@ -8,6 +8,7 @@ from segmentation.features import behaviour as feat
 from segmentation.modeling.validation import Measure, Validation
 from segmentation.workflows.attitudes import AttitudesResult
 from segmentation.workflows.summaries.common import fmt, make_command, publication_lines
+from segmentation.workflows.summaries.value import by_segment_lines
 from segmentation.workflows.train import TrainResult
 
 _SUMMARY_FEATURES = (
@@ -23,6 +24,8 @@ _SUMMARY_FEATURES = (
 def training(result: TrainResult, cfg: AppConfig) -> str:
     """A readable report of a training run for the terminal."""
     lines = [*_segment_table(result), *[f"Note: {n}" for n in result.notes]]
+    if result.value is not None:
+        lines += by_segment_lines({result.model_name: result.value})
     lines += [*_validation_lines(result), *_explanation_lines(result)]
     if result.dimension is not None:
         lines.append(f"Composition: {result.dimension.text()}")
