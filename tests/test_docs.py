@@ -211,6 +211,22 @@ def test_the_link_checker_sees_a_broken_link_and_anchor(tmp_path):
     assert broken_links(page) == ["other.md#nope (no such anchor)", "missing.md (no such file)"]
 
 
+# Files the pages name as examples of the user's own, not the repository's.
+_USER_FILES = {"conf/my.yaml", "conf/mydata.yaml"}
+
+
+@pytest.mark.parametrize(
+    "page", [ROOT / "README.md", *sorted(DOCS.glob("*.md"))], ids=lambda p: p.name
+)
+def test_every_repository_path_a_page_names_exists(page):
+    """Module paths in prose drift when the code moves (as the flat modules did)."""
+    named = set(
+        re.findall(r"\b(?:segmentation|jobs|tools|tests|conf|docs)/[\w./-]*\w", page.read_text())
+    )
+    missing = sorted(p for p in named - _USER_FILES if not (ROOT / p).exists())
+    assert not missing, f"{page.name} names paths that do not exist: {missing}"
+
+
 def test_readme_links_to_the_tables_features_and_configuration_pages():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for target in ("docs/reference/tables.md", "docs/features.md",
