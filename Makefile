@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ERROR: Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,docs]'
 	@echo "Resolving the Delta jars ($$($(PY) -m segmentation.runtime.session coordinates)) from Maven Central into the Ivy cache..."
 	$(PY) -m segmentation.runtime.session resolve-jars > $(VENV)/delta-jars.log 2>&1 || { tail -40 $(VENV)/delta-jars.log >&2; exit 1; }
 	@tail -1 $(VENV)/delta-jars.log
@@ -94,6 +94,13 @@ lint: setup ## ruff check, ruff format --check, mypy
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The reference pages in docs/reference/ are generated from the code and conf/base.yaml's
+# comments (committed; tests/test_docs.py fails when they are stale), then the site is built.
+.PHONY: docs
+docs: setup ## Regenerate docs/reference/ and build the MkDocs site into site/ (--strict)
+	$(PY) -m tools.docs_reference
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 # --- cluster (a real Spark standalone master + 2 workers and an MLflow server on 127.0.0.1) ---
 SPARK_SUBMIT := $(VENV)/bin/spark-submit
@@ -161,8 +168,8 @@ mlflow-ui: setup ## Open the MLflow UI on the local store, or MLFLOW_URI (http:/
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port 5000
 
 .PHONY: clean
-clean: cluster-down ## Remove generated tables, the local MLflow store and cluster state (keeps .venv)
-	rm -rf warehouse mlflow.db mlartifacts spark-warehouse metastore_db derby.log .cluster dist
+clean: cluster-down ## Remove generated tables, the MLflow store, cluster state and the site (keeps .venv)
+	rm -rf warehouse mlflow.db mlartifacts spark-warehouse metastore_db derby.log .cluster dist site
 
 .PHONY: distclean
 distclean: clean ## Also remove .venv

@@ -1,6 +1,7 @@
-"""The README's "Bring your own events", run as a newcomer would: its CSV export and overlay,
-its two commands, then the commands the training prints, exactly as printed (expanded the way
-the Makefile expands them), ending with segment_membership written."""
+"""The published "Bring your own events" (docs/own-data.md, where the README's short version
+points), run as a newcomer would: its CSV export and overlay, its two job commands as
+published, then the commands the training prints, exactly as printed (expanded the way the
+Makefile expands them), ending with segment_membership written."""
 
 from __future__ import annotations
 
@@ -12,26 +13,43 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from jobs import assign_segments, promote_model
+from jobs import assign_segments, build_features, promote_model, train_segments
 from segmentation.features.levels import level_name
 from segmentation.runtime import cli
 from segmentation.storage import delta_tables
-from segmentation.workflows import build_features, rules, summaries, train
+from segmentation.workflows import rules, summaries
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def readme_section() -> str:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("## Bring your own events")
-    return text[start : text.index("\n## ", start + 1)]
+PAGE = ROOT / "docs" / "own-data.md"
+JOBS = {
+    "build_features": build_features.JOB,
+    "train_segments": train_segments.JOB,
+    "promote_model": promote_model.JOB,
+    "assign_segments": assign_segments.JOB,
+}
 
 
-def block(section: str, language: str) -> str:
-    found = re.search(rf"```{language}\n(.*?)```", section, re.S)
-    assert found, f"no {language} block in the README section"
+def published_page() -> str:
+    return PAGE.read_text(encoding="utf-8")
+
+
+def block(page: str, language: str) -> str:
+    found = re.search(rf"^```{language}\n(.*?)^```", page, re.S | re.M)
+    assert found, f"no {language} block in {PAGE.relative_to(ROOT)}"
     return found.group(1)
+
+
+def job_commands(bash: str) -> list[tuple[str, list[str]]]:
+    """The published ``.venv/bin/python jobs/<name>.py ...`` lines, as (job, arguments)."""
+    commands = []
+    for line in bash.splitlines():
+        words = shlex.split(line, comments=True)
+        if len(words) > 1 and words[0].endswith("/python") and words[1].startswith("jobs/"):
+            commands.append((Path(words[1]).stem, words[2:]))
+    return commands
 
 
 def make_variables() -> dict[str, str]:
@@ -59,40 +77,57 @@ def make_to_argv(command: str) -> tuple[str, list[str]]:
     return Path(words[1]).stem, words[2:]
 
 
-def run_as_printed(spark, command: str):
-    """One printed make command, as the job process would run it (the session is the suite's)."""
-    name, argv = make_to_argv(command)
-    job = {"promote_model": promote_model.JOB, "assign_segments": assign_segments.JOB}[name]
+def run_job(spark, name: str, argv: list[str]):
+    """One job, as its process would run it (preflight first; the session is the suite's).
+
+    Returns the loaded config and the job's result.
+    """
+    job = JOBS[name]
     parser = cli.parser(job.description)
     dests = [parser.add_argument(flag, **kw).dest for flag, kw in job.options.items()]
     args = parser.parse_args(argv)
     cfg = cli.load(args)
-    return job.run(spark if job.spark else None, cfg, **{d: getattr(args, d) for d in dests})
+    if job.preflight is not None:
+        job.preflight(cfg)
+    result = job.run(spark if job.spark else None, cfg, **{d: getattr(args, d) for d in dests})
+    return cfg, result
+
+
+def run_as_printed(spark, command: str):
+    """One printed make command, as the job process would run it."""
+    return run_job(spark, *make_to_argv(command))[1]
 
 
 @pytest.fixture(scope="module")
 def newcomer(spark, tmp_path_factory):
     base = tmp_path_factory.mktemp("own")
-    section = readme_section()
-    (base / "orders.csv").write_text(block(section, "csv"))
+    page = published_page()
+    (base / "orders.csv").write_text(block(page, "csv"))
     conf = base / "conf"
     conf.mkdir()
     shutil.copy(ROOT / "conf" / "base.yaml", conf / "base.yaml")
-    (conf / "mydata.yaml").write_text(block(section, "yaml"))
+    overlay = block(page, "yaml")
+    assert overlay.startswith("# conf/mydata.yaml\n")
+    (conf / "mydata.yaml").write_text(overlay)
     # Only where things live, and a smaller k range for nine customers.
     overrides = [
         f"input.events.path={base / 'orders.csv'}", f"storage.warehouse={base / 'wh'}",
         f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
         f"tracking.artifact_location={base / 'mla'}", "training.k_max=3",
     ]  # fmt: skip
-    argv = ["--config", str(conf / "mydata.yaml"), *[a for o in overrides for a in ("--set", o)]]
-    cfg = cli.load(cli.parser("").parse_args(argv))
-    features = build_features.run(spark, cfg)
-    trained = train.run(spark, cfg)
+    sets = [a for o in overrides for a in ("--set", o)]
+    commands = job_commands(block(page, "bash"))
+    assert [name for name, _ in commands] == ["build_features", "train_segments"]
+    results = []
+    for name, argv in commands:  # the published commands, the page's conf/ being this test's
+        assert argv[:2] == ["--config", "conf/mydata.yaml"], argv
+        argv = ["--config", str(conf / "mydata.yaml"), *argv[2:], *sets]
+        results.append(run_job(spark, name, argv))
+    (cfg, features), (_, trained) = results
     yield cfg, features, trained
 
 
-def test_readme_export_gives_the_features_its_table_promises(spark, newcomer):
+def test_published_export_gives_the_features_its_table_promises(spark, newcomer):
     cfg, result, _ = newcomer
     rows = delta_tables.read(spark, cfg.storage.table_path("customer_features")).collect()
     got = {

@@ -9,12 +9,14 @@ loyal regulars vanish from the input. The migration matrix must report exactly t
 from __future__ import annotations
 
 import datetime as dt
+import re
 import warnings
 from pathlib import Path
 
 import mlflow
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
@@ -173,41 +175,74 @@ def test_first_snapshot_reads_back_after_the_second_by_as_of_and_by_version(worl
     assert set(by_version["as_of"]) == {D1}
 
 
-def test_downstream_readers_agree_on_current_and_past_snapshots_and_history(world):
-    """The README's recipes: delta-rs, Polars and DuckDB read the same rows."""
+def published(page: str, heading: str) -> str:
+    """The section of a published page (README.md, docs/*.md) under ``heading``."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def code_blocks(section: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", section, re.S | re.M)
+
+
+def run_recipe(code: str) -> dict:
+    """Run a published Python block as written; its variables."""
+    namespace: dict = {}
+    exec(compile(code, "<published recipe>", "exec"), namespace)
+    return namespace
+
+
+def test_published_reader_recipes_run_as_written_and_agree(spark, world, tmp_path, monkeypatch):
+    """docs/tables.md's "Reading the tables" (delta-rs, Polars, DuckDB over a delta-rs dataset,
+    Spark SQL) and the README's Polars example, run as published from a directory whose
+    warehouse/ is this world's: they read the same rows. (DuckDB's own delta extension, the
+    one recipe not run, downloads itself on first use.)"""
     import duckdb
-    import pyarrow.compute as pc
-    from deltalake import DeltaTable
 
     cfg2 = world["cfg2"]
-    path = cfg2.storage.table_path("segment_membership")
-    hist_path = cfg2.storage.table_path("segment_membership_history")
+    warehouse = Path(cfg2.storage.warehouse).resolve()
+    (tmp_path / "warehouse").symlink_to(warehouse)
+    monkeypatch.chdir(tmp_path)
+    reading = published("docs/tables.md", "## Reading the tables")
+    recipes = code_blocks(reading, "python")
+    delta_rs, polars_recipe, duck = (
+        next(b for b in recipes if marker in b)
+        for marker in ("import pyarrow.compute", "import polars", "import duckdb")
+    )
     with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)  # the README's code must not warn
-        t = DeltaTable(path)
-        model = [("model_name", "=", "customer_segments")]
-        latest = pc.max(t.to_pyarrow_table(columns=["as_of"], filters=model)["as_of"]).as_py()
-        current = t.to_pyarrow_table(filters=[*model, ("as_of", "=", latest)])
-        past = t.to_pyarrow_table(filters=[*model, ("as_of", "=", D1)])
-        open_rows = DeltaTable(hist_path).to_pyarrow_table().filter(pc.field("is_current"))
-    assert latest == D2
-
-    m = pl.scan_delta(path).filter(pl.col("model_name") == "customer_segments")
-    pl_current = m.filter(pl.col("as_of") == pl.col("as_of").max()).collect()
-    pl_past = m.filter(pl.col("as_of") == pl.date(2025, 11, 30)).collect()
-
-    members = DeltaTable(path).to_pyarrow_dataset()  # noqa: F841 (read by DuckDB by name)
-    history_ds = DeltaTable(hist_path).to_pyarrow_dataset()  # noqa: F841
+        warnings.simplefilter("error", DeprecationWarning)  # the published code must not warn
+        rs = run_recipe(delta_rs)
+    assert rs["latest"] == D2
+    pls = run_recipe(polars_recipe)
+    members = run_recipe(duck)["members"]  # noqa: F841 (read by DuckDB by name)
     per_day = dict(duckdb.sql("SELECT as_of, count(*) FROM members GROUP BY ALL").fetchall())
-    ((duck_open,),) = duckdb.sql("SELECT count(*) FROM history_ds WHERE is_current").fetchall()
+    readme = run_recipe(code_blocks(published("README.md", "## Where the tables are"), "python")[0])
+
+    statements = [
+        q.strip()
+        for q in re.sub(r"--[^\n]*", "", code_blocks(reading, "sql")[0]).split(";")
+        if q.strip()
+    ]
+    sql = [
+        spark.sql(q.replace("delta.`warehouse/", f"delta.`{warehouse}/")).count()
+        for q in statements
+    ]
 
     n1, n2 = world["m1"].height, world["m1"].height - VANISHED
-    assert current.num_rows == pl_current.height == per_day[D2] == n2
-    assert past.num_rows == pl_past.height == per_day[D1] == n1
-    assert open_rows.num_rows == duck_open == n2
-    assert sorted(current.column("customer_id").to_pylist()) == sorted(
-        pl_current["customer_id"].to_list()
+    assert rs["current"].num_rows == pls["current"].height == per_day[D2] == sql[0] == n2
+    assert readme["current"].height == n2
+    assert rs["past"].num_rows == pls["past"].height == per_day[D1] == n1
+    assert rs["first_version"].num_rows == pls["first_version"].height == sql[2] == n1
+    history = DeltaTable(str(warehouse / "segment_membership_history"))
+    history_ds = history.to_pyarrow_dataset()  # noqa: F841 (read by DuckDB by name)
+    ((duck_open,),) = duckdb.sql("SELECT count(*) FROM history_ds WHERE is_current").fetchall()
+    assert rs["open_rows"].num_rows == duck_open == n2
+    assert sorted(rs["current"].column("customer_id").to_pylist()) == sorted(
+        pls["current"]["customer_id"].to_list()
     )
+    assert pls["moves"]["customers"].sum() == world["assigned2"].publication.moves()["moved"]
 
 
 def test_replaying_a_snapshot_replaces_it_in_one_version(spark, world):
