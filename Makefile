@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,docs]'
+	@# The CDNOW sample (Fader & Hardie's published BG/NBD data) ships inside the lifetimes wheel
+	@# (MIT): fetched, never installed, for the value tests (tests/test_value.py).
+	$(PY) -m pip download --quiet --no-deps lifetimes==0.11.3 -d $(VENV)/wheels
 	@echo "Resolving the Delta jars ($$($(PY) -m segmentation.runtime.session coordinates)) from Maven Central into the Ivy cache..."
 	$(PY) -m segmentation.runtime.session resolve-jars > $(VENV)/delta-jars.log 2>&1 || { tail -40 $(VENV)/delta-jars.log >&2; exit 1; }
 	@tail -1 $(VENV)/delta-jars.log
