@@ -136,10 +136,11 @@ cluster-status: ## Show which dev cluster processes are running
 	$(PY) -m tools.devcluster status
 
 .PHONY: submit
-submit: package cluster-up ## spark-submit generate, features, training, assignment and rules to the dev cluster
+submit: package cluster-up ## spark-submit generate, features, value, training, assignment and rules to the dev cluster
 	$(SUBMIT) jobs/check_cluster.py $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/generate_events.py --if-absent $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/build_features.py $(CLUSTER_ARGS)
+	$(SUBMIT) jobs/customer_value.py $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/train_segments.py $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/assign_segments.py --set assign.reuse_features=true $(CLUSTER_ARGS)
 	$(SUBMIT) jobs/rule_segments.py $(CLUSTER_ARGS)

@@ -1,13 +1,15 @@
 """The spark-submit path on a real standalone cluster and MLflow tracking server (loopback).
 
 Brings up a master, two workers, a history server and `mlflow server` with the product's own
-`segmentation.devcluster`, submits the pipeline with `make`'s packaging, checks the results
-through the master's, workers' and history server's JSON endpoints and MLflow's REST API,
+`tools.devcluster`, submits `make run`'s pipeline as one application with `make`'s packaging,
+checks the results through the master's, workers' and history server's JSON endpoints and
+MLflow's REST API,
 kills a worker during a job, and tears everything down with no process left behind.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -24,14 +26,14 @@ import pytest
 
 from segmentation.config import load_config
 from segmentation.sample import generator
-from segmentation.workflows import build_features, generate, train
+from segmentation.workflows import local_pipeline
 from tools.devcluster import DevCluster, Ports, group_members, spark_home
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SIZE = ["generator.customers=1500", "generator.events=45000", "training.k_max=7",
-        "training.n_init=2", "spark.shuffle_partitions=2"]  # fmt: skip
+        "training.n_init=2", "spark.shuffle_partitions=2", "attitudes.enabled=false"]  # fmt: skip
 
 
 def free_ports(n: int) -> list[int]:
@@ -177,40 +179,52 @@ def test_executors_import_the_library_shipped_with_py_files(cluster, package):
 
 
 def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_path_factory):
+    """`make run`'s one application (jobs/run_pipeline.py) submitted to the cluster: sample,
+    features, value (an Arrow UDF on the executors), training, rules, then scoring a month
+    later; its tables equal local mode's on the same seed and data."""
     base = tmp_path_factory.mktemp("pipelines")
     cluster_wh, local_wh = base / "cluster-wh", base / "local-wh"
     overrides = [*SIZE, f"storage.warehouse={cluster_wh}",
                  f"tracking.tracking_uri={cluster.tracking_uri}"]  # fmt: skip
-    for job, extra in (("generate_events", ()), ("build_features", ()), ("train_segments", ()),
-                       ("assign_segments", ("--set", "assign.reuse_features=true")),
-                       ("rule_segments", ())):  # fmt: skip
-        submit(cluster, package, job, overrides, *extra)
+    submit(cluster, package, "run_pipeline", overrides, "--train-as-of", "2025-12-31",
+           "--score-as-of", "2026-01-31")  # fmt: skip
 
-    # Tasks of the feature job ran on both workers (workers' and history server's JSON).
-    per_worker = tasks_per_worker(cluster, app_id(cluster, "build_features"))
+    # Tasks of the application ran on both workers (workers' and history server's JSON).
+    per_worker = tasks_per_worker(cluster, app_id(cluster, "run_pipeline"))
     assert all(n > 0 for n in per_worker), per_worker
 
-    # The same seed and data in local mode give the same membership.
+    # The same seed and data in local mode give the same membership and values.
     local_cfg = load_config(
         ROOT / "conf" / "local.yaml",
         overrides=[*SIZE, f"storage.warehouse={local_wh}",
                    f"tracking.tracking_uri=sqlite:///{base / 'local-mlflow.db'}",
                    f"tracking.artifact_location={base / 'local-mlartifacts'}"],
     )  # fmt: skip
-    generate.run(spark, local_cfg)
-    build_features.run(spark, local_cfg)
-    train.run(spark, local_cfg)
+    local_pipeline.run(spark, local_cfg, train_as_of=dt.date(2025, 12, 31), echo=lambda _: None)
+    trained_on = dt.date(2025, 12, 31)
     cols = ["customer_id", "as_of", "segment_id", "segment_name", "distance"]
     all_models = pl.read_delta(str(cluster_wh / "segment_membership"))
+    ours = pl.col("model_name") == "customer_segments"
     on_cluster = (
-        all_models.filter(pl.col("model_name") == "customer_segments")
-        .select(cols)
-        .sort("customer_id")
+        all_models.filter(ours & (pl.col("as_of") == trained_on)).select(cols).sort("customer_id")
     )
-    in_local = pl.read_delta(str(local_wh / "segment_membership")).select(cols).sort("customer_id")
+    local_members = pl.read_delta(str(local_wh / "segment_membership"))
+    in_local = local_members.filter(ours).select(cols).sort("customer_id")
     assert on_cluster.height == 1500
     assert on_cluster.drop("distance").equals(in_local.drop("distance"))
     assert (on_cluster["distance"] - in_local["distance"]).abs().max() < 1e-9
+    value_cols = ["customer_id", "x", "t_x", "T", "p_alive", "expected_purchases", "clv"]
+    cluster_value = (
+        pl.read_delta(str(cluster_wh / "customer_value"))
+        .filter(pl.col("as_of") == trained_on)
+        .select(value_cols)
+        .sort("customer_id")
+    )
+    local_value = pl.read_delta(str(local_wh / "customer_value")).select(value_cols).sort(
+        "customer_id")  # fmt: skip
+    assert cluster_value.height == local_value.height > 0
+    for column in ("p_alive", "expected_purchases", "clv"):
+        assert (cluster_value[column] - local_value[column]).abs().max() < 1e-9, column
 
     # The run and the model version exist on the tracking server (REST over HTTP).
     alias = mlflow_get(cluster, "registered-models/alias", name="customer_segments",
@@ -219,20 +233,22 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     assert run["info"]["status"] == "FINISHED"
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     assert metrics["chosen_k"] == on_cluster["segment_id"].n_unique()
-    # The last writer of the membership is the assign job, scoring with the champion it loaded
-    # from the tracking server; its run records that version.
-    membership = all_models.filter(pl.col("model_name") == "customer_segments")
-    assert membership["model_version"].unique().to_list() == [int(alias["version"])]
-    (assign_run_id,) = membership["run_id"].unique().to_list()
+    # The scored month's membership comes from the assign step, scoring with the champion it
+    # loaded from the tracking server; its run records that version.
+    scored = all_models.filter(ours & (pl.col("as_of") == dt.date(2026, 1, 31)))
+    assert scored.height == 1500
+    assert all_models.filter(ours)["model_version"].unique().to_list() == [int(alias["version"])]
+    (assign_run_id,) = scored["run_id"].unique().to_list()
     assign_run = mlflow_get(cluster, "runs/get", run_id=assign_run_id)["run"]
     tags = {t["key"]: t["value"] for t in assign_run["data"]["tags"]}
     assert tags["job"] == "assign_segments" and tags["model_version"] == alias["version"]
     history = pl.read_delta(str(cluster_wh / "segment_membership_history"))
-    assert history.filter(pl.col("model_name") == "customer_segments").height == 1500
-    assert history["is_current"].all()
-    # Every table was written by the jobs on the cluster through delta-spark: each commit's
-    # engineInfo is Spark with Delta, and its userMetadata names the job's MLflow run.
-    for name in ("customer_features", "segment_membership", "segment_membership_history"):
+    current = history.filter((pl.col("model_name") == "customer_segments") & pl.col("is_current"))
+    assert current.height == 1500
+    # Every table was written by the application on the cluster through delta-spark: each
+    # commit's engineInfo is Spark with Delta, and its userMetadata names the step's MLflow run.
+    for name in ("customer_features", "customer_value", "segment_membership",
+                 "segment_membership_history"):  # fmt: skip
         commits = commit_infos(cluster_wh / name)
         assert all("Delta-Lake/" in c["engineInfo"] for c in commits.values()), name
     by_run = {
@@ -240,9 +256,9 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
         for c in commit_infos(cluster_wh / "segment_membership").values()
     }
     assert by_run[assign_run_id] == "assign_segments"
-    # RFM beside it, from the cluster's rule_segments job; the training's report and pictures
-    # went to the tracking server with its run.
-    assert all_models.filter(pl.col("model_name") == "rfm").height == 1500
+    # RFM beside it, from the rules steps; the training's report and pictures went to the
+    # tracking server with its run.
+    assert all_models.filter(pl.col("model_name") == "rfm").height == 3000
     artifacts = mlflow_get(cluster, "artifacts/list", run_id=alias["run_id"], path="plots")
     assert {Path(f["path"]).name for f in artifacts["files"]} >= {"pca.png", "profile_heatmap.png"}
     assert (cluster_wh / "reports").is_dir()

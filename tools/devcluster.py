@@ -90,9 +90,11 @@ class DevCluster:
     def submit_conf(self) -> dict[str, str]:
         """spark-submit settings for this cluster.
 
-        Applications log events for the history server. Executors' Python workers run a bare
-        interpreter with neither pyspark nor this project installed: pyspark comes from Spark's
-        own zip, the library only from ``--py-files``, which is what proves the shipping works.
+        Applications log events for the history server. Executors' Python workers run an
+        interpreter without this project (:func:`executor_python`): pyspark comes from Spark's
+        own zip, the library only from ``--py-files``, which is what proves the shipping works;
+        numpy, pandas, pyarrow and scipy (the value scoring's Arrow UDF) are there, as on any
+        PySpark cluster.
         The driver keeps this virtual environment's interpreter. The Delta jars are resolved
         on the driver (``spark.jars.packages``, from the Ivy cache ``make setup`` filled) and
         shipped to the executors, which write the tables' files.
@@ -107,7 +109,7 @@ class DevCluster:
             "spark.driver.host": HOST,
             "spark.driver.bindAddress": HOST,
             "spark.executor.memory": "1g",
-            "spark.pyspark.python": bare_python(),
+            "spark.pyspark.python": str(executor_python(self.root)),
             "spark.pyspark.driver.python": sys.executable,
         }
 
@@ -168,6 +170,7 @@ class DevCluster:
         """Start what is not running yet and wait until the cluster is usable."""
         for sub in ("pids", "logs", "events", "mlartifacts"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        executor_python(self.root)
         running = self.running()
         for name, argv in self.services().items():
             if name in running:
@@ -201,7 +204,8 @@ class DevCluster:
             workers = [w for w in self.master_json().get("workers", []) if w["state"] == "ALIVE"]
             if len(workers) < len(self.ports.worker_uis):
                 problems.append(f"{len(workers)} worker(s) alive")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            # ValueError: the status page answered before it was ready (not JSON yet).
             problems.append(f"master: {exc}")
         for name, url in (
             ("history", f"http://{HOST}:{self.ports.history}/api/v1/applications"),
@@ -235,8 +239,23 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-def bare_python() -> str:
-    """A Python of the driver's version without this virtual environment's packages."""
+def executor_python(root: Path) -> Path:
+    """The executors' interpreter: a virtual environment under ``root`` that sees this
+    environment's site-packages (numpy, pandas, pyarrow, scipy) as a plain path, so the
+    editable install of this project, which only a processed ``.pth`` file makes importable,
+    is not: the library reaches the executors only through ``--py-files``. Created once."""
+    venv = (root / "executor-python").resolve()
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([_base_python(), "-m", "venv", "--without-pip", str(venv)], check=True)
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        ours = next(p for p in sys.path if p.endswith("site-packages"))
+        (venv / "lib" / version / "site-packages" / "driver-packages.pth").write_text(ours + "\n")
+    return python
+
+
+def _base_python() -> str:
+    """A Python of the driver's version outside this virtual environment."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     base = Path(sys.base_prefix) / "bin" / f"python{version}"
     return str(base) if base.exists() else shutil.which("python3") or sys.executable

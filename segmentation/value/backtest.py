@@ -170,12 +170,14 @@ def _tracking(
     sizes = np.array([r["count"] for r in cohorts], dtype=np.float64)
     repeat_days = np.array([(r[DAY] - start).days for r in repeats], dtype=np.float64)
     repeat_counts = np.array([r["count"] for r in repeats], dtype=np.float64)
+    offsets = np.array([(day - start).days for day in ends], dtype=np.float64)
+    # Every (period end, cohort) pair in one vectorised evaluation.
+    age = np.maximum(offsets[:, None] - firsts[None, :], 0.0) / unit
+    per_cohort = btyd.expected_purchases_new(vc.model, fit.estimates, age.ravel())
+    expected = (per_cohort.reshape(age.shape) * sizes[None, :]).sum(axis=1)
     rows = []
-    for day in ends:
-        d = (day - start).days
-        age = np.maximum(d - firsts, 0.0) / unit
-        expected = float(np.sum(sizes * btyd.expected_purchases_new(vc.model, fit.estimates, age)))
+    for day, d, e in zip(ends, offsets, expected, strict=True):
         actual = float(repeat_counts[repeat_days <= d].sum())
-        rows.append({"period_end": day.isoformat(), "actual": actual, "expected": expected,
+        rows.append({"period_end": day.isoformat(), "actual": actual, "expected": float(e),
                      "holdout": day > end})  # fmt: skip
     return rows

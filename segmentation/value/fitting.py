@@ -27,6 +27,9 @@ from segmentation.value.summary import NON_POSITIVE_SPEND
 
 log = logging.getLogger(__name__)
 _BUCKETS = 1_000_000
+SPEND_BOUNDARY_P = 1e4
+"""Gamma-Gamma's shape p beyond this is its limit p -> infinity (no variation of a customer's
+spend between purchases): a flagged result, not a failed fit."""
 
 
 @dataclass
@@ -87,7 +90,9 @@ def fit(summary: DataFrame, vc: ValueConfig, *, customers: int | None = None) ->
     sx = np.array([u[0] for u in usable], dtype=np.float64)
     sm = np.array([u[1] for u in usable], dtype=np.float64)
     spend = btyd.fit_spend(sx, sm)
-    _check_converged(spend, vc)
+    at_boundary = not spend.converged and spend["p"] > SPEND_BOUNDARY_P
+    if not at_boundary:
+        _check_converged(spend, vc)
     if spend["q"] <= 1:
         raise InputError(
             f"Gamma-Gamma estimated q = {spend['q']:.3f} <= 1: the model's mean spend is "
@@ -96,6 +101,13 @@ def fit(summary: DataFrame, vc: ValueConfig, *, customers: int | None = None) ->
         )
     corr = float(np.corrcoef(sx, sm)[0, 1]) if len(sx) > 2 and sm.std() > 0 else 0.0
     notes = _notes(vc, share, bad, corr)
+    if at_boundary:
+        notes.insert(0, (
+            f"Gamma-Gamma reached its boundary (p = {spend['p']:.3g} -> infinity): each "
+            "customer's spend varies far less between purchases than across customers, so a "
+            "repeat buyer's expected order value is their own mean (the model's limit) and the "
+            "spend parameters have no standard errors"
+        ))  # fmt: skip
     for note in notes:
         log.warning("%s", note)
     model = ValueModel(

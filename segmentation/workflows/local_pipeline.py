@@ -28,6 +28,7 @@ from segmentation.workflows import (
     rules,
     summaries,
     train,
+    value,
 )
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,9 @@ def run(
     score_as_of: dt.date | None = None,
     echo: Callable[[str], None] = print,
 ) -> PipelineResult:
-    """Generate (if absent), build features, train and rule-segment ``train_as_of``, then
-    assign and rule-segment ``score_as_of``; each step's summary is echoed as it finishes.
+    """Generate (if absent), build features, value, train and rule-segment ``train_as_of``,
+    then value, assign and rule-segment ``score_as_of``; each step's summary is echoed as it
+    finishes.
 
     Args:
         train_as_of: the training snapshot (default ``features.as_of``).
@@ -102,9 +104,14 @@ def run(
             f"{trained_cfg.features.as_of} (--train-as-of): score a date on or after it"
         )
     _inputs(spark, cfg, trained_cfg, result)
+    if cfg.value.enabled:
+        result.step("value", lambda: summaries.value(value.run(spark, trained_cfg), trained_cfg))
     _training(spark, trained_cfg, result)
     if score_as_of is not None:
         scored_cfg = at(cfg, score_as_of)
+        if cfg.value.enabled:
+            result.step("value", lambda: summaries.value(
+                value.run(spark, scored_cfg, score_only=True), scored_cfg))  # fmt: skip
         result.step(
             "assign", lambda: summaries.assignment(assign.run(spark, scored_cfg), scored_cfg)
         )
