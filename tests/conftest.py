@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -47,3 +49,39 @@ def mlflow_uri(tmp_path: Path) -> Iterator[str]:
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
+
+
+def browser_render(
+    page_path: Path, out: Path, *, rows: Sequence[str] = (), boxes: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Open an HTML page in Debian's chromium (``make browser``; Playwright drives it): console
+    and page errors, the pictures it decoded (alt texts), the body rows of each table in
+    ``rows``, the bounding box of each element in ``boxes``, and a screenshot (PNG bytes)."""
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: `make browser` installs it (make test does)"
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
+        page.goto(page_path.resolve().as_uri())
+        images = page.evaluate(
+            "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 100)"
+            ".map(i => i.alt)"
+        )
+        found_boxes = {sel: page.locator(sel).bounding_box() for sel in boxes}
+        counts = {sel: page.locator(f"{sel} tbody tr").count() for sel in rows}
+        page.screenshot(path=str(out))
+        browser.close()
+    return {
+        "errors": errors,
+        "images": set(images),
+        "rows": counts,
+        "boxes": found_boxes,
+        "viewport_height": 1600,
+        "png": out.read_bytes(),
+    }

@@ -60,6 +60,8 @@ def cdnow(spark, tmp_path_factory):
           ("event_type", "category", "channel", "device", "quantity", "discount", "event_id")],
         "input.events.timestamp_format=yyyyMMdd", "features.as_of=1997-09-30",
         "value.time_unit=week", "value.horizon_periods=39",
+        # A backtest inside the 39 calibration weeks: 26 weeks to calibrate, 13 to judge.
+        "value.holdout_periods=13", "value.min_calibration_periods=13",
     )  # fmt: skip
     result = value.run(spark, cfg)
     yield cfg, result
@@ -348,3 +350,20 @@ def test_spark_scoring_equals_the_registered_predict(spark):
     assert scored.loc[3, "flag"] == summary.NON_POSITIVE_SPEND
     # MBG/NBD lets a customer leave right after the first purchase: P(alive) < 1 at x = 0.
     assert 0 < scored.loc[0, "p_alive"] < 1
+
+
+@pytest.mark.slow
+def test_cdnow_value_report_renders_in_chromium_with_the_backtest(cdnow, tmp_path):
+    from tests.conftest import browser_render
+
+    _, result = cdnow
+    checked = result.backtest
+    assert checked.skipped is None and checked.calibration_end == dt.date(1997, 7, 1)
+    assert checked.customers == 2357  # every customer's first purchase was before July
+    assert checked.predicted == pytest.approx(checked.actual, rel=0.25)
+    shot = browser_render(Path(result.paths["report"]), tmp_path / "value.png",
+                          rows=("#parameters", "#calibration"))  # fmt: skip
+    assert shot["errors"] == []
+    assert shot["images"] == {"value_calibration_holdout", "value_tracking"}
+    assert shot["rows"]["#parameters"] == 4 + 3 + 2  # estimates and both log-likelihoods
+    assert shot["rows"]["#calibration"] == len(checked.by_frequency) == 8

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from segmentation.modeling.evaluation import adjusted_rand_index_from_counts
 from segmentation.runtime import tracking
 from segmentation.storage import delta_tables
 from segmentation.workflows import assign, build_features, generate, rules, summaries, train
-from tests.conftest import local_config
+from tests.conftest import browser_render, local_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -446,50 +445,20 @@ def test_report_opens_in_headless_chromium(run, tmp_path):
     """Debian's chromium (installed by `make test`) renders the report: no errors, every
     picture decoded, one table row per segment; the screenshot shows table and pictures."""
     _, _, _, trained = run
-    shot = browser_screenshot(Path(trained.paths["report"]), tmp_path / "report.png")
+    shot = browser_render(
+        Path(trained.paths["report"]), tmp_path / "report.png",
+        rows=("#segments", "#validation"), boxes=("#segments", "#pictures"),
+    )  # fmt: skip
     assert shot["errors"] == []
-    assert shot["segment_rows"] == len(trained.segments)
+    assert shot["rows"]["#segments"] == len(trained.segments)
     assert shot["images"] == {"k_selection", "segment_sizes", "profile_heatmap", "pca",
                               "validation"}  # fmt: skip
-    assert shot["validation_rows"] == len(trained.segments)
+    assert shot["rows"]["#validation"] == len(trained.segments)
     # The screenshot's first screen holds the segment table and the first pictures.
     table_box, pictures_box = shot["boxes"]["#segments"], shot["boxes"]["#pictures"]
     assert table_box["y"] < pictures_box["y"] < shot["viewport_height"]
     png = shot["png"]
     assert png.startswith(b"\x89PNG") and len(png) > 50_000
-
-
-def browser_screenshot(report: Path, out: Path) -> dict:
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is missing: `make browser` installs it (make test does)"
-    from playwright.sync_api import sync_playwright
-
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
-        page.goto(report.resolve().as_uri())
-        images = page.evaluate(
-            "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 100)"
-            ".map(i => i.alt)"
-        )
-        boxes = {sel: page.locator(sel).bounding_box() for sel in ("#segments", "#pictures")}
-        rows = page.locator("#segments tbody tr").count()
-        validation_rows = page.locator("#validation tbody tr").count()
-        page.screenshot(path=str(out))
-        browser.close()
-    return {
-        "errors": errors,
-        "images": set(images),
-        "segment_rows": rows,
-        "validation_rows": validation_rows,
-        "boxes": boxes,
-        "viewport_height": 1600,
-        "png": out.read_bytes(),
-    }
 
 
 @pytest.fixture(scope="module")

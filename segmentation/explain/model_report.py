@@ -20,6 +20,7 @@ from segmentation.modeling import clustering, model_selection
 from segmentation.modeling.validation import Validation
 from segmentation.runtime import tracking
 from segmentation.storage import files, tables
+from segmentation.value.segments import SegmentValue
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def write_report(
     names: Mapping[int, str],
     validation: Validation | None = None,
     labels: Mapping[str, LevelLabel] | None = None,
+    value: Sequence[SegmentValue] | None = None,
 ) -> str:
     """The HTML report, logged to MLflow and written under ``<warehouse>/reports/``.
 
@@ -158,6 +160,7 @@ def write_report(
             pictures=explained.pictures,
             created_at=dt.datetime.now(dt.UTC).replace(microsecond=0), notes=explained.notes,
             validation=validation, selection=selection, labels=dict(labels or {}),
+            value=value,
         )
     )  # fmt: skip
     name = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from segmentation.explain.rules import RuleExplanation
 from segmentation.features.levels import LevelLabel, display_name
 from segmentation.modeling import model_selection
 from segmentation.modeling.validation import Measure, Validation
+from segmentation.value.segments import SegmentValue
 
 
 @dataclass
@@ -45,6 +46,8 @@ class ReportData:
     selection: model_selection.KSelection | None = None
     labels: Mapping[str, LevelLabel] = field(default_factory=dict)
     """Raw labels of level columns, shown beside the column names."""
+    value: Sequence[SegmentValue] | None = None
+    """Each segment's customer value (None: no ``customer_value`` for this date)."""
 
     def feature(self, name: str) -> str:
         """A feature's name as the report shows it (with its raw label), HTML-escaped."""
@@ -114,6 +117,7 @@ def render_html(data: ReportData) -> str:
 {notes}
 <h2>Segments</h2>
 {_segments_html(data)}
+{_value_html(data)}
 <h2>Pictures</h2>
 {_pictures_html(data)}
 <h2>Rules</h2>
@@ -151,6 +155,24 @@ def _segments_html(data: ReportData) -> str:
     return f"""<table id="segments"><thead><tr><th>id</th><th>name</th><th>customers</th>
 <th>share</th><th>strongest traits (vs population)</th><th>rules (decision tree)</th></tr>
 </thead><tbody>{"".join(seg_rows)}</tbody></table>"""
+
+
+def _value_html(data: ReportData) -> str:
+    """Each segment's expected customer value (``customer_value``), when there is one."""
+    if data.value is None:
+        return ""
+    rows = "".join(
+        f"<tr><td class=num>{v.segment_id}</td><td>{_e(data.names.get(v.segment_id, '?'))}</td>"
+        f"<td class=num>{v.customers:,}</td><td class=num>{v.mean_clv:,.2f}</td>"
+        f"<td class=num>{v.total_clv:,.0f}</td><td class=num>{v.mean_p_alive:.2f}</td>"
+        f"<td class=num>{v.share_of_value:.1%}</td></tr>"
+        for v in data.value
+    )
+    return (
+        '<h3>Customer value</h3><table id="value"><thead><tr><th>id</th><th>segment</th>'
+        "<th>customers</th><th>mean expected CLV</th><th>total expected CLV</th>"
+        f"<th>mean P(alive)</th><th>share of value</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _pictures_html(data: ReportData) -> str:

@@ -11,7 +11,9 @@ spend is then infinite).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,31 +79,10 @@ def fit(summary: DataFrame, vc: ValueConfig, *, customers: int | None = None) ->
     x, t_x, big_t, w = (np.array([r[i] for r in grouped], dtype=np.float64) for i in range(4))
     counts = btyd.fit_counts(vc.model, x, t_x, big_t, w)
     _check_converged(counts, vc)
-    spend_rows = used.where(F.col("x") > 0).select("x", "repeat_value", "flag").collect()
-    usable = [(r["x"], r["repeat_value"]) for r in spend_rows if r["flag"] != NON_POSITIVE_SPEND]
-    bad = len(spend_rows) - len(usable)
-    if len(usable) < vc.min_repeat_buyers:
-        raise InputError(
-            f"{len(usable)} repeat buyer(s) with a positive repeat spend ({bad} with a "
-            f"non-positive {vc.spend} repeat spend): Gamma-Gamma needs at least "
-            f"{vc.min_repeat_buyers} (value.min_repeat_buyers). Customers who buy once cannot "
-            "tell the model how spend varies; use a longer history or value.spend: gross"
-        )
-    sx = np.array([u[0] for u in usable], dtype=np.float64)
-    sm = np.array([u[1] for u in usable], dtype=np.float64)
-    spend = btyd.fit_spend(sx, sm)
-    at_boundary = not spend.converged and spend["p"] > SPEND_BOUNDARY_P
-    if not at_boundary:
-        _check_converged(spend, vc)
-    if spend["q"] <= 1:
-        raise InputError(
-            f"Gamma-Gamma estimated q = {spend['q']:.3f} <= 1: the model's mean spend is "
-            "infinite, so no expected order value exists; the spend is too heavy-tailed for "
-            "Gamma-Gamma (look for outliers in the amounts, or use value.spend: gross)"
-        )
+    spend, sx, sm, bad = _fit_spend(used, vc)
     corr = float(np.corrcoef(sx, sm)[0, 1]) if len(sx) > 2 and sm.std() > 0 else 0.0
     notes = _notes(vc, share, bad, corr)
-    if at_boundary:
+    if "boundary" in spend.notes:
         notes.insert(0, (
             f"Gamma-Gamma reached its boundary (p = {spend['p']:.3g} -> infinity): each "
             "customer's spend varies far less between purchases than across customers, so a "
@@ -115,7 +96,39 @@ def fit(summary: DataFrame, vc: ValueConfig, *, customers: int | None = None) ->
         time_unit=vc.time_unit, horizon_periods=vc.horizon_periods, margin=vc.margin,
         discount_rate=vc.discount_rate, spend_basis=vc.spend,
     )  # fmt: skip
-    return FittedValue(counts, spend, model, n, len(usable), share, bad, corr, notes)
+    return FittedValue(counts, spend, model, n, len(sx), share, bad, corr, notes)
+
+
+def _fit_spend(used: DataFrame, vc: ValueConfig) -> tuple[btyd.Fit, np.ndarray, np.ndarray, int]:
+    """Gamma-Gamma on the repeat buyers with a positive repeat spend: the fit, their ``x`` and
+    mean repeat values, and how many were left out (non-positive spend)."""
+    spend_rows = used.where(F.col("x") > 0).select("x", "repeat_value", "flag").collect()
+    usable = [(r["x"], r["repeat_value"]) for r in spend_rows if r["flag"] != NON_POSITIVE_SPEND]
+    bad = len(spend_rows) - len(usable)
+    if len(usable) < vc.min_repeat_buyers:
+        raise InputError(
+            f"{len(usable)} repeat buyer(s) with a positive repeat spend ({bad} with a "
+            f"non-positive {vc.spend} repeat spend): Gamma-Gamma needs at least "
+            f"{vc.min_repeat_buyers} (value.min_repeat_buyers). Customers who buy once cannot "
+            "tell the model how spend varies; use a longer history or value.spend: gross"
+        )
+    sx = np.array([u[0] for u in usable], dtype=np.float64)
+    sm = np.array([u[1] for u in usable], dtype=np.float64)
+    spend = btyd.fit_spend(sx, sm)
+    if spend["p"] > SPEND_BOUNDARY_P:
+        spend = dataclasses.replace(
+            spend, std_errors=dict.fromkeys(spend.estimates, math.nan), converged=False,
+            notes=("boundary",),
+        )  # fmt: skip
+    else:
+        _check_converged(spend, vc)
+    if spend["q"] <= 1:
+        raise InputError(
+            f"Gamma-Gamma estimated q = {spend['q']:.3f} <= 1: the model's mean spend is "
+            "infinite, so no expected order value exists; the spend is too heavy-tailed for "
+            "Gamma-Gamma (look for outliers in the amounts, or use value.spend: gross)"
+        )
+    return spend, sx, sm, bad
 
 
 def _check_converged(result: btyd.Fit, vc: ValueConfig) -> None:

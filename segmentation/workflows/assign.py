@@ -13,7 +13,8 @@ from segmentation.modeling import champion as champions
 from segmentation.modeling import clustering
 from segmentation.runtime import timing, tracking
 from segmentation.storage import publishing, tables
-from segmentation.workflows import build_features
+from segmentation.value import segments as value_segments
+from segmentation.workflows import build_features, value
 
 JOB = "assign_segments"
 
@@ -26,6 +27,8 @@ class AssignResult:
     features_reused: bool
     publication: publishing.Publication
     rejected: dict[str, int] = field(default_factory=dict)
+    value: list[value_segments.SegmentValue] | None = None
+    """Each segment's customer value (None: no ``customer_value`` of this date)."""
 
 
 def run(spark: SparkSession, cfg: AppConfig) -> AssignResult:
@@ -67,6 +70,9 @@ def run(spark: SparkSession, cfg: AppConfig) -> AssignResult:
                 pub = publishing.publish(
                     spark, cfg.storage, cfg.drift, scored, job=JOB, first=first
                 )
+            values = value.values(spark, cfg)
+            by_value = None if values is None else value_segments.segment_values(
+                assigned, champion.names, tc.registered_model, values)  # fmt: skip
         finally:
             assigned.unpersist()
             features.unpersist()
@@ -75,7 +81,7 @@ def run(spark: SparkSession, cfg: AppConfig) -> AssignResult:
     return AssignResult(
         run_id=run_id, model_name=tc.registered_model, model_version=champion.version,
         features_reused=computed is None, publication=pub,
-        rejected=computed.rejected_counts if computed else {},
+        rejected=computed.rejected_counts if computed else {}, value=by_value,
     )  # fmt: skip
 
 

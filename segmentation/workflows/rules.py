@@ -16,6 +16,8 @@ from segmentation.inputs import customers as customers_dim
 from segmentation.modeling import rulesets
 from segmentation.runtime import tracking
 from segmentation.storage import drift, publishing, tables
+from segmentation.value import segments as value_segments
+from segmentation.workflows import value
 
 log = logging.getLogger(__name__)
 JOB = "rule_segments"
@@ -33,6 +35,8 @@ class RuleSegmentsResult:
     """Customers without a purchase up to as_of (segment ``rfm.no_purchase_segment``)."""
     dimension: customers_dim.DimensionMatch | None = None
     """How many of the snapshot's customers the customers dimension holds (B2B tiers)."""
+    value: dict[str, list[value_segments.SegmentValue]] = field(default_factory=dict)
+    """Each segment's customer value, per segmentation (when ``customer_value`` has the date)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,13 @@ def run(spark: SparkSession, cfg: AppConfig) -> RuleSegmentsResult:
                 result.publications[rule_set.model_name] = _publish(
                     spark, cfg, rule_set, features, experiment_id, scored_at, result, shared_psi
                 )
+            values = value.values(spark, cfg)
+            if values is not None:
+                result.value = {
+                    r.model_name: value_segments.segment_values(
+                        r.assigned, r.names, r.model_name, values)
+                    for r in todo
+                }  # fmt: skip
         finally:
             for df in [features, *[r.assigned for r in todo]]:
                 df.unpersist()

@@ -264,7 +264,7 @@ def _report(
                                    fitted.customers),
         selection=fitted.selection, features=fitted.model.scaling.features,
         profiles=fitted.profiles, names=fitted.names, validation=fitted.validation,
-        labels=labels,
+        labels=labels, value=fitted.value,
     )  # fmt: skip
 
 

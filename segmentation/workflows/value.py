@@ -12,10 +12,8 @@ With ``score_only`` the version under the alias scores the date, without refitti
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
-from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -26,29 +24,11 @@ from segmentation.runtime import timing, tracking
 from segmentation.storage import tables
 from segmentation.value import backtest, fitting, scoring, segments, summary
 from segmentation.workflows import value_records
+from segmentation.workflows.value_records import ValueResult
 
 log = logging.getLogger(__name__)
 JOB = "customer_value"
 MODEL_JSON = "value/model.json"
-
-
-@dataclass
-class ValueResult:
-    """What a value run did (printed by ``summaries.value``)."""
-
-    as_of: dt.date
-    run_id: str
-    model_name: str
-    model_version: int
-    promoted: bool
-    totals: segments.Totals
-    fitted: fitting.FittedValue | None = None
-    """None when the version under the alias scored the date (``score_only``)."""
-    backtest: backtest.Backtest | None = None
-    by_segment: dict[str, list[segments.SegmentValue]] = field(default_factory=dict)
-    table_versions: dict[str, int] = field(default_factory=dict)
-    paths: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 def tracking_config(cfg: AppConfig) -> TrackingConfig:
@@ -92,7 +72,7 @@ def _fit_and_score(
         checked = backtest.run(days, vc, as_of=as_of)
     value_records.record_fit(cfg, fitted, checked)
     tracking.log_text(fitted.model.to_json(), MODEL_JSON)
-    uri, version = tracking.log_python_model(
+    _, version = tracking.log_python_model(
         functools.partial(scoring.predict, fitted.model), registered_model=vc.model_name,
         requirements=value_records.REQUIREMENTS,
     )  # fmt: skip
@@ -112,7 +92,8 @@ def _fit_and_score(
     result = _result(spark, cfg, scored, lineage, promoted=tc.promote, versions=versions)
     result.fitted, result.backtest = fitted, checked
     result.notes = list(fitted.notes)
-    result.paths = {"model_uri": uri, **value_records.report(cfg, result)}
+    result.paths = {"model_uri": f"models:/{vc.model_name}/{version}",
+                    **value_records.report(cfg, result)}  # fmt: skip
     return result
 
 

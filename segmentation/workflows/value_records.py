@@ -4,8 +4,8 @@ score rows, the totals, each segment's value, and the HTML report."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,9 +18,6 @@ from segmentation.runtime import tracking
 from segmentation.storage import files, tables
 from segmentation.value import backtest, fitting, scoring, segments
 
-if TYPE_CHECKING:
-    from segmentation.workflows.value import ValueResult
-
 REQUIREMENTS = (f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
                 f"scipy=={scipy.__version__}")  # fmt: skip
 
@@ -32,6 +29,25 @@ class Champion:
     version: int
     run_id: str
     model: scoring.ValueModel
+
+
+@dataclass
+class ValueResult:
+    """What a value run did (printed by ``summaries.value``)."""
+
+    as_of: dt.date
+    run_id: str
+    model_name: str
+    model_version: int
+    promoted: bool
+    totals: segments.Totals
+    fitted: fitting.FittedValue | None = None
+    """None when the version under the alias scored the date (``score_only``)."""
+    backtest: backtest.Backtest | None = None
+    by_segment: dict[str, list[segments.SegmentValue]] = field(default_factory=dict)
+    table_versions: dict[str, int] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def by_segment(

@@ -8,6 +8,7 @@ from segmentation.workflows.assign import AssignResult
 from segmentation.workflows.build_features import counts_text
 from segmentation.workflows.rules import RuleSegmentsResult
 from segmentation.workflows.summaries.common import publication_lines
+from segmentation.workflows.summaries.value import by_segment_lines
 
 
 def assignment(result: AssignResult, cfg: AppConfig) -> str:
@@ -32,6 +33,8 @@ def assignment(result: AssignResult, cfg: AppConfig) -> str:
         n = pub.sizes.get(sid, 0)
         share = n / pub.customers if pub.customers else 0.0
         lines.append(f"{sid:>3}  {pub.names[sid][:40]:<40} {n:>9} {share:>6.1%}")
+    if result.value is not None:
+        lines += by_segment_lines({result.model_name: result.value})
     lines += ["", f"Tables (Delta) under {cfg.storage.warehouse}/:"]
     lines += [f"  {n:<27} version {v}" for n, v in pub.table_versions.items()]
     lines.append(f"MLflow: run {result.run_id} in experiment '{cfg.tracking.experiment}'")
@@ -72,5 +75,6 @@ def rules(result: RuleSegmentsResult, cfg: AppConfig) -> str:
             )
     for name, reason in result.skipped.items():
         lines.append(f"{name}: skipped ({reason})")
+    lines += by_segment_lines(result.value)
     lines.append(f"MLflow: run {result.run_id} in experiment '{cfg.tracking.experiment}'")
     return "\n".join(lines)
