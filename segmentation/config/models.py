@@ -78,6 +78,7 @@ from segmentation.config.types import (
     _require,
     _Section,
     join_path,
+    strip_blank,
 )
 from segmentation.config.value import ValueConfig
 
@@ -147,9 +148,10 @@ class GeneratorConfig(_Section):
 
 
 def normalise_level(value: str) -> str:
-    """A level as the reader normalises the data's values: spaces trimmed, lower case (what
-    Spark's ``lower(trim(x))`` gives), so configured levels match the data's."""
-    return value.strip(" ").lower()
+    """A level as the reader normalises the data's values: blanks trimmed (every Unicode space,
+    control and format character: ``types.strip_blank``), lower case, so configured levels
+    match the data's."""
+    return strip_blank(value).lower()
 
 
 class FeatureConfig(_Section):

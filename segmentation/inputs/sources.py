@@ -6,9 +6,10 @@ this module sees the canonical columns of ``CANONICAL_SCHEMA``.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation.config import CustomersSourceConfig, EventSourceConfig, SurveySourceConfig
+from segmentation.config.types import strip_blank
 from segmentation.errors import InputError, TableError
 from segmentation.inputs import parsing
 from segmentation.storage import delta_tables, tables
@@ -155,9 +157,39 @@ def check_source(source: EventSourceConfig, path: str) -> pa.Schema | None:
             schema = pads.dataset(path, format="parquet", partitioning="hive").schema
         except (OSError, pa.ArrowInvalid) as exc:
             raise InputError(f"input path {path} is not readable as Parquet: {exc}") from exc
+    elif source.format == "csv" and "://" not in path:
+        header = csv_header(path, source.options)
+        if header is not None:
+            _check_columns(source, dict.fromkeys(header, "string"), path)
     if schema is not None:
         _check_columns(source, {f.name: _family_arrow(f.type) for f in schema}, path)
     return schema
+
+
+def csv_header(path: str, options: Mapping[str, str]) -> list[str] | None:
+    """The column names of a local CSV input (its first file's first line, read with the
+    configured ``sep``, ``quote`` and ``encoding``), so a wrong column name is found before
+    Spark starts; None when there is no header line to read (``header: false``, no file)."""
+    if str(options.get("header", "true")).lower() != "true":
+        return None
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, f) for root, _, names in os.walk(path) for f in names
+        if not f.startswith((".", "_"))
+    )  # fmt: skip
+    if not files:
+        return None
+    encoding = options.get("encoding", options.get("charset", "utf-8"))
+    try:
+        with open(files[0], encoding=encoding, newline="") as handle:
+            first = handle.readline()
+    except (OSError, LookupError, UnicodeDecodeError) as exc:
+        raise InputError(f"input path {path}: cannot read its CSV header ({exc})") from exc
+    sep, quote = options.get("sep", options.get("delimiter", ",")), options.get("quote", '"')
+    if len(sep) != 1 or len(quote) > 1:
+        return None  # a multi-character separator: Spark checks the names when it reads
+    if not quote:
+        return next(csv.reader([first], delimiter=sep, quoting=csv.QUOTE_NONE), None)
+    return next(csv.reader([first], delimiter=sep, quotechar=quote), None)
 
 
 def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> EventSource:
@@ -177,9 +209,9 @@ def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> Ev
     families = {f.name: spark_family(f.dataType) for f in raw.schema.fields}
     _check_columns(source, families, path)
     mapped = source.columns.mapped()
-    fields = {f.name.lower(): f for f in raw.schema.fields}
-    columns = {c: F.col(f"`{fields[user.lower()].name}`") for c, user in mapped.items()}
-    types = {c: fields[user.lower()].dataType for c, user in mapped.items()}
+    fields = {header_key(f.name): f for f in raw.schema.fields}
+    columns = {c: F.col(f"`{fields[header_key(user)].name}`") for c, user in mapped.items()}
+    types = {c: fields[header_key(user)].dataType for c, user in mapped.items()}
     values, issues, rejected = _canonical(columns, types, source)
     checked = raw.select(
         *[values[c].alias(c) for c in CANONICAL_SCHEMA.names],
@@ -269,27 +301,64 @@ def read_raw(
     """
     try:
         if source.format == "delta":
-            return delta_tables.read(spark, path)
-        reader = spark.read.options(**dict(source.options))
-        if source.format == "csv":
-            return reader.option("header", source.options.get("header", "true")).csv(path)
-        if source.format == "json":
-            return reader.json(path)
-        return reader.parquet(path)
+            raw = delta_tables.read(spark, path)
+        else:
+            reader = spark.read.options(**dict(source.options))
+            if source.format == "csv":
+                raw = reader.option("header", source.options.get("header", "true")).csv(path)
+            elif source.format == "json":
+                raw = reader.json(path)
+            else:
+                raw = reader.parquet(path)
     except AnalysisException as exc:
         raise InputError(f"cannot read input path {path} as {source.format}: {exc}") from exc
     except TableError as exc:
         raise InputError(f"cannot read input path {path}: {exc}") from exc
+    return _trimmed_names(raw, path)
+
+
+def _trimmed_names(raw: DataFrame, path: str) -> DataFrame:
+    """The columns renamed without leading or trailing blanks (a hand-edited CSV header
+    ``customer_id, event_time``), so every mapping matches them; two names that become one
+    are an error naming both."""
+    names = {c: strip_blank(c) for c in raw.columns}
+    if all(old == new for old, new in names.items()):
+        return raw
+    seen: dict[str, str] = {}
+    for old, new in names.items():
+        if new.lower() in seen:
+            raise InputError(
+                f"input path {path}: columns {seen[new.lower()]!r} and {old!r} are the same "
+                "name once leading and trailing blanks are removed; rename one"
+            )
+        seen[new.lower()] = old
+    return raw.select(*[F.col(f"`{old}`").alias(new) for old, new in names.items()])
+
+
+def header_key(name: str) -> str:
+    """How a column name is matched to its mapping: blanks trimmed, case ignored (a
+    hand-edited CSV header ``customer_id, event_time`` still maps ``event_time``)."""
+    return strip_blank(name).lower()
+
+
+def columns_text(names: Iterable[str]) -> str:
+    """The input's column names for an error message, quoted, with a note when some carry
+    leading or trailing blanks (which matching ignores, but a reader should know about)."""
+    names = sorted(names)
+    text = ", ".join(repr(n) for n in names)
+    if any(strip_blank(n) != n for n in names):
+        text += " (some carry leading or trailing whitespace, which matching ignores)"
+    return text
 
 
 def _check_columns(source: EventSourceConfig, families: dict[str, str], path: str) -> None:
-    by_lower = {name.lower(): family for name, family in families.items()}
+    by_key = {header_key(name): family for name, family in families.items()}
     for canonical, user in source.columns.mapped().items():
-        family = by_lower.get(user.lower())
+        family = by_key.get(header_key(user))
         if family is None:
             raise InputError(
                 f"column '{user}' (config key input.events.columns.{canonical}) is not in "
-                f"{path}; its columns are: {', '.join(sorted(families))}"
+                f"{path}; its columns are: {columns_text(families)}"
             )
         expected = _EXPECTED.get(canonical)
         if expected == _NUMERIC and family not in ("numeric", "string"):
@@ -327,10 +396,14 @@ def _event_type(column: Column | None, source: EventSourceConfig, amount: Column
         untyped: Column = F.lit(True)
     else:
         value = F.lower(parsing.blank_is_null(column))
+
+        def listed(values: tuple[str, ...]) -> Column:
+            return value.isin(*[strip_blank(v).lower() for v in values])
+
         kind = (
-            F.when(value.isin(*[t.lower() for t in types.order]), F.lit(ORDER))
-            .when(value.isin(*[t.lower() for t in types.return_]), F.lit(RETURN))
-            .when(value.isin(*[t.lower() for t in types.visit]), F.lit(VISIT))
+            F.when(listed(types.order), F.lit(ORDER))
+            .when(listed(types.return_), F.lit(RETURN))
+            .when(listed(types.visit), F.lit(VISIT))
             .otherwise(F.lit(OTHER))
         )
         untyped = value.isNull()

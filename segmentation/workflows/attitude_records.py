@@ -131,6 +131,8 @@ def record_training(cfg: AppConfig, fitted: Fitted, congruence: Sequence[float] 
          "n_factors": an.n_factors, "n_factors_kaiser": an.parallel.kaiser,
          "n_factors_parallel": an.parallel.n_factors, "chosen_k": sel.chosen_k,
          **{f"excluded_{r}": n for r, n in ch.exclusions.items()},
+         **{f"declined_{i}": n for i, n in ch.declined.items()},
+         **{f"invalid_answers_{i}": n for i, n in ch.invalid_answers.items()},
          **{f"explained_variance_{n.label}": float(v)
             for n, v in zip(an.names, an.solution.variance, strict=True)}}
     )  # fmt: skip

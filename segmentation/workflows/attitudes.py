@@ -66,6 +66,10 @@ class AttitudesResult:
     congruence: list[float] | None = None
     paths: dict[str, str] = field(default_factory=dict)
     publication: publishing.Publication | None = None
+    declined: dict[str, int] = field(default_factory=dict)
+    """No-answer labels (``Don't know``...) read as missing answers, by item."""
+    invalid_answers: dict[str, int] = field(default_factory=dict)
+    """Answers outside the scale or other text read as missing (``invalid_answers: missing``)."""
 
 
 def tracking_config(cfg: AppConfig) -> TrackingConfig:
@@ -253,7 +257,8 @@ def _record_and_write(
         selection=fitted.selection,
         segments=records.segment_summaries(fitted.profiles, fitted.names, fitted.space.factors),
         table_versions=versions, ari_vs_truth=ari, congruence=congruence, paths=paths,
-        publication=publication,
+        publication=publication, declined=dict(fitted.checked.declined),
+        invalid_answers=dict(fitted.checked.invalid_answers),
     )  # fmt: skip
 
 

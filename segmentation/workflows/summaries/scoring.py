@@ -61,6 +61,11 @@ def rules(result: RuleSegmentsResult, cfg: AppConfig) -> str:
             lines += [f"    {e.text()}" for e in result.rfm_empty_scores]
     if result.dimension is not None:
         lines.append(f"  B2B tiers: {result.dimension.text()}")
+    for what, n in sorted(result.unparseable.items()):
+        lines.append(
+            f"  {n:,} value(s) of {what} cannot be read (e.g. 'n/a', 'many'): not counted as "
+            "such; ranges like 51-200 count as their lower bound, 1,000 as 1000"
+        )
     for name, pub in result.publications.items():
         lines += ["", f"{name} (version {pub.model_version}): {pub.customers} customers"]
         for sid in sorted(pub.names):

@@ -211,6 +211,17 @@ def attitudes(result: AttitudesResult, cfg: AppConfig) -> str:
         f"{an.parallel.kaiser}; eigenvalues "
         + ", ".join(f"{v:.2f}" for v in an.parallel.observed[: an.n_factors + 2]),
     ]
+    if result.declined:
+        lines.append(
+            "  no-answer labels read as missing answers (attitudes.items.missing_answers): "
+            + ", ".join(f"{i} {n:,}" for i, n in sorted(result.declined.items()))
+        )
+    if result.invalid_answers:
+        lines.append(
+            "  invalid answers read as missing (attitudes.items.invalid_answers: "
+            "missing): "
+            + ", ".join(f"{i} {n:,}" for i, n in sorted(result.invalid_answers.items()))
+        )
     for name, variance in zip(an.names, an.solution.variance, strict=True):
         lines.append(f"    {name.full}: {variance:.1%} of the items' variance")
     if result.congruence is not None:
