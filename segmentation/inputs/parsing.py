@@ -236,10 +236,8 @@ def event_time(
     Raises:
         InputError: a numeric column without an epoch format (names the config key).
     """
-    if timestamp_format == "epoch_seconds":
-        return F.timestamp_seconds(column.try_cast("double"))
-    if timestamp_format == "epoch_millis":
-        return F.timestamp_millis(column.try_cast("long"))
+    if timestamp_format in EPOCH_UNITS:
+        return epoch(column, timestamp_format)
     if isinstance(data_type, T.TimestampType):
         return column
     if isinstance(data_type, T.TimestampNTZType | T.DateType):
@@ -256,6 +254,34 @@ def event_time(
         return parsed if zoned else wall_clock(parsed, time_zone)
     parsed = F.try_to_timestamp(text)
     return F.when(text.rlike(_ZONE_SUFFIX), parsed).otherwise(wall_clock(parsed, time_zone))
+
+
+EPOCH_UNITS = {"epoch_seconds": 1, "epoch_millis": 1_000, "epoch_micros": 1_000_000,
+               "epoch_nanos": 1_000_000_000}  # fmt: skip
+# Instants Spark can hold: years 0001 to 9999, in seconds since 1970.
+_EPOCH_RANGE = (-62_135_596_800, 253_402_300_799)
+
+
+def epoch(column: Column, unit: str) -> Column:
+    """The instant of an epoch number in ``unit`` (seconds, milliseconds, micro- or
+    nanoseconds since 1970-01-01 UTC), at microsecond precision (Spark's), or null when it
+    cannot be a time in that unit (beyond year 9999, NaN, text): quarantined as
+    ``invalid_event_time`` rather than ending the job with a long overflow (a nanosecond value
+    read as milliseconds)."""
+    per_second = EPOCH_UNITS[unit]
+    x = column.try_cast("double")
+    low, high = _EPOCH_RANGE
+    plausible = (x >= F.lit(float(low * per_second))) & (x <= F.lit(float(high * per_second)))
+    plausible = plausible & ~F.isnan(x)
+    if per_second == 1:
+        return F.when(plausible, F.timestamp_seconds(x))
+    # Only plausible values reach the arithmetic, so no product can overflow.
+    exact = F.when(plausible, column.try_cast("long"))
+    if per_second <= 1_000_000:
+        micros = exact * F.lit(1_000_000 // per_second)
+    else:  # exact integer division (a double would lose the microseconds of a 19-digit value)
+        micros = F.floor(exact.cast("decimal(20,0)") / F.lit(per_second // 1_000_000))
+    return F.timestamp_micros(micros.cast("long"))
 
 
 def wall_clock(timestamp: Column, time_zone: str) -> Column:

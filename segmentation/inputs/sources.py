@@ -40,6 +40,9 @@ _EXPECTED = {"amount": _NUMERIC, "quantity": _NUMERIC, "discount": _NUMERIC}
 
 ISSUE = "_issue"
 """The parse issue of an event (a quarantine reason), carried to ``quality.split_events``."""
+RAW = "raw_values"
+"""The user's text of every mapped column (canonical name -> text), on rows whose values could
+not all be read: what ``rejected_events`` shows, so the user finds the value to fix."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class EventSource:
         """
         observation = Observation()
         events = self.checked.observe(observation, *self._count_columns()).select(
-            *CANONICAL_SCHEMA.names, ISSUE
+            *CANONICAL_SCHEMA.names, ISSUE, RAW
         )
         return events, lambda: self._input_counts(observation.get)
 
@@ -204,31 +207,59 @@ def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> Ev
         InputError: the path is unreadable, or a mapped column is missing or of a wrong type;
             the message names the path or the column and its config key.
     """
-    check_source(source, path)
+    arrow = check_source(source, path)
     raw = read_raw(spark, source, path)
-    families = {f.name: spark_family(f.dataType) for f in raw.schema.fields}
+    longs = {f.name for f in raw.schema.fields if isinstance(f.dataType, T.LongType)}
+    # Only where Spark read the column as the nanoseconds it holds (INT96 is read as a time).
+    nanos = {name: utc for name, utc in _nanosecond_times(arrow).items() if name in longs}
+    families = {f.name: "timestamp" if f.name in nanos else spark_family(f.dataType)
+                for f in raw.schema.fields}  # fmt: skip
     _check_columns(source, families, path)
     mapped = source.columns.mapped()
     fields = {header_key(f.name): f for f in raw.schema.fields}
     columns = {c: F.col(f"`{fields[header_key(user)].name}`") for c, user in mapped.items()}
     types = {c: fields[header_key(user)].dataType for c, user in mapped.items()}
-    values, issues, rejected = _canonical(columns, types, source)
+    user_time = fields[header_key(mapped["event_time"])].name
+    values, issues, rejected = _canonical(columns, types, source, nanos.get(user_time))
+    unreadable = F.coalesce(*issues).isNotNull() | values["event_time"].isNull()
+    unreadable = unreadable | values["customer_id"].isNull() | values["amount"].isNull()
+    raw_text = F.create_map(
+        *[x for c, col in columns.items() for x in (F.lit(c), col.cast("string"))]
+    )
     checked = raw.select(
         *[values[c].alias(c) for c in CANONICAL_SCHEMA.names],
         F.coalesce(*issues).alias(ISSUE),
+        F.when(unreadable, raw_text).alias(RAW),
         *_flags(columns, rejected),
     )
     return EventSource(
-        events=checked.select(*CANONICAL_SCHEMA.names, ISSUE), present=frozenset(mapped),
+        events=checked.select(*CANONICAL_SCHEMA.names, ISSUE, RAW), present=frozenset(mapped),
         checked=checked, mapped=mapped, time_zone=source.time_zone,
     )  # fmt: skip
 
 
+def _nanosecond_times(schema: pa.Schema | None) -> dict[str, bool]:
+    """The Parquet columns written as INT64 TIMESTAMP(NANOS) (pandas' default), which Spark
+    reads as the nanoseconds they hold (``spark.sql.legacy.parquet.nanosAsLong``): name ->
+    whether the values are UTC instants (``isAdjustedToUTC``, a time zone in Arrow)."""
+    if schema is None:
+        return {}
+    return {
+        strip_blank(f.name): f.type.tz is not None
+        for f in schema
+        if pa.types.is_timestamp(f.type) and f.type.unit == "ns"
+    }
+
+
 def _canonical(
-    columns: dict[str, Column], types: dict[str, T.DataType], source: EventSourceConfig
+    columns: dict[str, Column],
+    types: dict[str, T.DataType],
+    source: EventSourceConfig,
+    nanos_utc: bool | None = None,
 ) -> tuple[dict[str, Column], list[Column], dict[str, Column]]:
     """The canonical value of every column, the parse issues, and per mapped column the
-    condition under which a present value is rejected."""
+    condition under which a present value is rejected. ``nanos_utc`` (not None): the time
+    column holds Parquet nanosecond timestamps, UTC instants or (False) local times."""
     fmt = parsing.NumberFormat(
         source.decimal_separator, source.thousands_separator, source.currency_symbols
     )
@@ -236,10 +267,14 @@ def _canonical(
     amount = parsing.number(
         columns["amount"], types["amount"], fmt, issue=parsing.UNPARSEABLE_AMOUNT
     )
-    time = parsing.event_time(
-        columns["event_time"], types["event_time"], timestamp_format=source.timestamp_format,
-        time_zone=source.time_zone,
-    )  # fmt: skip
+    if nanos_utc is None:
+        time = parsing.event_time(
+            columns["event_time"], types["event_time"], timestamp_format=source.timestamp_format,
+            time_zone=source.time_zone,
+        )  # fmt: skip
+    else:
+        time = parsing.epoch(columns["event_time"], "epoch_nanos")
+        time = time if nanos_utc else parsing.wall_clock(time, source.time_zone)
     optional = {
         name: _optional_number(columns[name], types[name], fmt, issue=issue)
         for name, issue in (("quantity", parsing.INVALID_QUANTITY),
@@ -371,12 +406,13 @@ def _check_columns(source: EventSourceConfig, families: dict[str, str], path: st
                 f"column '{user}' (input.events.columns.event_time) must be a {_TEMPORAL}, "
                 f"found {family}"
             )
-        if canonical == "event_time" and family == "numeric" and source.timestamp_format not in (
-            "epoch_seconds", "epoch_millis"
+        epochs = tuple(parsing.EPOCH_UNITS)
+        if canonical == "event_time" and family == "numeric" and (
+            source.timestamp_format not in epochs
         ):  # fmt: skip
             raise InputError(
                 f"column '{user}' (input.events.columns.event_time) is numeric: set "
-                "input.events.timestamp_format to epoch_seconds or epoch_millis"
+                f"input.events.timestamp_format to one of {', '.join(epochs)}"
             )
         if canonical == "customer_id" and family not in ("string", "numeric"):
             raise InputError(

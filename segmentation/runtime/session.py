@@ -72,6 +72,10 @@ BASE_CONF = {
     # Spark's _SUCCESS markers would be stray files inside Delta tables.
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.hadoop.parquet.enable.summary-metadata": "false",
+    # pandas and pyarrow write timestamps as INT64 TIMESTAMP(NANOS), which Spark cannot read as
+    # timestamps ([PARQUET_TYPE_ILLEGAL]): read them as the nanoseconds they hold; the readers
+    # turn a mapped time column back into instants (``sources``: its Arrow type says so).
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
 }
 
 

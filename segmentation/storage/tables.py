@@ -80,9 +80,11 @@ TRUTH = Table("segment_truth")
 FEATURES = Table("customer_features", (AS_OF,), evolves=True)
 REJECTED_SCHEMA = T.StructType(
     [*CANONICAL_EVENTS.fields, *_fields((REASON, _S, True), (AS_OF, _DATE, True),
-                                        (RUN_ID, _S, True))]
+                                        (RUN_ID, _S, True),
+                                        ("raw_values", T.MapType(_S, _S), True))]
 )  # fmt: skip
-REJECTED = Table("rejected_events", (AS_OF,), REJECTED_SCHEMA)
+# raw_values arrived after the first release: older tables gain the column on their next write.
+REJECTED = Table("rejected_events", (AS_OF,), REJECTED_SCHEMA, evolves=True)
 MEMBERSHIP_SCHEMA = T.StructType(
     _fields(
         (CUSTOMER_ID, _S, True), (AS_OF, _DATE, True), (SEGMENT_ID, _I, True),

@@ -174,7 +174,7 @@ def _compute_staged(
     )
     rejected_df = split.rejected.select(
         *tables.CANONICAL_EVENTS.names, quality.REASON,
-        F.lit(fc.as_of).alias(tables.AS_OF), F.lit(run_id).alias(tables.RUN_ID),
+        F.lit(fc.as_of).alias(tables.AS_OF), F.lit(run_id).alias(tables.RUN_ID), sources.RAW,
     ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
     rejected = _rejected_counts(rejected_df, counts.rows, max_share=q.max_reject_share)
     duplicates = _count_kept_copies(duplicates, split, counts.rows)
