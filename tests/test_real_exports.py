@@ -13,7 +13,7 @@ import pytest
 
 from segmentation.config import AttitudesConfig, EventSourceConfig
 from segmentation.errors import InputError
-from segmentation.inputs import quality, sources, survey
+from segmentation.inputs import columns, quality, sources, survey
 
 UTC = dt.UTC
 
@@ -117,9 +117,9 @@ def test_header_names_with_spaces_are_matched_and_a_wrong_one_is_named_before_sp
     mapping that names no column fails before Spark starts, the names quoted."""
     path = tmp_path / "spaces.csv"
     path.write_text("customer_id, event_time,\tamount \nc1,2025-01-01,3.5\n")
-    sources.check_source(_source(path, fmt="csv"), str(path))  # no error: names match
+    columns.check_source(_source(path, fmt="csv"), str(path))  # no error: names match
     with pytest.raises(InputError) as err:
-        sources.check_source(_source(path, fmt="csv", amount="total"), str(path))
+        columns.check_source(_source(path, fmt="csv", amount="total"), str(path))
     message = str(err.value)
     assert "'total'" in message and "input.events.columns.amount" in message
     assert "' event_time'" in message and "whitespace" in message

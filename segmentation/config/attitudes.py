@@ -147,6 +147,7 @@ class FactorsConfig(_Section):
     parallel_percentile: Float = 95.0
     name_items: Int = 2
     seed: Int = 42
+    max_item_correlation: Float = 0.95
 
     @property
     def oblique(self) -> bool:
@@ -157,6 +158,10 @@ class FactorsConfig(_Section):
         _require(
             self.n_factors is None or self.n_factors >= 1,
             "attitudes.factors.n_factors must be >= 1 (or null: parallel analysis)",
+        )
+        _require(
+            0.5 < self.max_item_correlation <= 1,
+            "attitudes.factors.max_item_correlation must be in (0.5, 1]",
         )
         _require(
             self.parallel_iterations >= 10, "attitudes.factors.parallel_iterations must be >= 10"

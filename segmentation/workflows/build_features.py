@@ -16,8 +16,8 @@ from segmentation.config import AppConfig
 from segmentation.errors import InputError
 from segmentation.features import behaviour as feat
 from segmentation.features.levels import LevelLabel, level_labels, resolve_levels
+from segmentation.inputs import columns, quality, sources
 from segmentation.inputs import customers as customers_dim
-from segmentation.inputs import quality, sources
 from segmentation.runtime import timing, tracking
 from segmentation.storage import delta_tables, tables
 
@@ -89,7 +89,7 @@ class FeatureSnapshot:
 
 def check_inputs(cfg: AppConfig) -> None:
     """Fail before any Spark work if the events path or a mapped column is missing."""
-    sources.check_source(cfg.input.events, cfg.events_path())
+    columns.check_source(cfg.input.events, cfg.events_path())
 
 
 def run(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
