@@ -7,7 +7,7 @@ from segmentation.config import AppConfig
 from segmentation.workflows.assign import AssignResult
 from segmentation.workflows.build_features import counts_text
 from segmentation.workflows.rules import RuleSegmentsResult
-from segmentation.workflows.summaries.common import publication_lines
+from segmentation.workflows.summaries.common import psi_line, publication_lines
 from segmentation.workflows.summaries.value import by_segment_lines
 
 
@@ -78,6 +78,7 @@ def rules(result: RuleSegmentsResult, cfg: AppConfig) -> str:
                 f"  since {pub.baseline_as_of}: {moves['stayed']} stayed, {moves['moved']} "
                 f"moved, {moves['entered']} entered, {moves['left']} left"
             )
+            lines.append(f"  {psi_line(pub, cfg)}")
     for name, reason in result.skipped.items():
         lines.append(f"{name}: skipped ({reason})")
     lines += by_segment_lines(result.value)
