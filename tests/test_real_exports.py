@@ -10,10 +10,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
 from segmentation.config import AttitudesConfig, EventSourceConfig
 from segmentation.errors import InputError
 from segmentation.inputs import columns, quality, sources, survey
+from tests.conftest import local_config
 
 UTC = dt.UTC
 
@@ -191,3 +193,86 @@ def test_crm_text_in_b2b_attributes_is_read_or_counted(spark):
         "b2b.business_column (is_business)": 1,
         "b2b.employees_column (employee_count)": 1,
     }
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_crm_text_in_every_column_goes_through_every_job_without_an_ansi_error(spark, tmp_path):
+    """The sample exported the way CRMs and survey tools write it: amounts with thousands
+    separators and stray words, event types with no-break spaces, ids with TABs, employee
+    counts as ranges, business flags as B2B/yes, ages as bands, country codes with blanks,
+    Likert answers with Don't know. Features, value, training (composition), rules (B2B
+    tiers) and attitudes run with ANSI on: each finishes, and what it cannot read it counts."""
+    import mlflow
+
+    from segmentation.workflows import attitudes as attitudes_job
+    from segmentation.workflows import build_features, generate, rules, train, value
+
+    base = tmp_path
+    sample = local_config(base, "generator.customers=400", "generator.events=12000")
+    generate.run(spark, sample)
+    events = spark.read.format("delta").load(sample.events_path())
+    messy = events.select(
+        F.concat(F.col("customer_id"), F.when(F.col("event_id").endswith("1"), "\t")
+                 .otherwise("")).alias("Customer ID "),
+        F.date_format("event_time", "yyyy-MM-dd HH:mm:ss").alias("event_time"),
+        F.when(F.col("event_id").endswith("77"), F.lit("n/a"))
+        .otherwise(F.format_number("amount", 2)).alias("amount"),  # 1,234.50
+        F.concat(F.initcap("event_type"), F.lit("\u00a0")).alias("event_type"),
+        "category", "channel", "device", "quantity", "discount", "event_id",
+    )  # fmt: skip
+    messy.coalesce(1).write.option("header", "true").csv(str(base / "events.csv"))
+    customers = spark.read.format("delta").load(sample.storage.table_path("customers"))
+    crm = customers.select(
+        "customer_id",
+        F.concat(F.lit(" "), F.col("country"), F.lit("\t")).alias("country"),
+        F.when(F.col("age").isNull(), "unknown").otherwise(
+            F.concat((F.floor(F.col("age") / 10) * 10).cast("int").cast("string"), F.lit("-"),
+                     (F.floor(F.col("age") / 10) * 10 + 9).cast("int").cast("string"))
+        ).alias("age"),
+        "gender", "os",
+        F.when(F.col("is_business"), "B2B").otherwise("no").alias("is_business"),
+        "industry",
+        F.when(F.col("employee_count") > 1000, F.format_number("employee_count", 0))
+        .when(F.col("employee_count") > 50, F.lit("51-200"))
+        .when(F.col("employee_count").isNotNull(), F.lit("many")).alias("employee_count"),
+    )  # fmt: skip
+    crm.coalesce(1).write.option("header", "true").csv(str(base / "customers.csv"))
+    survey_df = spark.read.format("delta").load(sample.survey_path())
+    item = survey_generator_items()[0]
+    answered = survey_df.withColumn(
+        item, F.when(F.col("customer_id").endswith("3"), F.lit("Don't know"))
+        .otherwise(F.col(item).cast("string"))
+    )  # fmt: skip
+    answered.coalesce(1).write.option("header", "true").csv(str(base / "survey.csv"))
+    csv = 'options={"header": "true"}'
+    cfg = local_config(
+        base, f"input.events.path={base / 'events.csv'}", "input.events.format=csv",
+        f"input.events.{csv}", "input.events.columns.customer_id=customer id",
+        "input.events.thousands_separator=','", f"input.customers.path={base / 'customers.csv'}",
+        "input.customers.format=csv", f"input.customers.{csv}",
+        f"attitudes.survey.path={base / 'survey.csv'}", "attitudes.survey.format=csv",
+        f"attitudes.survey.{csv}", "training.k_max=4", "training.n_init=1",
+        "validation.bootstrap_samples=3", "attitudes.clustering.k_max=4",
+        "quality.max_reject_share=0.2",
+    )  # fmt: skip
+    try:
+        features = build_features.run(spark, cfg)
+        assert features.rejected.get("unparseable_amount", 0) > 0  # the "n/a" amounts
+        assert features.customers > 300
+        value.run(spark, cfg)
+        trained = train.run(spark, cfg)
+        assert trained.dimension is not None and trained.dimension.share > 0.9
+        ruled = rules.run(spark, cfg)
+        assert ruled.unparseable.get("b2b.employees_column (employee_count)", 0) > 0
+        assert "b2b_tiers" in ruled.publications
+        attitude = attitudes_job.run(spark, cfg)
+        assert attitude.declined.get(item, 0) > 0
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def survey_generator_items() -> tuple[str, ...]:
+    from segmentation.sample import survey_generator
+
+    return survey_generator.ITEM_NAMES
