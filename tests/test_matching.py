@@ -7,7 +7,13 @@ import math
 import pytest
 
 from segmentation.modeling.clustering import Scaling
-from segmentation.modeling.matching import KnownSegment, match_segments, scaled_point
+from segmentation.modeling.matching import (
+    KnownSegment,
+    Overlap,
+    match_segments,
+    pair_by_members,
+    scaled_point,
+)
 
 FEATURES = ("recency_days", "frequency")
 # Old model: log1p on both features, its own means and stds.
@@ -155,3 +161,13 @@ def test_member_overlap_decides_with_the_jaccard_of_the_members():
     assert "members overlap (Jaccard) 0.73" in kept.reason
     assert other.previous_id is None and other.agreement == pytest.approx(0.1)
     assert m.retired == (1, 4)
+
+
+def test_backtest_clusters_take_the_ids_whose_members_they_share():
+    """Jaccard by hand: cluster 0 and segment 9 share 8 of 10 + 9 - 8 = 11 customers (0.727),
+    cluster 1 and segment 7 share 4 of 5 + 6 - 4 = 7 (0.571); the other pairing sums to
+    1/15 + 0. A segment no customer is in still gets the cluster left over."""
+    overlap = Overlap({(0, 9): 8, (0, 7): 1, (1, 7): 4}, {7: 6, 9: 9})
+    assert pair_by_members({0: 10, 1: 5}, [7, 9], overlap) == {0: 9, 1: 7}
+    empty = Overlap({(0, 1): 3, (1, 2): 3}, {1: 3, 2: 3})
+    assert pair_by_members({0: 3, 1: 3, 2: 3}, [1, 2, 3], empty) == {0: 1, 1: 2, 2: 3}

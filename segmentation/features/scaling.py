@@ -133,12 +133,7 @@ def fit_scaling(
     outlier joins the nearest segment instead of pulling a centre of its own. A feature with
     zero variance gets scale 1 (scaled value 0 everywhere): it cannot influence the segments.
     """
-    missing = [f for f in features if f not in df.columns]
-    if missing:
-        raise InputError(
-            f"clustering feature(s) {missing} (config key training.features) are not columns of "
-            f"customer_features; available: {', '.join(sorted(df.columns))}"
-        )
+    require_columns(df, features)
     chosen = tuple((transforms or {}).get(f, default_transform) for f in features)
     exprs = []
     for i, (feature, transform) in enumerate(zip(features, chosen, strict=True)):
@@ -198,6 +193,16 @@ class NearConstant:
         )
 
 
+def require_columns(df: DataFrame, features: Sequence[str]) -> None:
+    """Raises InputError naming the clustering features that are not columns of ``df``."""
+    missing = [f for f in features if f not in df.columns]
+    if missing:
+        raise InputError(
+            f"clustering feature(s) {missing} (config key training.features) are not columns of "
+            f"customer_features; available: {', '.join(sorted(df.columns))}"
+        )
+
+
 def near_constant(df: DataFrame, features: Sequence[str], *, share: float) -> list[NearConstant]:
     """The features where at least ``share`` of the rows hold one value (their most frequent
     one, ``mode``), measured in two aggregations. A flag or share that almost nobody has is
@@ -205,6 +210,7 @@ def near_constant(df: DataFrame, features: Sequence[str], *, share: float) -> li
     would be shaped around them."""
     if not features:
         return []
+    require_columns(df, features)
     values = [F.col(f"`{f}`").cast("double") for f in features]
     modes = df.agg(*[F.mode(v).alias(f"m{i}") for i, v in enumerate(values)]).first()
     assert modes is not None

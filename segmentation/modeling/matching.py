@@ -121,6 +121,21 @@ def agreement(
     return min(share, previous.share) / max(share, previous.share)
 
 
+def pair_by_members(
+    new_sizes: Mapping[int, int], segment_ids: Sequence[int], overlap: Overlap
+) -> dict[int, int]:
+    """Each new cluster -> the segment id whose members it shares most: Hungarian matching
+    (Kuhn 1955) maximising the summed Jaccard overlap. Every cluster gets an id when there are
+    at least as many ``segment_ids`` as clusters."""
+    clusters, ids = sorted(new_sizes), list(segment_ids)
+    jaccard = [
+        [agreement(c, KnownSegment(s, "", {}), new_sizes, overlap) or 0.0 for s in ids]
+        for c in clusters
+    ]
+    rows, cols = linear_sum_assignment(jaccard, maximize=True)
+    return {clusters[r]: ids[c] for r, c in zip(rows, cols, strict=True)}
+
+
 def _kept_reason(distance: float, agreed: float | None, overlap: Overlap | None) -> str:
     if agreed is None:
         return f"matched: centres {distance:.3f} apart"

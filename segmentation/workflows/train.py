@@ -153,7 +153,7 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
             with timing.stage("train: segment validation"):
                 fitted.validation = model_validation.validate(
                     spark, cfg, sample=fitted.sample, estimator=fitted.estimator,
-                    model=fitted.model, names=fitted.names, features=features,
+                    model=fitted.model, features=features,
                 )  # fmt: skip
         with tracking.run(experiment_id) as run_id:
             if notes:
