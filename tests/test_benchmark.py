@@ -41,16 +41,20 @@ def add_dirt(spark, cfg):
     return 25 + 3 + 4 + 2 + 2 + 5
 
 
+# The smallest size that still has every archetype and every stage (make bench runs 1M-100M).
+EVENTS = 250_000
+
+
 @pytest.fixture(scope="module")
 def quick(spark, tmp_path_factory):
     base = load_config(ROOT / "conf" / "local.yaml")
     workdir = tmp_path_factory.mktemp("bench")
     before = spark.conf.get("spark.sql.shuffle.partitions")
     try:
-        cfg = benchmark.bench_config(base, 1_000_000, workdir)
+        cfg = benchmark.bench_config(base, EVENTS, workdir)
         generate.run(spark, cfg)
         dirt = add_dirt(spark, cfg)
-        result = benchmark.run_size(spark, base, 1_000_000, workdir)
+        result = benchmark.run_size(spark, base, EVENTS, workdir)
         result.checks["dirt"] = dirt
         yield result
     finally:
@@ -59,7 +63,7 @@ def quick(spark, tmp_path_factory):
 
 def test_baseline_and_job_agree_on_features_and_segments(quick):
     c = quick.checks
-    assert quick.customers == 20_000
+    assert quick.customers == 5_000
     assert c["customers_equal"] is True
     assert c["features_missing_in_baseline"] == []
     assert c["features_compared"] == 39
@@ -89,7 +93,7 @@ def test_every_stage_is_timed_and_reported(quick):
     text = benchmark.render_markdown([quick], machine="test machine", command="cmd")
     for name in spark_stages:
         assert f"| {name} |" in text
-    assert "1,000,000 events, 20,000 customers" in text
+    assert "250,000 events, 5,000 customers" in text
 
 
 def test_a_disagreement_is_reported(quick):

@@ -32,8 +32,11 @@ from tools.devcluster import DevCluster, Ports, group_members, spark_home
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+# Cluster against local mode on the same data: few bootstraps (equality, not stability, is
+# what is compared here).
 SIZE = ["generator.customers=1500", "generator.events=45000", "training.k_max=7",
-        "training.n_init=2", "spark.shuffle_partitions=2", "attitudes.enabled=false"]  # fmt: skip
+        "training.n_init=2", "spark.shuffle_partitions=2", "attitudes.enabled=false",
+        "training.selection_bootstrap_samples=3", "validation.bootstrap_samples=3"]  # fmt: skip
 
 
 def free_ports(n: int) -> list[int]:

@@ -34,6 +34,10 @@ def pipeline(tmp_path_factory) -> tuple[Path, list[str]]:
         "--set", "training.k_max=4",
         "--set", "training.n_init=1",
         "--set", "validation.bootstrap_samples=3",
+        "--set", "training.selection_bootstrap_samples=3",
+        "--set", "attitudes.factors.parallel_iterations=20",
+        "--set", "attitudes.clustering.k_max=4",
+        "--set", "attitudes.clustering.selection_bootstrap_samples=3",
         "--set", "spark.master=local[2]",
     ]  # fmt: skip
     outputs = []

@@ -255,6 +255,11 @@ def test_crm_text_in_every_column_goes_through_every_job_without_an_ansi_error(s
         f"attitudes.survey.{csv}", "training.k_max=4", "training.n_init=1",
         "validation.bootstrap_samples=3", "attitudes.clustering.k_max=4",
         "quality.max_reject_share=0.2",
+        # Reading the text is what is tested here: the fewest restarts, bootstraps and random
+        # data sets the jobs accept, and no outcome backtest (it rereads the same events).
+        "training.selection_bootstrap_samples=0", "validation.outcome.mode=none",
+        "attitudes.clustering.selection_bootstrap_samples=0",
+        "attitudes.factors.parallel_iterations=10", "explain.report=false",
     )  # fmt: skip
     try:
         features = build_features.run(spark, cfg)
