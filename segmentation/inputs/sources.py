@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,12 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segmentation.config import CustomersSourceConfig, EventSourceConfig, SurveySourceConfig
+from segmentation.config import (
+    CustomersSourceConfig,
+    EdgesSourceConfig,
+    EventSourceConfig,
+    SurveySourceConfig,
+)
 from segmentation.errors import InputError, TableError
 from segmentation.inputs import parsing
 from segmentation.storage import delta_tables, tables
@@ -160,13 +165,24 @@ def check_source(source: EventSourceConfig, path: str) -> pa.Schema | None:
     return schema
 
 
-def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> EventSource:
+def read_events(
+    spark: SparkSession,
+    source: EventSourceConfig,
+    path: str,
+    *,
+    carry: Sequence[tuple[str, str]] = (),
+) -> EventSource:
     """Read events from ``path`` and map them to ``CANONICAL_SCHEMA`` (``parsing`` reads ids,
     numbers and times as configured in ``input.events``).
 
     A present value that cannot be interpreted (a fractional customer id, an amount not in the
     configured number format, a NaN quantity) gives its row an issue (``ISSUE``), which
     ``quality.split_events`` turns into a quarantine reason.
+
+    Args:
+        carry: (config key, the user's column) pairs of further raw columns to carry, as read,
+            in ``EventSource.checked`` under :func:`carried` names (identity stitching's
+            identifier columns).
 
     Raises:
         InputError: the path is unreadable, or a mapped column is missing or of a wrong type;
@@ -176,6 +192,8 @@ def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> Ev
     raw = read_raw(spark, source, path)
     families = {f.name: spark_family(f.dataType) for f in raw.schema.fields}
     _check_columns(source, families, path)
+    extra = [_raw_column(raw, user, key, path).alias(carried(i))
+             for i, (key, user) in enumerate(carry)]  # fmt: skip
     mapped = source.columns.mapped()
     fields = {f.name.lower(): f for f in raw.schema.fields}
     columns = {c: F.col(f"`{fields[user.lower()].name}`") for c, user in mapped.items()}
@@ -185,11 +203,28 @@ def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> Ev
         *[values[c].alias(c) for c in CANONICAL_SCHEMA.names],
         F.coalesce(*issues).alias(ISSUE),
         *_flags(columns, rejected),
+        *extra,
     )
     return EventSource(
         events=checked.select(*CANONICAL_SCHEMA.names, ISSUE), present=frozenset(mapped),
         checked=checked, mapped=mapped, time_zone=source.time_zone,
     )  # fmt: skip
+
+
+def carried(index: int) -> str:
+    """The name of the ``index``-th carried column in ``EventSource.checked``."""
+    return f"_carry_{index}"
+
+
+def _raw_column(raw: DataFrame, user: str, key: str, path: str) -> Column:
+    by_lower = {f.name.lower(): f.name for f in raw.schema.fields}
+    name = by_lower.get(user.lower())
+    if name is None:
+        raise InputError(
+            f"column '{user}' ({key}) is not in {path}; its columns are: "
+            f"{', '.join(sorted(raw.columns))}"
+        )
+    return F.col(f"`{name}`")
 
 
 def _canonical(
@@ -258,7 +293,7 @@ def _optional_number(
 
 def read_raw(
     spark: SparkSession,
-    source: EventSourceConfig | CustomersSourceConfig | SurveySourceConfig,
+    source: EventSourceConfig | CustomersSourceConfig | SurveySourceConfig | EdgesSourceConfig,
     path: str,
 ) -> DataFrame:
     """The user's rows as Spark reads them; a Delta input through Delta itself, so deletion

@@ -199,6 +199,41 @@ VALUE_PARAMETERS = Table(
 # The generator's survey sample and its planted attitudinal segments.
 SURVEY = Table("survey_responses")
 ATTITUDE_TRUTH = Table("attitude_truth")
+# Identity stitching (``workflows/identities``): one snapshot per as_of of every identifier
+# seen up to that day and the stitched customer key it belongs to (first_seen / last_seen: its
+# first and last sighting, null for undated ones); the keys a run merged or split, against the
+# previous snapshot; and what the guards held back (an identifier linked to too many others of
+# a type, never used as an edge; a component above identity.max_component_size, kept and
+# reported).
+CUSTOMER_KEY = "customer_key"
+IDENTITY_MAP_SCHEMA = T.StructType(
+    _fields(
+        ("identifier_type", _S, False), ("identifier", _S, False), (CUSTOMER_KEY, _S, False),
+        ("first_seen", _TS, True), ("last_seen", _TS, True), (AS_OF, _DATE, True),
+    )
+)  # fmt: skip
+IDENTITY_MAP = Table("identity_map", (AS_OF,), IDENTITY_MAP_SCHEMA)
+IDENTITY_CHANGES_SCHEMA = T.StructType(
+    _fields(
+        (AS_OF, _DATE, True), ("previous_as_of", _DATE, True), ("change", _S, False),
+        ("from_key", _S, False), ("to_key", _S, False), ("identifiers", _L, False),
+        (RUN_ID, _S, True),
+    )
+)  # fmt: skip
+IDENTITY_CHANGES = Table("identity_changes", (AS_OF,), IDENTITY_CHANGES_SCHEMA)
+IDENTITY_GUARDS_SCHEMA = T.StructType(
+    _fields(
+        (AS_OF, _DATE, True), (REASON, _S, False), (CUSTOMER_KEY, _S, False),
+        ("identifier_type", _S, True), ("identifier", _S, True), ("linked_type", _S, True),
+        ("degree", _L, True), ("limit", _L, True), ("component_size", _L, True),
+        (RUN_ID, _S, True),
+    )
+)  # fmt: skip
+IDENTITY_GUARDS = Table("identity_guards", (AS_OF,), IDENTITY_GUARDS_SCHEMA)
+# The generator's identity sample (generator.identities): its login edges and, per planted
+# identifier (normalised), the customer it belongs to (a shared device: several rows).
+IDENTITY_EDGES = Table("identity_edges")
+IDENTITY_TRUTH = Table("identity_truth")
 REPORTS_DIR = "reports"
 
 
