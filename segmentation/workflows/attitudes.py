@@ -34,7 +34,7 @@ from segmentation.config import AppConfig, AttitudesConfig, TrackingConfig
 from segmentation.errors import InputError
 from segmentation.explain import model_report, profiling
 from segmentation.features import attitude_space, factors
-from segmentation.inputs import customers as customers_dim
+from segmentation.identity import stitched
 from segmentation.inputs import survey
 from segmentation.modeling import champion as champions
 from segmentation.modeling import clustering, matching, model_selection, training
@@ -83,7 +83,7 @@ def run(spark: SparkSession, cfg: AppConfig) -> AttitudesResult:
     ac, tc = cfg.attitudes, tracking_config(cfg)
     if tc.promote:
         publishing.check_layout(spark, cfg.storage)
-    raw = customers_dim.read_survey(spark, ac.survey, cfg.survey_path())
+    raw = stitched.survey(spark, cfg)
     experiment_id = tracking.configure(tc)
     try:
         champion = champions.load(tc)
@@ -259,7 +259,7 @@ def _record_and_write(
 
 def _explain(spark: SparkSession, cfg: AppConfig, fitted: Fitted) -> model_report.Explained:
     """Rules, composition and pictures (with the scree plot and loadings), logged."""
-    customers = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    customers = stitched.customers(spark, cfg)
     explained = model_report.explain_model(
         spark, cfg.explain, customers=customers, model=fitted.model, assigned=fitted.assigned,
         profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,
@@ -277,4 +277,4 @@ def _planted(spark: SparkSession, cfg: AppConfig) -> DataFrame | None:
         return None
     if not tables.exists(spark, cfg.storage, tables.ATTITUDE_TRUTH):
         return None
-    return tables.read(spark, cfg.storage, tables.ATTITUDE_TRUTH)
+    return stitched.planted(spark, cfg, tables.read(spark, cfg.storage, tables.ATTITUDE_TRUTH))
