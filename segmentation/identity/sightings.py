@@ -91,6 +91,21 @@ def read(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> Sight
     return Sightings(rows.where(F.size(IDS) > 0), tuple(counts), tuple(parts))
 
 
+def rows_of(
+    frame: DataFrame,
+    identifiers: Sequence[Identifier],
+    identity: IdentityConfig,
+    *,
+    seen: Column | None = None,
+    name: str = "rows",
+) -> tuple[DataFrame, list[ColumnCounts]]:
+    """Identifier rows (``ids``, ``seen``; persisted) of any frame whose columns are named by
+    ``identifiers``, and their counts: what :func:`read` does for each input."""
+    seen = F.lit(None).cast("timestamp") if seen is None else seen
+    columns = [i.column for i in identifiers]
+    return _normalised(_Input(name, frame, identifiers, columns, seen, ""), identity)
+
+
 def _normalised(source: _Input, identity: IdentityConfig) -> tuple[DataFrame, list[ColumnCounts]]:
     """The input's rows (persisted) with normalised identifiers, and per column its counts."""
     schema = {f.name: f.dataType for f in source.frame.schema.fields}
