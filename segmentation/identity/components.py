@@ -48,8 +48,8 @@ class Components:
     edges: int = 0
     """The graph's edges."""
     edges_per_iteration: tuple[int, ...] = field(default=())
-    """Edges after each round's small-star (the stars' edges: one per non-root node at the
-    end)."""
+    """Edges still open after each round (those of components not settled yet: 0 at the
+    end). A component leaves the loop as soon as it is a star."""
 
 
 def _large_star(edges: DataFrame) -> DataFrame:
@@ -76,19 +76,32 @@ def _small_star(edges: DataFrame) -> DataFrame:
     return to_parent.unionByName(siblings).distinct()
 
 
-def _stars(edges: DataFrame) -> tuple[int, bool]:
-    """The number of edges, and whether they form stars (no node with two parents, no parent
-    with a parent), in one aggregation."""
+def _settled(edges: DataFrame) -> DataFrame:
+    """The edges with ``open``: false on every edge of a finished star, a whole component.
+
+    A node is unsettled with two parents, or with a parent while it is a parent itself. A star
+    whose root and members are all settled is a connected component on its own (any other edge
+    would unsettle one of them): its edges leave the loop.
+    """
     ends = edges.select(F.col(SRC).alias("n"), F.lit(1).alias("out"), F.lit(0).alias("in_"))
     ends = ends.unionByName(edges.select(F.col(DST).alias("n"), F.lit(0).alias("out"),
                                          F.lit(1).alias("in_")))  # fmt: skip
     per_node = ends.groupBy("n").agg(F.sum("out").alias("out"), F.sum("in_").alias("in_"))
-    bad = (F.col("out") > 1) | ((F.col("out") >= 1) & (F.col("in_") >= 1))
-    row = per_node.agg(
-        F.coalesce(F.sum("out"), F.lit(0)).alias("edges"), F.count(F.when(bad, 1)).alias("bad")
-    ).first()
-    assert row is not None
-    return int(row["edges"]), row["bad"] == 0
+    unsettled = per_node.select(
+        "n", ((F.col("out") > 1) | ((F.col("out") >= 1) & (F.col("in_") >= 1))).alias("u")
+    )
+    flagged = edges.join(unsettled.withColumnRenamed("n", SRC).withColumnRenamed("u", "u_src"),
+                         on=SRC, how="inner")  # fmt: skip
+    flagged = flagged.join(unsettled.withColumnRenamed("n", DST).withColumnRenamed("u", "u_dst"),
+                           on=DST, how="inner")  # fmt: skip
+    star_open = F.max(F.col("u_src") | F.col("u_dst")).over(Window.partitionBy(DST))
+    return flagged.select(SRC, DST, star_open.alias("open"))
+
+
+def _counted(flagged: DataFrame) -> tuple[int, int]:
+    """Edges still open, and edges of finished stars."""
+    counts = {r["open"]: int(r["count"]) for r in flagged.groupBy("open").count().collect()}
+    return counts.get(True, 0), counts.get(False, 0)
 
 
 def _checkpointed(df: DataFrame, reliable: bool) -> DataFrame:
@@ -121,22 +134,29 @@ def connected_components(
     if checkpoint_dir is not None:
         spark.sparkContext.setCheckpointDir(checkpoint_dir)
     reliable = checkpoint_dir is not None
-    current = _checkpointed(edges, reliable)
+    flagged = _checkpointed(_settled(edges), reliable)
+    active, finished = _counted(flagged)
+    n_graph, done = active + finished, [flagged.where(~F.col("open"))]
     counts: list[int] = []
-    n_graph, converged = _stars(current)
-    while not converged:
+    while active:
         if len(counts) >= max_iterations:
             raise InputError(
                 f"the identity graph's connected components did not converge in "
-                f"{max_iterations} rounds (identity.max_iterations); edges per round: "
-                f"{counts}. Raise identity.max_iterations. Nothing was written."
+                f"{max_iterations} rounds (identity.max_iterations); open edges after each "
+                f"round: {counts}. Raise identity.max_iterations. Nothing was written."
             )
+        current = flagged.where(F.col("open")).select(SRC, DST)
         # One checkpoint per round: the lineage never holds more than one round.
-        current = _checkpointed(_small_star(_large_star(current)), reliable)
-        n_edges, converged = _stars(current)
-        counts.append(n_edges)
-        log.info("identity graph: round %d, %d edges", len(counts), n_edges)
-    parents = current.select(F.col(SRC).alias(NODE), F.col(DST).alias(COMPONENT))
+        flagged = _checkpointed(_settled(_small_star(_large_star(current))), reliable)
+        active, finished = _counted(flagged)
+        done.append(flagged.where(~F.col("open")))
+        counts.append(active)
+        log.info("identity graph: round %d, %d edges open, %d settled", len(counts), active,
+                 finished)  # fmt: skip
+    stars = done[0]
+    for part in done[1:]:
+        stars = stars.unionByName(part)
+    parents = stars.select(F.col(SRC).alias(NODE), F.col(DST).alias(COMPONENT))
     labels = (
         nodes.select(NODE)
         .join(parents, on=NODE, how="left")
