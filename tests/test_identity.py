@@ -8,6 +8,7 @@ sample with planted persons is ``slow``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import polars as pl
@@ -182,10 +183,14 @@ def test_two_customers_sharing_only_a_guarded_device_stay_two(spark, day1):
     assert len(customers_of(mapping)) == 1
 
 
-def test_the_same_input_twice_gives_the_same_keys(spark, day1):
-    again, *_ = stitch(spark, DAY1)
-    assert again == day1[0] and day1[1] == []
-    assert all(k.startswith("ck_") and len(k) == 23 for k in again.values())
+def test_the_same_input_twice_gives_the_same_keys(day1):
+    # A new customer's key depends on its oldest member only (first_seen, then type, then
+    # identifier): the chain's is crm_id "b" (seen on day 1 with a@x.com; crm_id < email).
+    digest = hashlib.sha256(b"crm_id\x1fb").hexdigest()[:20]
+    assert day1[0][(CRM, "b")] == f"ck_{digest}"
+    spellings = hashlib.sha256(b"crm_id\x1fs1").hexdigest()[:20]
+    assert day1[0][(DEVICE, "sdev")] == f"ck_{spellings}"
+    assert day1[1] == [] and all(len(k) == 23 for k in day1[0].values())
 
 
 def test_a_new_edge_merging_two_customers_keeps_the_older_key_and_records_the_merge(day1, day2):
