@@ -32,11 +32,13 @@ def runs(spark, tmp_path_factory):
     generate.run(spark, cfg)
     stitched = identities.run(spark, cfg)
     features = build_features.run(spark, cfg)
+    # Read now: the run on clean ids below replaces the same snapshot.
+    keyed_features = pl.read_delta(cfg.storage.table_path("customer_features"))
     on_keys = train.run(spark, cfg)
     clean_cfg = local_config(base, *COMMON, "generator.identities=true", "identity.enabled=false")
     clean_features = build_features.run(spark, clean_cfg)
     on_ids = train.run(spark, clean_cfg)
-    return cfg, stitched, features, on_keys, clean_features, on_ids
+    return cfg, stitched, (features, keyed_features), on_keys, clean_features, on_ids
 
 
 def _pairs(n: int) -> int:
@@ -74,8 +76,7 @@ def test_stitched_customers_are_the_planted_persons(runs):
 
 
 def test_every_customer_is_keyed_and_joins_back_to_its_identifiers(runs):
-    cfg, stitched, features, *_ = runs
-    table = pl.read_delta(cfg.storage.table_path("customer_features"))
+    cfg, stitched, (features, table), *_ = runs
     mapped = pl.read_delta(cfg.storage.table_path("identity_map"))
     assert table["customer_id"].str.starts_with("ck_").all()
     assert features.customers == table.height == 1200  # every planted person, once
