@@ -93,8 +93,31 @@ browser: ## Install Debian's chromium (headless browser for the HTML report test
 	  echo "ERROR: chromium could not be installed: run 'apt-get install chromium' as root." >&2; \
 	  exit 1; }
 
+# The dbt example (examples/dbt/) in its own environment, and DuckDB's delta extension
+# installed from its PyPI wheel into .venv-dbt/duckdb-extensions (no download from DuckDB's
+# extension server at run time).
+DBT_VENV := .venv-dbt
+DBT_STAMP := $(DBT_VENV)/.setup-stamp
+$(DBT_STAMP): examples/dbt/requirements.txt
+	$(PYTHON) -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DBT_VENV)/bin/python -m pip install --quiet -r examples/dbt/requirements.txt
+	$(DBT_VENV)/bin/python -c 'import duckdb, duckdb_extension_delta, pathlib; \
+	  ext = pathlib.Path(duckdb_extension_delta.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "delta.duckdb_extension"; \
+	  duckdb.connect(config={"extension_directory": "$(DBT_VENV)/duckdb-extensions"}).install_extension(str(ext))'
+	@touch $(DBT_STAMP)
+
+.PHONY: dbt-setup
+dbt-setup: $(DBT_STAMP) ## Create .venv-dbt (dbt-duckdb and DuckDB's delta extension) for examples/dbt
+
+.PHONY: dbt
+dbt: dbt-setup ## Build the dbt example (examples/dbt) on the tables of storage.warehouse (WAREHOUSE=...)
+	cd examples/dbt && SEGMENTATION_WAREHOUSE=$(abspath $(or $(WAREHOUSE),warehouse)) \
+	  DUCKDB_EXTENSION_DIRECTORY=$(abspath $(DBT_VENV)/duckdb-extensions) \
+	  $(abspath $(DBT_VENV))/bin/dbt build --profiles-dir .
+
 .PHONY: test
-test: setup browser ## Run the test suite (unit, integration and slow tests)
+test: setup browser dbt-setup ## Run the test suite (unit, integration and slow tests)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
@@ -183,8 +206,8 @@ mlflow-ui: setup ## Open the MLflow UI on the local store, or MLFLOW_URI (http:/
 
 .PHONY: clean
 clean: cluster-down ## Remove generated tables, the MLflow store, cluster state and the site (keeps .venv)
-	rm -rf warehouse mlflow.db mlartifacts spark-warehouse metastore_db derby.log .cluster dist site
+	rm -rf warehouse mlflow.db mlartifacts spark-warehouse metastore metastore_db derby.log .cluster dist site examples/dbt/target examples/dbt/logs
 
 .PHONY: distclean
-distclean: clean ## Also remove .venv
-	rm -rf $(VENV)
+distclean: clean ## Also remove .venv and .venv-dbt
+	rm -rf $(VENV) $(DBT_VENV)

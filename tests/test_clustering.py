@@ -326,7 +326,7 @@ def test_final_fit_on_a_sample_of_every_customer_refines_it_without_restarts(blo
     scaling = est.fit_scaling(blobs)
     selection = training.select_k(tc, training.selection_sample(tc, blobs, scaling))
     assert selection.sample_rows == 180 and len(selection.chosen.centers) == 3
-    with caplog.at_level(logging.INFO, logger="segmentation.modeling.clustering"):
+    with caplog.at_level(logging.INFO, logger="segmentation.modeling.restarts"):
         model, seed = training.final_fit(tc, est, blobs, scaling, selection)
     assert seed is None and model.iterations <= 1
     assert "'sample centres'" in caplog.text and "'seed " not in caplog.text

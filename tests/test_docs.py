@@ -96,15 +96,22 @@ def test_configuration_reference_gives_each_key_an_anchor_type_and_default():
     assert '<a id="input.events.time_zone"></a>' in page and "`UTC`" in page
 
 
-def test_tables_reference_lists_every_contract_with_its_columns():
+def test_tables_reference_lists_every_contract_with_its_descriptions():
+    """The page says what the contracts say: every table, and each column's description (the
+    same text the tables carry as Delta comments)."""
     page = docs_reference.TABLES_MD.read_text(encoding="utf-8")
-    for _, table in docs_reference.contract_tables():
+    for table in docs_reference.contract_tables():
         assert f"\n## {table.name}\n" in page
     membership = page.split("\n## segment_membership\n", 1)[1].split("\n## ", 1)[0]
     assert "Partitioned by `model_name`, `as_of`." in membership
-    assert "| `segment_id` | INT | yes |" in membership
+    assert "Delta reader version 1, writer version 2." in membership
+    assert "`segment_membership_current`" in membership
+    assert (
+        "| `distance` | DOUBLE | yes | Euclidean distance to the segment's centre in the "
+        "model's scaled feature space (null for rule-based segmentations). |"
+    ) in membership
     features = page.split("\n## customer_features\n", 1)[1].split("\n## ", 1)[0]
-    assert "No fixed schema" in features and "Evolves" in features
+    assert "| `recency_days` | Days since the last order" in features and "Evolves" in features
 
 
 # --- the JSON Schema -------------------------------------------------------------------------

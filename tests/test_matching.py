@@ -7,7 +7,13 @@ import math
 import pytest
 
 from segmentation.modeling.clustering import Scaling
-from segmentation.modeling.matching import KnownSegment, match_segments, scaled_point
+from segmentation.modeling.matching import (
+    KnownSegment,
+    Overlap,
+    match_segments,
+    pair_by_members,
+    scaled_point,
+)
 
 FEATURES = ("recency_days", "frequency")
 # Old model: log1p on both features, its own means and stds.
@@ -46,7 +52,7 @@ def test_same_segments_in_another_order_keep_ids_across_scalings():
     assert m.cluster_to_segment == {0: 4, 1: 1, 2: 2}
     assert m.kept == {4: 4, 1: 1, 2: 2}
     assert m.retired == () and m.max_segment_id == 4
-    assert all(p.reason == "matched" and p.distance < 0.2 for p in m.pairs)
+    assert all(p.reason.startswith("matched: centres") and p.distance < 0.2 for p in m.pairs)
 
 
 def test_extra_segment_gets_a_never_used_id_and_missing_one_is_retired():
@@ -118,3 +124,50 @@ def test_stable_names_without_a_champion_are_the_generated_ones():
     from segmentation.modeling.matching import stable_names
 
     assert stable_names({1: "A", 2: "A"}, {}, {}) == {1: "A", 2: "A #2"}
+
+
+def test_a_near_segment_of_another_size_does_not_inherit_the_id():
+    """A retrain from 30 segments to 2 put a segment of 85% of customers nearest a 0.4% one:
+    near centres, but the shares' ratio 0.004 / 0.85 is far below the minimum agreement."""
+    previous = (KnownSegment(18, "Loyal regulars (less frequent) #18", centre(10.0, 30.0), 0.004),
+                KnownSegment(2, "Lapsed customers", centre(400.0, 3.0), 0.15))  # fmt: skip
+    centres = new_centres((11.0, 29.0), (390.0, 3.1))
+    m = match_segments(
+        scaling=NEW, new_centers_scaled=centres, new_sizes={0: 850, 1: 150}, previous=previous,
+        previous_max_id=30, max_distance=1.0, min_agreement=0.5,
+    )  # fmt: skip
+    big, lapsed = m.pairs
+    assert big.previous_id is None and big.segment_id == 31
+    assert big.agreement == pytest.approx(0.004 / 0.85)
+    assert "shares' ratio is only 0.00" in big.reason and "match_min_jaccard" in big.reason
+    assert lapsed.previous_id == 2 and lapsed.agreement == pytest.approx(1.0)
+
+
+def test_member_overlap_decides_with_the_jaccard_of_the_members():
+    """Members known: cluster 0 (100 customers) shares 80 with old segment 2 (90 members):
+    Jaccard 80 / (100 + 90 - 80) = 0.727, kept; cluster 1 (50) shares 10 with old segment 1
+    (60): 10 / 100 = 0.1, a different segment although its centre is near."""
+    from segmentation.modeling.matching import Overlap
+
+    centres = new_centres((10.0, 30.0), (400.0, 3.0))
+    overlap = Overlap(both={(0, 2): 80, (1, 1): 10}, previous_sizes={1: 60, 2: 90, 4: 5})
+    m = match_segments(
+        scaling=NEW, new_centers_scaled=centres, new_sizes={0: 100, 1: 50},
+        previous=PREVIOUS, previous_max_id=4, max_distance=1.0, min_agreement=0.5,
+        overlap=overlap,
+    )  # fmt: skip
+    kept, other = m.pairs
+    assert kept.previous_id == 2 and kept.agreement == pytest.approx(80 / 110)
+    assert "members overlap (Jaccard) 0.73" in kept.reason
+    assert other.previous_id is None and other.agreement == pytest.approx(0.1)
+    assert m.retired == (1, 4)
+
+
+def test_backtest_clusters_take_the_ids_whose_members_they_share():
+    """Jaccard by hand: cluster 0 and segment 9 share 8 of 10 + 9 - 8 = 11 customers (0.727),
+    cluster 1 and segment 7 share 4 of 5 + 6 - 4 = 7 (0.571); the other pairing sums to
+    1/15 + 0. A segment no customer is in still gets the cluster left over."""
+    overlap = Overlap({(0, 9): 8, (0, 7): 1, (1, 7): 4}, {7: 6, 9: 9})
+    assert pair_by_members({0: 10, 1: 5}, [7, 9], overlap) == {0: 9, 1: 7}
+    empty = Overlap({(0, 1): 3, (1, 2): 3}, {1: 3, 2: 3})
+    assert pair_by_members({0: 3, 1: 3, 2: 3}, [1, 2, 3], empty) == {0: 1, 1: 2, 2: 3}

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from segmentation.config import CustomersSourceConfig, EventColumns, EventSourceConfig
 from segmentation.errors import InputError
-from segmentation.inputs import sources
+from segmentation.inputs import columns, sources
 from segmentation.workflows import build_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_read_events_parquet_with_epoch_seconds(spark, tmp_path):
 def test_check_source_missing_path_names_path(tmp_path):
     missing = str(tmp_path / "nowhere")
     with pytest.raises(InputError, match=r"input path not found: .*nowhere"):
-        sources.check_source(csv_source(), missing)
+        columns.check_source(csv_source(), missing)
 
 
 def test_check_source_missing_parquet_column_names_column_and_key(spark, tmp_path):
@@ -105,7 +105,7 @@ def test_check_source_missing_parquet_column_names_column_and_key(spark, tmp_pat
     with pytest.raises(
         InputError, match=r"column 'event_time' \(config key input.events.columns.event_time\)"
     ):
-        sources.check_source(src, path)
+        columns.check_source(src, path)
 
 
 def test_read_events_missing_csv_column_names_column(spark, csv_path):
@@ -155,7 +155,7 @@ def test_check_source_mistyped_column_names_column_and_type(spark, tmp_path):
         InputError,
         match=r"column 'amount' \(input.events.columns.amount\) must be numeric, found date",
     ):
-        sources.check_source(src, path)
+        columns.check_source(src, path)
 
 
 def test_delta_input_with_deletion_vectors_never_brings_deleted_rows_back(spark, tmp_path):

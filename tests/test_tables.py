@@ -36,11 +36,11 @@ def test_snapshot_write_uses_the_run_key_when_given_and_conforms_rows(spark, tmp
         "model_version long, segment_name string, distance float, run_id string, "
         "scored_at timestamp",
     )
-    name, write = tables.snapshot_write(
+    write = tables.snapshot_write(
         spark, storage, tables.MEMBERSHIP, rows, job="j", run_id="mlflow-run",
         snapshot={"model_name": "m", "as_of": D1}, model_version=1,
     )  # fmt: skip
-    assert name == "segment_membership" and write() == 0
+    assert write.name == "segment_membership" and write.call() == 0
     stored = tables.read(spark, storage, tables.MEMBERSHIP)
     assert stored.schema.simpleString() == tables.MEMBERSHIP_SCHEMA.simpleString()
     history = tables.delta_tables.history(spark, tables.path(storage, tables.MEMBERSHIP))
@@ -49,7 +49,7 @@ def test_snapshot_write_uses_the_run_key_when_given_and_conforms_rows(spark, tmp
         in (history[0]["userMetadata"])
     )
     # The same run key again: nothing is committed twice.
-    assert write() == 0 and tables.version(spark, storage, tables.MEMBERSHIP) == 0
+    assert write.call() == 0 and tables.version(spark, storage, tables.MEMBERSHIP) == 0
 
 
 def test_conform_orders_casts_and_names_a_missing_column(spark):

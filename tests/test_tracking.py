@@ -110,10 +110,12 @@ def test_train_stops_on_a_registry_error_before_writing(spark, tmp_path, mlflow_
     """Not "no champion" (a new model would restart segment ids at 1): the run stops, and no
     table or model version is written."""
     cfg = job_config(tmp_path, mlflow_uri)
+    names = cfg.training.features  # every clustering feature, none near-constant
     features = spark.createDataFrame(
-        [(f"c{i}", dt.date(2025, 12, 31), float(i), float(i % 3)) for i in range(12)],
-        "customer_id string, as_of date, recency_days double, frequency double",
-    )
+        [(f"c{i}", dt.date(2025, 12, 31), *(float((i * (j + 2)) % 7) for j in range(len(names))))
+         for i in range(12)],
+        ", ".join(["customer_id string", "as_of date", *(f"{n} double" for n in names)]),
+    )  # fmt: skip
     tables.write_in_order([tables.snapshot_write(
         spark, cfg.storage, tables.FEATURES, features, job="test", run_id="r",
         snapshot={tables.AS_OF: dt.date(2025, 12, 31)},

@@ -102,9 +102,8 @@ def test_training_on_structureless_features_says_so(spark, tmp_path):
                    "input.customers.path=null", "b2b.enabled=false"],
     )  # fmt: skip
     snapshot = spark.createDataFrame(rows, schema)
-    _, write = tables.snapshot_write(spark, cfg.storage, tables.FEATURES, snapshot, job="test",
-                                        run_id="r", snapshot={"as_of": as_of})  # fmt: skip
-    write()
+    tables.snapshot_write(spark, cfg.storage, tables.FEATURES, snapshot, job="test",
+                          run_id="r", snapshot={"as_of": as_of}).call()  # fmt: skip
     result = train.run(spark, cfg)
     v = result.validation
     assert v is not None and v.skipped == {"outcome": "validation.outcome.mode is none"}

@@ -100,8 +100,11 @@ def run(spark: SparkSession, cfg: AppConfig, measured: Any, stages: list) -> dic
         scored = scoring.score(snap, fitted.model).cache()
         scored.count()
         st.detail = f"{n:,} customers, 12 monthly steps of the series each"
-    sample = snap.select("x", "t_x", "T").sample(fraction=min(1.0, 200_000 / n), seed=1).toPandas()
-    terms = terms_needed(fitted.model, *(sample[c].to_numpy(float) for c in ("x", "t_x", "T")))
+    sample = snap.select("x", "t_x", "T").sample(fraction=min(1.0, 200_000 / n), seed=1)
+    rows = sample.collect()
+    terms = terms_needed(
+        fitted.model, *(np.array([r[c] for r in rows], dtype=np.float64) for c in ("x", "t_x", "T"))
+    )
     with measured(stages, "value: scoring (built-in series, not used)") as st:
         alt = snap.select("customer_id", builtin_expected(fitted.model, terms).alias("d")).cache()
         alt.count()
@@ -109,7 +112,7 @@ def run(spark: SparkSession, cfg: AppConfig, measured: Any, stages: list) -> dic
     check = scored.select("customer_id", "clv", "expected_order_value").join(alt, "customer_id")
     worst = check.select(F.max(F.abs(F.col("clv") / (F.lit(vc.margin) * F.col(
         "expected_order_value")) - F.col("d")))).first()  # fmt: skip
-    out["value_builtin_max_abs_diff"] = float(worst[0] or 0.0)
+    out["value_builtin_max_abs_diff"] = float(worst[0] or 0.0) if worst is not None else 0.0
     for df in (alt, scored, snap, days):
         df.unpersist()
     events.staged.unpersist()

@@ -189,7 +189,7 @@ def run_spark(spark: SparkSession, cfg: AppConfig, result: SizeResult) -> dict[s
         with measured(stages, "segment validation") as st:
             checked = model_validation.validate(
                 spark, cfg, sample=sample, estimator=estimator, model=model,
-                names={s: f"segment {s}" for s in model.centers_scaled}, features=features_df,
+                features=features_df,
             )  # fmt: skip
             vc = cfg.validation
             share = checked.get("outcome_customer_share")

@@ -12,8 +12,9 @@ Everything is read from the code and from ``conf/base.yaml``, so the pages canno
   comments are the one place a key is described.
 * ``docs/reference/config.schema.json``: ``AppConfig.model_json_schema()`` with those
   descriptions and defaults added, for editors (``# yaml-language-server: $schema=...``).
-* ``docs/reference/tables.md``: every ``Table`` of ``segmentation.storage.tables`` (name,
-  partitioning, columns with types and nullability).
+* ``docs/reference/tables.md``: every ``Table`` of ``segmentation.storage.contracts`` (name,
+  description, writing jobs, partitioning, protocol, current view, columns with types,
+  nullability and descriptions): the same text the tables carry as Delta comments.
 
 Plain Python, no MkDocs plugin: ``mkdocs build`` only renders the committed files.
 """
@@ -34,7 +35,7 @@ import yaml
 from pydantic import BaseModel
 
 from segmentation.config import AppConfig
-from segmentation.storage import tables
+from segmentation.storage import contracts, tables
 from tools.config_keys import (
     BASE_YAML,
     Key,
@@ -244,52 +245,74 @@ def render_schema(keys: list[Key], described: Mapping[str, str]) -> str:
 # --- rendering: tables -----------------------------------------------------------------------
 
 
-def contract_tables() -> list[tuple[str, tables.Table]]:
-    """Every ``Table`` in ``segmentation.storage.tables``, in the order they are declared."""
-    return [(n, t) for n, t in vars(tables).items() if isinstance(t, tables.Table)]
+def contract_tables() -> list[tables.Table]:
+    """Every output table's contract, in the order ``storage.contracts.TABLES`` lists them."""
+    return list(contracts.TABLES)
+
+
+def _protocol(t: tables.Table) -> str:
+    p = t.properties
+    text = (
+        f"Delta reader version {p['delta.minReaderVersion']}, writer version "
+        f"{p['delta.minWriterVersion']}"
+    )
+    if p.get("delta.enableChangeDataFeed") == "true":
+        text += ", change data feed on"
+    return text + "."
 
 
 def render_tables() -> str:
     declared = contract_tables()
     lines = [
-        GENERATED.format(source="segmentation/storage/tables.py"),
+        GENERATED.format(source="segmentation/storage/contracts/"),
         "",
         "# Tables reference",
         "",
         "Every Delta table under `storage.warehouse`, as its contract in "
-        "`segmentation/storage/tables.py` declares it: every writer and reader goes through "
-        "these contracts. What the rows mean, how the tables are written and how to read them: "
+        "`segmentation/storage/contracts/` declares it: every writer and reader goes through "
+        "these contracts, and the same descriptions are the tables' Delta table and column "
+        "comments (`DESCRIBE TABLE EXTENDED`, the catalog's UI when `storage.schema` is set). "
+        "What the rows mean, how the tables are written and how to read them: "
         "[Tables](../tables.md).",
         "",
-        "| table | partitioned by | columns |",
-        "|---|---|---|",
+        "| table | written by | partitioned by | current view |",
+        "|---|---|---|---|",
     ]
-    for _, t in declared:
+    for t in declared:
         parts = ", ".join(f"`{p}`" for p in t.partition_by) or "none"
-        cols = "no fixed schema" if t.schema is None else str(len(t.schema.fields))
-        lines.append(f"| [`{t.name}`](#{t.name}) | {parts} | {cols} |")
+        jobs = ", ".join(f"`{j}`" for j in t.written_by)
+        view = f"`{t.current_view}`" if t.current_view else ""
+        lines.append(f"| [`{t.name}`](#{t.name}) | {jobs} | {parts} | {view} |")
     lines.append("")
-    for constant, t in declared:
-        lines += [f"## {t.name}", ""]
+    for t in declared:
+        lines += [f"## {t.name}", "", md_text(t.table_comment()), ""]
         parts = ", ".join(f"`{p}`" for p in t.partition_by)
-        facts = [f"Contract `tables.{constant}`."]
-        facts.append(f"Partitioned by {parts}." if parts else "Not partitioned.")
+        facts = [f"Partitioned by {parts}." if parts else "Not partitioned.", _protocol(t)]
         if t.evolves:
             facts.append("Evolves: new columns are added on purpose (`mergeSchema`); removing "
                          "or retyping a column fails.")  # fmt: skip
+        if t.current_view:
+            facts.append(f"Catalog view of its latest `as_of`: `{t.current_view}`.")
         lines += [" ".join(facts), ""]
         if t.schema is None:
             lines += [
-                "No fixed schema in the contracts: its columns are defined by the job's "
-                "configuration or by the data that produced it.",
+                "Its columns are defined by the job's configuration or by the data that "
+                "produced it:",
                 "",
+                "| column | description |",
+                "|---|---|",
             ]
+            lines += [
+                f"| `{pattern}` | {md_text(text.replace('{level}', '<level>'))} |"
+                for pattern, text in t.described
+            ]
+            lines.append("")
             continue
-        lines += ["| column | type | nullable |", "|---|---|---|"]
+        lines += ["| column | type | nullable | description |", "|---|---|---|---|"]
         for f in t.schema.fields:
             lines.append(
                 f"| `{f.name}` | {f.dataType.simpleString().upper()} | "
-                f"{'yes' if f.nullable else 'no'} |"
+                f"{'yes' if f.nullable else 'no'} | {md_text(tables.description_of(f))} |"
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -57,6 +57,11 @@ class ItemsConfig(_Section):
     scales: FrozenMap[tuple[Int, Int]] = Field(default_factory=_FrozenDict)
     numeric: tuple[Str, ...] = ()
     invalid_answers: Literal["error", "missing"] = "error"
+    missing_answers: tuple[Str, ...] = (
+        "don't know", "dont know", "do not know", "not sure", "n/a", "na", "not applicable",
+        "prefer not to say", "refused", "no answer", "-",
+    )  # fmt: skip
+    missing_answers_by_item: FrozenMap[tuple[Str, ...]] = Field(default_factory=_FrozenDict)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -84,6 +89,12 @@ class ItemsConfig(_Section):
         unknown = sorted(set(self.scales) - set(self.ordinal))
         _require(
             not unknown, f"attitudes.items.scales names {unknown}, not in attitudes.items.ordinal"
+        )
+        unknown = sorted(set(self.missing_answers_by_item) - set(names))
+        _require(
+            not unknown,
+            f"attitudes.items.missing_answers_by_item names {unknown}, not an item of "
+            "attitudes.items",
         )
         return self
 
@@ -136,6 +147,7 @@ class FactorsConfig(_Section):
     parallel_percentile: Float = 95.0
     name_items: Int = 2
     seed: Int = 42
+    max_item_correlation: Float = 0.95
 
     @property
     def oblique(self) -> bool:
@@ -146,6 +158,10 @@ class FactorsConfig(_Section):
         _require(
             self.n_factors is None or self.n_factors >= 1,
             "attitudes.factors.n_factors must be >= 1 (or null: parallel analysis)",
+        )
+        _require(
+            0.5 < self.max_item_correlation <= 1,
+            "attitudes.factors.max_item_correlation must be in (0.5, 1]",
         )
         _require(
             self.parallel_iterations >= 10, "attitudes.factors.parallel_iterations must be >= 10"

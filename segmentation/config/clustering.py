@@ -32,6 +32,10 @@ class ClusteringConfig(_Section):
     selection_bootstrap_samples: Int = 10
     stability_rows: Int = 5000
     match_max_distance: Float = 1.0
+    match_min_jaccard: Float = 0.5
+    scaling: Literal["robust", "standard"] = "robust"
+    clip: Float | None = 5.0
+    near_constant_share: Float = 0.98
 
     @property
     def k_values(self) -> range:
@@ -61,4 +65,9 @@ class ClusteringConfig(_Section):
         )
         _require(self.stability_rows >= 10, f"{key}.stability_rows must be >= 10")
         _require(self.match_max_distance >= 0, f"{key}.match_max_distance must be >= 0")
+        _require(0 <= self.match_min_jaccard <= 1, f"{key}.match_min_jaccard must be in [0, 1]")
+        _require(self.clip is None or self.clip > 0, f"{key}.clip must be > 0 (or null)")
+        _require(
+            0.5 < self.near_constant_share <= 1, f"{key}.near_constant_share must be in (0.5, 1]"
+        )
         return self

@@ -15,6 +15,7 @@ from segmentation.config.types import (
     _FrozenDict,
     _require,
     _Section,
+    strip_blank,
 )
 
 # Thousands separators a text amount may use: point, comma, apostrophe (Swiss), space, no-break
@@ -125,12 +126,23 @@ class CustomersSourceConfig(_Section):
     customer_id: Str = "customer_id"
     # A job joining the dimension warns when fewer of its customers are found in it.
     min_match_share: Float = 0.9
+    # How yes/no attributes (b2b.business_column) are written as text (compared trimmed and
+    # lower-cased); any other text is unparseable, counted and reported.
+    true_values: tuple[Str, ...] = ("true", "yes", "y", "t", "1", "b2b", "business")
+    false_values: tuple[Str, ...] = ("false", "no", "n", "f", "0", "b2c", "consumer", "private")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         _require(
             0 <= self.min_match_share <= 1,
             "input.customers.min_match_share must be in [0, 1] (a share of customers)",
+        )
+        both = {strip_blank(v).lower() for v in self.true_values} & {
+            strip_blank(v).lower() for v in self.false_values
+        }
+        _require(
+            not both,
+            f"input.customers.true_values and false_values both list {sorted(both)}",
         )
         return self
 

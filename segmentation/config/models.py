@@ -68,6 +68,7 @@ from segmentation.config.inputs import (
     EventTypes,
     InputConfig,
 )
+from segmentation.config.platform import SparkConfig, StorageConfig, TrackingConfig
 from segmentation.config.rulesets import (
     DEFAULT_B2B_TIERS,
     DEFAULT_RFM_SEGMENTS,
@@ -87,48 +88,16 @@ from segmentation.config.types import (
     _FrozenDict,
     _require,
     _Section,
-    join_path,
+    strip_blank,
 )
 from segmentation.config.value import ValueConfig
 
 
-class SparkConfig(_Section):
-    master: Str | None = "local[*]"
-    app_name: Str = "customer-segmentation"
-    shuffle_partitions: Int = 8
-    ui_enabled: Bool = False
-    conf: FrozenMap[Str] = Field(default_factory=_FrozenDict)
-    # Local Delta jar files for machines without network (empty: resolved from Maven).
-    delta_jars: tuple[Str, ...] = ()
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        _require(self.shuffle_partitions >= 1, "spark.shuffle_partitions must be >= 1")
-        return self
-
-
-class StorageConfig(_Section):
-    warehouse: Str = "warehouse"
-    run_key: Str | None = None
-
-    def table_path(self, name: str) -> str:
-        """Location of the output table ``name`` under the warehouse root."""
-        return join_path(self.warehouse, name)
-
-
-class TrackingConfig(_Section):
-    tracking_uri: Str = "sqlite:///mlflow.db"
-    artifact_location: Str = "mlartifacts"
-    experiment: Str = "customer-segmentation"
-    registered_model: Str = "customer_segments"
-    alias: Str = "champion"
-    promote: Bool = False
-
-
 def normalise_level(value: str) -> str:
-    """A level as the reader normalises the data's values: spaces trimmed, lower case (what
-    Spark's ``lower(trim(x))`` gives), so configured levels match the data's."""
-    return value.strip(" ").lower()
+    """A level as the reader normalises the data's values: blanks trimmed (every Unicode space,
+    control and format character: ``types.strip_blank``), lower case, so configured levels
+    match the data's."""
+    return strip_blank(value).lower()
 
 
 class FeatureConfig(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
@@ -63,6 +64,30 @@ Float = Annotated[float, Strict()]  # an int or a float, not a bool; always a fl
 Bool = Annotated[bool, Strict()]
 Date = Annotated[dt.date, BeforeValidator(_iso_date), Strict()]
 FrozenMap = Annotated[Mapping[str, V], BeforeValidator(_str_keys), AfterValidator(_FrozenDict)]
+
+
+BLANK = r"[\p{Z}\p{C}\s]"
+"""What is trimmed from every text key and label, as a Java regular expression class: Unicode
+separators (space, no-break space U+00A0, narrow and other spaces, line and paragraph
+separators), control and format characters (TAB, CR, LF, zero-width space U+200B, byte-order
+mark U+FEFF) and whitespace. Spark's ``trim`` removes only U+0020."""
+
+
+def is_blank(char: str) -> bool:
+    """One character of :data:`BLANK`, in Python (the same Unicode categories)."""
+    return char.isspace() or unicodedata.category(char)[0] in "ZC"
+
+
+def strip_blank(text: str) -> str:
+    """``text`` without leading and trailing :data:`BLANK` characters: the one normalisation
+    of text keys and labels (ids, event types, levels, header names, attribute values), applied
+    alike to the data (``parsing.trim_blank``) and to the configuration."""
+    start, end = 0, len(text)
+    while start < end and is_blank(text[start]):
+        start += 1
+    while end > start and is_blank(text[end - 1]):
+        end -= 1
+    return text[start:end]
 
 
 def _require(ok: bool, message: str) -> None:

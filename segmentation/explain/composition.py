@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation.errors import InputError
+from segmentation.inputs import parsing
 from segmentation.storage import tables
 from segmentation.storage.tables import CUSTOMER_ID, SEGMENT_ID
 
@@ -173,8 +174,8 @@ def _shares(pooled: Sequence[Any], sensitive: set[str]) -> tuple[tuple[Any, ...]
 def _value_label(value: Column, edges: Sequence[float] | None) -> Column:
     """The value as a string; numeric values as their bin, e.g. ``25-35``, ``<25``, ``>=65``."""
     if edges is None:
-        text = value.cast("string")
-        return F.when(value.isNull() | (F.trim(text) == ""), F.lit(MISSING)).otherwise(text)
+        text = parsing.blank_is_null(value)
+        return F.when(text.isNull(), F.lit(MISSING)).otherwise(text)
     x = value.cast("double")
     if not edges:
         return F.when(x.isNull(), F.lit(MISSING)).otherwise(F.lit("all"))

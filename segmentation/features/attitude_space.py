@@ -22,6 +22,7 @@ summed variances), so an attribute with many levels weighs what a yes/no attribu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -211,4 +212,4 @@ def weighted_scaling(
         divisor.get(col, std) / weight[col]
         for col, std in zip(fitted.features, fitted.stds, strict=True)
     )
-    return Scaling(fitted.features, fitted.transforms, fitted.means, stds, fitted.offset)
+    return dataclasses.replace(fitted, stds=stds)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -128,6 +129,78 @@ def parallel_analysis(
         threshold=tuple(map(float, threshold)), percentile=percentile, iterations=iterations,
         n_factors=retained, kaiser=int((observed > 1.0).sum()),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Redundant:
+    """An item left out because it carries what an earlier item carries: |r| at least the
+    limit (a reverse-coded copy ``6 - x`` has r = -1)."""
+
+    item: str
+    kept: str
+    r: float
+
+    def note(self, limit: float) -> str:
+        return (
+            f"item {self.item} left out: its correlation with {self.kept} is {self.r:+.3f} "
+            f"(|r| >= attitudes.factors.max_item_correlation {limit}), the same answer twice "
+            "(a reverse-coded copy?); keeping both makes the correlation matrix singular"
+        )
+
+
+def redundant_items(corr: np.ndarray, items: Sequence[str], *, limit: float) -> list[Redundant]:
+    """Items whose absolute correlation with an earlier kept item reaches ``limit``, in item
+    order (the earlier item of each pair is kept)."""
+    out: list[Redundant] = []
+    dropped: set[int] = set()
+    for j in range(len(items)):
+        for i in range(j):
+            if i not in dropped and abs(corr[i, j]) >= limit:
+                out.append(Redundant(items[j], items[i], float(corr[i, j])))
+                dropped.add(j)
+                break
+    return out
+
+
+def subset(m: Moments, keep: Sequence[int]) -> Moments:
+    """The moments of the items at ``keep`` (a slice: no new Spark pass)."""
+    k = np.asarray(keep)
+    return Moments(m.n, m.means[k], m.stds[k], m.corr[np.ix_(k, k)])
+
+
+MAX_CONDITION = 1e8
+"""A correlation matrix whose condition number exceeds this is numerically singular: some
+items are (nearly) a linear combination of others, and score weights would explode."""
+
+
+def check_conditioning(corr: np.ndarray, items: Sequence[str]) -> float:
+    """The condition number of the items' correlation matrix (largest / smallest eigenvalue).
+
+    Raises:
+        InputError: it is (nearly) singular: names the items of the near-dependence (the
+            largest components of the smallest eigenvalue's eigenvector), the condition number
+            and the determinant.
+    """
+    values, vectors = np.linalg.eigh(corr)
+    smallest = float(values[0])
+    condition = float(values[-1] / smallest) if smallest > 0 else math.inf
+    if condition <= MAX_CONDITION:
+        return condition
+    weights = np.abs(vectors[:, 0])
+    involved = [items[i] for i in np.argsort(-weights)[:4] if weights[i] > 0.1]
+    raise InputError(
+        f"the items' correlation matrix is (nearly) singular: condition number {condition:.3g}"
+        f", determinant {float(np.prod(values)):.3g}; {', '.join(involved)} are (nearly) a "
+        "linear combination of each other. Remove one of them from attitudes.items (a "
+        "reverse-coded or derived copy of another item), or lower "
+        "attitudes.factors.max_item_correlation to drop such pairs"
+    )
+
+
+def heywood_items(solution: Solution, items: Sequence[str]) -> list[str]:
+    """Items with a Heywood case: communality at or above 1 (a uniqueness at or below 0),
+    which no real item can have; their loadings are not to be trusted."""
+    return [item for item, h in zip(items, solution.communalities, strict=True) if h >= 0.999]
 
 
 @dataclass(frozen=True)

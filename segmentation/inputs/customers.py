@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from segmentation.config import CustomersSourceConfig, SurveySourceConfig
 from segmentation.errors import InputError
-from segmentation.inputs import parsing, sources
+from segmentation.inputs import columns, parsing, sources
 from segmentation.storage import tables
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _read_per_customer(
             f"columns: {', '.join(raw.columns)}"
         )
     id_col = id_field.name
-    if sources.spark_family(id_field.dataType) not in ("string", "numeric"):
+    if columns.spark_family(id_field.dataType) not in ("string", "numeric"):
         raise InputError(
             f"column '{id_col}' ({key}.customer_id) must be text or a number, "
             f"found {id_field.dataType.simpleString()}"

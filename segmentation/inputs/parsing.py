@@ -8,7 +8,8 @@ a time that does not fit the configured pattern is an issue, never a nearby valu
 * **Customer ids** are text. Integral numbers become their integer text, whatever the input
   type (``17850``, ``17850.0`` as DOUBLE and ``17850`` as DECIMAL all give ``"17850"``), so
   events and the customers dimension join however each export typed them. Text ids are kept
-  as written (trimmed): ``"00123"`` stays ``"00123"``.
+  as written (trimmed of every Unicode blank: :func:`trim_blank`): ``"00123"`` stays
+  ``"00123"``, ``"C42\t"`` is ``"C42"``.
 * **Numbers** in text follow ``input.events.decimal_separator``, ``thousands_separator`` and
   ``currency_symbols``; numeric columns are taken as they are.
 * **Times** are instants (Spark TIMESTAMP, UTC session). Text with an offset or zone, epoch
@@ -27,6 +28,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from segmentation.config.types import BLANK, strip_blank
 from segmentation.errors import InputError
 
 NON_INTEGRAL_CUSTOMER_ID = "non_integral_customer_id"
@@ -54,9 +56,18 @@ class Parsed:
     """The quarantine reason (null: the value is usable, or absent)."""
 
 
+def trim_blank(text: Column) -> Column:
+    """Text without leading and trailing blanks: every Unicode space (no-break spaces too),
+    control and format character (TAB, zero-width space, byte-order mark), as the
+    configuration's labels are trimmed (``config.types.strip_blank``). Spark's ``trim``
+    removes only U+0020: an id with a trailing TAB would be a second customer."""
+    return F.regexp_replace(text.cast("string"), f"^{BLANK}+|{BLANK}+$", "")
+
+
 def blank_is_null(text: Column) -> Column:
-    """Trimmed text, with empty text as null (an empty CSV field is a missing value)."""
-    trimmed = F.trim(text.cast("string"))
+    """Trimmed text (:func:`trim_blank`), with empty text as null (an empty CSV field, or one of
+    only blanks, is a missing value)."""
+    trimmed = trim_blank(text)
     return F.when(trimmed != "", trimmed)
 
 
@@ -150,6 +161,60 @@ def number(column: Column, data_type: T.DataType, fmt: NumberFormat, *, issue: s
     )
 
 
+UNPARSEABLE_ATTRIBUTE = "unparseable_attribute"
+# An attribute number written as CRM and spreadsheet exports write them: digits with optional
+# thousands groups (``1,000``, ``1 000``, ``1'000``, no-break spaces too) and a decimal point;
+# a range (``51-200``, ``51 to 200``, with an en or em dash too) or an open band (``1000+``).
+_ATTR_NUMBER = r"\d{1,3}(?:[,' \x{00A0}\x{202F}]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+_ATTR_RANGE = rf"^({_ATTR_NUMBER})\s*(?:-|\x{{2013}}|\x{{2014}}|to)\s*({_ATTR_NUMBER})$"
+_ATTR_PLUS = rf"^({_ATTR_NUMBER})\s*\+$"
+
+
+def attribute_number(column: Column, data_type: T.DataType) -> Parsed:
+    """A numeric attribute of the customers dimension (employee counts, ages) as DOUBLE.
+
+    Numeric columns are taken as they are. Text is trimmed (:func:`trim_blank`) and read as a
+    number with optional thousands groups (``1,000``, ``1 000``) and a decimal point; a range
+    ``51-200`` (or ``51 - 200``, ``51 to 200``, an en dash) counts as its lower bound and an open
+    band ``1000+`` as its bound, since tiers and bins ask "at least". Anything else (``n/a``,
+    ``many``) is null with the issue ``unparseable_attribute``, counted by the caller; no text
+    ever reaches an ANSI cast.
+    """
+    if isinstance(data_type, T.NumericType):
+        return Parsed(column.cast("double"), F.lit(None).cast("string"))
+    text = blank_is_null(column)
+    plain = F.regexp_extract(text, rf"^({_ATTR_NUMBER})$", 1)
+    low = F.regexp_extract(text, _ATTR_RANGE, 1)
+    plus = F.regexp_extract(text, _ATTR_PLUS, 1)
+    picked = F.coalesce(F.nullif(plain, F.lit("")), F.nullif(low, F.lit("")),
+                        F.nullif(plus, F.lit("")))  # fmt: skip
+    digits = F.regexp_replace(picked, r"[,' \x{00A0}\x{202F}]", "")
+    value = digits.try_cast("double")
+    return Parsed(value, F.when(text.isNotNull() & value.isNull(), F.lit(UNPARSEABLE_ATTRIBUTE)))
+
+
+def attribute_flag(
+    column: Column, data_type: T.DataType, *, true: Sequence[str], false: Sequence[str]
+) -> Parsed:
+    """A yes/no attribute (``is_business``) as BOOLEAN: a boolean column as it is, numbers 1/0,
+    text compared trimmed and lower-cased with the configured spellings
+    (``input.customers.true_values`` / ``false_values``: ``yes``, ``B2B``...); anything else is
+    null with the issue ``unparseable_attribute``."""
+    no_issue = F.lit(None).cast("string")
+    if isinstance(data_type, T.BooleanType):
+        return Parsed(column, no_issue)
+    if isinstance(data_type, T.NumericType):
+        value = F.when(column == 1, F.lit(True)).when(column == 0, F.lit(False))
+        return Parsed(
+            value, F.when(column.isNotNull() & value.isNull(), F.lit(UNPARSEABLE_ATTRIBUTE))
+        )
+    text = F.lower(blank_is_null(column))
+    yes = [strip_blank(v).lower() for v in true]
+    no = [strip_blank(v).lower() for v in false]
+    value = F.when(text.isin(*yes), F.lit(True)).when(text.isin(*no), F.lit(False))
+    return Parsed(value, F.when(text.isNotNull() & value.isNull(), F.lit(UNPARSEABLE_ATTRIBUTE)))
+
+
 def finite(value: Column) -> Column:
     """True where a DOUBLE is neither NaN nor infinite (null stays null)."""
     return ~(F.isnan(value) | (F.abs(value) == float("inf")))
@@ -171,10 +236,8 @@ def event_time(
     Raises:
         InputError: a numeric column without an epoch format (names the config key).
     """
-    if timestamp_format == "epoch_seconds":
-        return F.timestamp_seconds(column.try_cast("double"))
-    if timestamp_format == "epoch_millis":
-        return F.timestamp_millis(column.try_cast("long"))
+    if timestamp_format in EPOCH_UNITS:
+        return epoch(column, timestamp_format)
     if isinstance(data_type, T.TimestampType):
         return column
     if isinstance(data_type, T.TimestampNTZType | T.DateType):
@@ -184,13 +247,41 @@ def event_time(
             "input.events.columns.event_time is numeric: set input.events.timestamp_format to "
             "epoch_seconds or epoch_millis"
         )
-    text = F.trim(column.cast("string"))
+    text = trim_blank(column)
     if timestamp_format:
         parsed = F.try_to_timestamp(text, F.lit(timestamp_format))
         zoned = _pattern_has_zone(timestamp_format)
         return parsed if zoned else wall_clock(parsed, time_zone)
     parsed = F.try_to_timestamp(text)
     return F.when(text.rlike(_ZONE_SUFFIX), parsed).otherwise(wall_clock(parsed, time_zone))
+
+
+EPOCH_UNITS = {"epoch_seconds": 1, "epoch_millis": 1_000, "epoch_micros": 1_000_000,
+               "epoch_nanos": 1_000_000_000}  # fmt: skip
+# Instants Spark can hold: years 0001 to 9999, in seconds since 1970.
+_EPOCH_RANGE = (-62_135_596_800, 253_402_300_799)
+
+
+def epoch(column: Column, unit: str) -> Column:
+    """The instant of an epoch number in ``unit`` (seconds, milliseconds, micro- or
+    nanoseconds since 1970-01-01 UTC), at microsecond precision (Spark's), or null when it
+    cannot be a time in that unit (beyond year 9999, NaN, text): quarantined as
+    ``invalid_event_time`` rather than ending the job with a long overflow (a nanosecond value
+    read as milliseconds)."""
+    per_second = EPOCH_UNITS[unit]
+    x = column.try_cast("double")
+    low, high = _EPOCH_RANGE
+    plausible = (x >= F.lit(float(low * per_second))) & (x <= F.lit(float(high * per_second)))
+    plausible = plausible & ~F.isnan(x)
+    if per_second == 1:
+        return F.when(plausible, F.timestamp_seconds(x))
+    # Only plausible values reach the arithmetic, so no product can overflow.
+    exact = F.when(plausible, column.try_cast("long"))
+    if per_second <= 1_000_000:
+        micros = exact * F.lit(1_000_000 // per_second)
+    else:  # exact integer division (a double would lose the microseconds of a 19-digit value)
+        micros = F.floor(exact.cast("decimal(20,0)") / F.lit(per_second // 1_000_000))
+    return F.timestamp_micros(micros.cast("long"))
 
 
 def wall_clock(timestamp: Column, time_zone: str) -> Column:

@@ -18,10 +18,11 @@ from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig
 from segmentation.inputs import parsing, sources
-from segmentation.inputs.sources import ISSUE, RETURN, EventSource, InputCounts
+from segmentation.inputs.sources import ISSUE, RAW, RETURN, EventSource, InputCounts
 from segmentation.storage.tables import CANONICAL_EVENTS
 
 REASON = "reason"
+RAW_TYPE = "map<string,string>"
 MISSING_CUSTOMER_ID = "missing_customer_id"
 INVALID_EVENT_TIME = "invalid_event_time"
 IMPLAUSIBLE_EVENT_TIME = "implausible_event_time"
@@ -203,8 +204,11 @@ def split_staged(
     copy = F.col(COPY) > 1
     is_duplicate = {"exact": copy, "event_id": copy & ~no_id, "off": F.lit(False)}[duplicates]
     clean = usable.where(~is_duplicate).select(*canonical)
-    copies = usable.where(is_duplicate).select(*canonical, F.lit(DUPLICATE_EVENT).alias(REASON))
-    invalid = staged.where(F.col(REASON).isNotNull()).select(*canonical, REASON)
+    raw = F.col(RAW) if RAW in staged.columns else F.lit(None).cast(RAW_TYPE)
+    copies = usable.where(is_duplicate).select(
+        *canonical, F.lit(DUPLICATE_EVENT).alias(REASON), F.lit(None).cast(RAW_TYPE).alias(RAW)
+    )
+    invalid = staged.where(F.col(REASON).isNotNull()).select(*canonical, REASON, raw.alias(RAW))
     kept = usable.where(copy & no_id).select(*canonical) if report_exact_copies else None
     return Split(clean=clean, rejected=invalid.unionByName(copies),
                  valid=usable.select(*canonical), kept_copies=kept)  # fmt: skip

@@ -7,13 +7,11 @@ this module sees the canonical columns of ``CANONICAL_SCHEMA``.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -25,8 +23,10 @@ from segmentation.config import (
     EventSourceConfig,
     SurveySourceConfig,
 )
+from segmentation.config.types import strip_blank
 from segmentation.errors import InputError, TableError
 from segmentation.inputs import parsing
+from segmentation.inputs.columns import check_columns, check_source, header_key, spark_family
 from segmentation.storage import delta_tables, tables
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,12 @@ ORDER, RETURN, VISIT, OTHER = "order", "return", "visit", "other"
 
 CANONICAL_SCHEMA = tables.CANONICAL_EVENTS
 
-# Arrow / Spark type families accepted for each canonical column.
-_NUMERIC = "numeric"
-_TEMPORAL = "timestamp, date, string or epoch number"
-_EXPECTED = {"amount": _NUMERIC, "quantity": _NUMERIC, "discount": _NUMERIC}
-
 
 ISSUE = "_issue"
 """The parse issue of an event (a quarantine reason), carried to ``quality.split_events``."""
+RAW = "raw_values"
+"""The user's text of every mapped column (canonical name -> text), on rows whose values could
+not all be read: what ``rejected_events`` shows, so the user finds the value to fix."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ class EventSource:
         """
         observation = Observation()
         events = self.checked.observe(observation, *self._count_columns()).select(
-            *CANONICAL_SCHEMA.names, ISSUE
+            *CANONICAL_SCHEMA.names, ISSUE, RAW
         )
         return events, lambda: self._input_counts(observation.get)
 
@@ -137,34 +135,6 @@ def _flag(kind: str, column: str) -> str:
     return f"_{kind}_{column}"
 
 
-def check_source(source: EventSourceConfig, path: str) -> pa.Schema | None:
-    """Fail fast, before any Spark job, if the path is unreadable or a mapped column is missing.
-
-    Returns the source's Arrow schema where it can be read without Spark (Parquet), else None
-    (Delta, CSV, JSON: their columns are checked when Spark reads the table's schema).
-    """
-    if "://" not in path and not os.path.exists(path):
-        raise InputError(
-            f"input path not found: {path} (config key input.events.path; "
-            "run `make run` to generate the sample, or point the key at your events)"
-        )
-    schema: pa.Schema | None = None
-    if source.format == "delta" and "://" not in path:
-        if not os.path.isdir(os.path.join(path, "_delta_log")):
-            raise InputError(
-                f"input path {path} is not a Delta table (no _delta_log; input.events.format "
-                "is 'delta'): set input.events.format to the files' format"
-            )
-    elif source.format == "parquet" and "://" not in path:
-        try:
-            schema = pads.dataset(path, format="parquet", partitioning="hive").schema
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise InputError(f"input path {path} is not readable as Parquet: {exc}") from exc
-    if schema is not None:
-        _check_columns(source, {f.name: _family_arrow(f.type) for f in schema}, path)
-    return schema
-
-
 def read_events(
     spark: SparkSession,
     source: EventSourceConfig,
@@ -188,25 +158,36 @@ def read_events(
         InputError: the path is unreadable, or a mapped column is missing or of a wrong type;
             the message names the path or the column and its config key.
     """
-    check_source(source, path)
+    arrow = check_source(source, path)
     raw = read_raw(spark, source, path)
-    families = {f.name: spark_family(f.dataType) for f in raw.schema.fields}
-    _check_columns(source, families, path)
+    longs = {f.name for f in raw.schema.fields if isinstance(f.dataType, T.LongType)}
+    # Only where Spark read the column as the nanoseconds it holds (INT96 is read as a time).
+    nanos = {name: utc for name, utc in _nanosecond_times(arrow).items() if name in longs}
+    families = {f.name: "timestamp" if f.name in nanos else spark_family(f.dataType)
+                for f in raw.schema.fields}  # fmt: skip
+    check_columns(source, families, path)
     extra = [_raw_column(raw, user, key, path).alias(carried(i))
              for i, (key, user) in enumerate(carry)]  # fmt: skip
     mapped = source.columns.mapped()
-    fields = {f.name.lower(): f for f in raw.schema.fields}
-    columns = {c: F.col(f"`{fields[user.lower()].name}`") for c, user in mapped.items()}
-    types = {c: fields[user.lower()].dataType for c, user in mapped.items()}
-    values, issues, rejected = _canonical(columns, types, source)
+    fields = {header_key(f.name): f for f in raw.schema.fields}
+    columns = {c: F.col(f"`{fields[header_key(user)].name}`") for c, user in mapped.items()}
+    types = {c: fields[header_key(user)].dataType for c, user in mapped.items()}
+    user_time = fields[header_key(mapped["event_time"])].name
+    values, issues, rejected = _canonical(columns, types, source, nanos.get(user_time))
+    unreadable = F.coalesce(*issues).isNotNull() | values["event_time"].isNull()
+    unreadable = unreadable | values["customer_id"].isNull() | values["amount"].isNull()
+    raw_text = F.create_map(
+        *[x for c, col in columns.items() for x in (F.lit(c), col.cast("string"))]
+    )
     checked = raw.select(
         *[values[c].alias(c) for c in CANONICAL_SCHEMA.names],
         F.coalesce(*issues).alias(ISSUE),
+        F.when(unreadable, raw_text).alias(RAW),
         *_flags(columns, rejected),
         *extra,
     )
     return EventSource(
-        events=checked.select(*CANONICAL_SCHEMA.names, ISSUE), present=frozenset(mapped),
+        events=checked.select(*CANONICAL_SCHEMA.names, ISSUE, RAW), present=frozenset(mapped),
         checked=checked, mapped=mapped, time_zone=source.time_zone,
     )  # fmt: skip
 
@@ -217,21 +198,39 @@ def carried(index: int) -> str:
 
 
 def _raw_column(raw: DataFrame, user: str, key: str, path: str) -> Column:
-    by_lower = {f.name.lower(): f.name for f in raw.schema.fields}
-    name = by_lower.get(user.lower())
+    """The user's column ``user`` (header names matched as ``header_key`` normalises them)."""
+    by_key = {header_key(f.name): f.name for f in raw.schema.fields}
+    name = by_key.get(header_key(user))
     if name is None:
         raise InputError(
             f"column '{user}' ({key}) is not in {path}; its columns are: "
-            f"{', '.join(sorted(raw.columns))}"
+            f"{', '.join(repr(c) for c in sorted(raw.columns))}"
         )
     return F.col(f"`{name}`")
 
 
+def _nanosecond_times(schema: pa.Schema | None) -> dict[str, bool]:
+    """The Parquet columns written as INT64 TIMESTAMP(NANOS) (pandas' default), which Spark
+    reads as the nanoseconds they hold (``spark.sql.legacy.parquet.nanosAsLong``): name ->
+    whether the values are UTC instants (``isAdjustedToUTC``, a time zone in Arrow)."""
+    if schema is None:
+        return {}
+    return {
+        strip_blank(f.name): f.type.tz is not None
+        for f in schema
+        if pa.types.is_timestamp(f.type) and f.type.unit == "ns"
+    }
+
+
 def _canonical(
-    columns: dict[str, Column], types: dict[str, T.DataType], source: EventSourceConfig
+    columns: dict[str, Column],
+    types: dict[str, T.DataType],
+    source: EventSourceConfig,
+    nanos_utc: bool | None = None,
 ) -> tuple[dict[str, Column], list[Column], dict[str, Column]]:
     """The canonical value of every column, the parse issues, and per mapped column the
-    condition under which a present value is rejected."""
+    condition under which a present value is rejected. ``nanos_utc`` (not None): the time
+    column holds Parquet nanosecond timestamps, UTC instants or (False) local times."""
     fmt = parsing.NumberFormat(
         source.decimal_separator, source.thousands_separator, source.currency_symbols
     )
@@ -239,10 +238,14 @@ def _canonical(
     amount = parsing.number(
         columns["amount"], types["amount"], fmt, issue=parsing.UNPARSEABLE_AMOUNT
     )
-    time = parsing.event_time(
-        columns["event_time"], types["event_time"], timestamp_format=source.timestamp_format,
-        time_zone=source.time_zone,
-    )  # fmt: skip
+    if nanos_utc is None:
+        time = parsing.event_time(
+            columns["event_time"], types["event_time"], timestamp_format=source.timestamp_format,
+            time_zone=source.time_zone,
+        )  # fmt: skip
+    else:
+        time = parsing.epoch(columns["event_time"], "epoch_nanos")
+        time = time if nanos_utc else parsing.wall_clock(time, source.time_zone)
     optional = {
         name: _optional_number(columns[name], types[name], fmt, issue=issue)
         for name, issue in (("quantity", parsing.INVALID_QUANTITY),
@@ -304,51 +307,38 @@ def read_raw(
     """
     try:
         if source.format == "delta":
-            return delta_tables.read(spark, path)
-        reader = spark.read.options(**dict(source.options))
-        if source.format == "csv":
-            return reader.option("header", source.options.get("header", "true")).csv(path)
-        if source.format == "json":
-            return reader.json(path)
-        return reader.parquet(path)
+            raw = delta_tables.read(spark, path)
+        else:
+            reader = spark.read.options(**dict(source.options))
+            if source.format == "csv":
+                raw = reader.option("header", source.options.get("header", "true")).csv(path)
+            elif source.format == "json":
+                raw = reader.json(path)
+            else:
+                raw = reader.parquet(path)
     except AnalysisException as exc:
         raise InputError(f"cannot read input path {path} as {source.format}: {exc}") from exc
     except TableError as exc:
         raise InputError(f"cannot read input path {path}: {exc}") from exc
+    return _trimmed_names(raw, path)
 
 
-def _check_columns(source: EventSourceConfig, families: dict[str, str], path: str) -> None:
-    by_lower = {name.lower(): family for name, family in families.items()}
-    for canonical, user in source.columns.mapped().items():
-        family = by_lower.get(user.lower())
-        if family is None:
+def _trimmed_names(raw: DataFrame, path: str) -> DataFrame:
+    """The columns renamed without leading or trailing blanks (a hand-edited CSV header
+    ``customer_id, event_time``), so every mapping matches them; two names that become one
+    are an error naming both."""
+    names = {c: strip_blank(c) for c in raw.columns}
+    if all(old == new for old, new in names.items()):
+        return raw
+    seen: dict[str, str] = {}
+    for old, new in names.items():
+        if new.lower() in seen:
             raise InputError(
-                f"column '{user}' (config key input.events.columns.{canonical}) is not in "
-                f"{path}; its columns are: {', '.join(sorted(families))}"
+                f"input path {path}: columns {seen[new.lower()]!r} and {old!r} are the same "
+                "name once leading and trailing blanks are removed; rename one"
             )
-        expected = _EXPECTED.get(canonical)
-        if expected == _NUMERIC and family not in ("numeric", "string"):
-            raise InputError(
-                f"column '{user}' (input.events.columns.{canonical}) must be numeric, "
-                f"found {family}"
-            )
-        if canonical == "event_time" and family not in ("timestamp", "date", "string", "numeric"):
-            raise InputError(
-                f"column '{user}' (input.events.columns.event_time) must be a {_TEMPORAL}, "
-                f"found {family}"
-            )
-        if canonical == "event_time" and family == "numeric" and source.timestamp_format not in (
-            "epoch_seconds", "epoch_millis"
-        ):  # fmt: skip
-            raise InputError(
-                f"column '{user}' (input.events.columns.event_time) is numeric: set "
-                "input.events.timestamp_format to epoch_seconds or epoch_millis"
-            )
-        if canonical == "customer_id" and family not in ("string", "numeric"):
-            raise InputError(
-                f"column '{user}' (input.events.columns.customer_id) must be text or a number, "
-                f"found {family}"
-            )
+        seen[new.lower()] = old
+    return raw.select(*[F.col(f"`{old}`").alias(new) for old, new in names.items()])
 
 
 def _event_type(column: Column | None, source: EventSourceConfig, amount: Column) -> Column:
@@ -362,42 +352,17 @@ def _event_type(column: Column | None, source: EventSourceConfig, amount: Column
         untyped: Column = F.lit(True)
     else:
         value = F.lower(parsing.blank_is_null(column))
+
+        def listed(values: tuple[str, ...]) -> Column:
+            return value.isin(*[strip_blank(v).lower() for v in values])
+
         kind = (
-            F.when(value.isin(*[t.lower() for t in types.order]), F.lit(ORDER))
-            .when(value.isin(*[t.lower() for t in types.return_]), F.lit(RETURN))
-            .when(value.isin(*[t.lower() for t in types.visit]), F.lit(VISIT))
+            F.when(listed(types.order), F.lit(ORDER))
+            .when(listed(types.return_), F.lit(RETURN))
+            .when(listed(types.visit), F.lit(VISIT))
             .otherwise(F.lit(OTHER))
         )
         untyped = value.isNull()
     if source.negative_amounts == "return":
         kind = F.when(untyped & (amount < 0), F.lit(RETURN)).otherwise(kind)
     return kind
-
-
-def _family_arrow(data_type: pa.DataType) -> str:
-    if pa.types.is_integer(data_type) or pa.types.is_floating(data_type):
-        return "numeric"
-    if pa.types.is_decimal(data_type):
-        return "numeric"
-    if pa.types.is_timestamp(data_type):
-        return "timestamp"
-    if pa.types.is_date(data_type):
-        return "date"
-    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
-        return "string"
-    if pa.types.is_dictionary(data_type):
-        return _family_arrow(data_type.value_type)
-    return str(data_type)
-
-
-def spark_family(data_type: T.DataType) -> str:
-    """The type family of a Spark type: numeric, timestamp, date, string or its own name."""
-    if isinstance(data_type, T.NumericType):
-        return "numeric"
-    if isinstance(data_type, T.TimestampType | T.TimestampNTZType):
-        return "timestamp"
-    if isinstance(data_type, T.DateType):
-        return "date"
-    if isinstance(data_type, T.StringType):
-        return "string"
-    return data_type.simpleString()

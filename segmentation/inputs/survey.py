@@ -10,6 +10,9 @@ config key, and too sparse respondents are a counted exclusion:
   infinite): error with ``attitudes.items.invalid_answers: error`` (default), else a missing
   answer, counted per item;
 * an item without a single usable answer: error (nothing to correlate);
+* an item's "no answer" labels (``attitudes.items.missing_answers``: ``Don't know``, ``N/A``,
+  ``Prefer not to say``...; per item ``missing_answers_by_item``, e.g. a code 99) are missing
+  answers, counted per item, whatever ``invalid_answers`` says;
 * a boolean attribute with a value that is not true/false, yes/no, 1/0: error;
 * a respondent missing more than ``attitudes.max_missing_share`` of the items, or without a
   customer id: excluded, with the reason (``survey_exclusions``).
@@ -34,6 +37,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from segmentation.config import AttitudesConfig
+from segmentation.config.types import BLANK, strip_blank
 from segmentation.errors import InputError
 from segmentation.storage import tables
 
@@ -56,13 +60,23 @@ class Mapped:
     kind: Kind
     key: str
     scale: tuple[int, int] | None = None
+    missing: tuple[str, ...] = ()
+    """Answers that mean "no answer" (``Don't know``, ``N/A``, a code such as 99), compared
+    trimmed and lower-cased: missing answers, never invalid ones."""
 
 
 def columns(ac: AttitudesConfig) -> tuple[list[Mapped], list[Mapped]]:
     """The factor-analysed items and the attributes, as mapped in ``attitudes``."""
     it, at = ac.items, ac.attributes
-    items = [Mapped(n, "ordinal", "attitudes.items.ordinal", it.scale_of(n)) for n in it.ordinal]
-    items += [Mapped(n, "numeric", "attitudes.items.numeric") for n in it.numeric]
+
+    def missing(item: str) -> tuple[str, ...]:
+        labels = (*it.missing_answers, *it.missing_answers_by_item.get(item, ()))
+        return tuple(dict.fromkeys(normalise_answer(v) for v in labels))
+
+    items = [Mapped(n, "ordinal", "attitudes.items.ordinal", it.scale_of(n), missing(n))
+             for n in it.ordinal]  # fmt: skip
+    items += [Mapped(n, "numeric", "attitudes.items.numeric", None, missing(n))
+              for n in it.numeric]  # fmt: skip
     attributes = [Mapped(n, "numeric", "attitudes.attributes.numeric") for n in at.numeric]
     attributes += [Mapped(n, "categorical", "attitudes.attributes.categorical")
                    for n in at.categorical]  # fmt: skip
@@ -77,12 +91,30 @@ def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def normalise_answer(text: str) -> str:
+    """An answer label as compared: blanks trimmed, lower case, a typographic apostrophe as a
+    plain one (U+2019 in ``Don\u2019t know`` becomes an apostrophe)."""
+    return strip_blank(text).lower().replace("\u2019", "'")
+
+
 def _text(source: str) -> str:
-    return f"TRIM(CAST({source} AS STRING))"
+    """The value as trimmed text (every Unicode blank, as ``parsing.trim_blank``)."""
+    pattern = sql_text(f"^{BLANK}+|{BLANK}+$")
+    return f"REGEXP_REPLACE(CAST({source} AS STRING), {pattern}, '')"
 
 
-def _blank(source: str) -> str:
-    return f"({source} IS NULL OR {_text(source)} = '')"
+def _declined(source: str, col: Mapped) -> str:
+    """True where the answer is one of the item's "no answer" labels."""
+    if not col.missing:
+        return "FALSE"
+    label = f"LOWER(REPLACE({_text(source)}, '\u2019', \"'\"))"
+    return f"({label} IN ({', '.join(map(sql_text, col.missing))}))"
+
+
+def _blank(source: str, col: Mapped | None = None) -> str:
+    """A missing answer: null, blank, or (items) a "no answer" label."""
+    declined = "" if col is None else f" OR {_declined(source, col)}"
+    return f"({source} IS NULL OR {_text(source)} = ''{declined})"
 
 
 def _number(source: str) -> str:
@@ -107,9 +139,10 @@ def clean_sql(col: Mapped, source: str, *, invalid: Literal["error", "missing"])
     """The cleaned value of ``col`` read from the SQL expression ``source``.
 
     Numbers (items, numeric attributes) become DOUBLE, booleans 1.0/0.0, categories trimmed
-    text; blanks become NULL. Text in a numeric column, an invalid boolean and (with
-    ``invalid="error"``) an answer outside its scale stop the query with ``raise_error``
-    naming the column and key; with ``invalid="missing"`` such an answer becomes NULL.
+    text; blanks and an item's no-answer labels become NULL. Text in a numeric attribute, an
+    invalid boolean and (with ``invalid="error"``) an item's answer outside its scale or other
+    text stop the query with ``raise_error`` naming the column and key; with
+    ``invalid="missing"`` such an answer becomes NULL.
     """
     if col.kind == "categorical":
         return f"NULLIF({_text(source)}, '')"
@@ -121,9 +154,15 @@ def clean_sql(col: Mapped, source: str, *, invalid: Literal["error", "missing"])
             f"WHEN {text} IN ({', '.join(map(sql_text, _TRUE))}) THEN 1D "
             f"WHEN {text} IN ({', '.join(map(sql_text, _FALSE))}) THEN 0D ELSE {bad} END"
         )
+    item = col.key.startswith("attitudes.items")
     text_error = _raise(
+        f"item {col.name} ({col.key}) holds a text answer that is not one of its no-answer "
+        "labels (attitudes.items.missing_answers)"
+        if item else
         f"column {col.name} ({col.key}) holds text: map it under attitudes.attributes.categorical"
-    )
+    )  # fmt: skip
+    if invalid == "missing" and item:
+        text_error = "CAST(NULL AS DOUBLE)"
     if invalid == "missing":
         out_of_range = "CAST(NULL AS DOUBLE)"
     else:
@@ -133,7 +172,7 @@ def clean_sql(col: Mapped, source: str, *, invalid: Literal["error", "missing"])
         )
     x = _number(source)
     return (
-        f"CASE WHEN {_blank(source)} THEN CAST(NULL AS DOUBLE) WHEN {x} IS NULL THEN "
+        f"CASE WHEN {_blank(source, col)} THEN CAST(NULL AS DOUBLE) WHEN {x} IS NULL THEN "
         f"{text_error} WHEN {valid_sql(col, source)} THEN {x} ELSE {out_of_range} END"
     )
 
@@ -157,6 +196,7 @@ class Survey:
         read: respondents in the input.
         exclusions: respondents excluded, by reason.
         invalid_answers: answers turned missing, by item (``invalid_answers: missing``).
+        declined: "no answer" labels (``Don't know``, ``N/A``, 99...) read as missing, by item.
         answered: usable answers per item (all respondents).
         impute: the imputation value of each item and numeric/boolean attribute.
     """
@@ -168,6 +208,8 @@ class Survey:
     read: int
     exclusions: dict[str, int] = field(default_factory=dict)
     invalid_answers: dict[str, int] = field(default_factory=dict)
+    declined: dict[str, int] = field(default_factory=dict)
+    """Answers read as missing because they are a "no answer" label, by item."""
     answered: dict[str, int] = field(default_factory=dict)
     impute: dict[str, float] = field(default_factory=dict)
 
@@ -220,10 +262,7 @@ def check(raw: DataFrame, ac: AttitudesConfig) -> Survey:
         attributes=attributes,
         read=int(stats["n"]),
     )
-    survey.exclusions = {r: int(stats[r]) for r in (MISSING_ID, TOO_MANY_MISSING) if stats[r]}
-    survey.answered = {c.name: int(stats[f"ok:{c.name}"]) for c in items}
-    survey.invalid_answers = {c.name: int(stats[f"bad:{c.name}"]) for c in items
-                              if stats[f"bad:{c.name}"]}  # fmt: skip
+    _fill_counts(survey, stats, items)
     if survey.retained < 3:
         raise InputError(
             f"only {survey.retained} of {survey.read} respondents are usable (the others miss "
@@ -234,6 +273,18 @@ def check(raw: DataFrame, ac: AttitudesConfig) -> Survey:
     for reason_name, count in survey.exclusions.items():
         log.info("survey: %d respondent(s) excluded: %s", count, reason_name)
     return survey
+
+
+def _fill_counts(survey: Survey, stats: dict[str, float], items: Sequence[Mapped]) -> None:
+    """Exclusions, usable answers, invalid answers and no-answer labels from the counts."""
+    survey.exclusions = {r: int(stats[r]) for r in (MISSING_ID, TOO_MANY_MISSING) if stats[r]}
+    survey.answered = {c.name: int(stats[f"ok:{c.name}"]) for c in items}
+    for c in items:
+        invalid = int(stats[f"bad:{c.name}"] + stats[f"text:{c.name}"])
+        if invalid:
+            survey.invalid_answers[c.name] = invalid
+        if stats[f"declined:{c.name}"]:
+            survey.declined[c.name] = int(stats[f"declined:{c.name}"])
 
 
 def _check_present(raw: DataFrame, mapped: Sequence[Mapped]) -> None:
@@ -260,12 +311,15 @@ def _checked_columns(cols: Sequence[Mapped]) -> list[Column]:
             out += [F.expr(f"CASE WHEN {text} THEN NULL ELSE {clean_sql(c, src, invalid='missing')}"
                            " END").alias(c.name)]  # fmt: skip
         else:
-            bad = f"(NOT {_blank(src)} AND NOT {text} AND NOT {valid_sql(c, src)})"
+            text = f"(NOT {_blank(src, c)} AND {_number(src)} IS NULL)"
+            bad = f"(NOT {_blank(src, c)} AND NOT {text} AND NOT {valid_sql(c, src)})"
+            declined = f"({_declined(src, c)})"
             out += [
-                F.expr(f"CASE WHEN {text} OR {bad} THEN NULL ELSE {_number(src)} END").alias(
-                    c.name
-                ),
+                F.expr(
+                    f"CASE WHEN {text} OR {bad} OR {declined} THEN NULL ELSE {_number(src)} END"
+                ).alias(c.name),
                 F.expr(bad).alias(f"_bad:{c.name}"),
+                F.expr(declined).alias(f"_declined:{c.name}"),
             ]
         out.append(F.expr(text).alias(f"_text:{c.name}"))
     return out
@@ -296,6 +350,7 @@ def _counts(
                   count(keep & x.isNotNull()).alias(f"kept:{c.name}")]  # fmt: skip
         if c.kind != "boolean":
             exprs.append(count(F.col(f"`_bad:{c.name}`")).alias(f"bad:{c.name}"))
+            exprs.append(count(F.col(f"`_declined:{c.name}`")).alias(f"declined:{c.name}"))
         if c.kind == "ordinal":
             assert c.scale is not None
             exprs += [count(keep & (x == level)).alias(f"level:{c.name}:{level}")
@@ -313,7 +368,16 @@ def _raise_for(
     ac: AttitudesConfig,
 ) -> None:
     """The first problem found, as an error naming the column, its key and examples."""
-    for c in [*items, *attributes]:
+    for c in items:
+        text = int(stats[f"text:{c.name}"])
+        if text and ac.items.invalid_answers == "error":
+            raise InputError(
+                f"item '{c.name}' ({c.key}) has {text} text answer(s) that are not numbers nor "
+                f"one of its no-answer labels, e.g. {_examples(raw, c, '_text')}: add them to "
+                f"attitudes.items.missing_answers (or missing_answers_by_item.{c.name}) if they "
+                "mean no answer, or set attitudes.items.invalid_answers: missing"
+            )
+    for c in attributes:
         if c.kind != "categorical" and stats[f"text:{c.name}"]:
             expected = "true/false values" if c.kind == "boolean" else "numbers"
             hint = (

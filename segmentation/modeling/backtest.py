@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -28,7 +27,7 @@ from segmentation.features import behaviour as feat
 from segmentation.features.levels import resolve_levels
 from segmentation.identity import stitched
 from segmentation.inputs import parsing
-from segmentation.modeling import clustering, matching, outcomes
+from segmentation.modeling import clustering, matching, outcomes, training
 from segmentation.modeling.validation import Measure
 
 log = logging.getLogger(__name__)
@@ -49,14 +48,13 @@ def run(
     *,
     estimator: clustering.SegmentationKMeans,
     model: clustering.SegmentModel,
-    names: dict[int, str],
     features: DataFrame,
 ) -> OutcomeCheck:
     """Outcome measures of the trained ``model`` (``validation.outcome``).
 
     Args:
         estimator: the training's estimator (the backtest refits its configuration).
-        model: the trained model with its final segment ids; names: their names.
+        model: the trained model with its final segment ids.
         features: the training snapshot's customer features (forward mode assigns them).
     """
     oc = cfg.validation.outcome
@@ -70,7 +68,7 @@ def run(
         return OutcomeCheck(skipped=f"the events cannot be read for the outcome check: {exc}")
     try:
         check = _check(cfg, events.clean, events.present, estimator=estimator, model=model,
-                       names=names, features=features.where(keep))  # fmt: skip
+                       features=features.where(keep))  # fmt: skip
     finally:
         events.staged.unpersist()
     if share < 1.0 and check.measures:
@@ -110,7 +108,6 @@ def _check(
     *,
     estimator: clustering.SegmentationKMeans,
     model: clustering.SegmentModel,
-    names: dict[int, str],
     features: DataFrame,
 ) -> OutcomeCheck:
     oc, as_of = cfg.validation.outcome, cfg.features.as_of
@@ -134,7 +131,7 @@ def _check(
                 f"{needed} (validation.outcome.min_history_days)"
             )
         window = outcomes.OutcomeWindow(start, as_of, "backtest")
-        past = _backtest_assignment(cfg, events, present, estimator, model, names, start)
+        past = _backtest_assignment(cfg, events, present, estimator, model, start)
         if past is None:
             return OutcomeCheck(skipped=f"too few customers as of {start} for {model.k} segments")
         assignment = past
@@ -159,11 +156,16 @@ def _backtest_assignment(
     present: frozenset[str],
     estimator: clustering.SegmentationKMeans,
     model: clustering.SegmentModel,
-    names: dict[int, str],
     start: dt.date,
 ) -> DataFrame | None:
     """Customers as of ``start`` assigned by the same configuration fitted then, with the
-    trained model's segment ids (None: fewer customers than segments)."""
+    trained model's segment ids (None: fewer customers than segments).
+
+    A backtest cluster takes the id of the trained segment whose members it shares most, the
+    trained model assigning the same customers as of ``start`` (``matching.pair_by_members``):
+    members, not centres, because the segments at ``start`` may be cut differently (two
+    segments merged, another split) and a centre pairing would then give a lapsed group the
+    id of an active one."""
     fc = cfg.features
     levels = resolve_levels(events, fc, present)
     past = feat.compute_configured(
@@ -174,14 +176,8 @@ def _backtest_assignment(
         past.unpersist()
         return None
     fitted = estimator.copy(k=model.k).fit(past)
-    centers = model.centers_original()
-    known = [
-        matching.KnownSegment(sid, names[sid], dict(zip(model.scaling.features, c, strict=True)))
-        for sid, c in centers.items()
-    ]
-    cs, sizes = fitted.by_cluster()
-    matched = matching.match_segments(
-        scaling=fitted.scaling, new_centers_scaled=cs, new_sizes=sizes, previous=known,
-        previous_max_id=max(centers), max_distance=math.inf,
-    )  # fmt: skip
-    return fitted.with_segment_ids(matched.cluster_to_segment).transform(past)
+    trained = model.transform(past).select("customer_id", "segment_id")
+    overlap = training.member_overlap(fitted, past, trained)
+    _, sizes = fitted.by_cluster()
+    ids = matching.pair_by_members(sizes, sorted(model.centers_scaled), overlap)
+    return fitted.with_segment_ids(ids).transform(past)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from segmentation.config import TrackingConfig, mask_uri
@@ -19,6 +20,9 @@ class Champion:
     segments: tuple[matching.KnownSegment, ...]
     max_segment_id: int
     features: tuple[str, ...]
+    as_of: dt.date | None = None
+    """The snapshot it was trained on (its membership of that date, when published, says who
+    its segments' members are)."""
 
     @property
     def names(self) -> dict[int, str]:
@@ -46,11 +50,12 @@ def load(tc: TrackingConfig) -> Champion | None:
         version=current.version,
         run_id=current.run_id,
         segments=tuple(
-            matching.KnownSegment(int(s["segment_id"]), str(s["name"]), s["center"])
+            matching.KnownSegment(int(s["segment_id"]), str(s["name"]), s["center"], s.get("share"))
             for s in info["segments"]
         ),
         max_segment_id=int(info["max_segment_id"]),
         features=tuple(info["features"]),
+        as_of=dt.date.fromisoformat(info["as_of"]) if info.get("as_of") else None,
     )
 
 

@@ -28,7 +28,14 @@ from pyspark.ml.feature import SQLTransformer, VectorAssembler
 from pyspark.sql import DataFrame
 
 from segmentation.errors import InputError
-from segmentation.features.scaling import PREFIX, Scaling, TransformName, fit_scaling, sql_double
+from segmentation.features.scaling import (
+    PREFIX,
+    Scaling,
+    ScalingMethod,
+    TransformName,
+    fit_scaling,
+    sql_double,
+)
 from segmentation.modeling import model_selection, sample_fit
 from segmentation.modeling.model_selection import KSelection
 from segmentation.storage.tables import DISTANCE, SEGMENT_ID
@@ -116,6 +123,8 @@ class SegmentationKMeans:
         max_iter: int = 40,
         transforms: Mapping[str, str] | None = None,
         default_transform: TransformName = "log1p",
+        scaling: ScalingMethod = "standard",
+        clip: float | None = None,
     ) -> None:
         """Args:
         features: feature columns to cluster on.
@@ -125,6 +134,8 @@ class SegmentationKMeans:
         max_iter: maximum iterations of the clustering.
         transforms: per-feature skew transform (``log1p`` or ``none``).
         default_transform: the transform of features not in ``transforms``.
+        scaling: ``robust`` (median and IQR) or ``standard`` (mean and standard deviation).
+        clip: scaled values are capped at this many (robust) standard deviations (None: not).
         """
         self.features = tuple(features)
         self.k = k
@@ -133,17 +144,23 @@ class SegmentationKMeans:
         self.max_iter = max_iter
         self.transforms = dict(transforms or {})
         self.default_transform = default_transform
+        self.scaling = scaling
+        self.clip = clip
 
-    def copy(self, *, k: int, seed: int | None = None) -> SegmentationKMeans:
-        """The same estimator with another ``k`` (and optionally another seed)."""
+    def copy(
+        self, *, k: int, seed: int | None = None, features: Sequence[str] | None = None
+    ) -> SegmentationKMeans:
+        """The same estimator with another ``k`` (and optionally another seed or features)."""
         return SegmentationKMeans(
-            features=self.features,
+            features=self.features if features is None else tuple(features),
             k=k,
             algorithm=self.algorithm,
             seed=self.seed if seed is None else seed,
             max_iter=self.max_iter,
             transforms=self.transforms,
             default_transform=self.default_transform,
+            scaling=self.scaling,
+            clip=self.clip,
         )
 
     def fit_scaling(self, df: DataFrame) -> Scaling:
@@ -153,6 +170,8 @@ class SegmentationKMeans:
             transforms=self.transforms,
             default_transform=self.default_transform,
             offset=1.0 if self.algorithm == "bisecting_kmeans" else 0.0,
+            method=self.scaling,  # type: ignore[arg-type]
+            clip=self.clip,
         )
 
     def clusterer(self) -> KMeans | BisectingKMeans:

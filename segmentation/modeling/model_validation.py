@@ -25,7 +25,6 @@ def validate(
     sample: np.ndarray,
     estimator: clustering.SegmentationKMeans,
     model: clustering.SegmentModel,
-    names: dict[int, str],
     features: DataFrame,
 ) -> Validation:
     """Bootstrap stability, split-half replication, structure and outcomes of ``model``.
@@ -33,7 +32,7 @@ def validate(
     Args:
         sample: the k-selection sample (rows of scaled features, the model's space).
         estimator: the training's estimator (restarts, algorithm; the backtest refits it).
-        model: the trained model with its final segment ids; names: their names.
+        model: the trained model with its final segment ids.
         features: the training snapshot's customer features.
     """
     t, vc = cfg.training, cfg.validation
@@ -45,9 +44,7 @@ def validate(
         sample, labels, {s: model.centers_scaled[s] for s in ids}, vc,
         algorithm=t.algorithm, seed=t.seed, n_init=t.n_init, max_iter=t.max_iter,
     )  # fmt: skip
-    check = backtest.run(
-        spark, cfg, estimator=estimator, model=model, names=names, features=features
-    )
+    check = backtest.run(spark, cfg, estimator=estimator, model=model, features=features)
     result.measures += check.measures
     if check.skipped:
         result.skipped["outcome"] = check.skipped

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from segmentation.config import B2bConfig, B2bTier, RfmConfig, RfmSegment
+from segmentation.config.types import strip_blank
 from segmentation.errors import InputError
-from segmentation.modeling.clustering import DISTANCE, SEGMENT_ID
+from segmentation.inputs import parsing
 from segmentation.storage import tables
+from segmentation.storage.tables import DISTANCE, SEGMENT_ID
 
 CUSTOMER_ID = tables.CUSTOMER_ID
 R_SCORE, F_SCORE, M_SCORE = "r_score", "f_score", "m_score"
@@ -192,34 +195,29 @@ def _in_cell(s: RfmSegment) -> Column:
     )
 
 
-def b2b_tiers(features: DataFrame, customers: DataFrame, cfg: B2bConfig) -> DataFrame:
+def b2b_tiers(
+    features: DataFrame,
+    customers: DataFrame,
+    cfg: B2bConfig,
+    *,
+    true_values: Sequence[str] = ("true",),
+    false_values: Sequence[str] = ("false",),
+) -> DataFrame:
     """``customer_id``, ``segment_id`` and ``segment_name`` of every business account.
 
-    Business accounts are the customers whose ``business_column`` is true; the rest are not
-    accounts and get no row. An account with no usable spend counts as spending 0.
+    Business accounts are the customers whose ``business_column`` is true (read with
+    ``parsing.attribute_flag``: ``yes``, ``B2B`` and the other configured spellings); the rest
+    are not accounts and get no row. Employee counts are read with ``parsing.attribute_number``
+    (``1,000``, ``51-200`` as 51); an unreadable value is no count (:func:`b2b_issues` counts
+    them). An account with no usable spend counts as spending 0.
     """
     _require(features, [cfg.spend_feature], "b2b.spend_feature")
-    needed = {
-        "b2b.business_column": cfg.business_column,
-        "b2b.employees_column": cfg.employees_column,
-        "b2b.industry_column": cfg.industry_column,
-    }
-    by_lower = {c.lower(): c for c in customers.columns}
-    for key, column in needed.items():
-        if column is not None and column.lower() not in by_lower:
-            raise InputError(
-                f"{key} {column!r} is not a column of the customers dimension "
-                f"(columns: {', '.join(customers.columns)}); set it to null if there is none"
-            )
-
-    def dim(column: str | None) -> Column:
-        return F.col(f"`{by_lower[column.lower()]}`") if column else F.lit(None)
-
-    accounts = customers.where(F.coalesce(dim(cfg.business_column).cast("boolean"), F.lit(False)))
+    columns = _b2b_columns(customers, cfg, true_values, false_values)
+    accounts = customers.where(F.coalesce(columns["business"].value, F.lit(False)))
     joined = accounts.select(
         CUSTOMER_ID,
-        dim(cfg.employees_column).cast("double").alias("_employees"),
-        F.lower(F.trim(dim(cfg.industry_column).cast("string"))).alias("_industry"),
+        columns["employees"].value.alias("_employees"),
+        F.lower(parsing.blank_is_null(columns["industry"].value)).alias("_industry"),
     ).join(
         features.select(CUSTOMER_ID, F.col(cfg.spend_feature).cast("double").alias("_spend")),
         on=CUSTOMER_ID,
@@ -240,6 +238,59 @@ def b2b_tiers(features: DataFrame, customers: DataFrame, cfg: B2bConfig) -> Data
     )
 
 
+def _b2b_columns(
+    customers: DataFrame, cfg: B2bConfig, true_values: Sequence[str], false_values: Sequence[str]
+) -> dict[str, parsing.Parsed]:
+    """The business flag, employee count and industry read from the dimension's columns."""
+    needed = {
+        "b2b.business_column": cfg.business_column,
+        "b2b.employees_column": cfg.employees_column,
+        "b2b.industry_column": cfg.industry_column,
+    }
+    fields = {f.name.lower(): f for f in customers.schema.fields}
+    for key, column in needed.items():
+        if column is not None and column.lower() not in fields:
+            raise InputError(
+                f"{key} {column!r} is not a column of the customers dimension "
+                f"(columns: {', '.join(customers.columns)}); set it to null if there is none"
+            )
+    none = parsing.Parsed(F.lit(None), F.lit(None).cast("string"))
+
+    def field(column: str | None) -> tuple[Column, T.DataType] | None:
+        if column is None:
+            return None
+        f = fields[column.lower()]
+        return F.col(f"`{f.name}`"), f.dataType
+
+    business, employees = field(cfg.business_column), field(cfg.employees_column)
+    industry = field(cfg.industry_column)
+    return {
+        "business": none if business is None else parsing.attribute_flag(
+            *business, true=true_values, false=false_values),
+        "employees": none if employees is None else parsing.attribute_number(*employees),
+        "industry": none if industry is None else parsing.Parsed(
+            industry[0].cast("string"), F.lit(None).cast("string")),
+    }  # fmt: skip
+
+
+def b2b_issues(
+    customers: DataFrame, cfg: B2bConfig, true_values: Sequence[str], false_values: Sequence[str]
+) -> dict[str, int]:
+    """Values of the dimension's business and employee columns that cannot be read, counted
+    per config key and column (one aggregation): ``{"b2b.employees_column (employee_count)":
+    3}``; those customers are not accounts, or have no employee count."""
+    columns = _b2b_columns(customers, cfg, true_values, false_values)
+    keys = {"business": ("b2b.business_column", cfg.business_column),
+            "employees": ("b2b.employees_column", cfg.employees_column)}  # fmt: skip
+    row = customers.agg(
+        *[F.count(columns[k].issue).alias(k) for k, (_, column) in keys.items() if column]
+    ).first()
+    if row is None:
+        return {}
+    return {f"{key} ({column})": int(row[k]) for k, (key, column) in keys.items()
+            if column and row[k]}  # fmt: skip
+
+
 def _tier_holds(tier: B2bTier) -> Column:
     cond: Column = F.lit(True)
     if tier.min_spend is not None:
@@ -247,7 +298,7 @@ def _tier_holds(tier: B2bTier) -> Column:
     if tier.min_employees is not None:
         cond = cond & F.coalesce(F.col("_employees") >= float(tier.min_employees), F.lit(False))
     if tier.industries is not None:
-        wanted = [i.strip().lower() for i in tier.industries]
+        wanted = [strip_blank(i).lower() for i in tier.industries]
         cond = cond & F.coalesce(F.col("_industry").isin(wanted), F.lit(False))
     return cond
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from segmentation.config import ClusteringConfig, TrainingConfig
 from segmentation.features.scaling import Scaling
@@ -27,6 +28,7 @@ def estimator(tc: TrainingConfig) -> clustering.SegmentationKMeans:
     return clustering.SegmentationKMeans(
         features=tc.features, algorithm=tc.algorithm, seed=tc.seed, max_iter=tc.max_iter,
         transforms=dict(tc.transforms), default_transform=tc.default_transform,
+        scaling=tc.scaling, clip=tc.clip,
     )  # fmt: skip
 
 
@@ -105,10 +107,14 @@ def fit_matched(
     data: DataFrame,
     scaling: Scaling,
     champion: champions.Champion | None,
+    previous_members: DataFrame | None = None,
 ) -> Matched:
     """k chosen on the selection sample, the final fit on all rows of ``data``, the segments
     matched to the champion's (stable ids, ``matching.match_segments``), every row assigned.
 
+    ``previous_members``: the champion's membership (``customer_id``, ``segment_id``) when
+    published: a new segment inherits an id only when its members overlap the old segment's
+    (``training.match_min_jaccard``); without it their shares must agree as much.
     The one sequence behavioural (``fit``) and attitudinal training share.
     """
     sample = selection_sample(cc, data, scaling)
@@ -116,12 +122,34 @@ def fit_matched(
     log.info("model selection: %s", selection.reason)
     model, final_seed = final_fit(cc, est, data, scaling, selection)
     centers, sizes = model.by_cluster()
+    overlap = None
+    if champion is not None and previous_members is not None:
+        overlap = member_overlap(model, data, previous_members)
     matched = matching.match_segments(
         scaling=model.scaling, new_centers_scaled=centers, new_sizes=sizes,
         previous=champion.segments if champion else (),
         previous_max_id=champion.max_segment_id if champion else 0,
-        max_distance=cc.match_max_distance,
+        max_distance=cc.match_max_distance, min_agreement=cc.match_min_jaccard, overlap=overlap,
     )  # fmt: skip
     model = model.with_segment_ids(matched.cluster_to_segment)
     assigned = model.transform(data).cache()
     return Matched(sample, selection, model, final_seed, matched, assigned)
+
+
+def member_overlap(
+    model: clustering.SegmentModel, data: DataFrame, previous_members: DataFrame
+) -> matching.Overlap:
+    """Customers each new cluster shares with each previous segment, and the previous
+    segments' sizes (one join and two small aggregations)."""
+    to_cluster = F.create_map(*[x for c, s in model.cluster_to_segment.items()
+                                for x in (F.lit(s), F.lit(c))])  # fmt: skip
+    new = model.transform(data).select(
+        "customer_id", F.element_at(to_cluster, F.col("segment_id")).alias("cluster")
+    )
+    old = previous_members.select("customer_id", F.col("segment_id").alias("previous"))
+    both = {
+        (int(r["cluster"]), int(r["previous"])): int(r["count"])
+        for r in new.join(old, "customer_id").groupBy("cluster", "previous").count().collect()
+    }
+    sizes = {int(r["previous"]): int(r["count"]) for r in old.groupBy("previous").count().collect()}
+    return matching.Overlap(both, sizes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -53,7 +54,14 @@ def load(args: argparse.Namespace) -> AppConfig:
     if getattr(args, "run_key", None):
         overrides.append(f"storage.run_key={args.run_key}")
     cfg = load_config(args.config, overrides=overrides)
-    log.info("resolved config: %s", json.dumps(to_dict(cfg), sort_keys=True))
+    resolved = json.dumps(to_dict(cfg), sort_keys=True)
+    digest = hashlib.sha256(resolved.encode()).hexdigest()[:12]
+    log.info(
+        "config: conf/base.yaml + %s%s (resolved config sha256 %s; in full at DEBUG and in "
+        "each MLflow run's config/resolved_config.json)", args.config,
+        "".join(f" --set {o}" for o in overrides), digest,
+    )  # fmt: skip
+    log.debug("resolved config: %s", resolved)
     return cfg
 
 

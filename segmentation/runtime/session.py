@@ -9,6 +9,7 @@ or, on a machine without network, from local files listed in ``spark.delta_jars`
 from __future__ import annotations
 
 import argparse
+import fcntl
 import glob
 import importlib.metadata
 import os
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyspark
+from pyspark import SparkContext
 from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
 
@@ -72,6 +74,10 @@ BASE_CONF = {
     # Spark's _SUCCESS markers would be stray files inside Delta tables.
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.hadoop.parquet.enable.summary-metadata": "false",
+    # pandas and pyarrow write timestamps as INT64 TIMESTAMP(NANOS), which Spark cannot read as
+    # timestamps ([PARQUET_TYPE_ILLEGAL]): read them as the nanoseconds they hold; the readers
+    # turn a mapped time column back into instants (``sources``: its Arrow type says so).
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
 }
 
 
@@ -144,6 +150,60 @@ def delta_settings(spark_cfg: SparkConfig) -> dict[str, str]:
     return settings
 
 
+def metastore_settings(cfg: AppConfig) -> dict[str, str]:
+    """Spark's embedded Hive metastore in ``storage.metastore`` (a local folder), when the
+    tables are registered (``storage.schema``); none otherwise (the session keeps the catalog
+    its cluster configures: Unity Catalog, a Hive metastore, Glue).
+
+    Raises:
+        SegmentationError: another process holds the embedded metastore (``metastore_in_use``).
+    """
+    storage = cfg.storage
+    if not (storage.registered and storage.metastore):
+        return {}
+    folder = Path(storage.metastore).expanduser().resolve()
+    if SparkContext._active_spark_context is None:  # our own JVM would hold the lock
+        check_metastore_free(folder)
+    java_options = f"-Dderby.system.home={folder}"
+    if "spark.driver.extraJavaOptions" in cfg.spark.conf:
+        java_options = f"{cfg.spark.conf['spark.driver.extraJavaOptions']} {java_options}"
+    return {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={folder / 'metastore_db'};create=true"
+        ),
+        "spark.sql.warehouse.dir": str(folder / "spark-warehouse"),
+        "spark.driver.extraJavaOptions": java_options,
+    }
+
+
+def metastore_in_use(folder: str) -> str:
+    return (
+        f"the Hive metastore in {folder} (storage.metastore: Spark's embedded Derby database) "
+        "is in use by another Spark process, and embedded Derby admits one JVM at a time. Wait "
+        "for that job to end, or run a metastore server and point every job at it "
+        "(spark.conf: {spark.hadoop.hive.metastore.uris: 'thrift://<host>:9083'} with "
+        "storage.metastore: null)"
+    )
+
+
+def check_metastore_free(folder: Path) -> None:
+    """Fail before Spark starts when a live JVM holds the embedded metastore.
+
+    Derby holds an exclusive lock on ``metastore_db/dbex.lck`` while it runs (released when the
+    JVM ends, even when it is killed), so a stale lock file left by a crash does not count.
+    """
+    lock = folder / "metastore_db" / "dbex.lck"
+    if not lock.exists():
+        return
+    with open(lock, "rb+") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise SegmentationError(metastore_in_use(str(folder))) from exc
+        fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
 def submitted_master() -> str | None:
     """The master spark-submit was given (None outside spark-submit)."""
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
@@ -178,6 +238,7 @@ def build_session(cfg: AppConfig, *, job: str | None = None) -> SparkSession:
         **delta_settings(cfg.spark),
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),
+        **metastore_settings(cfg),
         **{k: str(v) for k, v in cfg.spark.conf.items()},
     }
     for key, value in settings.items():

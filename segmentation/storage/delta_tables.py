@@ -18,27 +18,13 @@ write produced is found in the table's history even when other writers commit me
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
-import os
-import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from delta.exceptions import (
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    DeltaConcurrentModificationException,
-    MetadataChangedException,
-    ProtocolChangedException,
-)
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -46,30 +32,50 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation.errors import TableError
+from segmentation.storage.delta_base import (
+    CONF_LOCK,
+    TXN_APP_ID_CONF,
+    TXN_VERSION_CONF,
+    USER_METADATA_CONF,
+    absolute,
+    exists,
+    partition_predicate,
+    session_confs,
+    sql_literal,
+    translated,
+)  # fmt: skip
+from segmentation.storage.delta_contract import (
+    Contract,
+    TableState,
+    commented,
+    sync_contract,
+    table_state,
+)  # fmt: skip
+
+__all__ = [
+    "CONF_LOCK",
+    "Contract",
+    "Txn",
+    "WriteOptions",
+    "Written",
+    "absolute",
+    "exists",
+    "history",
+    "merge",
+    "partition_columns",
+    "partition_predicate",
+    "read",
+    "session_confs",
+    "sql_literal",
+    "version",
+    "write",
+]
 
 log = logging.getLogger(__name__)
-
-WriteMode = Literal["append", "overwrite"]
-# Delta's session confs for idempotent DML (MERGE) and commit metadata.
-_TXN_APP_ID_CONF = "spark.databricks.delta.write.txnAppId"
-_TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
-_USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 # How far back a write looks for its own commit in the table's history.
 _HISTORY_SEARCH = 200
-# Session confs are per session, so two MERGEs from threads of one session take turns setting
-# them; DataFrame writes carry theirs as options and need no lock.
-CONF_LOCK = threading.Lock()
-# Delta's commit conflicts (its Python classes do not share a base class).
-_CONFLICTS = (
-    DeltaConcurrentModificationException,
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    MetadataChangedException,
-    ProtocolChangedException,
-)
+
+WriteMode = Literal["append", "overwrite"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,7 @@ class WriteOptions:
         evolve_schema: new columns in the rows are added to the table (``mergeSchema``); any
             other schema difference still fails.
         overwrite_schema: a whole-table overwrite may change the schema (``overwriteSchema``).
+        contract: the table's description, column comments and properties (None: none).
     """
 
     mode: WriteMode = "overwrite"
@@ -105,6 +112,7 @@ class WriteOptions:
     metadata: Mapping[str, str] = field(default_factory=dict)
     evolve_schema: bool = False
     overwrite_schema: bool = False
+    contract: Contract | None = None
 
 
 @dataclass(frozen=True)
@@ -137,11 +145,15 @@ def write(spark: SparkSession, df: DataFrame, path: str, options: WriteOptions) 
     missing = [c for c in options.partition_by if c not in df.columns]
     if missing:
         raise TableError(f"cannot write {path}: partition column(s) {missing} not in the rows")
-    existing = _schema_and_partitions(spark, path)
+    existing = table_state(spark, path)
     if existing is not None:
         _check_compatible(path, existing, df.schema, options)
     write_id = uuid.uuid4().hex
-    writer = df.write.format("delta").mode(options.mode)
+    rows = commented(df, options.contract.comments) if options.contract else df
+    if existing is None and options.contract is not None:
+        if _create(spark, rows, path, options, write_id):
+            return _written(spark, path, write_id, options.txn)
+    writer = rows.write.format("delta").mode(options.mode)
     if options.partition_by:
         writer = writer.partitionBy(*options.partition_by)
     if options.mode == "overwrite" and options.replace:
@@ -155,9 +167,12 @@ def write(spark: SparkSession, df: DataFrame, path: str, options: WriteOptions) 
     if options.overwrite_schema and options.mode == "overwrite" and not options.replace:
         writer = writer.option("overwriteSchema", "true")
     writer = writer.option("userMetadata", _user_metadata(options, write_id))
-    with _translated(path, options.replace):
+    with translated(path, options.replace):
         writer.save(path)
-    return _written(spark, path, write_id, options.txn)
+    written = _written(spark, path, write_id, options.txn)
+    if options.contract is not None:
+        sync_contract(spark, path, options.contract, options.metadata, state=existing)
+    return written
 
 
 def merge(
@@ -169,6 +184,7 @@ def merge(
     delete_unmatched: str | None = None,
     txn: Txn | None = None,
     metadata: Mapping[str, str] | None = None,
+    contract: Contract | None = None,
 ) -> Written:
     """Upsert ``source`` into the table at ``path`` with one ``DeltaTable.merge``.
 
@@ -179,7 +195,7 @@ def merge(
     Raises:
         TableError: no table at ``path``, a schema conflict, or a concurrent writer.
     """
-    existing = _schema_and_partitions(spark, path)
+    existing = table_state(spark, path)
     if existing is None:
         raise TableError(f"no Delta table at {path} to merge into")
     opts = WriteOptions(txn=txn, metadata=dict(metadata or {}))
@@ -195,12 +211,15 @@ def merge(
     )
     if delete_unmatched is not None:
         builder = builder.whenNotMatchedBySourceDelete(delete_unmatched)
-    confs = {_USER_METADATA_CONF: _user_metadata(opts, write_id)}
+    confs = {USER_METADATA_CONF: _user_metadata(opts, write_id)}
     if txn is not None:
-        confs |= {_TXN_APP_ID_CONF: txn.app_id, _TXN_VERSION_CONF: str(txn.version)}
-    with CONF_LOCK, session_confs(spark, confs), _translated(path, None):
+        confs |= {TXN_APP_ID_CONF: txn.app_id, TXN_VERSION_CONF: str(txn.version)}
+    with CONF_LOCK, session_confs(spark, confs), translated(path, None):
         builder.execute()
-    return _written(spark, path, write_id, txn)
+    written = _written(spark, path, write_id, txn)
+    if contract is not None:
+        sync_contract(spark, path, contract, opts.metadata, state=existing)
+    return written
 
 
 def read(
@@ -235,11 +254,6 @@ def read(
     return df
 
 
-def exists(spark: SparkSession, path: str) -> bool:
-    """Whether ``path`` holds a Delta table."""
-    return bool(DeltaTable.isDeltaTable(spark, absolute(path)))
-
-
 def version(spark: SparkSession, path: str) -> int | None:
     """The latest version of the table at ``path``, or None if there is no table."""
     if not exists(spark, path):
@@ -250,8 +264,8 @@ def version(spark: SparkSession, path: str) -> int | None:
 
 def partition_columns(spark: SparkSession, path: str) -> list[str] | None:
     """The table's partition columns (None when there is no table)."""
-    found = _schema_and_partitions(spark, path)
-    return None if found is None else found[1]
+    found = table_state(spark, path)
+    return None if found is None else found.partitions
 
 
 def history(spark: SparkSession, path: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -265,37 +279,17 @@ def history(spark: SparkSession, path: str, limit: int = 20) -> list[dict[str, A
     return [r.asDict() for r in rows]
 
 
-def partition_predicate(values: Mapping[str, Any]) -> str:
-    """A SQL predicate selecting one snapshot, e.g. ``model_name = 'rfm' AND as_of = DATE
-    '2025-12-31'`` (values quoted as SQL literals)."""
-    if not values:
-        raise TableError("a replaced snapshot needs at least one partition value")
-    return " AND ".join(
-        f"`{k}` IS NULL" if v is None else f"`{k}` = {sql_literal(v)}"
-        for k, v in sorted(values.items())
-    )
-
-
 # --- internals ---------------------------------------------------------------------------
-
-
-def _schema_and_partitions(spark: SparkSession, path: str) -> tuple[T.StructType, list[str]] | None:
-    if not exists(spark, path):
-        return None
-    table = DeltaTable.forPath(spark, absolute(path))
-    detail = table.detail().select("partitionColumns").first()
-    parts = list(detail["partitionColumns"]) if detail is not None else []
-    return table.toDF().schema, parts
 
 
 def _check_compatible(
     path: str,
-    existing: tuple[T.StructType, list[str]],
+    existing: TableState,
     schema: T.StructType,
     opts: WriteOptions,
 ) -> None:
     """Name the columns of a schema or partitioning conflict before Delta refuses the write."""
-    table_schema, table_parts = existing
+    table_schema, table_parts = existing.schema, existing.partitions
     replacing_all = opts.mode == "overwrite" and not opts.replace and opts.overwrite_schema
     if replacing_all:
         return
@@ -323,29 +317,34 @@ def _check_compatible(
     )
 
 
-@contextmanager
-def _translated(path: str, snapshot: Mapping[str, Any] | None) -> Iterator[None]:
-    """Delta's conflict and schema exceptions as ``TableError`` naming table and snapshot."""
-    what = f"snapshot {partition_predicate(snapshot)}" if snapshot else "the table"
-    try:
-        yield
-    except _CONFLICTS as exc:
-        raise TableError(
-            f"conflict: another run changed {what} of {path} at the same time; this run's "
-            f"rows were not committed (the table holds the other run's). Re-run to replace "
-            f"them. ({type(exc).__name__}: {_first_line(exc)})"
-        ) from exc
-    except AnalysisException as exc:
-        text = str(exc)
-        if "replaceWhere" in text or "DELTA_REPLACE_WHERE" in text:
-            raise TableError(
-                f"rows written to {what} of {path} fall outside it: {_first_line(exc)}"
-            ) from exc
-        if "schema" in text.lower():
-            raise TableError(
-                f"table {path} refused the write's schema: {_first_line(exc)}"
-            ) from exc
-        raise TableError(f"write to Delta table {path} failed: {_first_line(exc)}") from exc
+def _create(
+    spark: SparkSession, rows: DataFrame, path: str, options: WriteOptions, write_id: str
+) -> bool:
+    """Create the table with its first rows and its contract in one commit (CREATE TABLE AS
+    SELECT: description, comments, partitioning and properties); False when another writer
+    created it first (then the caller writes as to any existing table)."""
+    assert options.contract is not None
+    writer = rows.writeTo(f"delta.`{absolute(path)}`").using("delta")
+    if options.partition_by:
+        writer = writer.partitionedBy(*[F.col(c) for c in options.partition_by])
+    if options.contract.description:
+        writer = writer.tableProperty("comment", options.contract.description)
+    for key, value in options.contract.properties.items():
+        writer = writer.tableProperty(key, value)
+    if options.txn is not None:
+        writer = writer.option("txnAppId", options.txn.app_id).option(
+            "txnVersion", str(options.txn.version)
+        )
+    # CREATE TABLE AS SELECT records userMetadata from the session, not from an option.
+    confs = {USER_METADATA_CONF: _user_metadata(options, write_id)}
+    with CONF_LOCK, session_confs(spark, confs), translated(path, None):
+        try:
+            writer.create()
+        except AnalysisException as exc:
+            if "ALREADY_EXISTS" in str(exc).upper().replace(" ", "_"):
+                return False
+            raise
+    return True
 
 
 def _written(spark: SparkSession, path: str, write_id: str, txn: Txn | None) -> Written:
@@ -381,44 +380,3 @@ def _parse_metadata(text: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-@contextmanager
-def session_confs(spark: SparkSession, confs: Mapping[str, str]) -> Iterator[None]:
-    previous = {k: spark.conf.get(k, None) for k in confs}
-    for k, v in confs.items():
-        spark.conf.set(k, v)
-    try:
-        yield
-    finally:
-        for k, old in previous.items():
-            if old is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, old)
-
-
-def sql_literal(value: Any) -> str:
-    """``value`` as a Spark SQL literal (strings quoted and escaped, dates as DATE '...')."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dt.datetime):
-        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
-    if isinstance(value, dt.date):
-        return f"DATE '{value.isoformat()}'"
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def absolute(path: str) -> str:
-    """Absolute local path for plain paths; URIs (s3a://, file://...) unchanged."""
-    if "://" in path:
-        return path
-    return os.path.abspath(path)

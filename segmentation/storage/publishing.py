@@ -156,7 +156,7 @@ def publish(
     writes: list[Write] = [
         *first,
         _snapshot_write(spark, storage, tables.MEMBERSHIP, membership, lineage, job),
-        (tables.HISTORY.name, history_write),
+        Write(tables.HISTORY, history_write, spark, storage),
     ]
     if base is not None and existing is not None:
         previous = existing.where(F.col(AS_OF) == F.lit(base).cast("date"))
@@ -280,7 +280,10 @@ class HistoryWrite:
         self.mode = history.update_mode(table_exists=exists, latest=latest, as_of=as_of)
         if current is None:
             rows = history.apply_snapshot(None, self.membership, as_of=as_of, model_name=model)
-            options = delta_tables.WriteOptions(mode="append", txn=self.txn, metadata=self.metadata)
+            options = delta_tables.WriteOptions(
+                mode="append", txn=self.txn, metadata=self.metadata,
+                contract=tables.contract(tables.HISTORY, rows),
+            )  # fmt: skip
             return delta_tables.write(spark, rows, path, options).version
         mine = f"t.{MODEL_NAME} = {delta_tables.sql_literal(model)}"
         if self.mode == "merged":
@@ -301,6 +304,7 @@ class HistoryWrite:
         return delta_tables.merge(
             spark, source, path, keys=(CUSTOMER_ID, MODEL_NAME, "valid_from"),
             delete_unmatched=delete, txn=self.txn, metadata=self.metadata,
+            contract=tables.contract(tables.HISTORY, source),
         ).version  # fmt: skip
 
 

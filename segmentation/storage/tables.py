@@ -1,9 +1,10 @@
-"""The table contracts, in one place: names, schemas, partitioning, lineage, snapshot I/O.
+"""How jobs use the table contracts: locations, snapshot reads and writes, lineage.
 
-Every writer and reader of an output table goes through a ``Table`` here (DESIGN.md, "Data
-contracts"); nothing else spells a table's schema. Writes replace one snapshot (its partition
-values) idempotently through ``delta_tables``; ``write_in_order`` runs a job's writes in its
-documented publishing order.
+Every writer and reader of an output table goes through a ``Table`` (``storage.contracts``, the
+one place a table's schema and descriptions are spelled; re-exported here). Writes replace one
+snapshot (its partition values) idempotently through ``delta_tables``, creating a table with its
+contract (description, comments, properties); ``write_in_order`` runs a job's writes in its
+documented publishing order and registers them in the catalog when ``storage.schema`` is set.
 """
 
 from __future__ import annotations
@@ -18,222 +19,150 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from segmentation.config import StorageConfig
 from segmentation.errors import InputError
-from segmentation.storage import delta_tables
+from segmentation.storage import catalog, delta_tables
+from segmentation.storage.contracts import (
+    AS_OF,
+    ATTITUDE_TRUTH,
+    BY_NAME,
+    CANONICAL_EVENTS,
+    CHANGE_DATA_FEED,
+    COMMENT,
+    COMMON,
+    COMPOSITION,
+    COMPOSITION_ROWS,
+    COMPOSITION_SCHEMA,
+    CUSTOMER_ID,
+    CUSTOMER_KEY,
+    CUSTOMER_VALUE,
+    CUSTOMER_VALUE_SCHEMA,
+    CUSTOMERS,
+    DISTANCE,
+    EVENTS,
+    EXCLUSION_ROWS,
+    EXCLUSIONS,
+    EXCLUSIONS_SCHEMA,
+    FACTOR_LOADING_ROWS,
+    FACTOR_LOADINGS,
+    FACTOR_LOADINGS_SCHEMA,
+    FEATURES,
+    HISTORY,
+    HISTORY_SCHEMA,
+    IDENTITY_CHANGES,
+    IDENTITY_CHANGES_SCHEMA,
+    IDENTITY_EDGES,
+    IDENTITY_GUARDS,
+    IDENTITY_GUARDS_SCHEMA,
+    IDENTITY_MAP,
+    IDENTITY_MAP_SCHEMA,
+    IDENTITY_TRUTH,
+    LINEAGE,
+    MEMBERSHIP,
+    MEMBERSHIP_SCHEMA,
+    MIGRATION,
+    MIGRATION_SCHEMA,
+    MODEL_NAME,
+    MODEL_VERSION,
+    PROFILE_ROWS,
+    PROFILES,
+    PROFILES_SCHEMA,
+    PROPERTIES,
+    REASON,
+    REJECTED,
+    REJECTED_SCHEMA,
+    RFM_SCORES,
+    RFM_SCORES_SCHEMA,
+    RUN_ID,
+    SEGMENT_ID,
+    SEGMENT_NAME,
+    SURVEY,
+    TABLES,
+    TRUTH,
+    VALIDATION,
+    VALIDATION_ROWS,
+    VALIDATION_SCHEMA,
+    VALUE_PARAMETER_ROWS,
+    VALUE_PARAMETERS,
+    VALUE_PARAMETERS_SCHEMA,
+    Table,
+    column,
+    description_of,
+    schema,
+)  # fmt: skip
 
-CUSTOMER_ID = "customer_id"
-AS_OF = "as_of"
-MODEL_NAME = "model_name"
-MODEL_VERSION = "model_version"
-RUN_ID = "run_id"
-SEGMENT_ID = "segment_id"
-SEGMENT_NAME = "segment_name"
-DISTANCE = "distance"
-REASON = "reason"
+# The contracts are re-exported: jobs and stages use ``tables.<NAME>`` (the functions below
+# are public too).
+__all__ = [
+    "AS_OF",
+    "ATTITUDE_TRUTH",
+    "BY_NAME",
+    "CANONICAL_EVENTS",
+    "CHANGE_DATA_FEED",
+    "COMMENT",
+    "COMMON",
+    "COMPOSITION",
+    "COMPOSITION_ROWS",
+    "COMPOSITION_SCHEMA",
+    "CUSTOMERS",
+    "CUSTOMER_ID",
+    "CUSTOMER_KEY",
+    "CUSTOMER_VALUE",
+    "CUSTOMER_VALUE_SCHEMA",
+    "DISTANCE",
+    "EVENTS",
+    "EXCLUSIONS",
+    "EXCLUSIONS_SCHEMA",
+    "EXCLUSION_ROWS",
+    "FACTOR_LOADINGS",
+    "FACTOR_LOADINGS_SCHEMA",
+    "FACTOR_LOADING_ROWS",
+    "FEATURES",
+    "HISTORY",
+    "HISTORY_SCHEMA",
+    "IDENTITY_CHANGES",
+    "IDENTITY_CHANGES_SCHEMA",
+    "IDENTITY_EDGES",
+    "IDENTITY_GUARDS",
+    "IDENTITY_GUARDS_SCHEMA",
+    "IDENTITY_MAP",
+    "IDENTITY_MAP_SCHEMA",
+    "IDENTITY_TRUTH",
+    "LINEAGE",
+    "MEMBERSHIP",
+    "MEMBERSHIP_SCHEMA",
+    "MIGRATION",
+    "MIGRATION_SCHEMA",
+    "MODEL_NAME",
+    "MODEL_VERSION",
+    "PROFILES",
+    "PROFILES_SCHEMA",
+    "PROFILE_ROWS",
+    "PROPERTIES",
+    "REASON",
+    "REJECTED",
+    "REJECTED_SCHEMA",
+    "RFM_SCORES",
+    "RFM_SCORES_SCHEMA",
+    "RUN_ID",
+    "SEGMENT_ID",
+    "SEGMENT_NAME",
+    "SURVEY",
+    "TABLES",
+    "TRUTH",
+    "VALIDATION",
+    "VALIDATION_ROWS",
+    "VALIDATION_SCHEMA",
+    "VALUE_PARAMETERS",
+    "VALUE_PARAMETERS_SCHEMA",
+    "VALUE_PARAMETER_ROWS",
+    "Table",
+    "column",
+    "description_of",
+    "schema",
+]  # fmt: skip
 
-
-def _fields(*spec: tuple[str, T.DataType, bool]) -> list[T.StructField]:
-    return [T.StructField(name, data_type, nullable) for name, data_type, nullable in spec]
-
-
-_S, _I, _L, _D = T.StringType(), T.IntegerType(), T.LongType(), T.DoubleType()
-_DATE, _TS, _B = T.DateType(), T.TimestampType(), T.BooleanType()
-
-# The canonical events every reader maps the user's columns to (``sources``).
-CANONICAL_EVENTS = T.StructType(
-    _fields(
-        (CUSTOMER_ID, _S, True), ("event_time", _TS, True), ("amount", _D, True),
-        ("event_type", _S, True), ("category", _S, True), ("channel", _S, True),
-        ("device", _S, True), ("quantity", _D, True), ("discount", _D, True),
-        ("event_id", _S, True),
-    )
-)  # fmt: skip
-# The lineage of a model's rows: which segmentation, version and run wrote them.
-LINEAGE = _fields((AS_OF, _DATE, True), (MODEL_NAME, _S, True), (MODEL_VERSION, _I, True),
-                  (RUN_ID, _S, True))  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Table:
-    """One output table's contract.
-
-    Attributes:
-        name: the table's directory under ``storage.warehouse``.
-        partition_by: partition columns; a snapshot is one value of each.
-        schema: the columns, in order (None: defined by the job's configuration, e.g. the
-            feature columns of ``customer_features``).
-        evolves: new columns are added on purpose (``mergeSchema``); nothing else changes.
-    """
-
-    name: str
-    partition_by: tuple[str, ...] = ()
-    schema: T.StructType | None = None
-    evolves: bool = False
-
-
-EVENTS = Table("events")
-CUSTOMERS = Table("customers")
-TRUTH = Table("segment_truth")
-FEATURES = Table("customer_features", (AS_OF,), evolves=True)
-REJECTED_SCHEMA = T.StructType(
-    [*CANONICAL_EVENTS.fields, *_fields((REASON, _S, True), (AS_OF, _DATE, True),
-                                        (RUN_ID, _S, True))]
-)  # fmt: skip
-REJECTED = Table("rejected_events", (AS_OF,), REJECTED_SCHEMA)
-MEMBERSHIP_SCHEMA = T.StructType(
-    _fields(
-        (CUSTOMER_ID, _S, True), (AS_OF, _DATE, True), (SEGMENT_ID, _I, True),
-        (SEGMENT_NAME, _S, True), (DISTANCE, _D, True), (MODEL_NAME, _S, True),
-        (MODEL_VERSION, _I, True), (RUN_ID, _S, True), ("scored_at", _TS, True),
-    )
-)  # fmt: skip
-MEMBERSHIP = Table("segment_membership", (MODEL_NAME, AS_OF), MEMBERSHIP_SCHEMA)
-HISTORY_SCHEMA = T.StructType(
-    _fields(
-        (CUSTOMER_ID, _S, False), (MODEL_NAME, _S, False), (SEGMENT_ID, _I, False),
-        (SEGMENT_NAME, _S, True), ("valid_from", _DATE, False), ("valid_to", _DATE, True),
-        ("is_current", _B, False), (MODEL_VERSION, _I, False),
-    )
-)  # fmt: skip
-HISTORY = Table("segment_membership_history", (), HISTORY_SCHEMA)
-MIGRATION_SCHEMA = T.StructType(
-    _fields(
-        (AS_OF, _DATE, True), ("previous_as_of", _DATE, True), (MODEL_NAME, _S, True),
-        ("from_segment_id", _I, True), ("from_segment_name", _S, True),
-        ("to_segment_id", _I, True), ("to_segment_name", _S, True), ("customers", _L, True),
-        ("share_of_from", _D, True),
-    )
-)  # fmt: skip
-MIGRATION = Table("segment_migration", (MODEL_NAME, AS_OF), MIGRATION_SCHEMA)
-# segment_profiles rows without their lineage (what ``profiling`` produces).
-PROFILE_ROWS = T.StructType(
-    _fields(
-        (SEGMENT_ID, _I, False), (SEGMENT_NAME, _S, False), ("size", _L, False),
-        ("share", _D, False), ("feature", _S, False), ("mean", _D, True), ("stddev", _D, True),
-        ("min", _D, True), ("p25", _D, True), ("median", _D, True), ("p75", _D, True),
-        ("max", _D, True), ("population_mean", _D, True), ("std_diff", _D, True),
-    )
-)  # fmt: skip
-PROFILES_SCHEMA = T.StructType([*LINEAGE, *PROFILE_ROWS])
-PROFILES = Table("segment_profiles", (MODEL_NAME, MODEL_VERSION), PROFILES_SCHEMA)
-# segment_composition rows without their lineage and segment name (what ``explain`` produces).
-COMPOSITION_ROWS = T.StructType(
-    _fields(
-        (SEGMENT_ID, _I, False), ("attribute", _S, False), ("value", _S, False),
-        ("customers", _L, False), ("share_of_segment", _D, False),
-        ("population_share", _D, False), ("sensitive", _B, False),
-    )
-)  # fmt: skip
-COMPOSITION_SCHEMA = T.StructType(
-    [*LINEAGE, COMPOSITION_ROWS[SEGMENT_ID], T.StructField(SEGMENT_NAME, _S, False),
-     *COMPOSITION_ROWS.fields[1:]]
-)  # fmt: skip
-COMPOSITION = Table("segment_composition", (MODEL_NAME, MODEL_VERSION), COMPOSITION_SCHEMA)
-RFM_SCORES_SCHEMA = T.StructType(
-    _fields(
-        (AS_OF, _DATE, True), (MODEL_NAME, _S, True), (MODEL_VERSION, _I, True),
-        (CUSTOMER_ID, _S, True), ("r_score", _I, True), ("f_score", _I, True),
-        ("m_score", _I, True), ("rfm_cell", _S, True), (SEGMENT_ID, _I, True),
-        (SEGMENT_NAME, _S, True), (RUN_ID, _S, True),
-    )
-)  # fmt: skip
-RFM_SCORES = Table("rfm_scores", (AS_OF,), RFM_SCORES_SCHEMA)
-# segment_validation rows without their lineage (``validation.Measure``); segment_id null is
-# a measure of the whole segmentation.
-VALIDATION_ROWS = T.StructType(
-    _fields(
-        (SEGMENT_ID, _I, True), ("measure", _S, False), ("value", _D, True),
-        ("ci_lower", _D, True), ("ci_upper", _D, True), ("verdict", _S, True),
-    )
-)  # fmt: skip
-VALIDATION_SCHEMA = T.StructType([*LINEAGE, *VALIDATION_ROWS])
-VALIDATION = Table("segment_validation", (MODEL_NAME, MODEL_VERSION), VALIDATION_SCHEMA)
-# The attitudinal basis (``workflows/attitudes``): one row per item and factor. ``loading``
-# is the rotated pattern loading, ``structure`` the item-factor correlation (oblique rotations;
-# equal to the loading for orthogonal ones), ``score_weight`` the regression weight that scores
-# the factor from the standardised item; communality and uniqueness are per item, explained
-# variance (share of the items' total variance) per factor.
-FACTOR_LOADING_ROWS = T.StructType(
-    _fields(
-        ("item", _S, False), ("factor", _I, False), ("factor_name", _S, False),
-        ("loading", _D, False), ("structure", _D, False), ("score_weight", _D, False),
-        ("communality", _D, False), ("uniqueness", _D, False),
-        ("explained_variance", _D, False),
-    )
-)  # fmt: skip
-FACTOR_LOADINGS_SCHEMA = T.StructType([*LINEAGE, *FACTOR_LOADING_ROWS])
-FACTOR_LOADINGS = Table("factor_loadings", (MODEL_NAME, MODEL_VERSION), FACTOR_LOADINGS_SCHEMA)
-# Respondents a training left out, with the reason (never silently dropped).
-EXCLUSION_ROWS = T.StructType(
-    _fields((CUSTOMER_ID, _S, True), (REASON, _S, False), ("missing_items", _I, True),
-            ("items", _I, False))
-)  # fmt: skip
-EXCLUSIONS_SCHEMA = T.StructType([*LINEAGE, *EXCLUSION_ROWS])
-EXCLUSIONS = Table("survey_exclusions", (MODEL_NAME, AS_OF), EXCLUSIONS_SCHEMA)
-# Customer value (``workflows/value``): one row per customer with a purchase up to as_of, the
-# BTYD summary in value.time_unit and the model's expectations over value.horizon_periods.
-CUSTOMER_VALUE_SCHEMA = T.StructType(
-    _fields(
-        (CUSTOMER_ID, _S, False), (AS_OF, _DATE, True), (MODEL_NAME, _S, True),
-        (MODEL_VERSION, _I, True), (RUN_ID, _S, True), ("x", _L, False), ("t_x", _D, False),
-        ("T", _D, False), ("repeat_value", _D, True), ("p_alive", _D, False),
-        ("expected_purchases", _D, False), ("expected_order_value", _D, False),
-        ("clv", _D, False), ("time_unit", _S, False), ("horizon_periods", _D, False),
-        ("flag", _S, True),
-    )
-)  # fmt: skip
-CUSTOMER_VALUE = Table("customer_value", (MODEL_NAME, AS_OF), CUSTOMER_VALUE_SCHEMA)
-VALUE_PARAMETER_ROWS = T.StructType(
-    _fields(
-        ("model", _S, False), ("parameter", _S, False), ("estimate", _D, True),
-        ("std_error", _D, True),
-    )
-)  # fmt: skip
-VALUE_PARAMETERS_SCHEMA = T.StructType([*LINEAGE, *VALUE_PARAMETER_ROWS])
-VALUE_PARAMETERS = Table(
-    "value_model_parameters", (MODEL_NAME, MODEL_VERSION), VALUE_PARAMETERS_SCHEMA
-)
-# The generator's survey sample and its planted attitudinal segments.
-SURVEY = Table("survey_responses")
-ATTITUDE_TRUTH = Table("attitude_truth")
-# Identity stitching (``workflows/identities``): one snapshot per as_of of every identifier
-# seen up to that day and the stitched customer key it belongs to (first_seen / last_seen: its
-# first and last sighting, null for undated ones); the keys a run merged or split, against the
-# previous snapshot; and what the guards held back (an identifier linked to too many others of
-# a type, never used as an edge; a component above identity.max_component_size, kept and
-# reported).
-CUSTOMER_KEY = "customer_key"
-IDENTITY_MAP_SCHEMA = T.StructType(
-    _fields(
-        ("identifier_type", _S, False), ("identifier", _S, False), (CUSTOMER_KEY, _S, False),
-        ("first_seen", _TS, True), ("last_seen", _TS, True), (AS_OF, _DATE, True),
-    )
-)  # fmt: skip
-IDENTITY_MAP = Table("identity_map", (AS_OF,), IDENTITY_MAP_SCHEMA)
-IDENTITY_CHANGES_SCHEMA = T.StructType(
-    _fields(
-        (AS_OF, _DATE, True), ("previous_as_of", _DATE, True), ("change", _S, False),
-        ("from_key", _S, False), ("to_key", _S, False), ("identifiers", _L, False),
-        (RUN_ID, _S, True),
-    )
-)  # fmt: skip
-IDENTITY_CHANGES = Table("identity_changes", (AS_OF,), IDENTITY_CHANGES_SCHEMA)
-IDENTITY_GUARDS_SCHEMA = T.StructType(
-    _fields(
-        (AS_OF, _DATE, True), (REASON, _S, False), (CUSTOMER_KEY, _S, False),
-        ("identifier_type", _S, True), ("identifier", _S, True), ("linked_type", _S, True),
-        ("degree", _L, True), ("limit", _L, True), ("component_size", _L, True),
-        (RUN_ID, _S, True),
-    )
-)  # fmt: skip
-IDENTITY_GUARDS = Table("identity_guards", (AS_OF,), IDENTITY_GUARDS_SCHEMA)
-# The generator's identity sample (generator.identities): its login edges and, per planted
-# identifier (normalised), the customer it belongs to (a shared device: several rows).
-IDENTITY_EDGES = Table("identity_edges")
-IDENTITY_TRUTH = Table("identity_truth")
 REPORTS_DIR = "reports"
 
 
@@ -318,7 +247,9 @@ def conform(df: DataFrame, table: Table) -> DataFrame:
     missing = [f.name for f in table.schema.fields if f.name not in df.columns]
     if missing:
         raise ValueError(f"rows for {table.name} lack column(s) {missing}")
-    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in table.schema])
+    return df.select(
+        *[F.col(f.name).cast(f.dataType).alias(f.name, metadata=f.metadata) for f in table.schema]
+    )
 
 
 def with_lineage(rows: DataFrame, lineage: Lineage, table: Table) -> DataFrame:
@@ -328,8 +259,29 @@ def with_lineage(rows: DataFrame, lineage: Lineage, table: Table) -> DataFrame:
 
 # --- writing -------------------------------------------------------------------------------
 
-Write = tuple[str, Callable[[], int]]
-"""A table name and the call that writes it (returns the version holding the rows)."""
+
+@dataclass(frozen=True)
+class Write:
+    """One table write of a job: the table, the call that writes it (returns the version
+    holding the rows), and where (the session and storage, for catalog registration)."""
+
+    table: Table
+    call: Callable[[], int]
+    spark: SparkSession
+    storage: StorageConfig
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+
+def contract(table: Table, df: DataFrame) -> delta_tables.Contract:
+    """What ``table`` says about itself, for the rows ``df`` it is written with."""
+    return delta_tables.Contract(
+        description=table.table_comment(),
+        comments=table.comments(df.schema.fields),
+        properties=dict(table.properties),
+    )
 
 
 def txn(run_key: str, *, job: str, parts: Mapping[str, Any]) -> delta_tables.Txn:
@@ -374,10 +326,13 @@ def snapshot_write(
             **({MODEL_VERSION: str(model_version)} if model_version is not None else {}),
         },
         evolve_schema=table.evolves,
+        contract=contract(table, df),
     )
     rows = df if table.schema is None else conform(df, table)
     location = path(storage, table)
-    return table.name, lambda: delta_tables.write(spark, rows, location, options).version
+    return Write(
+        table, lambda: delta_tables.write(spark, rows, location, options).version, spark, storage
+    )
 
 
 def write_in_order(writes: Sequence[Write]) -> dict[str, int]:
@@ -386,12 +341,21 @@ def write_in_order(writes: Sequence[Write]) -> dict[str, int]:
     Call it once everything is computed. Each write is atomic; Delta has no multi-table
     transaction, so a failure between two writes leaves the earlier ones written: a re-run of
     the same snapshot replaces them (no duplicates) and writes the rest.
+
+    With ``storage.schema`` set, the tables are checked against the catalog first (a name taken
+    at another location fails before anything is written) and each is registered right after
+    its write (``catalog``).
     """
+    registered = [w for w in writes if w.storage.registered]
+    if registered:
+        catalog.prepare(registered[0].spark, registered[0].storage, [w.table for w in registered])
     versions: dict[str, int] = {}
-    for i, (name, write) in enumerate(writes):
+    for i, write in enumerate(writes):
         if i:
             fault_point("between-writes")
-        versions[name] = write()
+        versions[write.name] = write.call()
+        if write.storage.registered:
+            catalog.register(write.spark, write.storage, write.table)
     return versions
 
 

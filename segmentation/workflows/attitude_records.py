@@ -9,7 +9,7 @@ from ``records`` in the same formats, so ids and names stay stable across retrai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.ml import PipelineModel
@@ -38,6 +38,8 @@ class Analysis:
     rule: str
     solution: factors.Solution
     names: list[factors.FactorName]
+    notes: list[str] = field(default_factory=list)
+    """Items left out (redundant pairs) and Heywood cases, said in the summary and MLflow."""
 
 
 @dataclass
@@ -125,12 +127,16 @@ def record_training(cfg: AppConfig, fitted: Fitted, congruence: Sequence[float] 
          "as_of": cfg.features.as_of.isoformat()}
     )  # fmt: skip
     tracking.log_json(flatten(to_dict(cfg)), "config/resolved_config.json")
+    if an.notes:
+        tracking.set_tags({"factor_notes": "; ".join(an.notes)})
     ch = fitted.checked
     tracking.log_metrics(
         {"respondents_read": ch.read, "respondents": ch.retained - fitted.behaviour_missing,
          "n_factors": an.n_factors, "n_factors_kaiser": an.parallel.kaiser,
          "n_factors_parallel": an.parallel.n_factors, "chosen_k": sel.chosen_k,
          **{f"excluded_{r}": n for r, n in ch.exclusions.items()},
+         **{f"declined_{i}": n for i, n in ch.declined.items()},
+         **{f"invalid_answers_{i}": n for i, n in ch.invalid_answers.items()},
          **{f"explained_variance_{n.label}": float(v)
             for n, v in zip(an.names, an.solution.variance, strict=True)}}
     )  # fmt: skip

@@ -34,6 +34,8 @@ from segmentation.config import AppConfig, AttitudesConfig, TrackingConfig
 from segmentation.errors import InputError
 from segmentation.explain import model_report, profiling
 from segmentation.features import attitude_space, factors
+from segmentation.features import scaling as scaling_mod
+from segmentation.features.scaling import Scaling
 from segmentation.identity import stitched
 from segmentation.inputs import survey
 from segmentation.modeling import champion as champions
@@ -66,6 +68,10 @@ class AttitudesResult:
     congruence: list[float] | None = None
     paths: dict[str, str] = field(default_factory=dict)
     publication: publishing.Publication | None = None
+    declined: dict[str, int] = field(default_factory=dict)
+    """No-answer labels (``Don't know``...) read as missing answers, by item."""
+    invalid_answers: dict[str, int] = field(default_factory=dict)
+    """Answers outside the scale or other text read as missing (``invalid_answers: missing``)."""
 
 
 def tracking_config(cfg: AppConfig) -> TrackingConfig:
@@ -91,9 +97,11 @@ def run(spark: SparkSession, cfg: AppConfig) -> AttitudesResult:
         log.warning("%s; the new model's segments get new ids", exc)
         champion = None
     behaviour = _behaviour(spark, cfg) if ac.blocks.behaviour > 0 else None
+    members = records.champion_members(spark, cfg, ac.model_name, champion)
     fitted = fit(
-        ac, raw, champion, behaviour=behaviour, behaviour_features=_behaviour_features(cfg)
-    )
+        ac, raw, champion, behaviour=behaviour, behaviour_features=_behaviour_features(cfg),
+        previous_members=members,
+    )  # fmt: skip
     try:
         with tracking.run(experiment_id) as run_id:
             return _record_and_write(spark, cfg, fitted, run_id=run_id)
@@ -102,32 +110,66 @@ def run(spark: SparkSession, cfg: AppConfig) -> AttitudesResult:
         fitted.spaced.unpersist()
 
 
+def _with_behaviour(checked: survey.Survey, behaviour: DataFrame) -> tuple[DataFrame, int]:
+    """The respondents with their behavioural features; those without any are excluded,
+    counted and added to ``checked.excluded`` (``survey_exclusions``) with their reason."""
+    joined = checked.respondents.join(behaviour, on=tables.CUSTOMER_ID, how="inner")
+    missing = checked.retained - joined.count()
+    if missing:
+        checked.exclusions[survey.NO_BEHAVIOUR] = missing
+        log.info("survey: %d respondent(s) excluded: %s", missing, survey.NO_BEHAVIOUR)
+        items = checked.items
+        absent = checked.respondents.join(
+            behaviour.select(tables.CUSTOMER_ID), on=tables.CUSTOMER_ID, how="left_anti"
+        ).select(
+            tables.CUSTOMER_ID, F.lit(survey.NO_BEHAVIOUR).alias(tables.REASON),
+            sum((F.col(c.name).isNull().cast("int") for c in items), F.lit(0))
+            .alias("missing_items"),
+            F.lit(len(items)).alias("items"),
+        )  # fmt: skip
+        checked.excluded = checked.excluded.unionByName(absent)
+    return joined, missing
+
+
 def analyse(respondents: DataFrame, checked: survey.Survey, ac: AttitudesConfig) -> Analysis:
-    """Correlations with Spark, the number of factors, extraction and rotation, names."""
+    """Correlations with Spark, redundant items left out, the conditioning checked, the number
+    of factors, extraction and rotation, Heywood cases reported, names."""
     fc = ac.factors
     items = tuple(c.name for c in checked.items)
     imputed = respondents.select(
         *[F.coalesce(F.col(f"`{c}`"), F.lit(checked.impute[c])).alias(c) for c in items]
     )
     m = factors.moments(imputed, items, checked.impute)
+    redundant = factors.redundant_items(m.corr, items, limit=fc.max_item_correlation)
+    notes = [r.note(fc.max_item_correlation) for r in redundant]
+    if redundant:
+        gone = {r.item for r in redundant}
+        keep = [i for i, item in enumerate(items) if item not in gone]
+        items, m = tuple(items[i] for i in keep), factors.subset(m, keep)
+    factors.check_conditioning(m.corr, items)
     parallel = factors.parallel_analysis(
         m.corr, m.n, iterations=fc.parallel_iterations, percentile=fc.parallel_percentile,
         seed=fc.seed,
     )  # fmt: skip
-    if fc.n_factors is not None:
-        n, rule = fc.n_factors, "attitudes.factors.n_factors"
-    else:
-        n, rule = (
-            max(1, parallel.n_factors),
-            f"parallel analysis ({fc.parallel_percentile:g}th pct)",
-        )
+    n, rule = (
+        (fc.n_factors, "attitudes.factors.n_factors") if fc.n_factors is not None
+        else (max(1, parallel.n_factors), f"parallel analysis ({fc.parallel_percentile:g}th pct)")
+    )  # fmt: skip
     log.info(
         "factors: %d by %s (eigenvalue > 1 would keep %d; eigenvalues %s)", n, rule,
         parallel.kaiser, [round(v, 3) for v in parallel.observed],
     )  # fmt: skip
     solution = factors.extract(m.corr, n, method=fc.method, rotation=fc.rotation)
+    heywood = factors.heywood_items(solution, items)
+    if heywood:
+        notes.append(
+            f"Heywood case: communality >= 1 for {', '.join(heywood)} (an impossible solution "
+            "for these items): read their loadings with care, or try fewer factors"
+        )
+    for note in notes:
+        log.warning("%s", note)
     names = factors.name_factors(solution.loadings, items, top=fc.name_items)
-    return Analysis(items, m, parallel, n, rule, solution, names)
+    return Analysis(items, m, parallel, n, rule, solution, names, notes)
 
 
 def fit(
@@ -137,20 +179,17 @@ def fit(
     *,
     behaviour: DataFrame | None = None,
     behaviour_features: tuple[str, ...] = (),
+    previous_members: DataFrame | None = None,
 ) -> Fitted:
     """Check, analyse, build the space, choose k, fit, keep ids, profile and name."""
     checked = survey.check(raw, ac)
-    respondents = checked.respondents
-    missing = 0
+    respondents, missing = checked.respondents, 0
     if behaviour is not None:
-        joined = respondents.join(behaviour, on=tables.CUSTOMER_ID, how="inner")
-        missing = checked.retained - joined.count()
-        if missing:
-            checked.exclusions[survey.NO_BEHAVIOUR] = missing
-            log.info("survey: %d respondent(s) excluded: %s", missing, survey.NO_BEHAVIOUR)
-        respondents = joined
+        respondents, missing = _with_behaviour(checked, behaviour)
     respondents = respondents.cache()
     analysis = analyse(respondents, checked, ac)
+    # Items left out as redundant are neither cleaned into the space nor scored.
+    checked.items = [c for c in checked.items if c.name in analysis.items]
     at = ac.attributes
     levels = {
         c.name: attitude_space.category_levels(respondents, c.name, at.max_levels)
@@ -164,15 +203,8 @@ def fit(
     )  # fmt: skip
     spaced = space.transform(respondents).cache()
     cc = ac.clustering
-    transforms = {**{f: "log1p" for f in space.behaviour}, **dict(at.transforms)}
-    est = clustering.SegmentationKMeans(
-        features=space.columns, algorithm=cc.algorithm, seed=cc.seed, max_iter=cc.max_iter,
-        transforms=transforms, default_transform="none",
-    )  # fmt: skip
-    plain = est.fit_scaling(spaced)
-    variances = dict(zip(plain.features, (s * s for s in plain.stds), strict=True))
-    scaling = attitude_space.weighted_scaling(ac, space, plain, variances)
-    m = training.fit_matched(cc, est, spaced, scaling, champion)
+    est, scaling = _estimator(ac, space, spaced)
+    m = training.fit_matched(cc, est, spaced, scaling, champion, previous_members)
     respondents.unpersist()
     profiles = profiling.profile_segments(m.assigned, profile_features(checked, space))
     generated = attitude_records.name_segments(profiles, space.factors, analysis.names)
@@ -182,6 +214,30 @@ def fit(
         model=m.model, final_seed=m.final_seed, matched=m.matched, champion=champion,
         assigned=m.assigned, profiles=profiles, names=names, behaviour_missing=missing,
     )  # fmt: skip
+
+
+def _estimator(
+    ac: AttitudesConfig, space: attitude_space.Space, spaced: DataFrame
+) -> tuple[clustering.SegmentationKMeans, Scaling]:
+    """The clustering estimator on the space's columns (near-constant ones left out, with a
+    warning) and its block-weighted scaling."""
+    cc, at = ac.clustering, ac.attributes
+    transforms = {**{f: "log1p" for f in space.behaviour}, **dict(at.transforms)}
+    est = clustering.SegmentationKMeans(
+        features=space.columns, algorithm=cc.algorithm, seed=cc.seed, max_iter=cc.max_iter,
+        transforms=transforms, default_transform="none", scaling=cc.scaling, clip=cc.clip,
+    )  # fmt: skip
+    plain = est.fit_scaling(spaced)
+    variances = dict(zip(plain.features, (s * s for s in plain.sds), strict=True))
+    dropped = scaling_mod.near_constant(spaced, space.columns, share=cc.near_constant_share)
+    key = f"attitudes.clustering.near_constant_share ({cc.near_constant_share})"
+    for n in dropped:
+        log.warning("%s", n.note(key))
+    kept = [c for c in space.columns if c not in {n.feature for n in dropped}]
+    if len(kept) < len(space.columns):
+        est = est.copy(k=est.k, features=kept)
+        plain = plain.subset(kept)
+    return est, attitude_space.weighted_scaling(ac, space, plain, variances)
 
 
 def profile_features(checked: survey.Survey, space: attitude_space.Space) -> list[str]:
@@ -253,7 +309,8 @@ def _record_and_write(
         selection=fitted.selection,
         segments=records.segment_summaries(fitted.profiles, fitted.names, fitted.space.factors),
         table_versions=versions, ari_vs_truth=ari, congruence=congruence, paths=paths,
-        publication=publication,
+        publication=publication, declined=dict(fitted.checked.declined),
+        invalid_answers=dict(fitted.checked.invalid_answers),
     )  # fmt: skip
 
 

@@ -17,8 +17,8 @@ from segmentation.errors import InputError
 from segmentation.features import behaviour as feat
 from segmentation.features.levels import LevelLabel, level_labels, resolve_levels
 from segmentation.identity import stitched
+from segmentation.inputs import columns, quality, sources
 from segmentation.inputs import customers as customers_dim
-from segmentation.inputs import quality, sources
 from segmentation.runtime import timing, tracking
 from segmentation.storage import delta_tables, tables
 
@@ -90,7 +90,7 @@ class FeatureSnapshot:
 
 def check_inputs(cfg: AppConfig) -> None:
     """Fail before any Spark work if the events path or a mapped column is missing."""
-    sources.check_source(cfg.input.events, cfg.events_path())
+    columns.check_source(cfg.input.events, cfg.events_path())
 
 
 def run(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
@@ -175,7 +175,7 @@ def _compute_staged(
     )
     rejected_df = split.rejected.select(
         *tables.CANONICAL_EVENTS.names, quality.REASON,
-        F.lit(fc.as_of).alias(tables.AS_OF), F.lit(run_id).alias(tables.RUN_ID),
+        F.lit(fc.as_of).alias(tables.AS_OF), F.lit(run_id).alias(tables.RUN_ID), sources.RAW,
     ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
     rejected = _rejected_counts(rejected_df, counts.rows, max_share=q.max_reject_share)
     duplicates = _count_kept_copies(duplicates, split, counts.rows)

@@ -66,18 +66,21 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
     frames = _frames(spark, g, groups)
     params = json.dumps(to_dict(g), sort_keys=True)
     key = hashlib.sha256(params.encode()).hexdigest()[:16]
-    options = delta_tables.WriteOptions(
-        mode="overwrite",
-        txn=delta_tables.Txn(f"segmentation:generate:{key}"),
-        metadata={"job": "generate", "params": params},
-        overwrite_schema=True,
-    )
 
     def writer(table: tables.Table) -> tables.Write:
         location = tables.path(storage, table)
-        return (
-            table.name,
+        options = delta_tables.WriteOptions(
+            mode="overwrite",
+            txn=delta_tables.Txn(f"segmentation:generate:{key}"),
+            metadata={"job": "generate", "params": params},
+            overwrite_schema=True,
+            contract=tables.contract(table, frames[table]),
+        )
+        return tables.Write(
+            table,
             lambda: delta_tables.write(spark, frames[table], location, options).version,
+            spark,
+            storage,
         )
 
     written = tables.write_in_order([writer(t) for t in frames])

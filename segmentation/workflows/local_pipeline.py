@@ -99,6 +99,7 @@ def run(
         InputError: ``score_as_of`` before the training date, or (``input.events.path`` set:
             no sample is generated) the events path or a mapped column is missing.
     """
+    _check_dates(cfg, train_as_of)
     result = PipelineResult(echo=echo)
     trained_cfg = at(cfg, train_as_of or cfg.features.as_of)
     if score_as_of is not None and score_as_of < trained_cfg.features.as_of:
@@ -121,6 +122,21 @@ def run(
         )
         result.step("rules", lambda: summaries.rules(rules.run(spark, scored_cfg), scored_cfg))
     return result
+
+
+def _check_dates(cfg: AppConfig, train_as_of: dt.date | None) -> None:
+    """An explicit ``features.as_of`` (``--as-of``, ``--set features.as_of``) that the
+    training date would silently override is an error naming both."""
+    explicit = [o.split("=", 1)[1] for o in (cfg.origin.overrides if cfg.origin else ())
+                if o.startswith("features.as_of=")]  # fmt: skip
+    if train_as_of is None or not explicit:
+        return
+    if cfg.features.as_of != train_as_of:
+        raise InputError(
+            f"--as-of {explicit[-1]} (features.as_of) and --train-as-of {train_as_of} disagree: "
+            "the pipeline trains on --train-as-of (make run's TRAIN_AS_OF) and scores "
+            "--score-as-of (AS_OF); drop --as-of, or use TRAIN_AS_OF=... / AS_OF=..."
+        )
 
 
 def _inputs(

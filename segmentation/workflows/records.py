@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig, TrackingConfig
 from segmentation.explain import model_report, profiling
@@ -50,6 +51,30 @@ class Trained:
     """``model.transform`` of every row, cached (unpersisted when the run ends)."""
     profiles: profiling.Profiles
     names: dict[int, str]
+
+
+def champion_members(
+    spark: SparkSession,
+    cfg: AppConfig,
+    model_name: str,
+    champion: champions.Champion | None,
+) -> DataFrame | None:
+    """The champion's members (``customer_id``, ``segment_id``) on the snapshot it was trained
+    on, when its membership of that date was published by that version (None otherwise): what
+    tells a retrain's matching whether a new segment holds the old one's customers."""
+    if champion is None or champion.as_of is None:
+        return None
+    if not tables.exists(spark, cfg.storage, tables.MEMBERSHIP):
+        return None
+    members = tables.read(
+        spark, cfg.storage, tables.MEMBERSHIP,
+        partitions={tables.MODEL_NAME: model_name, tables.AS_OF: champion.as_of},
+    ).where(F.col(tables.MODEL_VERSION) == champion.version)  # fmt: skip
+    members = members.select(tables.CUSTOMER_ID, tables.SEGMENT_ID).cache()
+    if members.isEmpty():
+        members.unpersist()
+        return None
+    return members
 
 
 def segment_summaries(

@@ -37,6 +37,8 @@ class RuleSegmentsResult:
     dimension: customers_dim.DimensionMatch | None = None
     """How many of the snapshot's customers the customers dimension holds (B2B tiers)."""
     value: dict[str, list[value_segments.SegmentValue]] = field(default_factory=dict)
+    unparseable: dict[str, int] = field(default_factory=dict)
+    """Customers-dimension values the B2B tiers could not read, per config key and column."""
     """Each segment's customer value, per segmentation (when ``customer_value`` has the date)."""
 
 
@@ -142,7 +144,13 @@ def _b2b(
     result.dimension = customers_dim.match_dimension(
         features, customers, min_share=cfg.input.customers.min_match_share
     )
-    tiers = rulesets.b2b_tiers(features, customers, bc).cache()
+    spell = {"true_values": cfg.input.customers.true_values,
+             "false_values": cfg.input.customers.false_values}  # fmt: skip
+    result.unparseable = rulesets.b2b_issues(customers, bc, **spell)
+    for what, n in result.unparseable.items():
+        log.warning("%d value(s) of %s cannot be read (not counted as such)", n, what)
+        tracking.log_metrics({f"unparseable_{what.split(' ')[0]}": n})
+    tiers = rulesets.b2b_tiers(features, customers, bc, **spell).cache()
     if tiers.isEmpty():
         tiers.unpersist()
         result.skipped[bc.model_name] = f"no business accounts ({bc.business_column} is never true)"

@@ -23,6 +23,7 @@ from segmentation.config import (
 from segmentation.errors import InputError
 from segmentation.explain import model_report, pictures, profiling
 from segmentation.features import behaviour as feat
+from segmentation.features import scaling as scaling_mod
 from segmentation.features.levels import LevelLabel, display_name, level_labels
 from segmentation.identity import stitched
 from segmentation.inputs import customers as customers_dim
@@ -90,6 +91,26 @@ def usable_features(cfg: AppConfig) -> tuple[tuple[str, ...], list[str]]:
     return tuple(kept), notes
 
 
+def without_near_constant(cfg: AppConfig, features: DataFrame) -> tuple[AppConfig, list[str]]:
+    """``training.features`` without those one value dominates (``near_constant_share``), and a
+    note for each: scaled, such a feature's few other customers would shape the segments.
+
+    Raises:
+        InputError: every clustering feature is near-constant.
+    """
+    tc = cfg.training
+    found = scaling_mod.near_constant(features, tc.features, share=tc.near_constant_share)
+    if not found:
+        return cfg, []
+    notes = [n.note(f"training.near_constant_share ({tc.near_constant_share})") for n in found]
+    for note in notes:
+        log.warning("%s", note)
+    kept = tuple(f for f in tc.features if f not in {n.feature for n in found})
+    if not kept:
+        raise InputError(f"every clustering feature is near-constant: {'; '.join(notes)}")
+    return cfg.model_copy(update={"training": tc.model_copy(update={"features": kept})}), notes
+
+
 def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
     """Select k, fit, match ids, then record, register, write and (optionally) publish.
 
@@ -113,6 +134,8 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         spark, cfg.storage, tables.FEATURES, cfg.features.as_of, key="features.as_of",
         version=version,
     ).cache()  # fmt: skip
+    cfg, dropped = without_near_constant(cfg, features)
+    notes += dropped
     experiment_id = tracking.configure(cfg.tracking)
     try:
         champion = champions.load(cfg.tracking)
@@ -120,16 +143,18 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         log.warning("%s; the new model's segments get new ids", exc)
         champion = None
     values = value.values(spark, cfg)
+    members = records.champion_members(spark, cfg, cfg.tracking.registered_model, champion)
     try:
         with timing.stage("train: select k, fit, profile"):
             fitted = fit(cfg.training, features, champion, cfg.naming, values=values,
-                         at_risk_p_alive=cfg.value.at_risk_p_alive)  # fmt: skip
+                         at_risk_p_alive=cfg.value.at_risk_p_alive,
+                         previous_members=members)  # fmt: skip
         fitted.features_version = version
         if cfg.validation.enabled:
             with timing.stage("train: segment validation"):
                 fitted.validation = model_validation.validate(
                     spark, cfg, sample=fitted.sample, estimator=fitted.estimator,
-                    model=fitted.model, names=fitted.names, features=features,
+                    model=fitted.model, features=features,
                 )  # fmt: skip
         with tracking.run(experiment_id) as run_id:
             if notes:
@@ -142,6 +167,8 @@ def run(spark: SparkSession, cfg: AppConfig) -> TrainResult:
         return result
     finally:
         features.unpersist()
+        if members is not None:
+            members.unpersist()
 
 
 def fit(
@@ -152,17 +179,19 @@ def fit(
     *,
     values: DataFrame | None = None,
     at_risk_p_alive: float | None = None,
+    previous_members: DataFrame | None = None,
 ) -> Fitted:
     """Choose k on a sample, fit on all customers, number segments as the champion did.
 
     ``values``: the customers' value (``customer_value`` of the same date, when there is one):
     profiled with the features and shown per segment; names may then say "At risk".
+    ``previous_members``: the champion's membership, for the matching's member overlap.
     """
     naming = naming or NamingConfig()
     customers = features.count()
     est = training.estimator(tc)
     scaling = est.fit_scaling(features)
-    m = training.fit_matched(tc, est, features, scaling, champion)
+    m = training.fit_matched(tc, est, features, scaling, champion, previous_members)
     profiled, columns = m.assigned, drift.numeric_features(features)
     if values is not None:
         profiled = m.assigned.join(values, on=tables.CUSTOMER_ID, how="left")

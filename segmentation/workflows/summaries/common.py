@@ -75,13 +75,19 @@ def publication_lines(pub: Publication, cfg: AppConfig) -> list[str]:
     psi_parts = [f"segments {pub.segment_psi:.3f}"] if pub.segment_psi is not None else []
     psi_parts += [f"{f} {v:.3f}" for f, v in sorted(pub.feature_psi.items())]
     lines.append(f"PSI vs {pub.baseline_as_of}: {', '.join(psi_parts)}")
-    if pub.retrain_recommended:
-        lines.append("RETRAIN RECOMMENDED: " + "; ".join(pub.retrain_reasons))
-    else:
-        lines.append(
-            f"Retrain not needed: every PSI <= drift.psi_threshold ({cfg.drift.psi_threshold})."
-        )
+    lines.append(psi_line(pub, cfg))
     return lines
+
+
+def psi_line(pub: Publication, cfg: AppConfig) -> str:
+    """The retrain rule's verdict on a publication's drift (PSI)."""
+    if pub.retrain_recommended:
+        return "RETRAIN RECOMMENDED: " + "; ".join(pub.retrain_reasons)
+    worst = max([pub.segment_psi or 0.0, *pub.feature_psi.values()], default=0.0)
+    return (
+        f"Retrain not needed: every PSI <= drift.psi_threshold ({cfg.drift.psi_threshold}); "
+        f"largest {worst:.3f}."
+    )
 
 
 # Overrides the make targets set themselves (AS_OF) or that belong to one run (its run key).

@@ -7,7 +7,7 @@ from segmentation.config import AppConfig
 from segmentation.workflows.assign import AssignResult
 from segmentation.workflows.build_features import counts_text
 from segmentation.workflows.rules import RuleSegmentsResult
-from segmentation.workflows.summaries.common import publication_lines
+from segmentation.workflows.summaries.common import psi_line, publication_lines
 from segmentation.workflows.summaries.value import by_segment_lines
 
 
@@ -61,6 +61,11 @@ def rules(result: RuleSegmentsResult, cfg: AppConfig) -> str:
             lines += [f"    {e.text()}" for e in result.rfm_empty_scores]
     if result.dimension is not None:
         lines.append(f"  B2B tiers: {result.dimension.text()}")
+    for what, n in sorted(result.unparseable.items()):
+        lines.append(
+            f"  {n:,} value(s) of {what} cannot be read (e.g. 'n/a', 'many'): not counted as "
+            "such; ranges like 51-200 count as their lower bound, 1,000 as 1000"
+        )
     for name, pub in result.publications.items():
         lines += ["", f"{name} (version {pub.model_version}): {pub.customers} customers"]
         for sid in sorted(pub.names):
@@ -73,6 +78,7 @@ def rules(result: RuleSegmentsResult, cfg: AppConfig) -> str:
                 f"  since {pub.baseline_as_of}: {moves['stayed']} stayed, {moves['moved']} "
                 f"moved, {moves['entered']} entered, {moves['left']} left"
             )
+            lines.append(f"  {psi_line(pub, cfg)}")
     for name, reason in result.skipped.items():
         lines.append(f"{name}: skipped ({reason})")
     lines += by_segment_lines(result.value)

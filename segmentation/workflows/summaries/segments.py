@@ -166,10 +166,14 @@ def _ids_line(result: TrainResult) -> str:
     if result.previous_version is None:
         return "Segment ids: first model, numbered by size (1 = largest)."
     new_ids = [p.segment_id for p in m.pairs if p.previous_id is None]
+    why = "".join(
+        f"\n    {p.segment_id:>3} {'kept' if p.previous_id is not None else 'new '}: {p.reason}"
+        for p in sorted(m.pairs, key=lambda p: p.segment_id)
+    )
     return (
         f"Segment ids: {len(m.kept)} kept from version {result.previous_version} (same id "
         f"and name), new: {new_ids or 'none'}, retired: {list(m.retired) or 'none'} "
-        "(MLflow artifact segments/matching.json)."
+        f"(MLflow artifact segments/matching.json):{why}"
     )
 
 
@@ -211,6 +215,18 @@ def attitudes(result: AttitudesResult, cfg: AppConfig) -> str:
         f"{an.parallel.kaiser}; eigenvalues "
         + ", ".join(f"{v:.2f}" for v in an.parallel.observed[: an.n_factors + 2]),
     ]
+    if result.declined:
+        lines.append(
+            "  no-answer labels read as missing answers (attitudes.items.missing_answers): "
+            + ", ".join(f"{i} {n:,}" for i, n in sorted(result.declined.items()))
+        )
+    if result.invalid_answers:
+        lines.append(
+            "  invalid answers read as missing (attitudes.items.invalid_answers: "
+            "missing): "
+            + ", ".join(f"{i} {n:,}" for i, n in sorted(result.invalid_answers.items()))
+        )
+    lines += [f"  note: {n}" for n in an.notes]
     for name, variance in zip(an.names, an.solution.variance, strict=True):
         lines.append(f"    {name.full}: {variance:.1%} of the items' variance")
     if result.congruence is not None:
