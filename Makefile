@@ -12,6 +12,11 @@ ARGS ?=
 # end on 2025-12-31, so by AS_OF everyone has aged a month without activity (drift is flagged).
 TRAIN_AS_OF ?= 2025-12-31
 AS_OF ?= 2026-01-31
+# The sample plants several identifiers per customer (cookies, devices, cards, emails) and the
+# jobs stitch them into one customer key (identity.enabled null: only this sample). With your
+# own events (input.events.path) it changes nothing. SAMPLE_IDENTITIES=false: the clean sample.
+SAMPLE_IDENTITIES ?= true
+SAMPLE := --set generator.identities=$(SAMPLE_IDENTITIES)
 
 .DEFAULT_GOAL := help
 
@@ -48,24 +53,29 @@ delta-jars: setup ## Copy the Delta jars into DIR (for spark.delta_jars on an of
 	$(PY) -m segmentation.runtime.session resolve-jars --copy-to $(DIR) 2>/dev/null
 
 .PHONY: run
-run: setup ## Whole pipeline locally, in one Spark application: sample (if absent), train on TRAIN_AS_OF, rules, score AS_OF
-	$(PY) jobs/run_pipeline.py --config $(CONFIG) --train-as-of $(TRAIN_AS_OF) --score-as-of $(AS_OF) $(ARGS)
+run: setup ## Whole pipeline locally, in one Spark application: sample (if absent), identities, train on TRAIN_AS_OF, rules, score AS_OF
+	$(PY) jobs/run_pipeline.py --config $(CONFIG) --train-as-of $(TRAIN_AS_OF) --score-as-of $(AS_OF) $(SAMPLE) $(ARGS)
+
+.PHONY: identities
+identities: setup ## Stitch identifiers into customer keys as of TRAIN_AS_OF and AS_OF (identity_map)
+	$(PY) jobs/stitch_identities.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(SAMPLE) $(ARGS)
+	$(PY) jobs/stitch_identities.py --config $(CONFIG) --as-of $(AS_OF) $(SAMPLE) $(ARGS)
 
 .PHONY: assign
 assign: setup ## Score AS_OF with the @champion model: membership, history, migration, drift
-	$(PY) jobs/assign_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
+	$(PY) jobs/assign_segments.py --config $(CONFIG) --as-of $(AS_OF) $(SAMPLE) $(ARGS)
 
 .PHONY: rules
 rules: setup ## RFM segments and B2B tiers of the customer_features snapshot of AS_OF
-	$(PY) jobs/rule_segments.py --config $(CONFIG) --as-of $(AS_OF) $(ARGS)
+	$(PY) jobs/rule_segments.py --config $(CONFIG) --as-of $(AS_OF) $(SAMPLE) $(ARGS)
 
 .PHONY: value
 value: setup ## Customer value as of TRAIN_AS_OF: BG/NBD + Gamma-Gamma fitted, backtested, every customer scored
-	$(PY) jobs/customer_value.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
+	$(PY) jobs/customer_value.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(SAMPLE) $(ARGS)
 
 .PHONY: attitudes
 attitudes: setup ## Attitudinal segments (survey factors, attributes) as of TRAIN_AS_OF
-	$(PY) jobs/train_attitudes.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(ARGS)
+	$(PY) jobs/train_attitudes.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(SAMPLE) $(ARGS)
 
 .PHONY: promote
 promote: setup ## Move the @champion alias to model VERSION (default: the latest), logged in MLflow

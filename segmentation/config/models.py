@@ -27,12 +27,15 @@ __all__ = [
     "CustomersSourceConfig",
     "DriftConfig",
     "DuplicateRule",
+    "EdgesSourceConfig",
     "EventColumns",
     "EventSourceConfig",
     "EventTypes",
     "ExplainConfig",
     "FeatureConfig",
     "GeneratorConfig",
+    "Identifier",
+    "IdentityConfig",
     "InputConfig",
     "NamingConfig",
     "Origin",
@@ -51,6 +54,13 @@ __all__ = [
 
 from segmentation.config.attitudes import AttitudesConfig
 from segmentation.config.clustering import ClusteringConfig
+from segmentation.config.generator import GeneratorConfig
+from segmentation.config.identity import (
+    EdgesSourceConfig,
+    Identifier,
+    IdentityConfig,
+    resolved_identity,
+)
 from segmentation.config.inputs import (
     CustomersSourceConfig,
     EventColumns,
@@ -81,37 +91,6 @@ from segmentation.config.types import (
     strip_blank,
 )
 from segmentation.config.value import ValueConfig
-
-
-class GeneratorConfig(_Section):
-    customers: Int = 20000
-    events: Int = 1_000_000
-    seed: Int = 42
-    start_date: Date = dt.date(2023, 1, 1)
-    end_date: Date = dt.date(2025, 12, 31)
-    partitions: Int | None = None
-    overlap: Float = 0.0
-    survey_share: Float = 0.5
-    survey_missing_share: Float = 0.05
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        _require(self.customers >= 1, "generator.customers must be >= 1")
-        _require(0 <= self.overlap <= 1, "generator.overlap must be in [0, 1]")
-        _require(0 <= self.survey_share <= 1, "generator.survey_share must be in [0, 1]")
-        _require(
-            0 <= self.survey_missing_share < 0.5,
-            "generator.survey_missing_share must be in [0, 0.5)",
-        )
-        _require(self.events >= self.customers, "generator.events must be >= generator.customers")
-        _require(
-            self.end_date > self.start_date,
-            "generator.end_date must be after generator.start_date",
-        )
-        _require(
-            self.partitions is None or self.partitions >= 1, "generator.partitions must be >= 1"
-        )
-        return self
 
 
 def normalise_level(value: str) -> str:
@@ -336,6 +315,7 @@ class AppConfig(_Section):
     b2b: B2bConfig = Field(default_factory=B2bConfig)
     attitudes: AttitudesConfig = Field(default_factory=AttitudesConfig)
     value: ValueConfig = Field(default_factory=ValueConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
 
     @property
     def origin(self) -> Origin | None:
@@ -366,6 +346,13 @@ class AppConfig(_Section):
         if self.input.customers.path:
             return self.input.customers.path
         return self.storage.table_path("customers") if self.input.events.path is None else None
+
+    def stitching(self) -> IdentityConfig | None:
+        """The identity stitching in force (``identity.enabled``; null: only the bundled sample
+        generated with ``generator.identities``), or None: customer ids are used as they are."""
+        sample = self.input.events.path is None and self.generator.identities
+        edges = self.storage.table_path("identity_edges")
+        return resolved_identity(self.identity, sample=sample, sample_edges=edges)
 
     def survey_path(self) -> str:
         """The survey table: ``attitudes.survey.path``, else the generator's survey_responses."""

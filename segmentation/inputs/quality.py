@@ -246,9 +246,18 @@ class CleanEvents:
     counts: InputCounts
 
 
-def clean_events(spark: SparkSession, cfg: AppConfig, *, keep: Column | None = None) -> CleanEvents:
+def clean_events(
+    spark: SparkSession,
+    cfg: AppConfig,
+    *,
+    keep: Column | None = None,
+    source: EventSource | None = None,
+) -> CleanEvents:
     """The usable events of the customers ``keep`` selects (all: None), with the feature job's
     reading, time zone, quarantine and duplicate rules, in one pass over the input.
+
+    ``source``: the events as read already (identity stitching passes them with their stitched
+    customer ids); None: read from ``input.events``.
 
     The events are read, checked and shuffled by customer once and those staged rows are
     persisted; the input counts the ``auto`` duplicate rule needs (do times have a time of
@@ -256,7 +265,8 @@ def clean_events(spark: SparkSession, cfg: AppConfig, *, keep: Column | None = N
     customer filter, so the rule is the feature job's whatever ``keep`` selects.
     """
     q, as_of, zone = cfg.quality, cfg.features.as_of, cfg.input.events.time_zone
-    source = sources.read_events(spark, cfg.input.events, cfg.events_path())
+    if source is None:
+        source = sources.read_events(spark, cfg.input.events, cfg.events_path())
     staged, counts = stage_source(
         source, keep=keep, earliest=q.earliest_event_date,
         latest=as_of + dt.timedelta(days=max(q.max_days_after_as_of, 0)), time_zone=zone,

@@ -7,7 +7,7 @@ this module sees the canonical columns of ``CANONICAL_SCHEMA``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,12 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segmentation.config import CustomersSourceConfig, EventSourceConfig, SurveySourceConfig
+from segmentation.config import (
+    CustomersSourceConfig,
+    EdgesSourceConfig,
+    EventSourceConfig,
+    SurveySourceConfig,
+)
 from segmentation.config.types import strip_blank
 from segmentation.errors import InputError, TableError
 from segmentation.inputs import parsing
@@ -130,13 +135,24 @@ def _flag(kind: str, column: str) -> str:
     return f"_{kind}_{column}"
 
 
-def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> EventSource:
+def read_events(
+    spark: SparkSession,
+    source: EventSourceConfig,
+    path: str,
+    *,
+    carry: Sequence[tuple[str, str]] = (),
+) -> EventSource:
     """Read events from ``path`` and map them to ``CANONICAL_SCHEMA`` (``parsing`` reads ids,
     numbers and times as configured in ``input.events``).
 
     A present value that cannot be interpreted (a fractional customer id, an amount not in the
     configured number format, a NaN quantity) gives its row an issue (``ISSUE``), which
     ``quality.split_events`` turns into a quarantine reason.
+
+    Args:
+        carry: (config key, the user's column) pairs of further raw columns to carry, as read,
+            in ``EventSource.checked`` under :func:`carried` names (identity stitching's
+            identifier columns).
 
     Raises:
         InputError: the path is unreadable, or a mapped column is missing or of a wrong type;
@@ -150,6 +166,8 @@ def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> Ev
     families = {f.name: "timestamp" if f.name in nanos else spark_family(f.dataType)
                 for f in raw.schema.fields}  # fmt: skip
     check_columns(source, families, path)
+    extra = [_raw_column(raw, user, key, path).alias(carried(i))
+             for i, (key, user) in enumerate(carry)]  # fmt: skip
     mapped = source.columns.mapped()
     fields = {header_key(f.name): f for f in raw.schema.fields}
     columns = {c: F.col(f"`{fields[header_key(user)].name}`") for c, user in mapped.items()}
@@ -166,11 +184,29 @@ def read_events(spark: SparkSession, source: EventSourceConfig, path: str) -> Ev
         F.coalesce(*issues).alias(ISSUE),
         F.when(unreadable, raw_text).alias(RAW),
         *_flags(columns, rejected),
+        *extra,
     )
     return EventSource(
         events=checked.select(*CANONICAL_SCHEMA.names, ISSUE, RAW), present=frozenset(mapped),
         checked=checked, mapped=mapped, time_zone=source.time_zone,
     )  # fmt: skip
+
+
+def carried(index: int) -> str:
+    """The name of the ``index``-th carried column in ``EventSource.checked``."""
+    return f"_carry_{index}"
+
+
+def _raw_column(raw: DataFrame, user: str, key: str, path: str) -> Column:
+    """The user's column ``user`` (header names matched as ``header_key`` normalises them)."""
+    by_key = {header_key(f.name): f.name for f in raw.schema.fields}
+    name = by_key.get(header_key(user))
+    if name is None:
+        raise InputError(
+            f"column '{user}' ({key}) is not in {path}; its columns are: "
+            f"{', '.join(repr(c) for c in sorted(raw.columns))}"
+        )
+    return F.col(f"`{name}`")
 
 
 def _nanosecond_times(schema: pa.Schema | None) -> dict[str, bool]:
@@ -260,7 +296,7 @@ def _optional_number(
 
 def read_raw(
     spark: SparkSession,
-    source: EventSourceConfig | CustomersSourceConfig | SurveySourceConfig,
+    source: EventSourceConfig | CustomersSourceConfig | SurveySourceConfig | EdgesSourceConfig,
     path: str,
 ) -> DataFrame:
     """The user's rows as Spark reads them; a Delta input through Delta itself, so deletion

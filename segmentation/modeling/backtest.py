@@ -25,7 +25,8 @@ from segmentation.config import AppConfig
 from segmentation.errors import SegmentationError
 from segmentation.features import behaviour as feat
 from segmentation.features.levels import resolve_levels
-from segmentation.inputs import parsing, quality
+from segmentation.identity import stitched
+from segmentation.inputs import parsing
 from segmentation.modeling import clustering, matching, outcomes, training
 from segmentation.modeling.validation import Measure
 
@@ -62,7 +63,7 @@ def run(
     share = customer_share(oc.max_customers, features.count())
     keep = sampled(share, cfg.training.seed)
     try:
-        events = quality.clean_events(spark, cfg, keep=keep)
+        events = stitched.clean_events(spark, cfg, keep=keep)
     except SegmentationError as exc:
         return OutcomeCheck(skipped=f"the events cannot be read for the outcome check: {exc}")
     try:

@@ -36,7 +36,7 @@ from segmentation.explain import model_report, profiling
 from segmentation.features import attitude_space, factors
 from segmentation.features import scaling as scaling_mod
 from segmentation.features.scaling import Scaling
-from segmentation.inputs import customers as customers_dim
+from segmentation.identity import stitched
 from segmentation.inputs import survey
 from segmentation.modeling import champion as champions
 from segmentation.modeling import clustering, matching, model_selection, training
@@ -89,7 +89,7 @@ def run(spark: SparkSession, cfg: AppConfig) -> AttitudesResult:
     ac, tc = cfg.attitudes, tracking_config(cfg)
     if tc.promote:
         publishing.check_layout(spark, cfg.storage)
-    raw = customers_dim.read_survey(spark, ac.survey, cfg.survey_path())
+    raw = stitched.survey(spark, cfg)
     experiment_id = tracking.configure(tc)
     try:
         champion = champions.load(tc)
@@ -316,7 +316,7 @@ def _record_and_write(
 
 def _explain(spark: SparkSession, cfg: AppConfig, fitted: Fitted) -> model_report.Explained:
     """Rules, composition and pictures (with the scree plot and loadings), logged."""
-    customers = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    customers = stitched.customers(spark, cfg)
     explained = model_report.explain_model(
         spark, cfg.explain, customers=customers, model=fitted.model, assigned=fitted.assigned,
         profiles=fitted.profiles, names=fitted.names, selection=fitted.selection,
@@ -334,4 +334,4 @@ def _planted(spark: SparkSession, cfg: AppConfig) -> DataFrame | None:
         return None
     if not tables.exists(spark, cfg.storage, tables.ATTITUDE_TRUTH):
         return None
-    return tables.read(spark, cfg.storage, tables.ATTITUDE_TRUTH)
+    return stitched.planted(spark, cfg, tables.read(spark, cfg.storage, tables.ATTITUDE_TRUTH))

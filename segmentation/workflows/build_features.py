@@ -16,6 +16,7 @@ from segmentation.config import AppConfig
 from segmentation.errors import InputError
 from segmentation.features import behaviour as feat
 from segmentation.features.levels import LevelLabel, level_labels, resolve_levels
+from segmentation.identity import stitched
 from segmentation.inputs import columns, quality, sources
 from segmentation.inputs import customers as customers_dim
 from segmentation.runtime import timing, tracking
@@ -138,7 +139,7 @@ def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnaps
     """
     fc, q, ev = cfg.features, cfg.quality, cfg.input.events
     events_path = cfg.events_path()
-    source = sources.read_events(spark, ev, events_path)
+    source = stitched.events(spark, cfg)
     events_version = delta_tables.version(spark, events_path) if ev.format == "delta" else None
     _log_params(cfg, events_path, events_version)
     # One pass over the input: read, check, shuffle by customer and number the copies
@@ -258,7 +259,7 @@ def dimension_match(
 ) -> customers_dim.DimensionMatch | None:
     """The share of the snapshot's customers found in the customers dimension (None without
     one), logged as the metric ``customers_dimension_match_share``."""
-    dimension = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    dimension = stitched.customers(spark, cfg)
     if dimension is None:
         return None
     match = customers_dim.match_dimension(

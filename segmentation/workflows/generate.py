@@ -12,13 +12,16 @@ from pyspark.sql import DataFrame, SparkSession
 
 from segmentation.config import AppConfig, GeneratorConfig, to_dict
 from segmentation.sample import generator as gen
+from segmentation.sample import identities as sample_ids
 from segmentation.sample import survey_generator
 from segmentation.storage import delta_tables, tables
 
 log = logging.getLogger(__name__)
 
-# Tables written together: the first of each group says whether the group exists.
+# Tables written together: the first of each group says whether the group exists (with
+# generator.identities, the last too: a sample without its identifiers is generated again).
 BEHAVIOUR = (tables.EVENTS, tables.CUSTOMERS, tables.TRUTH)
+IDENTITIES = (*BEHAVIOUR, tables.IDENTITY_EDGES, tables.IDENTITY_TRUTH)
 SURVEY = (tables.SURVEY, tables.ATTITUDE_TRUTH)
 
 
@@ -39,19 +42,25 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
     Args:
         spark: the active session.
         cfg: ``generator`` sizes and seed; ``storage`` for the table locations.
-        if_absent: keep a group of tables whose first table already exists (a sample made by
-            an earlier release gains its survey tables without its events being replaced).
+        if_absent: keep a group of tables whose first and last tables already exist (a sample
+            made by an earlier release gains its survey tables without its events being
+            replaced; one without the identities that ``generator.identities`` asks for is
+            generated again).
     """
     storage, g = cfg.storage, cfg.generator
-    groups = [BEHAVIOUR, SURVEY]
+    every_group: list[tuple[tables.Table, ...]] = [
+        IDENTITIES if g.identities else BEHAVIOUR,
+        SURVEY,
+    ]
+    groups = every_group
     if if_absent:
-        groups = [grp for grp in groups if not tables.exists(spark, storage, grp[0])]
-    kept = tuple(t.name for grp in (BEHAVIOUR, SURVEY) if grp not in groups for t in grp)
+        groups = [g_ for g_ in groups if not _exists(spark, cfg, g_)]
+    kept = tuple(t.name for grp in every_group if grp not in groups for t in grp)
     if kept:
         log.info("sample tables already under %s, not generated again: %s", storage.warehouse,
                  ", ".join(kept))  # fmt: skip
     if not groups:
-        every = (*BEHAVIOUR, *SURVEY)
+        every = tuple(t for grp in every_group for t in grp)
         versions = {t.name: delta_tables.version(spark, tables.path(storage, t)) for t in every}
         return GenerateResult(True, versions, {}, kept)
     frames = _frames(spark, g, groups)
@@ -79,11 +88,16 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
     return GenerateResult(False, dict(written), rows, kept)
 
 
+def _exists(spark: SparkSession, cfg: AppConfig, group: tuple[tables.Table, ...]) -> bool:
+    """The group's first and last tables exist (it was written whole)."""
+    return all(tables.exists(spark, cfg.storage, t) for t in (group[0], group[-1]))
+
+
 def _frames(
     spark: SparkSession, g: GeneratorConfig, groups: list[tuple[tables.Table, ...]]
 ) -> dict[tables.Table, DataFrame]:
     frames: dict[tables.Table, DataFrame] = {}
-    if BEHAVIOUR in groups:
+    if BEHAVIOUR in groups or IDENTITIES in groups:
         data = gen.generate(
             spark, customers=g.customers, events=g.events, seed=g.seed,
             start_date=g.start_date, end_date=g.end_date, partitions=g.partitions,
@@ -91,6 +105,15 @@ def _frames(
         )  # fmt: skip
         frames.update(zip(BEHAVIOUR, (data.events, data.customers, data.segment_truth),
                           strict=True))  # fmt: skip
+        if g.identities:
+            frames |= {
+                tables.EVENTS: sample_ids.with_identifiers(data.events, g.seed),
+                tables.CUSTOMERS: sample_ids.customer_identifiers(data.customers, g.seed),
+                tables.IDENTITY_EDGES: sample_ids.logins(data.events, g.seed),
+                tables.IDENTITY_TRUTH: sample_ids.truth(
+                    data.segment_truth.select("customer_id"), g.seed
+                ),
+            }
     if SURVEY in groups:
         survey = survey_generator.generate_survey(
             spark, customers=g.customers, seed=g.seed, share=g.survey_share,

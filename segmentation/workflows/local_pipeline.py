@@ -1,6 +1,8 @@
 """The whole local pipeline in one Spark application (one JVM): what `make run` runs.
 
-Sample data (if absent; never when ``input.events.path`` names the user's events), features,
+Sample data (if absent; never when ``input.events.path`` names the user's events), identity
+stitching of each date (when ``AppConfig.stitching`` says so: the sample generated with
+``generator.identities``, or ``identity.enabled``), features,
 customer value (``value.enabled``) and training as of ``train_as_of``, the rule-based
 segmentations of that date, the attitudinal segmentation (``attitudes.enabled``), then scoring
 ``as_of`` with the value model, the trained model and its rules. The separate jobs stay for
@@ -25,6 +27,7 @@ from segmentation.workflows import (
     attitudes,
     build_features,
     generate,
+    identities,
     rules,
     summaries,
     train,
@@ -110,6 +113,7 @@ def run(
     _training(spark, trained_cfg, result)
     if score_as_of is not None:
         scored_cfg = at(cfg, score_as_of)
+        _identities(spark, scored_cfg, result)
         if cfg.value.enabled:
             result.step("value", lambda: summaries.value(
                 value.run(spark, scored_cfg, score_only=True), scored_cfg))  # fmt: skip
@@ -149,9 +153,16 @@ def _inputs(
             "generate", lambda: summaries.generation(generate.run(spark, cfg, if_absent=True), cfg)
         )
         build_features.check_inputs(trained_cfg)
+    _identities(spark, trained_cfg, result)
     result.step(
         "features", lambda: summaries.features(build_features.run(spark, trained_cfg), trained_cfg)
     )
+
+
+def _identities(spark: SparkSession, cfg: AppConfig, result: PipelineResult) -> None:
+    """Stitch the identifiers of ``features.as_of`` when stitching is configured."""
+    if cfg.stitching() is not None:
+        result.step("identities", lambda: summaries.identity(identities.run(spark, cfg), cfg))
 
 
 def _training(spark: SparkSession, cfg: AppConfig, result: PipelineResult) -> None:

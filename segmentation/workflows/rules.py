@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig
+from segmentation.identity import stitched
 from segmentation.inputs import customers as customers_dim
 from segmentation.modeling import rulesets
 from segmentation.runtime import tracking
@@ -136,7 +137,7 @@ def _b2b(
     if not bc.enabled:
         result.skipped[bc.model_name] = "b2b.enabled is false"
         return None
-    customers = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    customers = stitched.customers(spark, cfg)
     if customers is None:
         result.skipped[bc.model_name] = "no customers dimension (input.customers)"
         return None

@@ -25,6 +25,7 @@ from segmentation.explain import model_report, pictures, profiling
 from segmentation.features import behaviour as feat
 from segmentation.features import scaling as scaling_mod
 from segmentation.features.levels import LevelLabel, display_name, level_labels
+from segmentation.identity import stitched
 from segmentation.inputs import customers as customers_dim
 from segmentation.modeling import champion as champions
 from segmentation.modeling import matching, model_selection, model_validation, training
@@ -301,7 +302,7 @@ def _customers(
     spark: SparkSession, cfg: AppConfig, features: DataFrame
 ) -> tuple[DataFrame | None, customers_dim.DimensionMatch | None]:
     """The customers dimension (for composition) and the share of customers it holds."""
-    customers = customers_dim.read_customers(spark, cfg.input.customers, cfg.customers_path())
+    customers = stitched.customers(spark, cfg)
     if customers is None:
         return None, None
     match = customers_dim.match_dimension(
@@ -334,4 +335,4 @@ def _truth(spark: SparkSession, cfg: AppConfig) -> DataFrame | None:
     """The generator's planted archetypes, when the events are the generator's."""
     if cfg.input.events.path is not None or not tables.exists(spark, cfg.storage, tables.TRUTH):
         return None
-    return tables.read(spark, cfg.storage, tables.TRUTH)
+    return stitched.planted(spark, cfg, tables.read(spark, cfg.storage, tables.TRUTH))

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from segmentation.config import AppConfig, TrackingConfig
 from segmentation.errors import InputError
-from segmentation.inputs import quality
+from segmentation.identity import stitched
 from segmentation.runtime import timing, tracking
 from segmentation.storage import tables
 from segmentation.value import backtest, fitting, scoring, segments, summary
@@ -46,7 +46,7 @@ def run(spark: SparkSession, cfg: AppConfig, *, score_only: bool = False) -> Val
     tc, as_of = tracking_config(cfg), cfg.features.as_of
     experiment_id = tracking.configure(tc)
     champion = _champion(tc) if score_only else None
-    events = quality.clean_events(spark, cfg)
+    events = stitched.clean_events(spark, cfg)
     days = summary.purchase_days(events.clean, time_zone=cfg.input.events.time_zone).cache()
     try:
         snapshot = summary.summarise(

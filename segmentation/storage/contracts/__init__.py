@@ -23,6 +23,17 @@ from segmentation.storage.contracts.base import (
     description_of,
     schema,
 )  # fmt: skip
+from segmentation.storage.contracts.identity import (
+    CUSTOMER_KEY,
+    IDENTITY_CHANGES,
+    IDENTITY_CHANGES_SCHEMA,
+    IDENTITY_EDGES,
+    IDENTITY_GUARDS,
+    IDENTITY_GUARDS_SCHEMA,
+    IDENTITY_MAP,
+    IDENTITY_MAP_SCHEMA,
+    IDENTITY_TRUTH,
+)  # fmt: skip
 from segmentation.storage.contracts.inputs import (
     ATTITUDE_TRUTH,
     CANONICAL_EVENTS,
@@ -70,8 +81,9 @@ from segmentation.storage.contracts.value import (
 # Every output table, in the order the docs list them.
 TABLES = (
     FEATURES, REJECTED, MEMBERSHIP, HISTORY, MIGRATION, PROFILES, COMPOSITION, VALIDATION,
-    RFM_SCORES, FACTOR_LOADINGS, EXCLUSIONS, CUSTOMER_VALUE, VALUE_PARAMETERS, EVENTS, CUSTOMERS,
-    TRUTH, SURVEY, ATTITUDE_TRUTH,
+    RFM_SCORES, FACTOR_LOADINGS, EXCLUSIONS, CUSTOMER_VALUE, VALUE_PARAMETERS, IDENTITY_MAP,
+    IDENTITY_CHANGES, IDENTITY_GUARDS, EVENTS, CUSTOMERS, TRUTH, SURVEY, ATTITUDE_TRUTH,
+    IDENTITY_EDGES, IDENTITY_TRUTH,
 )  # fmt: skip
 BY_NAME = {t.name: t for t in TABLES}
 
@@ -88,6 +100,7 @@ __all__ = [
     "COMPOSITION_SCHEMA",
     "CUSTOMERS",
     "CUSTOMER_ID",
+    "CUSTOMER_KEY",
     "CUSTOMER_VALUE",
     "CUSTOMER_VALUE_SCHEMA",
     "DISTANCE",
@@ -101,6 +114,14 @@ __all__ = [
     "FEATURES",
     "HISTORY",
     "HISTORY_SCHEMA",
+    "IDENTITY_CHANGES",
+    "IDENTITY_CHANGES_SCHEMA",
+    "IDENTITY_EDGES",
+    "IDENTITY_GUARDS",
+    "IDENTITY_GUARDS_SCHEMA",
+    "IDENTITY_MAP",
+    "IDENTITY_MAP_SCHEMA",
+    "IDENTITY_TRUTH",
     "LINEAGE",
     "MEMBERSHIP",
     "MEMBERSHIP_SCHEMA",

@@ -1,0 +1,160 @@
+"""The stitched key on the inputs: every row's identifiers looked up in ``identity_map`` of
+``features.as_of``, and its ``customer_id`` replaced by the stitched ``customer_key``.
+
+A row's identifiers all belong to one component (the row linked them), except identifiers the
+guard held back: so a row takes the key of its first identifier, in the order the input lists
+its columns, that is in the map and was not held back; with only held-back ones, the key of the
+first of them (a shared device alone: its own key). Identifiers seen after the snapshot (an
+event after ``as_of``) are not in the map and are skipped. A row with no identifier in the
+map has no customer id (``missing_customer_id``, as today).
+
+The lookup runs once per distinct combination of identifiers, not per row: the combinations
+are looked up, then the rows are joined to them on every identifier column (null-safe).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from segmentation.config import AppConfig, Identifier, IdentityConfig
+from segmentation.errors import InputError
+from segmentation.identity.keys import KEY
+from segmentation.identity.normalise import normalise
+from segmentation.identity.sightings import KIND, VALUE
+from segmentation.inputs import sources
+from segmentation.storage import tables
+
+SHARED = "shared"
+STITCHED = "_stitched_key"
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """One ``identity_map`` snapshot: ``identifier_type``, ``identifier``, ``customer_key``,
+    ``shared`` (held back by the guard)."""
+
+    identifiers: DataFrame
+    as_of: dt.date
+
+
+def load(spark: SparkSession, cfg: AppConfig, as_of: dt.date) -> KeyMap:
+    """The ``identity_map`` snapshot of ``as_of`` and the identifiers the guard held back.
+
+    Raises:
+        InputError: no snapshot of that date (run the stitching for it first).
+    """
+    storage = cfg.storage
+    rows = None
+    if tables.exists(spark, storage, tables.IDENTITY_MAP):
+        rows = tables.read(spark, storage, tables.IDENTITY_MAP, partitions={tables.AS_OF: as_of})
+    if rows is None or rows.isEmpty():
+        raise InputError(
+            f"identity stitching is on, but there is no identity_map snapshot for {as_of} "
+            f"under {storage.warehouse}: run jobs/stitch_identities.py --as-of {as_of} (make "
+            "identities) first, or set identity.enabled=false"
+        )
+    shared = (
+        tables.read(spark, storage, tables.IDENTITY_GUARDS, partitions={tables.AS_OF: as_of})
+        .where(F.col(tables.REASON) == "max_degree")
+        .select(KIND, VALUE, F.lit(True).alias(SHARED))
+    )
+    keyed = rows.select(KIND, VALUE, KEY).join(shared, on=[KIND, VALUE], how="left")
+    return KeyMap(keyed.select(KIND, VALUE, KEY, F.coalesce(SHARED, F.lit(False)).alias(SHARED)),
+                  as_of)  # fmt: skip
+
+
+def with_key(
+    frame: DataFrame, columns: Sequence[str], kinds: Sequence[str], keymap: KeyMap
+) -> DataFrame:
+    """``frame`` with the stitched key of its normalised identifier ``columns`` (of types
+    ``kinds``, in priority order) as :data:`STITCHED` (null: none of them is in the map)."""
+    present = F.lit(False)
+    for c in columns:
+        present = present | F.col(c).isNotNull()
+    combos = frame.select(*columns).where(present).distinct()
+    typed = F.array(*[F.struct(F.lit(k).alias(KIND), F.col(c).alias(VALUE))
+                      for c, k in zip(columns, kinds, strict=True)])  # fmt: skip
+    exploded = combos.select(*columns, F.posexplode(typed).alias("_pos", "_i")).select(
+        *columns, "_pos", F.col("_i")[KIND].alias(KIND), F.col("_i")[VALUE].alias(VALUE)
+    )
+    found = exploded.join(keymap.identifiers, on=[KIND, VALUE], how="inner")
+    picked = found.groupBy(*columns).agg(F.min_by(KEY, F.struct(SHARED, "_pos")).alias(STITCHED))
+    renamed = picked.select(*[F.col(c).alias(f"_k{i}") for i, c in enumerate(columns)], STITCHED)
+    condition = [frame[c].eqNullSafe(renamed[f"_k{i}"]) for i, c in enumerate(columns)]
+    joined = frame.join(renamed, on=condition, how="left")
+    return joined.drop(*[f"_k{i}" for i in range(len(columns))])
+
+
+def keyed_source(
+    spark: SparkSession, cfg: AppConfig, identity: IdentityConfig, keymap: KeyMap
+) -> sources.EventSource:
+    """The events read as the feature job reads them, ``customer_id`` the stitched key."""
+    ev = cfg.input.events
+    carry = [(f"identity.identifiers[{i}].column", ident.column)
+             for i, ident in enumerate(identity.identifiers)]  # fmt: skip
+    source = sources.read_events(spark, ev, cfg.events_path(), carry=carry)
+    checked = source.checked
+    schema = {f.name: f.dataType for f in checked.schema.fields}
+    names = [f"_n{i}" for i in range(len(carry))]
+    normalised = [
+        normalise(F.col(sources.carried(i)), schema[sources.carried(i)], ident.type, identity,
+                  key=key).value.alias(names[i])
+        for i, ((key, _), ident) in enumerate(zip(carry, identity.identifiers, strict=True))
+    ]  # fmt: skip
+    kinds = [i.type for i in identity.identifiers]
+    keyed = with_key(checked.select("*", *normalised), names, kinds, keymap)
+    keyed = keyed.withColumn(tables.CUSTOMER_ID, F.col(STITCHED)).drop(
+        STITCHED, *names, *[sources.carried(i) for i in range(len(carry))]
+    )
+    return dataclasses.replace(
+        source, checked=keyed, events=keyed.select(*sources.CANONICAL_SCHEMA.names, sources.ISSUE)
+    )
+
+
+def keyed_rows(
+    rows: DataFrame,
+    identifiers: Sequence[Identifier],
+    identity: IdentityConfig,
+    keymap: KeyMap,
+    *,
+    id_column: str,
+    key: str,
+) -> DataFrame:
+    """Per-customer rows (a customers dimension, a survey, planted truth) with ``customer_id``
+    the stitched key: one row per key (of several rows of one customer, the one with the
+    smallest former ``customer_id``), rows with no identifier in the map left out.
+
+    Args:
+        rows: the rows as read, their id column already named ``customer_id``.
+        identifiers: the input's identifier columns (its id column by the name ``id_column``
+            it has in the input).
+        key: the config key of ``identifiers``, named in errors.
+    """
+    by_lower = {c.lower(): c for c in rows.columns}
+    names, kinds, exprs = [], [], []
+    for i, ident in enumerate(identifiers):
+        name = ("customer_id" if ident.column.lower() == id_column.lower()
+                else by_lower.get(ident.column.lower()))  # fmt: skip
+        if name is None:
+            raise InputError(f"column '{ident.column}' ({key}[{i}].column) is not in the input")
+        value = normalise(F.col(f"`{name}`"), rows.schema[name].dataType, ident.type, identity,
+                          key=f"{key}[{i}].column").value  # fmt: skip
+        names.append(f"_n{i}")
+        kinds.append(ident.type)
+        exprs.append(value.alias(f"_n{i}"))
+    keyed = with_key(rows.select("*", *exprs), names, kinds, keymap).where(
+        F.col(STITCHED).isNotNull()
+    )
+    first = Window.partitionBy(STITCHED).orderBy(F.col(tables.CUSTOMER_ID).asc_nulls_last())
+    return (
+        keyed.withColumn("_row", F.row_number().over(first))
+        .where(F.col("_row") == 1)
+        .withColumn(tables.CUSTOMER_ID, F.col(STITCHED))
+        .drop("_row", STITCHED, *names)
+    )

@@ -1,0 +1,116 @@
+"""Normalising identifiers per type, with Spark built-ins: two spellings of one identifier
+become one value, and values that identify nobody become missing (and are counted).
+
+Every type: numbers become their integer text (``parsing.customer_id``: ``17850.0`` is
+``"17850"``; a fraction is *invalid*), text is trimmed, empty text is *missing*, and a value
+listed in ``identity.placeholders.any`` (compared lower-cased: ``unknown``, ``0``, ``n/a``...)
+is a *placeholder*. Then per type:
+
+* ``email``: lower-cased; it must be ``local@domain`` without spaces, else *invalid*; the
+  addresses in ``identity.placeholders.email`` (``test@example.com``...) are placeholders.
+* ``phone``: digits only. ``+44 20 7946 0000`` and ``0044 20 7946 0000`` are international
+  (``+442079460000``); a national number (``020 7946 0000``) loses one leading trunk ``0`` and
+  gets ``+`` and ``identity.phone_country_code`` (without one it stays national digits). Fewer
+  than 7 or more than 15 digits is *invalid*; one digit repeated (``000 000 0000``) or a number
+  in ``identity.placeholders.phone`` (compared as digits) is a placeholder.
+* ``device_id``, ``anonymous_id``: lower-cased (advertising ids and cookies are case-blind).
+* ``crm_id``, ``loyalty_card`` and user-defined types: kept as written, trimmed.
+
+Missing, placeholder and invalid values are never identifiers: they link nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation.config import IdentityConfig
+from segmentation.config.identity import ANY_TYPE
+from segmentation.errors import InputError
+from segmentation.inputs import parsing
+
+MISSING = "missing"
+PLACEHOLDER = "placeholder"
+INVALID = "invalid"
+STATUSES = (MISSING, PLACEHOLDER, INVALID)
+_CASE_BLIND = ("email", "device_id", "anonymous_id")
+_EMAIL = r"^[^@\s]+@[^@\s]+$"
+_MIN_PHONE_DIGITS, _MAX_PHONE_DIGITS = 7, 15
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """A normalised identifier column."""
+
+    value: Column
+    """The identifier, or null when it is missing, a placeholder or invalid."""
+    status: Column
+    """null (an identifier), ``missing``, ``placeholder`` or ``invalid``."""
+
+
+def normalise(
+    column: Column, data_type: T.DataType, kind: str, identity: IdentityConfig, *, key: str
+) -> Normalised:
+    """The identifier of type ``kind`` in ``column`` (see the module docstring).
+
+    Args:
+        column: the raw column; data_type: its Spark type.
+        kind: the identifier type (``email``, ``phone``...).
+        identity: the placeholders and the phone country code.
+        key: the config key that maps the column, named in errors.
+
+    Raises:
+        InputError: the column is neither text nor a number.
+    """
+    try:
+        parsed = parsing.customer_id(column, data_type)
+    except InputError as exc:
+        raise InputError(f"identifier column {key}: {exc}") from exc
+    text = parsing.blank_is_null(parsed.value)
+    any_listed = _lower_list(identity.placeholders.get(ANY_TYPE, ()))
+    listed = identity.placeholders.get(kind, ())
+    if kind == "phone":
+        value, valid, placeholder = _phone(text, identity.phone_country_code, listed)
+    else:
+        value = F.lower(text) if kind in _CASE_BLIND else text
+        valid = value.rlike(_EMAIL) if kind == "email" else F.lit(True)
+        placeholder = F.lower(value).isin(*_lower_list(listed)) if listed else F.lit(False)
+    status = (
+        F.when(text.isNull(), F.lit(MISSING))
+        .when(parsed.issue.isNotNull(), F.lit(INVALID))
+        .when(F.lower(text).isin(*any_listed) | placeholder, F.lit(PLACEHOLDER))
+        .when(~valid, F.lit(INVALID))
+    )
+    return Normalised(F.when(status.isNull(), value), status)
+
+
+def _phone(
+    text: Column, country_code: str | None, listed: Sequence[str]
+) -> tuple[Column, Column, Column]:
+    """The phone number, whether it has a plausible length, whether it is a placeholder."""
+    digits = F.regexp_replace(text, r"[^0-9]", "")
+    international = text.startswith("+") | digits.startswith("00")
+    full = F.when(digits.startswith("00"), F.substring(digits, 3, 20)).otherwise(digits)
+    national = F.regexp_replace(digits, r"^0", "")
+    if country_code is None:
+        value = F.when(international, F.concat(F.lit("+"), full)).otherwise(digits)
+    else:
+        value = F.concat(
+            F.lit("+"), F.when(international, full).otherwise(F.concat(F.lit(country_code),
+                                                                        national))
+        )  # fmt: skip
+    length = F.length(digits)
+    valid = (length >= _MIN_PHONE_DIGITS) & (length <= _MAX_PHONE_DIGITS)
+    listed_digits = [d for d in ("".join(ch for ch in p if ch.isdigit()) for p in listed) if d]
+    placeholder = digits.rlike(r"^(\d)\1*$")
+    if listed_digits:
+        placeholder = placeholder | digits.isin(*listed_digits)
+    return value, valid, placeholder
+
+
+def _lower_list(values: Sequence[str]) -> list[str]:
+    return sorted({v.strip().lower() for v in values})

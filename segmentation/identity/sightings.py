@@ -1,0 +1,224 @@
+"""Where identifiers are seen: the identifier columns of every input, normalised, one row per
+input row with the identifiers it holds (they belong together) and when it was seen.
+
+Inputs: the events (``identity.identifiers``; seen at the event's time, only events on or
+before ``features.as_of``), the customers dimension (``identity.customers``) and the survey
+(``identity.survey``), both undated, and the edges input (``identity.edges``: pairs, or
+groups, of identifiers known to belong together, optionally dated). Per input column the
+values that are identifiers, missing, placeholders and invalid are counted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation.config import AppConfig, Identifier, IdentityConfig
+from segmentation.errors import InputError
+from segmentation.identity.normalise import MISSING, PLACEHOLDER, normalise
+from segmentation.inputs import parsing, sources
+from segmentation.storage import delta_tables
+
+IDS = "ids"
+"""The row's identifiers: ``array<struct<identifier_type, identifier>>``, distinct."""
+SEEN = "seen"
+"""When the row was seen (TIMESTAMP; null: undated)."""
+KIND, VALUE = "identifier_type", "identifier"
+
+
+@dataclass(frozen=True)
+class ColumnCounts:
+    """How one identifier column of one input was read."""
+
+    source: str
+    """``events``, ``customers``, ``survey`` or ``edges``."""
+    column: str
+    kind: str
+    identifiers: int
+    missing: int
+    placeholder: int
+    invalid: int
+
+
+@dataclass(frozen=True)
+class Sightings:
+    """Every input's rows of identifiers (persisted: call :meth:`unpersist`) and counts."""
+
+    rows: DataFrame
+    """``ids`` and ``seen``, one row per input row holding at least one identifier."""
+    counts: tuple[ColumnCounts, ...]
+    parts: tuple[DataFrame, ...] = ()
+
+    def unpersist(self) -> None:
+        for part in self.parts:
+            part.unpersist()
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    frame: DataFrame
+    identifiers: Sequence[Identifier]
+    columns: Sequence[str]
+    """The frame's column holding each identifier."""
+    seen: Column
+    key: str
+
+
+def read(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> Sightings:
+    """Every configured input's identifier rows as of ``features.as_of`` and their counts.
+
+    Raises:
+        InputError: an input or a mapped identifier column is missing (the message names the
+            config key), or a column is neither text nor a number.
+    """
+    inputs = [_events(spark, cfg, identity)]
+    inputs += [i for i in (_customers(spark, cfg, identity), _survey(spark, cfg, identity),
+                           _edges(spark, cfg, identity)) if i is not None]  # fmt: skip
+    parts, counts = [], []
+    for source in inputs:
+        part, part_counts = _normalised(source, identity)
+        parts.append(part)
+        counts += part_counts
+    rows = parts[0]
+    for part in parts[1:]:
+        rows = rows.unionByName(part)
+    return Sightings(rows.where(F.size(IDS) > 0), tuple(counts), tuple(parts))
+
+
+def rows_of(
+    frame: DataFrame,
+    identifiers: Sequence[Identifier],
+    identity: IdentityConfig,
+    *,
+    seen: Column | None = None,
+    name: str = "rows",
+) -> tuple[DataFrame, list[ColumnCounts]]:
+    """Identifier rows (``ids``, ``seen``; persisted) of any frame whose columns are named by
+    ``identifiers``, and their counts: what :func:`read` does for each input."""
+    seen = F.lit(None).cast("timestamp") if seen is None else seen
+    columns = [i.column for i in identifiers]
+    return _normalised(_Input(name, frame, identifiers, columns, seen, ""), identity)
+
+
+def _normalised(source: _Input, identity: IdentityConfig) -> tuple[DataFrame, list[ColumnCounts]]:
+    """The input's rows (persisted) with normalised identifiers, and per column its counts."""
+    schema = {f.name: f.dataType for f in source.frame.schema.fields}
+    values, statuses = [], []
+    for i, (ident, column) in enumerate(zip(source.identifiers, source.columns, strict=True)):
+        key = f"{source.key}[{i}].column" if source.key else source.name
+        n = normalise(F.col(f"`{column}`"), schema[column], ident.type, identity, key=key)
+        values.append(F.struct(F.lit(ident.type).alias(KIND), n.value.alias(VALUE)))
+        statuses.append(n.status.alias(f"_status_{i}"))
+    ids = F.array_distinct(F.filter(F.array(*values), lambda x: x[VALUE].isNotNull()))
+    part = source.frame.select(ids.alias(IDS), source.seen.alias(SEEN), *statuses).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    aggregates = []
+    for i in range(len(source.identifiers)):
+        status = F.col(f"_status_{i}")
+        aggregates += [
+            F.count(F.when(status.isNull(), 1)).alias(f"ok_{i}"),
+            *[F.count(F.when(status == s, 1)).alias(f"{s}_{i}") for s in (MISSING, PLACEHOLDER)],
+            F.count(F.when(status == "invalid", 1)).alias(f"invalid_{i}"),
+        ]
+    row = part.agg(*aggregates).first()
+    assert row is not None
+    counts = [
+        ColumnCounts(source.name, ident.column, ident.type, int(row[f"ok_{i}"]),
+                     int(row[f"missing_{i}"]), int(row[f"placeholder_{i}"]),
+                     int(row[f"invalid_{i}"]))
+        for i, ident in enumerate(source.identifiers)
+    ]  # fmt: skip
+    return part.select(IDS, SEEN), counts
+
+
+def _events(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> _Input:
+    """The events' identifier columns, seen at the event's time, up to ``features.as_of``."""
+    ev = cfg.input.events
+    carry = [(f"identity.identifiers[{i}].column", ident.column)
+             for i, ident in enumerate(identity.identifiers)]  # fmt: skip
+    source = sources.read_events(spark, ev, cfg.events_path(), carry=carry)
+    time = F.col("event_time")
+    on_or_before = parsing.local_date(time, ev.time_zone) <= F.lit(cfg.features.as_of)
+    frame = source.checked.where(time.isNotNull() & on_or_before)
+    columns = [sources.carried(i) for i in range(len(carry))]
+    return _Input("events", frame, identity.identifiers, columns, time, "identity.identifiers")
+
+
+def dimension_identifiers(
+    identity: IdentityConfig, configured: Sequence[Identifier], id_column: str
+) -> tuple[Identifier, ...]:
+    """A per-customer input's identifiers: the configured ones, else its id column as an
+    identifier of ``identity.customer_id_type``."""
+    return tuple(configured) or (Identifier(column=id_column, type=identity.customer_id_type),)
+
+
+def _customers(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> _Input | None:
+    path = cfg.customers_path()
+    if path is None or ("://" not in path and not os.path.exists(path)):
+        return None
+    source = cfg.input.customers
+    ids = dimension_identifiers(identity, identity.customers, source.customer_id)
+    raw = sources.read_raw(spark, source, path)
+    return _undated("customers", raw, ids, "identity.customers", path)
+
+
+def _survey(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> _Input | None:
+    path = cfg.survey_path()
+    if not cfg.attitudes.enabled or not delta_or_files_exist(spark, path):
+        return None
+    source = cfg.attitudes.survey
+    ids = dimension_identifiers(identity, identity.survey, source.customer_id)
+    raw = sources.read_raw(spark, source, path)
+    return _undated("survey", raw, ids, "identity.survey", path)
+
+
+def delta_or_files_exist(spark: SparkSession, path: str) -> bool:
+    """A table or files at ``path`` (an object store is assumed to hold them)."""
+    return "://" in path or os.path.exists(path) or delta_tables.exists(spark, path)
+
+
+def _undated(name: str, raw: DataFrame, ids: Sequence[Identifier], key: str, path: str) -> _Input:
+    columns = [_column(raw, i.column, f"{key}[{n}].column", path) for n, i in enumerate(ids)]
+    return _Input(name, raw, ids, columns, F.lit(None).cast("timestamp"), key)
+
+
+def _edges(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> _Input | None:
+    """The edges input, each row dated by ``identity.edges.time`` (null: undated); rows seen
+    after ``features.as_of`` are left out."""
+    edges = identity.edges
+    if edges.path is None:
+        return None
+    if not delta_or_files_exist(spark, edges.path):
+        raise InputError(f"identity.edges.path {edges.path} does not exist")
+    raw = sources.read_raw(spark, edges, edges.path)
+    key = "identity.edges.identifiers"
+    columns = [_column(raw, i.column, f"{key}[{n}].column", edges.path)
+               for n, i in enumerate(edges.identifiers)]  # fmt: skip
+    seen: Column = F.lit(None).cast("timestamp")
+    if edges.time is not None:
+        name = _column(raw, edges.time, "identity.edges.time", edges.path)
+        zone = cfg.input.events.time_zone
+        seen = parsing.event_time(F.col(f"`{name}`"), raw.schema[name].dataType,
+                                  timestamp_format=None, time_zone=zone)  # fmt: skip
+        raw = raw.where(
+            seen.isNull() | (parsing.local_date(seen, zone) <= F.lit(cfg.features.as_of))
+        )
+    return _Input("edges", raw, edges.identifiers, columns, seen, key)
+
+
+def _column(raw: DataFrame, user: str, key: str, path: str) -> str:
+    by_lower = {c.lower(): c for c in raw.columns}
+    name = by_lower.get(user.lower())
+    if name is None:
+        raise InputError(
+            f"column '{user}' ({key}) is not in {path}; its columns are: "
+            f"{', '.join(sorted(raw.columns))}"
+        )
+    return name

@@ -1,0 +1,380 @@
+"""Identity stitching: normalisation, the graph and its guard, connected components on long
+chains, stable keys across runs, the job's tables, and features on the stitched key.
+
+Hand-made graphs with expectations worked out by hand; the end-to-end test on a generated
+sample with planted persons is ``slow``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import polars as pl
+import pytest
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation.config import Identifier, IdentityConfig
+from segmentation.errors import ConfigError, InputError
+from segmentation.identity import components, graph, keys, sightings
+from segmentation.identity.normalise import normalise
+from tests.conftest import local_config
+
+AS_OF = dt.date(2025, 6, 30)
+EMAIL, CRM, DEVICE, PHONE = "email", "crm_id", "device_id", "phone"
+
+
+def ident(column: str, kind: str | None = None) -> Identifier:
+    return Identifier(column=column, type=kind or column)
+
+
+def stitch(spark, rows, *, previous=None, identity=None, as_of=AS_OF, columns=None):
+    """Stitch hand-made rows ``[(email, crm_id, device_id, seen), ...]`` (None: missing).
+
+    Returns ``{(type, identifier): key}``, the changes, the held-back identifiers and the
+    number of rounds.
+    """
+    identity = identity or IdentityConfig()
+    columns = columns or (EMAIL, CRM, DEVICE)
+    schema = ", ".join(f"{c} string" for c in columns) + ", seen timestamp"
+    frame = spark.createDataFrame(rows, schema)
+    ids = [ident(c) for c in columns]
+    seen_rows, _ = sightings.rows_of(frame, ids, identity, seen=F.col("seen"))
+    nodes = graph.nodes(seen_rows).cache()
+    pair_rows = graph.pairs(seen_rows).cache()
+    shared = graph.Guard(identity.max_degree).shared(pair_rows).cache()
+    found = components.connected_components(
+        nodes, graph.edges(pair_rows, shared), max_iterations=identity.max_iterations
+    )
+    members = nodes.join(found.labels, on=graph.NODE).drop(graph.NODE)
+    prev = keys.empty_previous(nodes) if previous is None else previous
+    keyed = keys.assign(members, prev, as_of=as_of)
+    mapping = {(r[0], r[1]): r[2] for r in keyed.members.select(
+        "identifier_type", "identifier", "customer_key").collect()}  # fmt: skip
+    changes = sorted(tuple(r) for r in keyed.changes.collect())
+    held = sorted((r["identifier"], r["linked_type"], r["degree"]) for r in shared.collect())
+    snapshot = keyed.members.select("identifier_type", "identifier", "customer_key",
+                                    "first_seen").localCheckpoint()  # fmt: skip
+    return mapping, changes, held, found.iterations, snapshot
+
+
+def customers_of(mapping) -> list[set[str]]:
+    """The stitched customers as sets of identifiers, sorted."""
+    by_key: dict[str, set[str]] = {}
+    for (_, value), key in mapping.items():
+        by_key.setdefault(key, set()).add(value)
+    return sorted(by_key.values(), key=sorted)
+
+
+def ts(day: int) -> dt.datetime:
+    return dt.datetime(2025, 1, day, tzinfo=dt.UTC)
+
+
+# --- normalisation ---------------------------------------------------------------------------
+
+
+def _normalised(spark, kind, values, identity=None, data_type=None):
+    identity = identity or IdentityConfig()
+    data_type = data_type or T.StringType()
+    df = spark.createDataFrame(
+        [(v,) for v in values], T.StructType([T.StructField("v", data_type)])
+    )
+    n = normalise(F.col("v"), data_type, kind, identity, key="test")
+    return [(r[0], r[1]) for r in df.select(n.value, n.status).collect()]
+
+
+def test_normalise_email_trims_and_lowercases_and_refuses_placeholders(spark):
+    got = _normalised(spark, EMAIL, ["Ann@X.com ", "ann@x.com", " ", None, "unknown",
+                                     "TEST@example.com", "no at sign", "a b@x.com"])  # fmt: skip
+    assert got == [
+        ("ann@x.com", None), ("ann@x.com", None), (None, "missing"), (None, "missing"),
+        (None, "placeholder"), (None, "placeholder"), (None, "invalid"), (None, "invalid"),
+    ]  # fmt: skip
+
+
+def test_normalise_phone_to_digits_with_the_country_code(spark):
+    identity = IdentityConfig(phone_country_code="44")
+    got = _normalised(spark, PHONE, ["020 7946 0000", "+44 20 7946 0000", "0044 (20) 7946-0000",
+                                     "000-000-0000", "12 34", "0"], identity)  # fmt: skip
+    assert got == [
+        ("+442079460000", None), ("+442079460000", None), ("+442079460000", None),
+        (None, "placeholder"), (None, "invalid"), (None, "placeholder"),
+    ]  # fmt: skip
+    # Without a country code, national numbers stay digits and international ones keep "+".
+    got = _normalised(spark, PHONE, ["020 7946 0000", "+44 20 7946 0000"])
+    assert got == [("02079460000", None), ("+442079460000", None)]
+
+
+def test_normalise_ids_numbers_as_integer_text_devices_case_blind(spark):
+    numbers = _normalised(spark, CRM, [17850.0, 17850.5], data_type=T.DoubleType())
+    assert numbers == [("17850", None), (None, "invalid")]
+    assert _normalised(spark, DEVICE, [" AbC-1 "]) == [("abc-1", None)]
+    assert _normalised(spark, "loyalty_card", [" AbC-1 "]) == [("AbC-1", None)]
+
+
+def test_rows_of_counts_missing_placeholders_and_invalid_per_column(spark):
+    frame = spark.createDataFrame(
+        [("Ann@X.com ", "c1"), ("unknown", "c2"), ("", "0"), ("bad", None)],
+        "email string, crm string",
+    )
+    _, counts = sightings.rows_of(frame, [ident(EMAIL), ident("crm", CRM)], IdentityConfig())
+    assert [(c.column, c.identifiers, c.missing, c.placeholder, c.invalid) for c in counts] == [
+        (EMAIL, 1, 1, 1, 1), ("crm", 2, 1, 1, 0),
+    ]  # fmt: skip
+
+
+# --- hand-made graphs: every scenario in one graph, stitched on two days -------------------
+
+# Each scenario's identifiers are its own, so one stitching run checks them all.
+CHAIN = [("a@x.com", "b", None, ts(1)), (None, "b", "c", ts(2)), ("d@x.com", None, "c", ts(3))]
+SPELLINGS = [("Ann@X.com ", "s1", None, ts(1)), ("ann@x.com", None, "sdev", ts(2))]
+PLACEHOLDERS = [("test@example.com", "p1", None, ts(1)), ("test@example.com", "p2", None, ts(2)),
+                ("unknown", "p3", "0", ts(3))]  # fmt: skip
+TABLET = [("gus@x.com", "g1", "tablet", ts(1)), ("hal@x.com", "g2", "tablet", ts(2)),
+          (None, "g1", "phone-gus", ts(3))]  # fmt: skip
+MERGE_DAY1 = [("eve@x.com", "e1", None, ts(1)), ("eve2@x.com", None, "ed2", ts(5))]
+# Day 2: one row links e1 to eve2@x.com (a login on the second address).
+MERGE_EDGE = ("eve2@x.com", "e1", None, ts(9))
+SPLIT_DAY1 = [("fay@x.com", "f1", None, ts(1)), ("fay@x.com", None, "fd9", ts(3)),
+              (None, None, "fd9", ts(2))]  # fmt: skip
+DAY1 = [*CHAIN, *SPELLINGS, *PLACEHOLDERS, *TABLET, *MERGE_DAY1, *SPLIT_DAY1]
+# Day 2: the merge's new row; the row linking fd9 to fay@x.com is gone (deleted).
+DAY2 = [r for r in DAY1 if r != SPLIT_DAY1[1]] + [MERGE_EDGE]
+
+
+@pytest.fixture(scope="module")
+def day1(spark):
+    return stitch(spark, DAY1)
+
+
+@pytest.fixture(scope="module")
+def day2(spark, day1):
+    return stitch(spark, DAY2, previous=day1[4], as_of=AS_OF + dt.timedelta(days=1))
+
+
+def customers_with(mapping, *values: str) -> list[set[str]]:
+    """The stitched customers holding any of ``values``."""
+    return [c for c in customers_of(mapping) if c & set(values)]
+
+
+def test_a_chain_of_rows_becomes_one_customer(day1):
+    # a-b, b-c, c-d on three rows: one customer although no row holds a and d together.
+    assert customers_with(day1[0], "b") == [{"a@x.com", "b", "c", "d@x.com"}]
+
+
+def test_normalisation_joins_two_spellings_of_one_email(day1):
+    assert customers_with(day1[0], "s1") == [{"ann@x.com", "s1", "sdev"}]
+
+
+def test_placeholders_link_nobody(day1):
+    assert customers_with(day1[0], "p1", "p2", "p3") == [{"p1"}, {"p2"}, {"p3"}]
+
+
+def test_two_customers_sharing_only_a_guarded_device_stay_two(spark, day1):
+    # The family tablet is seen with two CRM ids (limit 1): it is never an edge, keeps a key
+    # of its own and is reported with its degree.
+    assert customers_with(day1[0], "g1", "g2", "tablet") == [
+        {"g1", "gus@x.com", "phone-gus"}, {"g2", "hal@x.com"}, {"tablet"}]  # fmt: skip
+    assert day1[2] == [("tablet", CRM, 2)]
+    # Without the guard the tablet merges them.
+    mapping, *_ = stitch(spark, TABLET, identity=IdentityConfig(max_degree={}))
+    assert len(customers_of(mapping)) == 1
+
+
+def test_the_same_input_twice_gives_the_same_keys(day1):
+    # A new customer's key depends on its oldest member only (first_seen, then type, then
+    # identifier): the chain's is crm_id "b" (seen on day 1 with a@x.com; crm_id < email).
+    digest = hashlib.sha256(b"crm_id\x1fb").hexdigest()[:20]
+    assert day1[0][(CRM, "b")] == f"ck_{digest}"
+    spellings = hashlib.sha256(b"crm_id\x1fs1").hexdigest()[:20]
+    assert day1[0][(DEVICE, "sdev")] == f"ck_{spellings}"
+    assert day1[1] == [] and all(len(k) == 23 for k in day1[0].values())
+
+
+def test_a_new_edge_merging_two_customers_keeps_the_older_key_and_records_the_merge(day1, day2):
+    older, younger = day1[0][(CRM, "e1")], day1[0][(EMAIL, "eve2@x.com")]
+    assert older != younger
+    merged = {day2[0][k] for k in [(CRM, "e1"), (EMAIL, "eve@x.com"), (EMAIL, "eve2@x.com"),
+                                   (DEVICE, "ed2")]}  # fmt: skip
+    assert merged == {older}
+    assert ("merge", younger, older, 2) in day2[1]
+
+
+def test_a_split_keeps_the_key_with_the_oldest_member_and_records_the_split(spark, day1, day2):
+    key = day1[0][(CRM, "f1")]
+    assert day1[0][(DEVICE, "fd9")] == key
+    # fd9 splits off; f1 and fay@x.com hold the oldest member (first seen on day 1): they keep
+    # the key, fd9 gets a new one.
+    assert day2[0][(CRM, "f1")] == day2[0][(EMAIL, "fay@x.com")] == key
+    new = day2[0][(DEVICE, "fd9")]
+    assert new != key and ("split", key, new, 1) in day2[1]
+    # The new key is not the one fd9 would get as a brand-new customer: salted by as_of.
+    assert new != keys_of_fresh(spark, SPLIT_DAY1[2])
+
+
+def keys_of_fresh(spark, row) -> str:
+    mapping, *_ = stitch(spark, [row])
+    return next(iter(mapping.values()))
+
+
+def test_every_other_customer_keeps_its_key_and_nothing_else_changed(day1, day2):
+    moved = {"e1", "eve@x.com", "eve2@x.com", "ed2", "fd9"}
+    unchanged = {k: v for k, v in day1[0].items() if k[1] not in moved}
+    assert {k: day2[0][k] for k in unchanged} == unchanged
+    assert sorted(c[0] for c in day2[1]) == ["merge", "split"]
+
+
+def test_a_chain_of_10000_identifiers_converges_in_few_rounds(spark):
+    n = 10_000
+    ids = spark.range(n).select(F.format_string("n%05d", "id").alias("v"), "id")
+    nodes = ids.select(graph.node_id(F.lit("node"), F.col("v")).alias(graph.NODE))
+    pair = ids.where(F.col("id") < n - 1).select(
+        graph.node_id(F.lit("node"), F.col("v")).alias("a"),
+        graph.node_id(F.lit("node"), F.format_string("n%05d", F.col("id") + 1)).alias("b"),
+    )
+    edges = pair.select(F.greatest("a", "b").alias(graph.SRC), F.least("a", "b").alias(graph.DST))
+    found = components.connected_components(nodes, edges, max_iterations=60)
+    labels = found.labels.agg(F.count("*"), F.countDistinct(components.COMPONENT)).first()
+    assert tuple(labels) == (n, 1)
+    # O(log n) rounds (label propagation would need n), each recorded.
+    assert 3 <= found.iterations <= 20
+    assert len(found.edges_per_iteration) == found.iterations
+    assert found.edges_per_iteration[-1] == 0  # every edge settled: a star on the root
+    assert found.edges == n - 1
+
+
+def test_not_converging_within_the_limit_is_a_clear_error(spark):
+    nodes = spark.range(100).select(F.col("id").alias(graph.NODE))
+    edges = spark.range(1, 100).select(F.col("id").alias(graph.SRC),
+                                       (F.col("id") - 1).alias(graph.DST))  # fmt: skip
+    with pytest.raises(InputError, match=r"did not converge in 1 rounds \(identity.max_iter"):
+        components.connected_components(nodes, edges, max_iterations=1)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_config_refuses_an_enabled_stitching_without_identifiers(tmp_path):
+    with pytest.raises(ConfigError, match=r"identity\.identifiers lists no column"):
+        local_config(tmp_path, "identity.enabled=true")
+    with pytest.raises(ConfigError, match="must be lower-case"):
+        local_config(tmp_path, "identity.enabled=true",
+                     "identity.identifiers=[{column: e, type: E-Mail}]")  # fmt: skip
+    cfg = local_config(tmp_path)
+    assert cfg.stitching() is None  # the default: customer ids as they are
+    assert local_config(tmp_path, "generator.identities=true").stitching() is not None
+    own = local_config(tmp_path, "generator.identities=true", "input.events.path=/data/x")
+    assert own.stitching() is None  # the sample's flag never stitches the user's events
+
+
+# --- the job ---------------------------------------------------------------------------------
+
+
+def _own_events(spark, path: Path, rows) -> None:
+    schema = ("event_id string, customer_id string, event_time timestamp, amount double, "
+              "email string, device string")  # fmt: skip
+    spark.createDataFrame(rows, schema).write.mode("overwrite").parquet(str(path))
+
+
+@pytest.fixture(scope="module")
+def job(spark, tmp_path_factory):
+    """The job twice on hand-made events (day 2 adds a row that links two customers), then
+    the features of day 2 on the stitched key."""
+    from segmentation.workflows import build_features, identities
+
+    base = tmp_path_factory.mktemp("identity_job")
+    events = base / "events"
+    t = dt.datetime(2025, 6, 1, 10, tzinfo=dt.UTC)
+    day1 = [
+        ("e1", "c1", t, 10.0, "Ann@X.com ", "tab"), ("e2", None, t, 20.0, "ann@x.com", "p1"),
+        ("e3", "c2", t, 30.0, None, "tab"), ("e4", "c3", t, 40.0, "cy@x.com", None),
+        ("e5", None, t, 5.0, None, "tab"),
+    ]  # fmt: skip
+    cfg = local_config(
+        base, f"input.events.path={events}", "input.events.format=parquet",
+        *[f"input.events.columns.{c}=null" for c in ("event_type", "category", "channel",
+                                                     "device", "quantity", "discount")],
+        f"features.as_of={AS_OF}", "identity.enabled=true", "attitudes.enabled=false",
+        "identity.max_component_size=3",
+        "identity.identifiers=[{column: customer_id, type: crm_id}, {column: email, type: "
+        "email}, {column: device, type: device_id}]",
+    )  # fmt: skip
+    _own_events(spark, events, day1)
+    first = identities.run(spark, cfg)
+    later = t + dt.timedelta(days=1)
+    _own_events(spark, events, [*day1, ("e6", "c3", later, 1.0, None, "p1")])
+    day2 = cfg.model_copy(update={"features": cfg.features.model_copy(
+        update={"as_of": AS_OF + dt.timedelta(days=1)})})  # fmt: skip
+    second = identities.run(spark, day2)
+    features = build_features.run(spark, day2)
+    return cfg, first, second, features
+
+
+def _table(cfg, name) -> pl.DataFrame:
+    return pl.read_delta(cfg.storage.table_path(name))
+
+
+@pytest.mark.integration
+def test_job_writes_the_map_guards_and_changes(job):
+    cfg, first, second, _ = job
+    snapshots = _table(cfg, "identity_map").sort("identifier_type", "identifier")
+    day1 = snapshots.filter(pl.col("as_of") == AS_OF)
+    key = dict(zip(day1["identifier"], day1["customer_key"], strict=True))
+    # c1, both spellings of ann@x.com and p1 are one customer; c2 another; the tablet, seen
+    # with c1 and c2, is held back and keys itself (it alone on e5).
+    assert key["c1"] == key["ann@x.com"] == key["p1"] != key["c2"]
+    assert len({key["c1"], key["c2"], key["c3"], key["tab"]}) == 4
+    assert (first.customers, first.shared, first.previous_as_of) == (4, 1, None)
+    guards = _table(cfg, "identity_guards").filter(pl.col("as_of") == AS_OF)
+    held = guards.filter(pl.col("reason") == "max_degree").row(0, named=True)
+    assert (held["identifier"], held["linked_type"], held["degree"], held["limit"]) == (
+        "tab", "crm_id", 2, 1)  # fmt: skip
+    # Day 2: e6 links c3 to the device p1 (seen with ann@x.com): the two customers merge. Both
+    # oldest members were first seen at t; the tie goes to (first_seen, type, identifier):
+    # crm_id c1 < crm_id c3, so c1's key is kept and c3's is merged into it.
+    day2 = snapshots.filter(pl.col("as_of") == AS_OF + dt.timedelta(days=1))
+    key2 = dict(zip(day2["identifier"], day2["customer_key"], strict=True))
+    assert key2["c3"] == key2["c1"] == key["c1"] and key2["c2"] == key["c2"]
+    changes = _table(cfg, "identity_changes").to_dicts()
+    assert [(c["change"], c["from_key"], c["to_key"], c["identifiers"]) for c in changes] == [
+        ("merge", key["c3"], key["c1"], 2)]  # fmt: skip
+    assert second.previous_as_of == AS_OF and second.merges == 1
+    # The merged customer has 5 identifiers, above identity.max_component_size (3): reported.
+    large = _table(cfg, "identity_guards").filter(pl.col("reason") == "max_component_size")
+    assert large["customer_key"].to_list() == [key["c1"]] and large["component_size"][0] == 5
+
+
+@pytest.mark.integration
+def test_features_use_the_stitched_key_and_join_back_to_every_identifier(job):
+    cfg, _, _, features = job
+    table = _table(cfg, "customer_features")
+    snapshots = _table(cfg, "identity_map").filter(pl.col("as_of") == AS_OF + dt.timedelta(1))
+    key = dict(zip(snapshots["identifier"], snapshots["customer_key"], strict=True))
+    # e1, e2, e4, e6 are one customer (c1 + c3 merged); e3 is c2; e5 (the tablet alone) its own.
+    frequency = dict(zip(table["customer_id"], table["frequency"], strict=True))
+    assert frequency == {key["c1"]: 4, key["c2"]: 1, key["tab"]: 1}
+    assert features.customers == 3
+    # An activation tool reaches every raw identifier of a customer through identity_map.
+    joined = table.join(snapshots, left_on="customer_id", right_on="customer_key")
+    reach = joined.filter(pl.col("customer_id") == key["c1"])["identifier"].sort().to_list()
+    assert reach == ["ann@x.com", "c1", "c3", "cy@x.com", "p1"]
+
+
+def test_job_without_stitching_configured_is_a_clear_error(spark, tmp_path):
+    from segmentation.workflows import identities
+
+    with pytest.raises(InputError, match=r"identity stitching is not configured"):
+        identities.run(spark, local_config(tmp_path))
+
+
+@pytest.mark.integration
+def test_features_with_stitching_on_but_no_map_name_the_command(spark, job, tmp_path):
+    from segmentation.workflows import build_features
+
+    cfg = job[0]
+    other = cfg.model_copy(update={"features": cfg.features.model_copy(
+        update={"as_of": dt.date(2025, 7, 31)})})  # fmt: skip
+    with pytest.raises(InputError, match=r"no identity_map snapshot for 2025-07-31"):
+        build_features.compute(spark, other, run_id="x")
