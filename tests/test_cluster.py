@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Cluster against local mode on the same data: few bootstraps (equality, not stability, is
 # what is compared here).
-SIZE = ["generator.customers=1500", "generator.events=45000", "training.k_max=7",
+SIZE = ["generator.customers=800", "generator.events=24000", "training.k_max=5",
         "training.n_init=2", "spark.shuffle_partitions=2", "attitudes.enabled=false",
         "training.selection_bootstrap_samples=3", "validation.bootstrap_samples=3"]  # fmt: skip
 
