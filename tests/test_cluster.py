@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Cluster against local mode on the same data: few bootstraps (equality, not stability, is
 # what is compared here).
-SIZE = ["generator.customers=800", "generator.events=24000", "training.k_max=5",
+CUSTOMERS = 800
+SIZE = [f"generator.customers={CUSTOMERS}", "generator.events=24000", "training.k_max=5",
         "training.n_init=2", "spark.shuffle_partitions=2", "attitudes.enabled=false",
         "training.selection_bootstrap_samples=3", "validation.bootstrap_samples=3"]  # fmt: skip
 
@@ -213,7 +214,7 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     )
     local_members = pl.read_delta(str(local_wh / "segment_membership"))
     in_local = local_members.filter(ours).select(cols).sort("customer_id")
-    assert on_cluster.height == 1500
+    assert on_cluster.height == CUSTOMERS
     assert on_cluster.drop("distance").equals(in_local.drop("distance"))
     assert (on_cluster["distance"] - in_local["distance"]).abs().max() < 1e-9
     value_cols = ["customer_id", "x", "t_x", "T", "p_alive", "expected_purchases", "clv"]
@@ -239,7 +240,7 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     # The scored month's membership comes from the assign step, scoring with the champion it
     # loaded from the tracking server; its run records that version.
     scored = all_models.filter(ours & (pl.col("as_of") == dt.date(2026, 1, 31)))
-    assert scored.height == 1500
+    assert scored.height == CUSTOMERS
     assert all_models.filter(ours)["model_version"].unique().to_list() == [int(alias["version"])]
     (assign_run_id,) = scored["run_id"].unique().to_list()
     assign_run = mlflow_get(cluster, "runs/get", run_id=assign_run_id)["run"]
@@ -247,7 +248,7 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     assert tags["job"] == "assign_segments" and tags["model_version"] == alias["version"]
     history = pl.read_delta(str(cluster_wh / "segment_membership_history"))
     current = history.filter((pl.col("model_name") == "customer_segments") & pl.col("is_current"))
-    assert current.height == 1500
+    assert current.height == CUSTOMERS
     # Every table was written by the application on the cluster through delta-spark: each
     # commit's engineInfo is Spark with Delta, and its userMetadata names the step's MLflow run.
     for name in ("customer_features", "customer_value", "segment_membership",
