@@ -260,9 +260,9 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
         for c in commit_infos(cluster_wh / "segment_membership").values()
     }
     assert by_run[assign_run_id] == "assign_segments"
-    # RFM beside it, from the rules steps; the training's report and pictures went to the
-    # tracking server with its run.
-    assert all_models.filter(pl.col("model_name") == "rfm").height == 3000
+    # RFM beside it, from the rules steps (both dates); the training's report and pictures
+    # went to the tracking server with its run.
+    assert all_models.filter(pl.col("model_name") == "rfm").height == 2 * CUSTOMERS
     artifacts = mlflow_get(cluster, "artifacts/list", run_id=alias["run_id"], path="plots")
     assert {Path(f["path"]).name for f in artifacts["files"]} >= {"pca.png", "profile_heatmap.png"}
     assert (cluster_wh / "reports").is_dir()
