@@ -8,10 +8,11 @@ The descriptions are written into the tables (Delta table and column comments, s
 differ. A column's description says its unit, time zone and meaning.
 
 Protocol: every table is Delta reader version 1 and writer version 2 (``PROPERTIES``), the
-versions every Delta reader reads (delta-rs, Polars, DuckDB's ``delta`` extension, Trino,
-Athena, BigQuery, Snowflake); deletion vectors are switched off explicitly, so a cluster whose
-defaults switch them on does not raise the reader version. A table that an activation tool
-reads incrementally adds change data feed (writer version 4, readers unchanged).
+lowest versions, which readers without newer table features read too (delta-rs, Polars,
+DuckDB's ``delta`` extension, Trino); deletion vectors are switched off explicitly, so a
+cluster whose defaults switch them on does not raise the reader version. A table that an
+activation tool reads incrementally adds change data feed (writer version 4, readers
+unchanged).
 """
 
 from __future__ import annotations
