@@ -196,3 +196,29 @@ def test_embedded_metastore_registers_for_the_next_process_and_admits_one_jvm(tm
     finally:
         reader.communicate("\n", timeout=120)
     session.check_metastore_free(tmp_path / "metastore")  # released when the JVM ended
+
+
+def test_a_column_added_by_a_later_snapshot_gets_its_description_in_that_write(spark, tmp_path):
+    """mergeSchema adds a column without its comment; the same write brings it up to date."""
+    storage = StorageConfig(warehouse=str(tmp_path / "wh"))
+
+    def features(as_of: dt.date, *columns: str):
+        df = spark.createDataFrame([("c1", as_of, *(1.0 for _ in columns))],
+                                   ", ".join(["customer_id string", "as_of date",
+                                              *(f"{c} double" for c in columns)]))  # fmt: skip
+        return tables.snapshot_write(
+            spark, storage, tables.FEATURES, df, job="test", run_id=f"r-{as_of}",
+            snapshot={tables.AS_OF: as_of},
+        )  # fmt: skip
+
+    tables.write_in_order([features(D1, "frequency")])
+    tables.write_in_order([features(D2, "frequency", "recency_days")])
+    fields = {
+        f.name: f for f in DeltaTable(str(tmp_path / "wh" / "customer_features")).schema().fields
+    }
+    assert fields["recency_days"].metadata["comment"] == tables.FEATURES.column_description(
+        "recency_days"
+    )
+    assert fields["frequency"].metadata["comment"] == tables.FEATURES.column_description(
+        "frequency"
+    )

@@ -171,7 +171,10 @@ def write(spark: SparkSession, df: DataFrame, path: str, options: WriteOptions) 
         writer.save(path)
     written = _written(spark, path, write_id, options.txn)
     if options.contract is not None:
-        sync_contract(spark, path, options.contract, options.metadata, state=existing)
+        # mergeSchema adds columns without their comments: read the table's new schema then.
+        added = existing is not None and not set(df.columns) <= set(existing.schema.fieldNames())
+        state = None if added else existing
+        sync_contract(spark, path, options.contract, options.metadata, state=state)
     return written
 
 
