@@ -166,10 +166,10 @@ def read_events(
     families = {f.name: "timestamp" if f.name in nanos else spark_family(f.dataType)
                 for f in raw.schema.fields}  # fmt: skip
     check_columns(source, families, path)
-    extra = [_raw_column(raw, user, key, path).alias(carried(i))
+    fields = {header_key(f.name): f for f in raw.schema.fields}
+    extra = [_raw_column(fields, user, key, path).alias(carried(i))
              for i, (key, user) in enumerate(carry)]  # fmt: skip
     mapped = source.columns.mapped()
-    fields = {header_key(f.name): f for f in raw.schema.fields}
     columns = {c: F.col(f"`{fields[header_key(user)].name}`") for c, user in mapped.items()}
     types = {c: fields[header_key(user)].dataType for c, user in mapped.items()}
     user_time = fields[header_key(mapped["event_time"])].name
@@ -197,16 +197,17 @@ def carried(index: int) -> str:
     return f"_carry_{index}"
 
 
-def _raw_column(raw: DataFrame, user: str, key: str, path: str) -> Column:
-    """The user's column ``user`` (header names matched as ``header_key`` normalises them)."""
-    by_key = {header_key(f.name): f.name for f in raw.schema.fields}
-    name = by_key.get(header_key(user))
-    if name is None:
+def _raw_column(fields: Mapping[str, T.StructField], user: str, key: str, path: str) -> Column:
+    """The user's column ``user`` among ``fields`` (keyed by ``header_key``, as read_events
+    matches the mapped columns)."""
+    found = fields.get(header_key(user))
+    if found is None:
+        names = sorted(f.name for f in fields.values())
         raise InputError(
             f"column '{user}' ({key}) is not in {path}; its columns are: "
-            f"{', '.join(repr(c) for c in sorted(raw.columns))}"
+            f"{', '.join(repr(c) for c in names)}"
         )
-    return F.col(f"`{name}`")
+    return F.col(f"`{found.name}`")
 
 
 def _nanosecond_times(schema: pa.Schema | None) -> dict[str, bool]:
