@@ -113,6 +113,13 @@ def test_catalog_keys_are_checked(tmp_path):
         load_config(ROOT / "conf" / "local.yaml", overrides=["storage.catalog=main"])
     with pytest.raises(SegmentationError, match=r"storage\.schema must be a plain identifier"):
         load_config(ROOT / "conf" / "local.yaml", overrides=["storage.schema=my-schema"])
+    with pytest.raises(SegmentationError, match=r"starting with a letter or _\), got '1'"):
+        load_config(ROOT / "conf" / "local.yaml", overrides=["storage.schema='1'"])
+    with pytest.raises(SegmentationError, match=r"storage\.metastore needs storage\.schema"):
+        load_config(ROOT / "conf" / "local.yaml", overrides=["storage.metastore=ms"])
+    with pytest.raises(SegmentationError, match=r"storage\.metastore must name a folder"):
+        load_config(ROOT / "conf" / "local.yaml", overrides=["storage.schema=s",
+                                                           "storage.metastore='  '"])  # fmt: skip
     cfg = load_config(ROOT / "conf" / "local.yaml", overrides=["storage.schema=segments",
                                                                "storage.catalog=main"])  # fmt: skip
     assert catalog.name(cfg.storage, "segment_membership") == (

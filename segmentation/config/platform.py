@@ -49,12 +49,22 @@ class StorageConfig(_Section):
         for key, value in (("storage.catalog", self.catalog), ("storage.schema", self.schema_)):
             _require(
                 value is None or re.match(_IDENTIFIER, value) is not None,
-                f"{key} must be a plain identifier (letters, digits, _), got {value!r}",
+                f"{key} must be a plain identifier (letters, digits and _, starting with a "
+                f"letter or _), got {value!r}",
             )
         _require(
             self.catalog is None or self.schema_ is not None,
             "storage.catalog needs storage.schema: the schema (database) the tables are "
             "registered in",
+        )
+        _require(
+            self.metastore is None or bool(self.metastore.strip()),
+            f"storage.metastore must name a folder (or be null), got {self.metastore!r}",
+        )
+        _require(
+            self.metastore is None or self.schema_ is not None,
+            "storage.metastore needs storage.schema: the metastore holds the tables registered "
+            "in that schema",
         )
         return self
 

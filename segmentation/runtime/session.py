@@ -182,8 +182,8 @@ def metastore_in_use(folder: str) -> str:
         f"the Hive metastore in {folder} (storage.metastore: Spark's embedded Derby database) "
         "is in use by another Spark process, and embedded Derby admits one JVM at a time. Wait "
         "for that job to end, or run a metastore server and point every job at it "
-        "(spark.conf: {spark.hadoop.hive.metastore.uris: 'thrift://<host>:9083'} with "
-        "storage.metastore: null)"
+        "(spark.conf: {spark.sql.catalogImplementation: hive, "
+        "spark.hadoop.hive.metastore.uris: 'thrift://<host>:9083'} with storage.metastore: null)"
     )
 
 

@@ -60,6 +60,12 @@ def prepare(spark: SparkSession, storage: StorageConfig, contracts: Sequence[Tab
         TableError: the catalog cannot be reached or refuses the schema, or a table name is
             taken at another location (naming both).
     """
+    if spark.conf.get("spark.sql.catalogImplementation", "in-memory") == "in-memory":
+        log.warning(
+            "storage.schema %s: this session's catalog is Spark's in-memory one, so the tables "
+            "are registered for this process only; set storage.metastore (a local folder) or "
+            "configure a metastore (spark.sql.catalogImplementation: hive)", storage.schema_,
+        )  # fmt: skip
     _sql(spark, storage, f"CREATE SCHEMA IF NOT EXISTS {schema_name(storage)}",
          "create the schema")  # fmt: skip
     for table in contracts:
