@@ -112,6 +112,7 @@ dbt-setup: $(DBT_STAMP) ## Create .venv-dbt (dbt-duckdb and DuckDB's delta exten
 
 .PHONY: dbt
 dbt: dbt-setup ## Build the dbt example (examples/dbt) on the tables of storage.warehouse (WAREHOUSE=...)
+	@test -d $(abspath $(or $(WAREHOUSE),warehouse))/segment_membership || { echo "ERROR: no segment_membership table under $(abspath $(or $(WAREHOUSE),warehouse)): run make run first, or give the job's storage.warehouse as WAREHOUSE=..." >&2; exit 2; }
 	cd examples/dbt && SEGMENTATION_WAREHOUSE=$(abspath $(or $(WAREHOUSE),warehouse)) \
 	  DUCKDB_EXTENSION_DIRECTORY=$(abspath $(DBT_VENV)/duckdb-extensions) \
 	  $(abspath $(DBT_VENV))/bin/dbt build --profiles-dir .
