@@ -53,7 +53,7 @@ delta-jars: setup ## Copy the Delta jars into DIR (for spark.delta_jars on an of
 	$(PY) -m segmentation.runtime.session resolve-jars --copy-to $(DIR) 2>/dev/null
 
 .PHONY: run
-run: setup ## Whole pipeline locally, in one Spark application: sample (if absent), identities, train on TRAIN_AS_OF, rules, score AS_OF
+run: setup ## Whole pipeline locally, in one Spark application: sample (if absent), identities, train on TRAIN_AS_OF, rules, score AS_OF, audiences
 	$(PY) jobs/run_pipeline.py --config $(CONFIG) --train-as-of $(TRAIN_AS_OF) --score-as-of $(AS_OF) $(SAMPLE) $(ARGS)
 
 .PHONY: identities
@@ -76,6 +76,15 @@ value: setup ## Customer value as of TRAIN_AS_OF: BG/NBD + Gamma-Gamma fitted, b
 .PHONY: attitudes
 attitudes: setup ## Attitudinal segments (survey factors, attributes) as of TRAIN_AS_OF
 	$(PY) jobs/train_attitudes.py --config $(CONFIG) --as-of $(TRAIN_AS_OF) $(SAMPLE) $(ARGS)
+
+.PHONY: audiences
+audiences: setup ## Build the configured audiences as of AS_OF: consent, suppression, holdout groups, audience_members (change feed)
+	$(PY) jobs/build_audiences.py --config $(CONFIG) --as-of $(AS_OF) $(SAMPLE) $(ARGS)
+
+.PHONY: measure
+measure: setup ## Measure a campaign: lift per segment of AUDIENCE launched LAUNCH over DAYS days (campaign_results, HTML page)
+	@test -n "$(AUDIENCE)" -a -n "$(LAUNCH)" || { echo "ERROR: give the campaign: make measure AUDIENCE=<name> LAUNCH=YYYY-MM-DD DAYS=30" >&2; exit 2; }
+	$(PY) jobs/measure_campaign.py --config $(CONFIG) --audience $(AUDIENCE) --launch $(LAUNCH) --days $(or $(DAYS),30) $(SAMPLE) $(ARGS)
 
 .PHONY: promote
 promote: setup ## Move the @champion alias to model VERSION (default: the latest), logged in MLflow

@@ -21,9 +21,12 @@ __all__ = [
     "DEFAULT_RFM_SEGMENTS",
     "AppConfig",
     "AssignConfig",
+    "AudienceConfig",
+    "AudiencesConfig",
     "B2bConfig",
     "B2bTier",
     "ClusteringConfig",
+    "ConsentSourceConfig",
     "CustomersSourceConfig",
     "DriftConfig",
     "DuplicateRule",
@@ -32,11 +35,13 @@ __all__ = [
     "EventSourceConfig",
     "EventTypes",
     "ExplainConfig",
+    "ExportConfig",
     "FeatureConfig",
     "GeneratorConfig",
     "Identifier",
     "IdentityConfig",
     "InputConfig",
+    "MeasurementConfig",
     "NamingConfig",
     "Origin",
     "OutcomeConfig",
@@ -45,6 +50,7 @@ __all__ = [
     "RfmSegment",
     "SparkConfig",
     "StorageConfig",
+    "SuppressionSourceConfig",
     "TrackingConfig",
     "TrainingConfig",
     "ValidationConfig",
@@ -53,6 +59,14 @@ __all__ = [
 ]
 
 from segmentation.config.attitudes import AttitudesConfig
+from segmentation.config.audiences import (
+    AudienceConfig,
+    AudiencesConfig,
+    ConsentSourceConfig,
+    ExportConfig,
+    MeasurementConfig,
+    SuppressionSourceConfig,
+)
 from segmentation.config.clustering import ClusteringConfig
 from segmentation.config.generator import GeneratorConfig
 from segmentation.config.identity import (
@@ -316,6 +330,7 @@ class AppConfig(_Section):
     attitudes: AttitudesConfig = Field(default_factory=AttitudesConfig)
     value: ValueConfig = Field(default_factory=ValueConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    audiences: AudiencesConfig = Field(default_factory=AudiencesConfig)
 
     @property
     def origin(self) -> Origin | None:
@@ -353,6 +368,30 @@ class AppConfig(_Section):
         sample = self.input.events.path is None and self.generator.identities
         edges = self.storage.table_path("identity_edges")
         return resolved_identity(self.identity, sample=sample, sample_edges=edges)
+
+    def consent_path(self) -> str | None:
+        """The consent input: ``audiences.consent.path``, else the generator's consent table
+        when the events are the generator's (None: no consent input)."""
+        return self._sample_or(self.audiences.consent.path, "consent")
+
+    def suppression_path(self) -> str | None:
+        """The suppression list: ``audiences.suppression.path``, else the generator's (None:
+        no suppression list)."""
+        return self._sample_or(self.audiences.suppression.path, "suppression")
+
+    def _sample_or(self, path: str | None, table: str) -> str | None:
+        if path:
+            return path
+        return self.storage.table_path(table) if self.input.events.path is None else None
+
+    def segmentations(self) -> tuple[str, ...]:
+        """The model names that write segment_membership (what an audience may name)."""
+        return (self.tracking.registered_model, self.rfm.model_name, self.b2b.model_name,
+                self.attitudes.model_name)  # fmt: skip
+
+    def audience_model(self, audience: AudienceConfig) -> str:
+        """The segmentation an audience selects from (default: tracking.registered_model)."""
+        return audience.model_name or self.tracking.registered_model
 
     def survey_path(self) -> str:
         """The survey table: ``attitudes.survey.path``, else the generator's survey_responses."""
@@ -393,4 +432,11 @@ class AppConfig(_Section):
             "attributes are never clustering inputs (remove them, or set attitudes.blocks."
             "attributes to 0 to profile without clustering on them)",
         )
+        for audience in self.audiences.definitions:
+            model = self.audience_model(audience)
+            _require(
+                model in self.segmentations(),
+                f"audiences.definitions[{audience.name}].model_name {model!r} is not a "
+                f"segmentation; use one of {list(self.segmentations())}",
+            )
         return self

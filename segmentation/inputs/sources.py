@@ -18,9 +18,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation.config import (
+    ConsentSourceConfig,
     CustomersSourceConfig,
     EdgesSourceConfig,
     EventSourceConfig,
+    SuppressionSourceConfig,
     SurveySourceConfig,
 )
 from segmentation.config.types import strip_blank
@@ -297,7 +299,12 @@ def _optional_number(
 
 def read_raw(
     spark: SparkSession,
-    source: EventSourceConfig | CustomersSourceConfig | SurveySourceConfig | EdgesSourceConfig,
+    source: EventSourceConfig
+    | CustomersSourceConfig
+    | SurveySourceConfig
+    | EdgesSourceConfig
+    | ConsentSourceConfig
+    | SuppressionSourceConfig,
     path: str,
 ) -> DataFrame:
     """The user's rows as Spark reads them; a Delta input through Delta itself, so deletion

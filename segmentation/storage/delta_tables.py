@@ -188,12 +188,20 @@ def merge(
     txn: Txn | None = None,
     metadata: Mapping[str, str] | None = None,
     contract: Contract | None = None,
+    scope: str | None = None,
+    changed: Sequence[str] | None = None,
+    keep: Sequence[str] = (),
 ) -> Written:
     """Upsert ``source`` into the table at ``path`` with one ``DeltaTable.merge``.
 
     Rows matching on ``keys`` are updated with the source's values, new ones inserted; target
     rows with no source row are deleted only where ``delete_unmatched`` (a SQL condition on
     the target, alias ``t``) holds, and kept otherwise.
+
+    ``scope`` (a condition on ``t``) limits the rows the merge matches (one partition);
+    ``changed``: a matched row is updated only when one of these columns differs (null-safe),
+    so an unchanged row is not rewritten and a change data feed records nothing for it;
+    ``keep``: columns an update leaves as the target has them (``since``).
 
     Raises:
         TableError: no table at ``path``, a schema conflict, or a concurrent writer.
@@ -205,13 +213,16 @@ def merge(
     _check_compatible(path, existing, source.schema, opts)
     write_id = uuid.uuid4().hex
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    builder = (
-        DeltaTable.forPath(spark, path)
-        .alias("t")
-        .merge(source.alias("s"), condition)
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-    )
+    if scope is not None:
+        condition = f"({scope}) AND {condition}"
+    update = None if changed is None else " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in changed)
+    builder = DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
+    if keep:
+        values: dict[str, Any] = {f"`{c}`": f"s.`{c}`" for c in source.columns if c not in keep}
+        builder = builder.whenMatchedUpdate(condition=update, set=values)
+    else:
+        builder = builder.whenMatchedUpdateAll(condition=update)
+    builder = builder.whenNotMatchedInsertAll()
     if delete_unmatched is not None:
         builder = builder.whenNotMatchedBySourceDelete(delete_unmatched)
     confs = {USER_METADATA_CONF: _user_metadata(opts, write_id)}

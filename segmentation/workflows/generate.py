@@ -1,5 +1,6 @@
-"""The sample data: ``events``, ``customers`` and ``segment_truth`` with planted archetypes, and
-``survey_responses`` and ``attitude_truth`` with planted attitudinal segments."""
+"""The sample data: ``events``, ``customers`` and ``segment_truth`` with planted archetypes,
+``survey_responses`` and ``attitude_truth`` with planted attitudinal segments, and the
+``consent`` records and ``suppression`` list the audiences read."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 
 from segmentation.config import AppConfig, GeneratorConfig, to_dict
+from segmentation.sample import consent as sample_consent
 from segmentation.sample import generator as gen
 from segmentation.sample import identities as sample_ids
 from segmentation.sample import survey_generator
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 BEHAVIOUR = (tables.EVENTS, tables.CUSTOMERS, tables.TRUTH)
 IDENTITIES = (*BEHAVIOUR, tables.IDENTITY_EDGES, tables.IDENTITY_TRUTH)
 SURVEY = (tables.SURVEY, tables.ATTITUDE_TRUTH)
+CONSENT = (tables.CONSENT, tables.SUPPRESSION)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class GenerateResult:
 
 
 def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> GenerateResult:
-    """Write the sample tables (``BEHAVIOUR`` and ``SURVEY``).
+    """Write the sample tables (``BEHAVIOUR``, ``SURVEY`` and ``CONSENT``).
 
     Each table is replaced whole. The writes carry one transaction id derived from the
     generator settings, so generating the same sample again commits nothing.
@@ -51,6 +54,7 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
     every_group: list[tuple[tables.Table, ...]] = [
         IDENTITIES if g.identities else BEHAVIOUR,
         SURVEY,
+        CONSENT,
     ]
     groups = every_group
     if if_absent:
@@ -64,6 +68,8 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
         versions = {t.name: delta_tables.version(spark, tables.path(storage, t)) for t in every}
         return GenerateResult(True, versions, {}, kept)
     frames = _frames(spark, g, groups)
+    if CONSENT in groups:
+        frames |= _consent(spark, cfg, frames.get(tables.CUSTOMERS))
     params = json.dumps(to_dict(g), sort_keys=True)
     key = hashlib.sha256(params.encode()).hexdigest()[:16]
 
@@ -86,6 +92,19 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
     written = tables.write_in_order([writer(t) for t in frames])
     rows = {t.name: tables.read(spark, storage, t, version=written[t.name]).count() for t in frames}
     return GenerateResult(False, dict(written), rows, kept)
+
+
+def _consent(
+    spark: SparkSession, cfg: AppConfig, customers: DataFrame | None
+) -> dict[tables.Table, DataFrame]:
+    """The consent records and suppression list of the sample's customers."""
+    g = cfg.generator
+    if customers is None:
+        customers = tables.read(spark, cfg.storage, tables.CUSTOMERS)
+    return {
+        tables.CONSENT: sample_consent.consent(customers, g.seed, g.start_date, g.end_date),
+        tables.SUPPRESSION: sample_consent.suppression(customers, g.seed),
+    }
 
 
 def _exists(spark: SparkSession, cfg: AppConfig, group: tuple[tables.Table, ...]) -> bool:

@@ -5,7 +5,8 @@ stitching of each date (when ``AppConfig.stitching`` says so: the sample generat
 ``generator.identities``, or ``identity.enabled``), features,
 customer value (``value.enabled``) and training as of ``train_as_of``, the rule-based
 segmentations of that date, the attitudinal segmentation (``attitudes.enabled``), then scoring
-``as_of`` with the value model, the trained model and its rules. The separate jobs stay for
+``as_of`` with the value model, the trained model and its rules, and the configured audiences
+(``audiences.definitions``) of the last date. The separate jobs stay for
 spark-submit; this saves starting a JVM (and resolving the Delta jars) per step on a laptop.
 """
 
@@ -25,6 +26,7 @@ from segmentation.storage import delta_tables
 from segmentation.workflows import (
     assign,
     attitudes,
+    audiences,
     build_features,
     generate,
     identities,
@@ -121,6 +123,9 @@ def run(
             "assign", lambda: summaries.assignment(assign.run(spark, scored_cfg), scored_cfg)
         )
         result.step("rules", lambda: summaries.rules(rules.run(spark, scored_cfg), scored_cfg))
+    final = at(cfg, score_as_of) if score_as_of is not None else trained_cfg
+    if cfg.audiences.definitions:
+        result.step("audiences", lambda: summaries.audiences(audiences.run(spark, final), final))
     return result
 
 

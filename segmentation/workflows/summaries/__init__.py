@@ -6,6 +6,7 @@ lines in ``common``; the functions the jobs print are re-exported here
 Imports: the workflows' result types and the stages' plain values, never a Spark action.
 """
 
+from segmentation.workflows.summaries.activation import audiences, campaign
 from segmentation.workflows.summaries.common import (
     duplicates_line,
     input_lines,
@@ -20,6 +21,8 @@ from segmentation.workflows.summaries.value import value
 __all__ = [
     "assignment",
     "attitudes",
+    "audiences",
+    "campaign",
     "duplicates_line",
     "features",
     "generation",
