@@ -19,7 +19,7 @@ from deltalake import DeltaTable as RustDeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from segmentation.activation import consent, groups
+from segmentation.activation import consent, groups, measurement
 from segmentation.config import AppConfig
 from segmentation.errors import ConfigError, InputError
 from segmentation.storage import delta_tables, tables
@@ -344,13 +344,18 @@ def test_campaign_lift_srm_page_and_errors(
     with pytest.raises(InputError, match="has no build on or before the launch 2025-01-01"):
         campaigns.run(spark, cfg, audience="email_ac", launch="2025-01-01", days=10)
     assert tables.version(spark, cfg.storage, tables.CAMPAIGN_RESULTS) == version
-    # A deliberately broken split: measured against a holdout share it was not drawn with.
-    wrong = tuple(a.model_copy(update={"holdout_share": 0.5}) if a.name == "email_ac" else a
-                  for a in cfg.audiences.definitions)  # fmt: skip
-    broken = cfg.model_copy(update={"audiences": cfg.audiences.model_copy(
-        update={"definitions": wrong})})  # fmt: skip
-    flagged = campaigns.run(spark, broken, audience="email_ac", launch=str(LAUNCH), days=DAYS)
-    assert all("sample_ratio_mismatch" in r.notes for r in flagged.results)
+    # A deliberately broken split: the same arms against a holdout share they were not drawn
+    # with fail the sample-ratio test; against the true one (0.2 + 0.05 - 0.01) they pass.
+    arms = [{"segment_id": r.segment_id, "segment_name": r.segment_name, "treated": treated,
+             "n": arm.n, "conversions": arm.conversions, "revenue_sum": arm.revenue_sum,
+             "revenue_sum_squares": arm.revenue_sum_squares}
+            for r in result.results if r.segment_id is not None
+            for treated, arm in ((True, r.treatment), (False, r.holdout))]  # fmt: skip
+    mc = cfg.audiences.measurement
+    broken = measurement.compare(arms, expected_holdout=0.5, mc=mc)
+    assert all("sample_ratio_mismatch" in r.notes for r in broken)
+    assert result.expected_holdout == pytest.approx(0.2 + 0.05 - 0.2 * 0.05)
+    assert all("sample_ratio_mismatch" not in r.notes for r in result.results)
 
 
 def test_holdout_share_per_segment_within_binomial_bounds(spark: SparkSession) -> None:

@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CUSTOMERS = 800
 SIZE = [f"generator.customers={CUSTOMERS}", "generator.events=24000", "training.k_max=5",
         "training.n_init=2", "spark.shuffle_partitions=2", "attitudes.enabled=false",
-        "training.selection_bootstrap_samples=3", "validation.bootstrap_samples=3"]  # fmt: skip
+        "training.selection_bootstrap_samples=3", "validation.bootstrap_samples=3",
+        "audiences.definitions=[]"]  # fmt: skip
 
 
 def free_ports(n: int) -> list[int]:

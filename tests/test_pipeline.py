@@ -72,6 +72,7 @@ def test_pipeline_runs_end_to_end_as_one_process(pipeline):
         "Attitudinal segmentation attitudinal_segments v1 as of 2025-11-30",
         "Segments as of 2025-12-31: 400 customers scored with customer_segments version 1",
         "rfm (version 1): 400 customers",
+        "Audiences as of 2025-12-31",
     ]
     at = 0
     for text in steps:
@@ -82,7 +83,7 @@ def test_pipeline_runs_end_to_end_as_one_process(pipeline):
     assert "History (segment_membership_history): merged." in out
     assert "Report: " in out and "Rules (decision tree" in out
     timings = out[out.index("Step times: ") :]
-    for name in ("generate", "features", "train", "rules", "attitudes", "assign"):
+    for name in ("generate", "features", "train", "rules", "attitudes", "assign", "audiences"):
         assert f"{name} " in timings
     assert "model customer_segments version 1 is now @champion (was 1)" in outputs[1]
     membership = pl.read_delta(str(wh / "segment_membership"))
@@ -99,6 +100,27 @@ def test_pipeline_runs_end_to_end_as_one_process(pipeline):
     history = pl.read_delta(str(wh / "segment_membership_history"))
     current = history.filter(pl.col("is_current") & (pl.col("model_name") == "customer_segments"))
     assert current.height == 400 and current["customer_id"].n_unique() == 400
+    _check_consent(wh)
+
+
+def _check_consent(wh: Path) -> None:
+    """The example audience (conf/local.yaml) read back with Polars: every member's latest
+    email consent record is an opt-in, nobody suppressed, the members are the RFM segments
+    it names."""
+    audience = pl.read_delta(str(wh / "audience_members"))
+    assert audience.height > 0 and set(audience["audience"]) == {"winback_email"}
+    consent = pl.read_delta(str(wh / "consent")).filter(pl.col("channel") == "email")
+    latest = consent.sort("updated_at").group_by("customer_id").agg(pl.col("status").last())
+    opted_in = set(latest.filter(pl.col("status") == "opt_in")["customer_id"])
+    suppressed = set(pl.read_delta(str(wh / "suppression"))["customer_id"])
+    members = set(audience["customer_id"])
+    assert members <= opted_in and not members & suppressed
+    rfm = pl.read_delta(str(wh / "segment_membership")).filter(
+        (pl.col("model_name") == "rfm") & (pl.col("as_of") == dt.date(2025, 12, 31))
+        & pl.col("segment_name").is_in(["At risk", "Can't lose them", "About to sleep"])
+    )  # fmt: skip
+    assert members <= set(rfm["customer_id"])
+    assert set(audience["group"]) <= {"treatment", "holdout", "global_holdout"}
 
 
 DUCKDB_COUNTS = """
@@ -118,7 +140,8 @@ def test_every_table_is_described_on_the_readable_protocol_and_every_reader_agre
     names = {p.name for p in found}
     assert {"events", "customer_features", "segment_membership", "segment_membership_history",
             "segment_migration", "segment_profiles", "rfm_scores", "factor_loadings",
-            "customer_value"} <= names <= set(contracts.BY_NAME)  # fmt: skip
+            "customer_value", "audience_members", "audience_history", "consent",
+            "suppression"} <= names <= set(contracts.BY_NAME)  # fmt: skip
     rows = {}
     for path in found:
         contract, table = contracts.BY_NAME[path.name], DeltaTable(str(path))

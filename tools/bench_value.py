@@ -180,9 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="customer value benchmark")
     parser.add_argument("--sizes", default="1M")
     parser.add_argument("--workdir", default="/tmp/segmentation-bench")
+    parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--out", default=str(bench.ROOT / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
     base = load_config(bench.ROOT / "conf" / "local.yaml")
+    spark_conf = {**base.spark.conf, "spark.driver.memory": args.driver_memory}
+    base = base.model_copy(update={"spark": base.spark.model_copy(update={"conf": spark_conf})})
     spark = build_session(base, job="benchmark-value")
     rows: list[tuple[int, list[Any], dict[str, Any]]] = []
     try:

@@ -134,7 +134,8 @@ def _ensure(spark: SparkSession, storage: StorageConfig, table: tables.Table, ro
             mode="append", partition_by=table.partition_by, metadata=metadata,
             contract=tables.contract(table, rows),
         )  # fmt: skip
-        delta_tables.write(spark, rows.limit(0), path, options)
+        assert table.schema is not None
+        delta_tables.write(spark, spark.createDataFrame([], table.schema), path, options)
     return path
 
 

@@ -71,6 +71,7 @@ def run(
             rows = measurement.arms(groups, outcome)
     finally:
         events.staged.unpersist()
+        groups.unpersist()
     share = expected_holdout_share(defined.holdout_share, cfg.audiences.global_holdout_share)
     results = measurement.compare(rows, expected_holdout=share, mc=cfg.audiences.measurement)
     experiment_id = tracking.configure(cfg.tracking)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 from segmentation.activation.measurement import ALL
@@ -50,11 +51,11 @@ def _pct(x: float) -> str:
 
 def campaign(result: CampaignResult, cfg: AppConfig) -> str:
     """Lift per segment with its interval, for the terminal."""
-    end = result.launch.toordinal() + result.days
+    end = result.launch + dt.timedelta(days=result.days)
     lines = [
         f"Campaign {result.audience} launched {result.launch}, {result.days} days (groups as "
         f"built on {result.scored_as_of}; MLflow run {result.run_id}); window ends "
-        f"{type(result.launch).fromordinal(end)}",
+        f"{end}",
         f"  {'segment':<28} {'treated':>8} {'held out':>8} {'conversion lift (95% CI)':>34} "
         f"{'revenue/customer lift (95% CI)':>36}  notes",
     ]
