@@ -145,7 +145,7 @@ def world(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict
     spark.createDataFrame(_consent_rows(), columns).write.format("delta").save(
         str(base / "consent")
     )
-    spark.createDataFrame([(SUPPRESSED_ALL, None), (SUPPRESSED_SMS, "sms")],
+    spark.createDataFrame([(SUPPRESSED_ALL, None), (SUPPRESSED_SMS, "sms"), ("c0021.0", None)],
                           "customer_id string, channel string").write.format("delta").save(
         str(base / "suppression"))  # fmt: skip
     definitions = (
@@ -200,6 +200,10 @@ def test_first_build_consent_groups_and_readers(spark: SparkSession, world: dict
     counts = {c.name: c for c in result.audiences}["email_ac"]
     reasons = [email_status(c, D1) for c in candidates]
     assert counts.excluded == {"suppressed": 1, "opted_out": 2, "no_consent": 2}
+    # An id written unlike the events' ids suppresses nobody: said, not silently dropped.
+    assert result.unmatched["suppression"] == (3, 1, ["c0021.0"])
+    assert any("1 of 3 suppression customer ids match no scored customer" in w
+               for w in result.warnings)  # fmt: skip
     assert counts.excluded["no_consent"] == reasons.count("no_consent")
     assert OPTED_BACK_IN in got and SUPPRESSED_SMS in got
     assert {r["since"] for r in got.values()} == {D1} and got[cid(0)]["segment_name"] == "A"
@@ -262,7 +266,7 @@ def test_rebuild_is_no_change_and_rescoring_moves_feed(
 
 
 def test_backfill_and_bad_audiences_change_nothing(
-    spark: SparkSession, world: dict[str, Any]
+    spark: SparkSession, world: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = world["cfg"]
     paths = [tables.path(cfg.storage, t) for t in (tables.AUDIENCE_MEMBERS,
@@ -281,6 +285,13 @@ def test_backfill_and_bad_audiences_change_nothing(
         with pytest.raises(InputError, match=message):
             audiences.run(spark, bad_cfg)
     assert [delta_tables.version(spark, p) for p in paths] == before
+    # One ERROR line for the user, no Java stack logged before it.
+    assert not [r for r in caplog.records if r.name == "SQLQueryContextLogger"]
+    # An audience dropped from the configuration is named, with how to retire it.
+    email_only = "audiences.definitions=[{name: email_ac, segments: [A, 2]}]"
+    only_email = local_config(world["base"], *_overrides(world), email_only)
+    (stale,) = audiences._stale(spark, only_email)
+    assert "['sms_b']" in stale and "DELETE FROM delta." in stale
     with pytest.raises(ConfigError, match=r"holdout_share must be in \[0, 0.5\]"):
         local_config(world["base"], "audiences.definitions=[{name: x, segments: [1], "
                      "holdout_share: 0.7}]")  # fmt: skip
@@ -412,3 +423,17 @@ def test_consent_per_address_with_stitching(spark: SparkSession, tmp_path: Path)
     assert got is not None
     assert {(r["customer_id"], r["consented"]) for r in got.collect()} == {
         ("K1", False), ("K2", True)}  # fmt: skip
+
+
+def test_a_group_too_small_for_an_interval_is_noted() -> None:
+    """One held-out customer: no interval, no minimum detectable lift, noted underpowered."""
+    rows = [
+        {"segment_id": 1, "segment_name": "A", "treated": True, "n": 7, "conversions": 3,
+         "revenue_sum": 150.0, "revenue_sum_squares": 7500.0},
+        {"segment_id": 1, "segment_name": "A", "treated": False, "n": 1, "conversions": 0,
+         "revenue_sum": 0.0, "revenue_sum_squares": 0.0},
+    ]  # fmt: skip
+    mc = local_config(Path("/tmp/unused")).audiences.measurement
+    (segment, _) = measurement.compare(rows, expected_holdout=0.2, mc=mc)
+    assert math.isnan(segment.revenue.absolute_lower) and math.isnan(segment.minimum_detectable)
+    assert "underpowered" in segment.notes

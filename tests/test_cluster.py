@@ -38,7 +38,7 @@ CUSTOMERS = 800
 SIZE = [f"generator.customers={CUSTOMERS}", "generator.events=24000", "training.k_max=5",
         "training.n_init=2", "spark.shuffle_partitions=2", "attitudes.enabled=false",
         "training.selection_bootstrap_samples=3", "validation.bootstrap_samples=3",
-        "audiences.definitions=[]"]  # fmt: skip
+        "audiences.definitions=[]", "validation.enabled=false", "b2b.enabled=false"]  # fmt: skip
 
 
 def free_ports(n: int) -> list[int]:
@@ -203,7 +203,9 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
         ROOT / "conf" / "local.yaml",
         overrides=[*SIZE, f"storage.warehouse={local_wh}",
                    f"tracking.tracking_uri=sqlite:///{base / 'local-mlflow.db'}",
-                   f"tracking.artifact_location={base / 'local-mlartifacts'}"],
+                   f"tracking.artifact_location={base / 'local-mlartifacts'}",
+                   # Only what is compared: no RFM, no report in local mode.
+                   "rfm.enabled=false", "explain.report=false"],
     )  # fmt: skip
     local_pipeline.run(spark, local_cfg, train_as_of=dt.date(2025, 12, 31), echo=lambda _: None)
     trained_on = dt.date(2025, 12, 31)

@@ -43,14 +43,16 @@ def rows(campaign: Campaign) -> list[tuple[Any, ...]]:
     return out
 
 
-def _fmt(x: float, pct: bool = False) -> str:
+def _fmt(x: float, pct: bool = False, points: bool = False) -> str:
     if x is None or math.isnan(x):
         return "-"
+    if points:
+        return f"{100 * x:+.2f} pp"
     return f"{x:+.2%}" if pct else f"{x:,.2f}"
 
 
-def _interval(low: float, high: float, pct: bool = False) -> str:
-    return f"[{_fmt(low, pct)}, {_fmt(high, pct)}]"
+def _interval(low: float, high: float, pct: bool = False, points: bool = False) -> str:
+    return f"[{_fmt(low, pct, points)}, {_fmt(high, pct, points)}]"
 
 
 def _verdict(lift: Lift) -> str:
@@ -70,8 +72,8 @@ def _row(r: SegmentResult, lift: Lift) -> str:
         f"{r.treatment.n:,}", f"{r.holdout.n:,}",
         "-" if math.isnan(lift.treatment) else value(lift.treatment),
         "-" if math.isnan(lift.holdout) else value(lift.holdout),
-        _fmt(lift.absolute, conversion), _interval(lift.absolute_lower, lift.absolute_upper,
-                                                   conversion),
+        _fmt(lift.absolute, points=conversion),
+        _interval(lift.absolute_lower, lift.absolute_upper, points=conversion),
         _fmt(lift.relative, True), _interval(lift.relative_lower, lift.relative_upper, True),
         _fmt(lift.incremental), _verdict(lift),
         "-" if math.isnan(r.srm_p_value) else f"{r.srm_p_value:.3g}",
@@ -81,7 +83,8 @@ def _row(r: SegmentResult, lift: Lift) -> str:
 
 
 def _table(campaign: Campaign, metric: str, title: str) -> str:
-    head = ("Segment", "Treated", "Held out", "Treated value", "Held-out value", "Lift",
+    head = ("Segment", "Treated", "Held out", "Treated value", "Held-out value",
+            "Lift (conversion: percentage points)",
             "95% interval", "Relative lift", "95% interval", "Incremental", "Reading",
             "SRM p", "Notes")  # fmt: skip
     body = "".join(

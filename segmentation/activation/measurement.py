@@ -143,9 +143,11 @@ def _result(
     if h.n == 0:
         notes.append(NO_HOLDOUT)
     else:
-        mde = stats.minimum_detectable_difference(
-            h.rate, t.n, h.n, alpha=1 - mc.confidence, power=mc.power
-        )
+        if min(t.n, h.n) >= 2 and 0 < h.rate < 1:
+            mde = stats.minimum_detectable_difference(
+                h.rate, t.n, h.n, alpha=1 - mc.confidence, power=mc.power
+            )
+        # No estimate (a group under 2 customers, a holdout rate of 0 or 1) is underpowered too.
         if not mde <= mc.target_relative_lift * h.rate:
             notes.append(UNDERPOWERED)
     return SegmentResult(segment_id, name, t, h, conversion, revenue, p_srm, mde, tuple(notes))

@@ -17,6 +17,7 @@ for consent (the summary says so loudly).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ from segmentation.storage.tables import AUDIENCE, CUSTOMER_ID, GROUP, SEGMENT_ID
 
 REASON = "reason"
 SUPPRESSED, OPTED_OUT, NO_CONSENT = "suppressed", "opted_out", "no_consent"
+_QUERY_CONTEXT_LOGGER = "SQLQueryContextLogger"
+"""PySpark logs an analysis error's query context (a Java stack) at ERROR on this logger."""
 _LINEAGE = ("model_name", "model_version", "run_id", "as_of", "scored_at", "distance")
 
 
@@ -123,6 +126,9 @@ def _segment_ids(
 def _narrowed(rows: DataFrame, columns: DataFrame | None, condition: str, key: str) -> DataFrame:
     """``rows`` where the condition holds, checked first against the known columns."""
     known = rows if columns is None else rows.join(columns, on=CUSTOMER_ID, how="left")
+    quiet = logging.getLogger(_QUERY_CONTEXT_LOGGER)
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the error below says it in one line
     try:
         predicate = F.expr(condition)
         data_type = known.select(predicate.alias("_c")).schema["_c"].dataType
@@ -132,6 +138,8 @@ def _narrowed(rows: DataFrame, columns: DataFrame | None, condition: str, key: s
             f"{key}.condition {condition!r} cannot be used: {first_line(exc)}. It may name "
             f"these columns: {names}"
         ) from exc
+    finally:
+        quiet.setLevel(level)
     if not isinstance(data_type, T.BooleanType):
         raise InputError(
             f"{key}.condition {condition!r} is a {data_type.simpleString()}, not a true/false "

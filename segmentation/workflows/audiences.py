@@ -63,6 +63,9 @@ class AudiencesResult:
     global_holdout_share: float
     versions: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    unmatched: dict[str, tuple[int, int, list[str]]] = field(default_factory=dict)
+    """Per input (consent, suppression): its customer ids, how many match no customer of the
+    audiences' segmentations at as_of, and a few of those."""
 
 
 def run(spark: SparkSession, cfg: AppConfig) -> AudiencesResult:
@@ -92,12 +95,15 @@ def run(spark: SparkSession, cfg: AppConfig) -> AudiencesResult:
     try:
         counts = _counts(everyone, chosen)
         _review(spark, cfg, everyone, counts)
+        unmatched = _unmatched(spark, cfg, perms, {s.model_name for s in chosen})
         experiment_id = tracking.configure(cfg.tracking)
         with tracking.run(experiment_id, f"{JOB} {as_of}") as run_id:
             result = AudiencesResult(as_of, run_id, counts, perms.consent_path,
-                                     perms.suppression_path, ac.global_holdout_share)  # fmt: skip
+                                     perms.suppression_path, ac.global_holdout_share,
+                                     unmatched=unmatched)  # fmt: skip
             _record(cfg, result)
             _write(spark, cfg, everyone, history, result)
+            result.warnings += _stale(spark, cfg)
         return result
     finally:
         everyone.unpersist()
@@ -146,6 +152,44 @@ def _counts(everyone: DataFrame, chosen: list[selection.Selected]) -> list[Audie
     return out
 
 
+def _unmatched(
+    spark: SparkSession, cfg: AppConfig, perms: consent.Permissions, models: set[str]
+) -> dict[str, tuple[int, int, list[str]]]:
+    """Consent and suppression ids that match no scored customer: written differently from the
+    events' ids (``17850.0`` for ``17850``), or customers never scored."""
+    known = None
+    for model in sorted(models):
+        ids = selection.membership(spark, cfg, model, "model_name").select(CUSTOMER_ID)
+        known = ids if known is None else known.unionByName(ids)
+    assert known is not None
+    out = {}
+    for name, rows in (("consent", perms.consent), ("suppression", perms.suppression)):
+        if rows is None:
+            continue
+        ids = rows.select(CUSTOMER_ID).distinct()
+        missing = ids.join(known.distinct(), CUSTOMER_ID, "left_anti").cache()
+        examples = [r[0] for r in missing.limit(3).collect()]
+        out[name] = (ids.count(), missing.count(), examples)
+        missing.unpersist()
+    return out
+
+
+def _stale(spark: SparkSession, cfg: AppConfig) -> list[str]:
+    """Audiences still in audience_members that the configuration no longer defines."""
+    rows = tables.read(spark, cfg.storage, tables.AUDIENCE_MEMBERS).select(AUDIENCE).distinct()
+    defined = {a.name for a in cfg.audiences.definitions}
+    stale = sorted(r[0] for r in rows.collect() if r[0] not in defined)
+    if not stale:
+        return []
+    path = tables.path(cfg.storage, tables.AUDIENCE_MEMBERS)
+    return [
+        f"audience_members still holds {stale}, which audiences.definitions no longer lists: "
+        "their rows stay and an activation tool keeps syncing them. Retire one with DELETE "
+        f"FROM delta.`{path}` WHERE audience = '<name>' (the change feed then deletes its "
+        "members)"
+    ]
+
+
 def _review(
     spark: SparkSession, cfg: AppConfig, everyone: DataFrame, counts: list[AudienceCounts]
 ) -> None:
@@ -191,6 +235,15 @@ def _record(cfg: AppConfig, result: AudiencesResult) -> None:
                 )
         expected = expected_holdout_share(c.holdout_share, ac.global_holdout_share)
         metrics[f"{c.name}.expected_holdout_share"] = expected
+    for name, (ids, missing, examples) in result.unmatched.items():
+        metrics[f"{name}.ids"], metrics[f"{name}.ids_unmatched"] = ids, missing
+        if missing and (name == "suppression" or missing > ids / 2):
+            result.warnings.append(
+                f"{missing:,} of {ids:,} {name} customer ids match no scored customer as of "
+                f"{result.as_of} (e.g. {examples}): check they are written as the events' ids "
+                f"(audiences.{name}.customer_id; 17850.0 is not 17850); an unmatched "
+                f"{name} id {'suppresses' if name == 'suppression' else 'consents'} nobody"
+            )
     if result.consent_path is None:
         result.warnings.append(
             "NO CONSENT INPUT: audiences.consent.path is not set, so nobody was excluded for "

@@ -23,6 +23,8 @@ def audiences(result: AudiencesResult, cfg: AppConfig) -> str:
         f"{result.suppression_path or 'none'}; global holdout share "
         f"{result.global_holdout_share:.1%}"
     )
+    for name, (ids, missing, _) in sorted(result.unmatched.items()):
+        lines.append(f"  {name}: {ids:,} customer ids, {missing:,} match no scored customer")
     for c in result.audiences:
         segments = ", ".join(f"{sid} {name}" for sid, name in c.segments)
         excluded = ", ".join(f"{k} {v:,}" for k, v in sorted(c.excluded.items())) or "none"
@@ -49,6 +51,11 @@ def _pct(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:+.2%}"
 
 
+def _pp(x: float) -> str:
+    """An absolute difference of two shares, in percentage points."""
+    return "-" if math.isnan(x) else f"{100 * x:+.2f} pp"
+
+
 def campaign(result: CampaignResult, cfg: AppConfig) -> str:
     """Lift per segment with its interval, for the terminal."""
     end = result.launch + dt.timedelta(days=result.days)
@@ -56,18 +63,19 @@ def campaign(result: CampaignResult, cfg: AppConfig) -> str:
         f"Campaign {result.audience} launched {result.launch}, {result.days} days (groups as "
         f"built on {result.scored_as_of}; MLflow run {result.run_id}); window ends "
         f"{end}",
-        f"  {'segment':<28} {'treated':>8} {'held out':>8} {'conversion lift (95% CI)':>34} "
+        f"  {'segment':<28} {'treated':>8} {'held out':>8} "
+        f"{'conversion lift, points (95% CI); relative':>52} "
         f"{'revenue/customer lift (95% CI)':>36}  notes",
     ]
     for r in result.results:
         name = "all segments" if r.segment_name == ALL else f"{r.segment_id} {r.segment_name}"
         conv, rev = r.conversion, r.revenue
-        conv_text = (f"{_pct(conv.absolute)} [{_pct(conv.absolute_lower)}, "
-                     f"{_pct(conv.absolute_upper)}]")  # fmt: skip
+        conv_text = (f"{_pp(conv.absolute)} [{_pp(conv.absolute_lower)}, "
+                     f"{_pp(conv.absolute_upper)}]; {_pct(conv.relative)}")  # fmt: skip
         rev_text = (f"{rev.absolute:+,.2f} [{rev.absolute_lower:+,.2f}, "
                     f"{rev.absolute_upper:+,.2f}]")  # fmt: skip
         lines.append(f"  {name[:28]:<28} {r.treatment.n:>8,} {r.holdout.n:>8,} "
-                     f"{conv_text:>34} {rev_text:>36}  {', '.join(r.notes)}")  # fmt: skip
+                     f"{conv_text:>52} {rev_text:>36}  {', '.join(r.notes)}")  # fmt: skip
     lines += [f"WARNING: {w}" for w in result.warnings]
     lines.append(f"  campaign_results version {result.versions.get('campaign_results')}; page: "
                  f"{result.paths.get('page')}")  # fmt: skip
