@@ -26,6 +26,8 @@ def local_config(base: Path, *overrides: str) -> AppConfig:
             f"storage.warehouse={base / 'wh'}",
             f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
             f"tracking.artifact_location={base / 'mla'}",
+            # The sample's consent tables only where a test builds audiences on the sample.
+            "generator.consent=false",
             *overrides,
         ],
     )

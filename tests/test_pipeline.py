@@ -39,6 +39,9 @@ def pipeline(tmp_path_factory) -> tuple[Path, list[str]]:
         "--set", "attitudes.clustering.k_max=4",
         "--set", "attitudes.clustering.selection_bootstrap_samples=3",
         "--set", "spark.master=local[2]",
+        # Backtests are tested elsewhere (test_outcomes, test_value): not make run's steps.
+        "--set", "validation.outcome.mode=none",
+        "--set", "value.holdout_periods=0",
     ]  # fmt: skip
     outputs = []
     for job, extra in (("run_pipeline", ["--train-as-of", "2025-11-30",
@@ -81,6 +84,8 @@ def test_pipeline_runs_end_to_end_as_one_process(pipeline):
         at = found + len(text)
     assert "model customer_segments version 1 is now @champion" in out
     assert "History (segment_membership_history): merged." in out
+    # The example audience's treatment group reviewed on the sensitive attributes.
+    assert "treatment group vs all customers, largest gap: age " in out
     assert "Report: " in out and "Rules (decision tree" in out
     timings = out[out.index("Step times: ") :]
     for name in ("generate", "features", "train", "rules", "attitudes", "assign", "audiences"):

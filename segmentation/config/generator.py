@@ -25,6 +25,8 @@ class GeneratorConfig(_Section):
     # Plant several identifiers per customer (cookies, devices, cards, emails, phones), the
     # sample's login edges and identity_truth; the events keep their clean customer_id.
     identities: Bool = False
+    # Write the sample's consent records and suppression list (what make run's audience reads).
+    consent: Bool = True
 
     @model_validator(mode="after")
     def _check(self) -> Self:

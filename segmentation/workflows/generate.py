@@ -54,7 +54,7 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
     every_group: list[tuple[tables.Table, ...]] = [
         IDENTITIES if g.identities else BEHAVIOUR,
         SURVEY,
-        CONSENT,
+        *([CONSENT] if g.consent else []),
     ]
     groups = every_group
     if if_absent:
