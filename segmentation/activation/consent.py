@@ -33,6 +33,7 @@ from segmentation.errors import InputError
 from segmentation.identity import keying
 from segmentation.identity.normalise import normalise
 from segmentation.inputs import parsing, sources
+from segmentation.inputs.columns import find_column
 from segmentation.storage.tables import CUSTOMER_ID
 
 CHANNEL, CONSENTED = "channel", "consented"
@@ -87,15 +88,6 @@ def _present(path: str | None) -> str | None:
     return None
 
 
-def _column(raw: DataFrame, user: str, key: str, path: str) -> str:
-    found = {c.lower(): c for c in raw.columns}.get(user.lower())
-    if found is None:
-        raise InputError(
-            f"{path} has no column {user!r} ({key}); columns: {', '.join(raw.columns)}"
-        )
-    return found
-
-
 def _read_id(raw: DataFrame, name: str, key: str, path: str) -> Column:
     """The id column normalised like the events' ids; an unreadable id is an error."""
     parsed = parsing.customer_id(F.col(f"`{name}`"), raw.schema[name].dataType)
@@ -112,7 +104,7 @@ def _consent(spark: SparkSession, cfg: AppConfig, path: str) -> DataFrame:
     source, zone = cfg.audiences.consent, cfg.input.events.time_zone
     raw = sources.read_raw(spark, source, path)
     key = "audiences.consent"
-    names = {k: _column(raw, getattr(source, k), f"{key}.{k}", path)
+    names = {k: find_column(raw, getattr(source, k), f"{key}.{k}", path)
              for k in (CUSTOMER_ID, CHANNEL, "status", "updated_at")}  # fmt: skip
     status = F.lower(parsing.trim_blank(F.col(f"`{names['status']}`")))
     ins = [F.lower(parsing.trim_blank(F.lit(v))) for v in source.opt_in_values]
@@ -120,7 +112,7 @@ def _consent(spark: SparkSession, cfg: AppConfig, path: str) -> DataFrame:
     time_field = raw.schema[names["updated_at"]]
     when = parsing.event_time(F.col(f"`{time_field.name}`"), time_field.dataType,
                               timestamp_format=None, time_zone=zone)  # fmt: skip
-    carried = {_column(raw, i.column, f"{key}.identifiers", path) for i in source.identifiers}
+    carried = {find_column(raw, i.column, f"{key}.identifiers", path) for i in source.identifiers}
     rows = raw.select(
         *[F.col(f"`{names[k]}`").cast("string").alias(f"_raw_{k}") for k in names],
         *[F.col(f"`{c}`") for c in sorted(carried)],
@@ -193,7 +185,7 @@ def _keyed(
     keymap = keying.load(spark, cfg, cfg.features.as_of)
     names, kinds, normalised = [], [], []
     for i, ident in enumerate(ids):
-        column = _column(rows, ident.column, key, "the consent input")
+        column = find_column(rows, ident.column, key, "the consent input")
         norm = normalise(F.col(f"`{column}`"), rows.schema[column].dataType, ident.type,
                          identity, key=key)  # fmt: skip
         names.append(f"_n{i}")
@@ -209,12 +201,12 @@ def _suppression(spark: SparkSession, cfg: AppConfig, path: str) -> DataFrame:
     source = cfg.audiences.suppression
     raw = sources.read_raw(spark, source, path)
     key = "audiences.suppression"
-    id_name = _column(raw, source.customer_id, f"{key}.customer_id", path)
+    id_name = find_column(raw, source.customer_id, f"{key}.customer_id", path)
     channel = (
         F.lit(None).cast("string")
         if source.channel is None
         else F.lower(parsing.blank_is_null(
-            F.col(f"`{_column(raw, source.channel, f'{key}.channel', path)}`")))
+            F.col(f"`{find_column(raw, source.channel, f'{key}.channel', path)}`")))
     )  # fmt: skip
     rows = raw.select(_read_id(raw, id_name, f"{key}.customer_id", path).alias("_id"),
                       channel.alias(CHANNEL)).where(F.col("_id").isNotNull())  # fmt: skip

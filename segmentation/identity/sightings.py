@@ -22,6 +22,7 @@ from segmentation.config import AppConfig, Identifier, IdentityConfig
 from segmentation.errors import InputError
 from segmentation.identity.normalise import MISSING, PLACEHOLDER, normalise
 from segmentation.inputs import parsing, sources
+from segmentation.inputs.columns import find_column
 from segmentation.storage import delta_tables
 
 IDS = "ids"
@@ -185,7 +186,7 @@ def delta_or_files_exist(spark: SparkSession, path: str) -> bool:
 
 
 def _undated(name: str, raw: DataFrame, ids: Sequence[Identifier], key: str, path: str) -> _Input:
-    columns = [_column(raw, i.column, f"{key}[{n}].column", path) for n, i in enumerate(ids)]
+    columns = [find_column(raw, i.column, f"{key}[{n}].column", path) for n, i in enumerate(ids)]
     return _Input(name, raw, ids, columns, F.lit(None).cast("timestamp"), key)
 
 
@@ -199,11 +200,11 @@ def _edges(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> _In
         raise InputError(f"identity.edges.path {edges.path} does not exist")
     raw = sources.read_raw(spark, edges, edges.path)
     key = "identity.edges.identifiers"
-    columns = [_column(raw, i.column, f"{key}[{n}].column", edges.path)
+    columns = [find_column(raw, i.column, f"{key}[{n}].column", edges.path)
                for n, i in enumerate(edges.identifiers)]  # fmt: skip
     seen: Column = F.lit(None).cast("timestamp")
     if edges.time is not None:
-        name = _column(raw, edges.time, "identity.edges.time", edges.path)
+        name = find_column(raw, edges.time, "identity.edges.time", edges.path)
         zone = cfg.input.events.time_zone
         seen = parsing.event_time(F.col(f"`{name}`"), raw.schema[name].dataType,
                                   timestamp_format=None, time_zone=zone)  # fmt: skip
@@ -211,14 +212,3 @@ def _edges(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> _In
             seen.isNull() | (parsing.local_date(seen, zone) <= F.lit(cfg.features.as_of))
         )
     return _Input("edges", raw, edges.identifiers, columns, seen, key)
-
-
-def _column(raw: DataFrame, user: str, key: str, path: str) -> str:
-    by_lower = {c.lower(): c for c in raw.columns}
-    name = by_lower.get(user.lower())
-    if name is None:
-        raise InputError(
-            f"column '{user}' ({key}) is not in {path}; its columns are: "
-            f"{', '.join(sorted(raw.columns))}"
-        )
-    return name

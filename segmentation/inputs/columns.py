@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from segmentation.config import EventSourceConfig
@@ -162,3 +163,20 @@ def spark_family(data_type: T.DataType) -> str:
     if isinstance(data_type, T.StringType):
         return "string"
     return data_type.simpleString()
+
+
+def find_column(raw: DataFrame, user: str, key: str, path: str) -> str:
+    """The name of the column ``user`` (the value of config key ``key``) in ``raw``, matched
+    case-insensitively as every mapping is.
+
+    Raises:
+        InputError: no such column (naming the key, the path and the columns there are).
+    """
+    by_lower = {c.lower(): c for c in raw.columns}
+    name = by_lower.get(user.lower())
+    if name is None:
+        raise InputError(
+            f"column '{user}' ({key}) is not in {path}; its columns are: "
+            f"{', '.join(sorted(raw.columns))}"
+        )
+    return name
