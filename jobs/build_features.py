@@ -8,6 +8,12 @@ JOB = cli.Job(
     build_features.run,
     summaries.features,
     preflight=build_features.check_inputs,
+    options={
+        "--full-refresh": {
+            "action": "store_true",
+            "help": "rebuild the incremental feature state from every input row",
+        }
+    },
 )
 
 if __name__ == "__main__":

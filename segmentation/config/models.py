@@ -122,6 +122,7 @@ class FeatureConfig(_Section):
     channels: tuple[Str, ...] | None = None
     devices: tuple[Str, ...] | None = None
     max_levels: Int = 12
+    mode: Literal["auto", "incremental", "full"] = "auto"
 
     @field_validator("categories", "channels", "devices", mode="after")
     @classmethod

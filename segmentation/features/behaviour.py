@@ -65,6 +65,9 @@ IPI_MAX = "ipi_max_days"
 TREND = "spend_trend"
 RETURN_RATE = "return_rate"
 DISCOUNT_SHARE = "discount_share"
+EVENT_DATE = "event_date"
+DAILY_SUMS = ("events", "orders", "order_amount", "return_amount", "discounted_orders")
+"""The additive columns of :func:`daily_aggregates` besides the level sums."""
 
 
 def compute_features(
@@ -112,9 +115,7 @@ def compute_features(
     per_customer = _per_customer(
         gaps, windows_days, trend_window_days, categories, channels, devices
     )
-    return _finalise(
-        per_customer, as_of, windows_days, categories, channels, devices, with_discount
-    )
+    return finalise(per_customer, as_of, windows_days, categories, channels, devices, with_discount)
 
 
 def compute_configured(
@@ -160,6 +161,23 @@ def _daily(
     devices: Sequence[str],
     time_zone: str,
 ) -> DataFrame:
+    return (
+        daily_aggregates(events, categories, channels, devices, time_zone)
+        .where(F.col(EVENT_DATE) <= F.lit(as_of))
+        .withColumn("days_ago", F.datediff(F.lit(as_of), F.col(EVENT_DATE)))
+    )
+
+
+def daily_aggregates(
+    events: DataFrame,
+    categories: Sequence[str],
+    channels: Sequence[str],
+    devices: Sequence[str],
+    time_zone: str,
+) -> DataFrame:
+    """One row per customer and local day (``event_date``) with the additive aggregates every
+    feature is computed from (:data:`DAILY_SUMS` and :func:`level_sum_columns`), whatever the
+    day: the incremental feature state (``features.state``) keeps these rows."""
     event_date = parsing.local_date(F.col("event_time"), time_zone)
     is_order = F.col("event_type") == ORDER
     is_return = F.col("event_type") == RETURN
@@ -193,11 +211,7 @@ def _daily(
         if levels:
             aggregates.append(F.count(F.col(column)).alias(f"{prefix}_known_events"))
     return (
-        events.withColumn("event_date", event_date)
-        .where(F.col("event_date") <= F.lit(as_of))
-        .groupBy(CUSTOMER_ID, "event_date")
-        .agg(*aggregates)
-        .withColumn("days_ago", F.datediff(F.lit(as_of), F.col("event_date")))
+        events.withColumn(EVENT_DATE, event_date).groupBy(CUSTOMER_ID, EVENT_DATE).agg(*aggregates)
     )
 
 
@@ -226,9 +240,7 @@ def _per_customer(
     channels: Sequence[str],
     devices: Sequence[str],
 ) -> DataFrame:
-    days_ago = F.col("days_ago")
     order_day = F.col("orders") > 0
-    t = trend_window_days
     aggregates = [
         F.min("event_date").alias("first_event_date"),
         F.min(F.when(order_day, F.col("event_date"))).alias("first_order_date"),
@@ -243,6 +255,20 @@ def _per_customer(
         F.avg("order_gap").alias("gap_mean"),
         F.stddev_pop("order_gap").alias("gap_std"),
         F.max("order_gap").alias("gap_max"),
+        *window_aggregates(windows_days, trend_window_days),
+    ]
+    level_cols = level_sum_columns(categories, channels, devices)
+    aggregates += [F.sum(c).alias(c) for c in level_cols]
+    return gaps.groupBy(CUSTOMER_ID).agg(*aggregates)
+
+
+def window_aggregates(windows_days: Sequence[int], trend_window_days: int) -> list[Column]:
+    """The windowed sums over daily rows with ``days_ago``: ``trend_recent``,
+    ``trend_earlier``, and ``orders_<w>d``, ``monetary_<w>d``, ``monetary_net_<w>d`` per
+    window."""
+    days_ago = F.col("days_ago")
+    t = trend_window_days
+    aggregates = [
         F.sum(F.when(days_ago < t, F.col("order_amount")).otherwise(0.0)).alias("trend_recent"),
         F.sum(
             F.when((days_ago >= t) & (days_ago < 2 * t), F.col("order_amount")).otherwise(0.0)
@@ -261,6 +287,14 @@ def _per_customer(
         aggregates.append(
             F.sum(F.when(days_ago < w, net).otherwise(0.0)).alias(f"{MONETARY_NET}_{w}d")
         )
+    return aggregates
+
+
+def level_sum_columns(
+    categories: Sequence[str], channels: Sequence[str], devices: Sequence[str]
+) -> list[str]:
+    """The per-level sums of the daily rows: order amount per category (``other`` last),
+    events per channel and device, and events with a known channel / device."""
     level_cols = [level_name("category", c) for c in categories]
     if categories:
         level_cols.append(level_name("category", OTHER_LEVEL))
@@ -268,8 +302,7 @@ def _per_customer(
         level_cols += [level_name(prefix, lvl) for lvl in levels]
         if levels:
             level_cols.append(f"{prefix}_known_events")
-    aggregates += [F.sum(c).alias(c) for c in level_cols]
-    return gaps.groupBy(CUSTOMER_ID).agg(*aggregates)
+    return level_cols
 
 
 def _ratio(numerator: Column, denominator: Column) -> Column:
@@ -277,7 +310,7 @@ def _ratio(numerator: Column, denominator: Column) -> Column:
     return F.when(denominator > 0, numerator / denominator).otherwise(F.lit(0.0))
 
 
-def _finalise(
+def finalise(
     per_customer: DataFrame,
     as_of: dt.date,
     windows_days: Sequence[int],

@@ -143,6 +143,7 @@ def read_events(
     path: str,
     *,
     carry: Sequence[tuple[str, str]] = (),
+    raw: DataFrame | None = None,
 ) -> EventSource:
     """Read events from ``path`` and map them to ``CANONICAL_SCHEMA`` (``parsing`` reads ids,
     numbers and times as configured in ``input.events``).
@@ -155,13 +156,18 @@ def read_events(
         carry: (config key, the user's column) pairs of further raw columns to carry, as read,
             in ``EventSource.checked`` under :func:`carried` names (identity stitching's
             identifier columns).
+        raw: the rows to read instead of the whole input (``read_raw`` output for part of it:
+            an incremental feature run's new rows).
 
     Raises:
         InputError: the path is unreadable, or a mapped column is missing or of a wrong type;
             the message names the path or the column and its config key.
     """
     arrow = check_source(source, path)
-    raw = read_raw(spark, source, path)
+    if raw is None:
+        raw = read_raw(spark, source, path)
+    else:
+        raw = _trimmed_names(raw, path)
     longs = {f.name for f in raw.schema.fields if isinstance(f.dataType, T.LongType)}
     # Only where Spark read the column as the nanoseconds it holds (INT96 is read as a time).
     nanos = {name: utc for name, utc in _nanosecond_times(arrow).items() if name in longs}
@@ -306,9 +312,14 @@ def read_raw(
     | ConsentSourceConfig
     | SuppressionSourceConfig,
     path: str,
+    *,
+    files: Sequence[str] | None = None,
 ) -> DataFrame:
     """The user's rows as Spark reads them; a Delta input through Delta itself, so deletion
     vectors and column mapping are honoured (deleted rows never come back).
+
+    ``files``: only these files under ``path`` (a CSV, JSON or Parquet input; partition
+    columns still discovered from ``path``), as an incremental feature run reads new files.
 
     Raises:
         InputError: the path cannot be read in the configured format.
@@ -318,12 +329,15 @@ def read_raw(
             raw = delta_tables.read(spark, path)
         else:
             reader = spark.read.options(**dict(source.options))
+            where: str | list[str] = path
+            if files is not None:
+                reader, where = reader.option("basePath", path), list(files)
             if source.format == "csv":
-                raw = reader.option("header", source.options.get("header", "true")).csv(path)
+                raw = reader.option("header", source.options.get("header", "true")).csv(where)
             elif source.format == "json":
-                raw = reader.json(path)
+                raw = reader.json(where)
             else:
-                raw = reader.parquet(path)
+                raw = reader.parquet(*([where] if isinstance(where, str) else where))
     except AnalysisException as exc:
         raise InputError(f"cannot read input path {path} as {source.format}: {exc}") from exc
     except TableError as exc:

@@ -99,5 +99,5 @@ def _features(
         except InputError:
             pass
     with timing.stage("assign: compute features"):
-        computed = build_features.compute(spark, cfg, run_id=run_id)
+        computed = build_features.compute(spark, cfg, run_id=run_id, keep_state=False)
     return computed.features.cache(), computed

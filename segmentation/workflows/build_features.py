@@ -17,10 +17,12 @@ from segmentation.errors import InputError
 from segmentation.features import behaviour as feat
 from segmentation.features.levels import LevelLabel, level_labels, resolve_levels
 from segmentation.identity import stitched
-from segmentation.inputs import columns, quality, sources
+from segmentation.inputs import columns, increments, quality, sources
 from segmentation.inputs import customers as customers_dim
 from segmentation.runtime import timing, tracking
 from segmentation.storage import delta_tables, tables
+from segmentation.workflows import feature_increment
+from segmentation.workflows import feature_state as fs
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ class FeaturesResult:
     duplicates: Duplicates | None = None
     dimension: customers_dim.DimensionMatch | None = None
     levels: dict[str, LevelLabel] = field(default_factory=dict)
+    mode: str = fs.FULL
+    """How the events were read: incremental, rebuild or full (``features.mode``)."""
+    mode_reason: str = ""
+    new_rows: int | None = None
+    """Input rows this run read (None: every row, ``input_rows``)."""
 
 
 @dataclass
@@ -71,21 +78,30 @@ class FeatureSnapshot:
     input_counts: sources.InputCounts | None = None
     duplicates: Duplicates | None = None
     dimension: customers_dim.DimensionMatch | None = None
+    plan: fs.Plan = field(default_factory=lambda: fs.Plan(fs.FULL, "not kept"))
+    state: fs.Update | None = None
+    """The incremental state's update (None: no state kept)."""
+    cached: list[DataFrame] = field(default_factory=list)
+    """Further persisted frames the writes read (released by :meth:`unpersist`)."""
 
     def writes(
         self, spark: SparkSession, cfg: AppConfig, *, job: str, run_id: str
     ) -> list[tables.Write]:
-        """The two snapshot writes, quarantine first (``tables.write_in_order``)."""
+        """The state's writes (``feature_state``), then the two snapshot writes, quarantine
+        first (``tables.write_in_order``)."""
         snapshot = {tables.AS_OF: self.as_of}
-        return [
+        state = [] if self.state is None else self.state.writes(spark, cfg, run_id=run_id)
+        return [*state, *[
             tables.snapshot_write(spark, cfg.storage, table, df, job=job, run_id=run_id,
                                   snapshot=snapshot)
             for table, df in ((tables.REJECTED, self.rejected), (tables.FEATURES, self.features))
-        ]  # fmt: skip
+        ]]  # fmt: skip
 
     def unpersist(self) -> None:
         self.features.unpersist()
         self.rejected.unpersist()
+        for df in self.cached:
+            df.unpersist()
 
 
 def check_inputs(cfg: AppConfig) -> None:
@@ -93,19 +109,20 @@ def check_inputs(cfg: AppConfig) -> None:
     columns.check_source(cfg.input.events, cfg.events_path())
 
 
-def run(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
+def run(spark: SparkSession, cfg: AppConfig, full_refresh: bool = False) -> FeaturesResult:
     """Quarantine unusable events, compute ``customer_features`` as of ``features.as_of``.
 
     Both tables' snapshots for ``as_of`` are replaced (``rejected_events`` first), and only if
     the share of rejected input rows is within ``quality.max_reject_share``; otherwise no table
-    changes. The run is tracked in MLflow with the counts per reject reason.
+    changes. The run is tracked in MLflow with the counts per reject reason. With the
+    incremental state (``features.mode``), it is updated first; ``full_refresh`` rebuilds it.
     """
     experiment_id = tracking.configure(cfg.tracking)
     as_of = cfg.features.as_of
     with tracking.run(experiment_id, f"build_features {as_of}") as run_id:
         tracking.set_tags({"job": "build_features"})
         with timing.stage("features: compute (read, quarantine, aggregate)"):
-            snapshot = compute(spark, cfg, run_id=run_id)
+            snapshot = compute(spark, cfg, run_id=run_id, full_refresh=full_refresh)
         try:
             with timing.stage("features: write tables (Delta)"):
                 versions = tables.write_in_order(
@@ -121,10 +138,20 @@ def run(spark: SparkSession, cfg: AppConfig) -> FeaturesResult:
         feature_columns=snapshot.feature_columns, run_id=run_id,
         input_counts=snapshot.input_counts, duplicates=snapshot.duplicates,
         dimension=snapshot.dimension, levels=level_labels(snapshot.features),
+        mode=snapshot.plan.mode, mode_reason=snapshot.plan.reason,
+        new_rows=None if snapshot.state is None or snapshot.plan.mode != fs.INCREMENTAL
+        else snapshot.state.counts.new_rows,
     )  # fmt: skip
 
 
-def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnapshot:
+def compute(
+    spark: SparkSession,
+    cfg: AppConfig,
+    *,
+    run_id: str,
+    full_refresh: bool = False,
+    keep_state: bool = True,
+) -> FeatureSnapshot:
     """The ``customer_features`` and ``rejected_events`` rows of ``features.as_of``, persisted.
 
     One pass reads, checks and stages the events (persisted) and counts the input rows and,
@@ -133,13 +160,31 @@ def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnaps
     rows. Logs params, the counts and quality metrics, the level labels and the
     customers-dimension match to the active MLflow run.
 
+    With ``keep_state`` the incremental feature state decides how the events are read
+    (``feature_state.plan``): only the new rows (``feature_increment``), or every row with the
+    state rebuilt from them; ``full_refresh`` forces the rebuild.
+
     Raises:
         InputError: too many rows rejected (``quality.max_reject_share``) or no usable event;
             nothing is written.
     """
     fc, q, ev = cfg.features, cfg.quality, cfg.input.events
     events_path = cfg.events_path()
-    source = stitched.events(spark, cfg)
+    plan = fs.plan(spark, cfg, full_refresh=full_refresh) if keep_state else None
+    if plan is not None and plan.mode == fs.INCREMENTAL:
+        done = _incremental(spark, cfg, plan, run_id=run_id)
+        if isinstance(done, FeatureSnapshot):
+            return done
+        log.warning("feature state not usable for this run: %s; rebuilding it from every "
+                    "input row", done)  # fmt: skip
+        plan = fs.Plan(fs.REBUILD, done, log=plan.log, marker=plan.marker)
+    if plan is not None and plan.mode == fs.REBUILD:
+        log.info("feature state: rebuilding from every input row (%s)", plan.reason)
+        assert plan.marker is not None
+        raw = increments.pinned(spark, ev, events_path, plan.marker)
+        source = sources.read_events(spark, ev, events_path, raw=raw)
+    else:
+        source = stitched.events(spark, cfg)
     events_version = delta_tables.version(spark, events_path) if ev.format == "delta" else None
     _log_params(cfg, events_path, events_version)
     # One pass over the input: read, check, shuffle by customer and number the copies
@@ -150,9 +195,17 @@ def compute(spark: SparkSession, cfg: AppConfig, *, run_id: str) -> FeatureSnaps
         latest=fc.as_of + dt.timedelta(days=q.max_days_after_as_of), time_zone=ev.time_zone,
     )  # fmt: skip
     try:
-        return _compute_staged(spark, cfg, source, staged, counts, events_version, run_id=run_id)
-    finally:
+        snapshot = _compute_staged(
+            spark, cfg, source, staged, counts, events_version, run_id=run_id, plan=plan
+        )
+    except BaseException:
         staged.unpersist()
+        raise
+    if snapshot.state is None:
+        staged.unpersist()
+    else:
+        snapshot.cached.append(staged)  # the state's rows are plans over it
+    return snapshot
 
 
 def _compute_staged(
@@ -164,8 +217,10 @@ def _compute_staged(
     events_version: int | None,
     *,
     run_id: str,
+    plan: fs.Plan | None = None,
 ) -> FeatureSnapshot:
-    """:func:`compute` from the staged events (``quality.stage_events``, persisted)."""
+    """:func:`compute` from the staged events (``quality.stage_events``, persisted); with a
+    rebuild ``plan``, also the state's rows."""
     fc, q = cfg.features, cfg.quality
     events_path = cfg.events_path()
     _log_input_counts(counts)
@@ -202,13 +257,74 @@ def _compute_staged(
         {c: dataclasses.asdict(lv) for c, lv in level_labels(features_df).items()},
         "features/levels.json",
     )
+    update = None
+    if plan is not None and plan.mode == fs.REBUILD:
+        update = feature_increment.rebuild(cfg, plan, split, counts, duplicates.rule)
+    _log_mode(plan)
     return FeatureSnapshot(
         as_of=fc.as_of, features=features_df, rejected=rejected_df, customers=customers,
         rejected_counts=rejected, input_rows=counts.rows, events_path=events_path,
         events_version=events_version, feature_columns=tuple(feat.feature_columns(features_df)),
         levels=levels, input_counts=counts, duplicates=duplicates,
-        dimension=dimension,
+        dimension=dimension, plan=plan or fs.Plan(fs.FULL, "not kept"), state=update,
     )  # fmt: skip
+
+
+def _incremental(
+    spark: SparkSession, cfg: AppConfig, plan: fs.Plan, *, run_id: str
+) -> FeatureSnapshot | str:
+    """:func:`compute` from the incremental state, or why the run must rebuild instead."""
+    fc, q = cfg.features, cfg.quality
+    events_path = cfg.events_path()
+    ev = cfg.input.events
+    events_version = delta_tables.version(spark, events_path) if ev.format == "delta" else None
+    _log_params(cfg, events_path, events_version)
+    done = feature_increment.compute(spark, cfg, plan)
+    if isinstance(done, str):
+        return done
+    assert plan.log is not None
+    rejected_df = done.rejected.select(
+        *tables.CANONICAL_EVENTS.names, quality.REASON, F.lit(fc.as_of).alias(tables.AS_OF),
+        F.lit(run_id).alias(tables.RUN_ID), sources.RAW,
+    ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
+    snapshot = FeatureSnapshot(
+        as_of=fc.as_of, features=done.features, rejected=rejected_df, customers=done.customers,
+        rejected_counts=done.rejected_counts, input_rows=done.update.counts.input_rows,
+        events_path=events_path, events_version=events_version,
+        feature_columns=tuple(feat.feature_columns(done.features)),
+        levels=fs.state_levels(cfg) or {}, input_counts=done.counts,
+        duplicates=Duplicates(plan.log.duplicate_rule, False),  # type: ignore[arg-type]
+        plan=plan, state=done.update, cached=done.cached,
+    )  # fmt: skip
+    try:
+        n_rejected = sum(done.rejected_counts.values())
+        share = n_rejected / snapshot.input_rows if snapshot.input_rows else 0.0
+        tracking.log_metrics({"rejected_rows": n_rejected, "new_input_rows":
+                              done.update.counts.new_rows})  # fmt: skip
+        if share > q.max_reject_share:
+            raise InputError(
+                f"{n_rejected} of {snapshot.input_rows} input events ({share:.1%}) were "
+                f"rejected, more than quality.max_reject_share ({q.max_reject_share:.1%}); by "
+                f"reason: {counts_text(done.rejected_counts)}. No table was changed."
+            )
+        if done.customers == 0:
+            raise InputError(f"no usable events on or before {fc.as_of} in {events_path}; "
+                             "no table was changed")  # fmt: skip
+        snapshot.dimension = dimension_match(spark, cfg, done.features)
+    except InputError:
+        snapshot.unpersist()
+        raise
+    tracking.log_metrics({"customers": done.customers})
+    _log_mode(plan)
+    return snapshot
+
+
+def _log_mode(plan: fs.Plan | None) -> None:
+    """The feature run's mode and its reason, as MLflow tags and in the log."""
+    if plan is None:
+        return
+    tracking.set_tags({"features.mode_used": plan.mode, "features.mode_reason": plan.reason})
+    log.info("features: %s (%s)", plan.mode, plan.reason)
 
 
 def _log_params(cfg: AppConfig, events_path: str, events_version: int | None) -> None:

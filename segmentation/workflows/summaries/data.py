@@ -33,6 +33,9 @@ def features(result: FeaturesResult, cfg: AppConfig) -> str:
         *input_lines(result.input_counts, cfg),
         f"  quarantined in rejected_events: {counts_text(result.rejected)}",
     ]
+    if result.mode != "full" or cfg.features.mode != "full":
+        read = "" if result.new_rows is None else f", {result.new_rows:,} new input rows read"
+        lines.insert(1, f"  features.mode: {result.mode}{read} ({result.mode_reason})")
     if result.duplicates is not None:
         lines.append(f"  {duplicates_line(result.duplicates, result.input_rows, cfg)}")
     if result.dimension is not None:

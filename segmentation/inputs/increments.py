@@ -1,0 +1,198 @@
+"""What is new in the events input since a feature run read it: the rows an incremental feature
+run reads (``workflows.feature_state``), or the reason it cannot read only those.
+
+* A **Delta** input is read version by version: the commits since the recorded version
+  (``_delta_log/<version>.json``) must only add rows (``add`` actions with ``dataChange``;
+  compaction, whose actions say ``dataChange: false``, changes no rows). A commit that removes
+  rows (DELETE, UPDATE, MERGE, an overwrite), changes the schema, or is no longer in the log
+  forces a rebuild: a deleted row must never come back. The rows of each appending commit are
+  read from that version's table, only its new files (deletion vectors and column mapping
+  honoured by Delta).
+* **Files** (CSV, JSON, Parquet) are compared by their listing (relative path, size,
+  modification time): new files are read; a replaced or removed file forces a rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation.config import EventSourceConfig
+from segmentation.inputs.sources import read_raw
+from segmentation.storage import delta_tables
+
+
+@dataclass(frozen=True)
+class Marker:
+    """How far the input was read: its Delta version, or its file listing."""
+
+    kind: str
+    """``delta`` or ``files``."""
+    version: int | None = None
+    files: dict[str, list[int]] = field(default_factory=dict)
+    """Relative path -> [size in bytes, modification time in ms]."""
+
+    def to_json(self) -> str:
+        return json.dumps({"version": self.version, "files": self.files}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, kind: str, text: str) -> Marker:
+        data = json.loads(text)
+        return cls(kind, data.get("version"), {k: list(v) for k, v in data["files"].items()})
+
+
+@dataclass(frozen=True)
+class Increment:
+    """The input's new rows since a marker."""
+
+    marker: Marker
+    """The input now (what the next run compares with)."""
+    raw: DataFrame | None
+    """The new rows as ``sources.read_raw`` reads the input (None: nothing new, or rebuild)."""
+    described: str
+    """What was new, for the run summary (``2 new files``, ``Delta versions 4-5 (appends)``)."""
+    rebuild: str | None = None
+    """Why only the new rows cannot be read (None: they can)."""
+
+
+def marker(spark: SparkSession, source: EventSourceConfig, path: str) -> Marker:
+    """The input's marker now."""
+    if source.format == "delta":
+        return Marker("delta", delta_tables.version(spark, path))
+    return Marker("files", files=_listing(spark, path))
+
+
+def since(spark: SparkSession, source: EventSourceConfig, path: str, previous: Marker) -> Increment:
+    """The rows added to the input since ``previous`` (see the module docstring)."""
+    now = marker(spark, source, path)
+    if now.kind != previous.kind:
+        return Increment(now, None, "", f"input.events.format changed to {source.format}")
+    if now.kind == "delta":
+        return _delta_since(spark, path, previous, now)
+    changed = sorted(f for f, meta in previous.files.items() if now.files.get(f) != meta)
+    if changed:
+        gone = [f for f in changed if f not in now.files]
+        what = "removed" if len(gone) == len(changed) else "replaced or removed"
+        return Increment(
+            now, None, "", f"{len(changed)} input file(s) {what} since the state was built "
+            f"(first: {changed[0]})"
+        )  # fmt: skip
+    new = sorted(set(now.files) - set(previous.files))
+    if not new:
+        return Increment(now, None, "no new input files")
+    base = path.rstrip("/")
+    raw = read_raw(spark, source, base, files=[f"{base}/{f}" for f in new])
+    return Increment(now, raw, f"{len(new)} new input file(s)")
+
+
+def _delta_since(spark: SparkSession, path: str, previous: Marker, now: Marker) -> Increment:
+    assert previous.version is not None and now.version is not None
+    if now.version < previous.version:
+        return Increment(now, None, "", f"the input table is at version {now.version}, before "
+                                        f"the state's {previous.version} (restored?)")  # fmt: skip
+    added: dict[int, list[str]] = {}
+    for v in range(previous.version + 1, now.version + 1):
+        actions = _commit(spark, path, v)
+        if actions is None:
+            return Increment(now, None, "", f"input version {v}'s commit is no longer in the "
+                                            "Delta log (log retention)")  # fmt: skip
+        problem = _not_an_append(actions)
+        if problem:
+            return Increment(now, None, "", f"input version {v} {problem}")
+        files = [
+            a["add"]["path"].rsplit("/", 1)[-1]
+            for a in actions
+            if "add" in a and a["add"].get("dataChange", True)
+        ]
+        if files:
+            added[v] = files
+    if not added:
+        return Increment(now, None, "no new input rows (Delta versions "
+                                    f"{previous.version}-{now.version})")  # fmt: skip
+    name = F.regexp_extract(F.col("_metadata.file_path"), r"[^/]+$", 0)
+    parts = [
+        delta_tables.read(spark, path, version=v).where(name.isin(files))
+        for v, files in added.items()
+    ]
+    raw = reduce(DataFrame.unionByName, parts)
+    return Increment(now, raw, f"Delta versions {min(added)}-{max(added)} ({len(added)} append(s))")
+
+
+def _not_an_append(actions: Sequence[dict]) -> str | None:
+    """Why a commit is more than an append (None: it only adds rows, or changes none)."""
+    operation = next((a["commitInfo"].get("operation") for a in actions if "commitInfo" in a), "?")
+    for a in actions:
+        if "remove" in a and a["remove"].get("dataChange", True):
+            return f"removed or rewrote rows ({operation}): deleted rows must not count"
+        if "metaData" in a:
+            return f"changed the table's schema or settings ({operation})"
+        if "add" in a and a["add"].get("deletionVector"):
+            return f"deleted rows through a deletion vector ({operation})"
+    return None
+
+
+def _commit(spark: SparkSession, path: str, version: int) -> list[dict] | None:
+    """The actions of one Delta commit (None: the commit file is gone)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    location = jvm.org.apache.hadoop.fs.Path(
+        f"{delta_tables.absolute(path).rstrip('/')}/_delta_log/{version:020d}.json"
+    )
+    fs = location.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(location):
+        return None
+    stream = fs.open(location)
+    try:
+        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+    return [json.loads(line) for line in str(text).splitlines() if line.strip()]
+
+
+def _listing(spark: SparkSession, path: str) -> dict[str, list[int]]:
+    """Every data file under ``path`` (names starting with ``_`` or ``.`` skipped, as Spark
+    does): relative path -> [size, modification time in ms]."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    root = jvm.org.apache.hadoop.fs.Path(delta_tables.absolute(path))
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(root):
+        return {}
+    prefix = str(fs.makeQualified(root).toString()).rstrip("/") + "/"
+    out: dict[str, list[int]] = {}
+    if fs.getFileStatus(root).isFile():
+        status = fs.getFileStatus(root)
+        return {root.getName(): [int(status.getLen()), int(status.getModificationTime())]}
+    files = fs.listFiles(root, True)
+    while files.hasNext():
+        status = files.next()
+        full = str(status.getPath().toString())
+        relative = full[len(prefix) :] if full.startswith(prefix) else status.getPath().getName()
+        if any(part.startswith(("_", ".")) for part in relative.split("/")):
+            continue
+        out[relative] = [int(status.getLen()), int(status.getModificationTime())]
+    return out
+
+
+def pinned(spark: SparkSession, source: EventSourceConfig, path: str, at: Marker) -> DataFrame:
+    """Every input row as of ``at`` (the Delta version, or exactly the listed files), so rows
+    added while a rebuild runs are read by the next run, not by both."""
+    if at.kind == "delta":
+        return delta_tables.read(spark, path, version=at.version)
+    base = path.rstrip("/")
+    if not at.files or not _is_dir(spark, base):
+        return read_raw(spark, source, base)
+    return read_raw(spark, source, base, files=[f"{base}/{f}" for f in sorted(at.files)])
+
+
+def _is_dir(spark: SparkSession, path: str) -> bool:
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    location = jvm.org.apache.hadoop.fs.Path(delta_tables.absolute(path))
+    fs = location.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return bool(fs.exists(location) and fs.getFileStatus(location).isDirectory())

@@ -1,0 +1,274 @@
+"""A feature run from the incremental state: only the input rows added since the state's run
+are read, checked and de-duplicated (against the events already counted too); the state moves
+to the new ``as_of`` and the features come from it (``features.state``). Also the state rows
+of a rebuild, from the full run's staged events.
+
+Anything the state cannot answer exactly returns a reason instead, and the run rebuilds: an
+event id seen before with other content (a correction), new rows that flip the ``auto``
+duplicate rule, or an event quarantined as implausibly far in the future that the new
+``as_of`` brings within ``quality.max_days_after_as_of``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation.config import AppConfig
+from segmentation.features import state
+from segmentation.inputs import parsing, quality, sources
+from segmentation.storage import tables
+from segmentation.workflows import feature_state as fs
+
+_MEMORY = StorageLevel.MEMORY_AND_DISK
+
+
+@dataclass
+class Computed:
+    """An incremental run's snapshot rows (persisted) and its state update."""
+
+    features: DataFrame
+    rejected: DataFrame
+    customers: int
+    rejected_counts: dict[str, int]
+    counts: sources.InputCounts | None
+    update: fs.Update
+    cached: list[DataFrame]
+
+
+def fingerprint() -> Column:
+    """xxhash64 of an event's content (``quality.CONTENT``), with a null flag per column so
+    that nulls in different columns never hash alike."""
+    return F.xxhash64(
+        *[F.col(c).isNull() for c in quality.CONTENT], *[F.col(c) for c in quality.CONTENT]
+    )
+
+
+def identities(clean: DataFrame, rule: str, time_zone: str, increment: int) -> DataFrame:
+    """The identities of usable events that a later copy would duplicate under ``rule``:
+    events with an id (``event_id``, ``exact``) and, under ``exact``, events without one."""
+    if rule == "off":
+        clean = clean.where(F.lit(False))
+    elif rule == "event_id":
+        clean = clean.where(F.col("event_id").isNotNull())
+    return clean.select(
+        state.CUSTOMER_ID, "event_id", fingerprint().alias("fingerprint"),
+        parsing.local_date(F.col("event_time"), time_zone).alias("event_date"),
+        F.lit(increment).cast("long").alias(state.INCREMENT),
+    )  # fmt: skip
+
+
+def rejected_rows(rejected: DataFrame, increment: int) -> DataFrame:
+    """``quality.Split.rejected`` rows as ``feature_state_rejected`` keeps them."""
+    return rejected.select(
+        *tables.CANONICAL_EVENTS.names, quality.REASON, sources.RAW,
+        F.lit(increment).cast("long").alias(state.INCREMENT),
+    )  # fmt: skip
+
+
+def parsed_times(counts: sources.InputCounts) -> int:
+    return next((c.parsed for c in counts.columns if c.column == "event_time"), 0)
+
+
+def rebuild(
+    cfg: AppConfig, plan: fs.Plan, split: quality.Split, counts: sources.InputCounts, rule: str
+) -> fs.Update:
+    """The state rows of a rebuild from the full run's split events (plans over its staged
+    rows: the caller keeps them persisted until the writes are done)."""
+    levels = fs.state_levels(cfg)
+    assert levels is not None and plan.marker is not None
+    increment = (plan.log.increment if plan.log else 0) + 1
+    zone, as_of = cfg.input.events.time_zone, cfg.features.as_of
+    daily = state.daily_rows(split.clean, levels, zone, increment)
+    days = state.summed_days(daily.where(F.col(state.DAY) <= F.lit(as_of)), levels)
+    return fs.Update(
+        mode=fs.REBUILD, reason=plan.reason, described="every input row", increment=increment,
+        daily=daily, event_ids=identities(split.clean, rule, zone, increment),
+        rejected=rejected_rows(split.rejected, increment),
+        customers=state.customer_rows(days, levels),
+        counts=fs.Counts(counts.rows, counts.timed, parsed_times(counts), rule, counts.rows),
+        marker=plan.marker,
+    )  # fmt: skip
+
+
+@dataclass
+class _Batch:
+    """The new input rows, checked and de-duplicated against the state."""
+
+    clean: DataFrame
+    rejected: DataFrame
+    counts: sources.InputCounts | None
+    cached: list[DataFrame]
+
+
+def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | str:
+    """The snapshot of ``features.as_of`` from the state and the new input rows, or why the
+    run must rebuild instead."""
+    last, increment = plan.log, plan.increment
+    assert last is not None and increment is not None and plan.marker is not None
+    fc, q, zone = cfg.features, cfg.quality, cfg.input.events.time_zone
+    levels = fs.state_levels(cfg)
+    assert levels is not None
+    number = last.increment + 1
+    old_rejected = fs.read_state(spark, cfg, fs.REJECTED, last)
+    woke = _woken(old_rejected, last.as_of, fc.as_of, q.max_days_after_as_of, zone)
+    if woke:
+        return woke
+    batch = _batch(spark, cfg, plan, number)
+    if isinstance(batch, str):
+        return batch
+    daily_new = state.daily_rows(batch.clean, levels, zone, number).persist(_MEMORY)
+    batch.cached.append(daily_new)
+    daily_all = fs.read_state(spark, cfg, fs.DAILY, last).unionByName(daily_new)
+    customers = _customers(
+        fs.read_state(spark, cfg, fs.CUSTOMERS, last), daily_all, daily_new, levels,
+        since=last.as_of, as_of=fc.as_of,
+    ).persist(_MEMORY)  # fmt: skip
+    customers.count()
+    features = state.features(
+        customers, daily_all, as_of=fc.as_of, windows_days=fc.windows_days,
+        trend_window_days=fc.trend_window_days, levels=levels,
+        with_discount="discount" in cfg.input.events.columns.mapped(),
+    ).persist(_MEMORY)  # fmt: skip
+    new_rejected = rejected_rows(batch.rejected, number).persist(_MEMORY)
+    snapshot_rejected = old_rejected.unionByName(new_rejected).drop(state.INCREMENT)
+    new_counts = batch.counts
+    c = fs.Counts(
+        last.input_rows + (new_counts.rows if new_counts else 0),
+        last.timed_rows + (new_counts.timed if new_counts else 0),
+        last.parsed_times + (parsed_times(new_counts) if new_counts else 0),
+        last.duplicate_rule, new_counts.rows if new_counts else 0,
+    )  # fmt: skip
+    update = fs.Update(
+        mode=fs.INCREMENTAL, reason=plan.reason, described=increment.described,
+        increment=number, daily=daily_new,
+        event_ids=identities(batch.clean, last.duplicate_rule, zone, number),
+        rejected=new_rejected, customers=customers, counts=c, marker=plan.marker,
+        previous_versions=last.table_versions,
+    )  # fmt: skip
+    return Computed(
+        features=features, rejected=snapshot_rejected, customers=features.count(),
+        rejected_counts=_reasons(snapshot_rejected), counts=new_counts, update=update,
+        cached=[*batch.cached, customers, features, new_rejected],
+    )  # fmt: skip
+
+
+def _woken(
+    rejected: DataFrame, since: dt.date, as_of: dt.date, after_days: int, zone: str
+) -> str | None:
+    """Why events quarantined as too far after the state's day now count (None: none do)."""
+    if as_of <= since:
+        return None
+    day = parsing.local_date(F.col("event_time"), zone)
+    woke = rejected.where(
+        (F.col(quality.REASON) == quality.IMPLAUSIBLE_EVENT_TIME)
+        & (day > F.lit(since + dt.timedelta(days=after_days)))
+        & (day <= F.lit(as_of + dt.timedelta(days=after_days)))
+    )
+    if woke.isEmpty():
+        return None
+    return (f"events quarantined as implausibly far after {since} are within "
+            f"quality.max_days_after_as_of of {as_of} now")  # fmt: skip
+
+
+def _batch(spark: SparkSession, cfg: AppConfig, plan: fs.Plan, number: int) -> _Batch | str:
+    """The new rows: read, checked, de-duplicated among themselves and against the state."""
+    last, increment = plan.log, plan.increment
+    assert last is not None and increment is not None
+    ev, q, as_of = cfg.input.events, cfg.quality, cfg.features.as_of
+    if increment.raw is None:
+        empty = spark.createDataFrame([], tables.CANONICAL_EVENTS)
+        rejected = empty.select("*", F.lit(None).cast("string").alias(quality.REASON),
+                                F.lit(None).cast(quality.RAW_TYPE).alias(sources.RAW))  # fmt: skip
+        return _Batch(empty, rejected, None, [])
+    source = sources.read_events(spark, ev, cfg.events_path(), raw=increment.raw)
+    staged, counts = quality.stage_source(
+        source, earliest=q.earliest_event_date,
+        latest=as_of + dt.timedelta(days=q.max_days_after_as_of), time_zone=ev.time_zone,
+    )  # fmt: skip
+    timed, parsed = last.timed_rows + counts.timed, last.parsed_times + parsed_times(counts)
+    rule = quality.duplicate_rule(q.duplicates, day_level=parsed > 0 and timed == 0)
+    if rule != last.duplicate_rule:
+        staged.unpersist()
+        return (f"the new rows change the auto duplicate rule from {last.duplicate_rule} to "
+                f"{rule} (quality.duplicates)")  # fmt: skip
+    split = quality.split_staged(staged, duplicates=rule)  # type: ignore[arg-type]
+    seen = fs.read_state(spark, cfg, fs.EVENT_IDS, last)
+    mine = identities(split.clean, rule, ev.time_zone, number).drop(state.INCREMENT)
+    keys = [state.CUSTOMER_ID, "event_id"]
+    again = (
+        mine.alias("n")
+        .join(
+            seen.alias("s"),
+            [F.col(f"n.{k}").eqNullSafe(F.col(f"s.{k}")) for k in keys]
+            + [
+                F.col("n.event_id").isNotNull() | (F.col("n.fingerprint") == F.col("s.fingerprint"))
+            ],
+        )
+        .select("n.*", F.col("s.fingerprint").alias("seen_fingerprint"))
+    )
+    corrected = again.where(F.col("fingerprint") != F.col("seen_fingerprint")).first()
+    if corrected is not None:
+        staged.unpersist()
+        return (f"event {corrected['event_id']} of customer {corrected[state.CUSTOMER_ID]} "
+                "arrived again with other content (a correction)")  # fmt: skip
+    copies = again.select(
+        *[F.col(k).alias(f"_seen_{k}") for k in (*keys, "fingerprint")]
+    ).distinct().persist(_MEMORY)  # fmt: skip
+    on = [F.col(k).eqNullSafe(F.col(f"_seen_{k}")) for k in keys]
+    on.append(fingerprint() == F.col("_seen_fingerprint"))
+    duplicates = split.clean.join(copies, on, "left_semi")
+    clean = split.clean.join(copies, on, "left_anti")
+    rejected = split.rejected.unionByName(
+        duplicates.select(
+            *tables.CANONICAL_EVENTS.names, F.lit(quality.DUPLICATE_EVENT).alias(quality.REASON),
+            F.lit(None).cast(quality.RAW_TYPE).alias(sources.RAW),
+        )
+    )  # fmt: skip
+    return _Batch(clean, rejected, counts, [staged, copies])
+
+
+def _customers(
+    old: DataFrame,
+    daily_all: DataFrame,
+    daily_new: DataFrame,
+    levels: dict[str, tuple[str, ...]],
+    *,
+    since: dt.date,
+    as_of: dt.date,
+) -> DataFrame:
+    """The customer rows as of ``as_of``: advanced by the days in ``(since, as_of]``, and
+    rebuilt from all their days for customers with new rows on a day up to ``since``."""
+    day = F.col(state.DAY)
+    late = daily_new.where(day <= F.lit(since)).select(state.CUSTOMER_ID).distinct()
+    late = late.persist(_MEMORY)
+    if late.isEmpty():
+        late.unpersist()
+        new_days = daily_all.where(
+            (F.col(state.MONTH) >= F.lit(since.replace(day=1))) & (day > F.lit(since))
+            & (day <= F.lit(as_of))
+        )  # fmt: skip
+        return state.advance(old, state.summed_days(new_days, levels), levels)
+    rebuilt = state.customer_rows(
+        state.summed_days(daily_all.join(late, state.CUSTOMER_ID, "left_semi")
+                          .where(day <= F.lit(as_of)), levels),
+        levels,
+    )  # fmt: skip
+    others = daily_all.join(late, state.CUSTOMER_ID, "left_anti").where(
+        (day > F.lit(since)) & (day <= F.lit(as_of))
+    )
+    advanced = state.advance(
+        old.join(late, state.CUSTOMER_ID, "left_anti"), state.summed_days(others, levels), levels
+    )
+    return advanced.unionByName(rebuilt.select(*advanced.columns))
+
+
+def _reasons(rejected: DataFrame) -> dict[str, int]:
+    return {
+        r[quality.REASON]: int(r["count"])
+        for r in rejected.groupBy(quality.REASON).count().collect()
+    }

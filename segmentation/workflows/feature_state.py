@@ -1,0 +1,267 @@
+"""The incremental feature state in the warehouse: whether a feature run may use it, what it
+records, and its writes (docs/incremental.md).
+
+Five tables (``storage.contracts.feature_state``): the daily and customer aggregates
+(``features.state``), the usable event identities (duplicates across runs), the quarantined
+rows, and ``feature_state_log``, one row per run that kept the state. A run writes the four
+state tables one Delta transaction each, then its log row, which records the versions those
+writes left: a state whose tables are at other versions (a run killed half way) is never
+used, the next run rebuilds it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation.config import AppConfig
+from segmentation.inputs import increments
+from segmentation.storage import delta_tables, tables
+from segmentation.storage.contracts import (
+    FEATURE_STATE_CUSTOMERS,
+    FEATURE_STATE_DAILY,
+    FEATURE_STATE_EVENT_IDS,
+    FEATURE_STATE_LOG,
+    FEATURE_STATE_LOG_SCHEMA,
+    FEATURE_STATE_REJECTED,
+    Table,
+)  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+"""The state's format; a code change that alters what the state holds bumps it (rebuild)."""
+DAILY, CUSTOMERS, EVENT_IDS, REJECTED = (
+    FEATURE_STATE_DAILY, FEATURE_STATE_CUSTOMERS, FEATURE_STATE_EVENT_IDS, FEATURE_STATE_REJECTED
+)  # fmt: skip
+STATE_TABLES = (DAILY, EVENT_IDS, REJECTED, CUSTOMERS)
+INCREMENTAL, REBUILD, FULL = "incremental", "rebuild", "full"
+
+
+@dataclass(frozen=True)
+class Log:
+    """The last ``feature_state_log`` row: what the state holds."""
+
+    increment: int
+    as_of: dt.date
+    fingerprint: str
+    settings: dict[str, Any]
+    marker: increments.Marker
+    input_rows: int
+    timed_rows: int
+    parsed_times: int
+    duplicate_rule: str
+    table_versions: dict[str, int]
+    state_version: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How this feature run reads the events, and why."""
+
+    mode: str
+    """incremental, rebuild (every event, state rewritten) or full (every event, no state)."""
+    reason: str
+    log: Log | None = None
+    increment: increments.Increment | None = None
+    marker: increments.Marker | None = None
+    """The input now (incremental and rebuild)."""
+
+
+def state_levels(cfg: AppConfig) -> dict[str, tuple[str, ...]] | None:
+    """The levels the state is kept for: the configured ones (a column the input does not map
+    has none); None when a mapped column's levels would be discovered from the data."""
+    fc, mapped = cfg.features, cfg.input.events.columns.mapped()
+    out: dict[str, tuple[str, ...]] = {}
+    for column, levels in (("category", fc.categories), ("channel", fc.channels),
+                           ("device", fc.devices)):  # fmt: skip
+        if column not in mapped:
+            out[column] = ()
+        elif levels is None:
+            return None
+        else:
+            out[column] = tuple(levels)
+    return out
+
+
+def settings(cfg: AppConfig) -> dict[str, Any]:
+    """Everything the state's rows depend on: reading, time zone, levels, date and duplicate
+    rules. (Windows are not: they are summed from the daily rows at feature time.)"""
+    q = cfg.quality
+    return {
+        "state_version": STATE_VERSION,
+        "input.events": cfg.input.events.model_dump(mode="json", exclude={"path"}),
+        "input.events.path": cfg.events_path(),
+        "levels": state_levels(cfg),
+        "quality.duplicates": q.duplicates,
+        "quality.earliest_event_date": q.earliest_event_date.isoformat(),
+        "quality.max_days_after_as_of": q.max_days_after_as_of,
+    }
+
+
+def fingerprint(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+def plan(spark: SparkSession, cfg: AppConfig, *, full_refresh: bool = False) -> Plan:
+    """Decide how this run reads the events (``features.mode``, docs/incremental.md)."""
+    mode = cfg.features.mode
+    if mode == "full":
+        return Plan(FULL, "features.mode is full")
+    if cfg.stitching() is not None:
+        return Plan(FULL, "identity stitching is on: the incremental state is not kept for "
+                          "stitched customers yet")  # fmt: skip
+    if state_levels(cfg) is None:
+        return Plan(
+            FULL,
+            "levels are discovered from the data (features.categories, channels "
+            "or devices is null): configure them to keep an incremental state",
+        )
+    ev, path = cfg.input.events, cfg.events_path()
+    marker = increments.marker(spark, ev, path)
+    if full_refresh:
+        return Plan(REBUILD, "--full-refresh", marker=marker)
+    last = read_log(spark, cfg)
+    why = _unusable(spark, cfg, last)
+    if why is not None:
+        return Plan(REBUILD, why, log=last, marker=marker)
+    assert last is not None
+    increment = increments.since(spark, ev, path, last.marker)
+    if increment.rebuild is not None:
+        return Plan(REBUILD, increment.rebuild, log=last, marker=increment.marker)
+    return Plan(INCREMENTAL, f"state as of {last.as_of}; read {increment.described}",
+                log=last, increment=increment, marker=increment.marker)  # fmt: skip
+
+
+def _unusable(spark: SparkSession, cfg: AppConfig, last: Log | None) -> str | None:
+    """Why the state cannot serve this run (None: it can)."""
+    as_of = cfg.features.as_of
+    if last is None:
+        return "no feature state yet"
+    versions = {t.name: tables.version(spark, cfg.storage, t) for t in STATE_TABLES}
+    if versions != last.table_versions:
+        return ("the feature state was half-written (a run stopped during its update: table "
+                f"versions {versions}, log says {last.table_versions})")  # fmt: skip
+    now = settings(cfg)
+    if fingerprint(now) != last.fingerprint:
+        keys = sorted(k for k in now if now[k] != last.settings.get(k))
+        return f"the configuration the state depends on changed ({', '.join(keys)})"
+    if as_of < last.as_of:
+        return f"the state is as of {last.as_of}, after features.as_of {as_of}"
+    if cfg.features.mode == "auto" and as_of > last.as_of + dt.timedelta(days=1):
+        return (f"the state is as of {last.as_of}, more than a day before {as_of} "
+                "(features.mode auto; incremental takes any later day)")  # fmt: skip
+    return None
+
+
+def read_log(spark: SparkSession, cfg: AppConfig) -> Log | None:
+    """The last log row (None: no state)."""
+    if not tables.exists(spark, cfg.storage, FEATURE_STATE_LOG):
+        return None
+    row = tables.read(spark, cfg.storage, FEATURE_STATE_LOG).orderBy(F.desc("increment")).first()
+    if row is None:
+        return None
+    return Log(
+        increment=int(row["increment"]), as_of=row["as_of"], fingerprint=row["fingerprint"],
+        settings=json.loads(row["settings"]),
+        marker=increments.Marker.from_json(row["input_kind"], row["input_marker"]),
+        input_rows=int(row["input_rows"]), timed_rows=int(row["timed_rows"]),
+        parsed_times=int(row["parsed_times"]), duplicate_rule=row["duplicate_rule"],
+        table_versions={k: int(v) for k, v in row["table_versions"].items()},
+        state_version=int(row["state_version"]),
+    )  # fmt: skip
+
+
+def read_state(spark: SparkSession, cfg: AppConfig, table: Table, last: Log) -> DataFrame:
+    """A state table at the version the log recorded."""
+    return tables.read(spark, cfg.storage, table, version=last.table_versions[table.name])
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The cumulative input counts the state records."""
+
+    input_rows: int
+    timed_rows: int
+    parsed_times: int
+    duplicate_rule: str
+    new_rows: int
+
+
+@dataclass
+class Update:
+    """A state update: the rows of the four state tables and the log row's content."""
+
+    mode: str
+    reason: str
+    described: str
+    increment: int
+    daily: DataFrame
+    event_ids: DataFrame
+    rejected: DataFrame
+    customers: DataFrame
+    counts: Counts
+    marker: increments.Marker
+    previous_versions: dict[str, int] | None = None
+    """The state tables' versions before this run (incremental runs)."""
+
+    def writes(self, spark: SparkSession, cfg: AppConfig, *, run_id: str) -> list[tables.Write]:
+        """The four state writes (appends, or overwrites for a rebuild; the customers always
+        overwritten), then the log row with the versions they left."""
+        append = self.mode == INCREMENTAL
+        versions: dict[str, int] = {}
+
+        nothing_new = append and self.counts.new_rows == 0 and self.previous_versions
+
+        def write(table: Table, df: DataFrame, add: bool) -> tables.Write:
+            def call() -> int:
+                if add and nothing_new:  # an empty append commits nothing: keep the version
+                    assert self.previous_versions is not None
+                    versions[table.name] = self.previous_versions[table.name]
+                else:
+                    versions[table.name] = _write(spark, cfg, table, df, add=add,
+                                                  run_id=run_id)  # fmt: skip
+                return versions[table.name]
+
+            return tables.Write(table, call, spark, cfg.storage)
+
+        return [
+            write(DAILY, self.daily, append), write(EVENT_IDS, self.event_ids, append),
+            write(REJECTED, self.rejected, append), write(CUSTOMERS, self.customers, False),
+            tables.Write(FEATURE_STATE_LOG,
+                         lambda: self._write_log(spark, cfg, versions, run_id=run_id),
+                         spark, cfg.storage),
+        ]  # fmt: skip
+
+    def _write_log(
+        self, spark: SparkSession, cfg: AppConfig, versions: dict[str, int], *, run_id: str
+    ) -> int:
+        values = settings(cfg)
+        c = self.counts
+        row = (
+            self.increment, cfg.features.as_of, self.mode, self.reason, STATE_VERSION,
+            fingerprint(values), json.dumps(values, sort_keys=True), self.marker.kind,
+            self.marker.to_json(), c.input_rows, c.timed_rows, c.parsed_times, c.duplicate_rule,
+            dict(versions), c.new_rows, run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        )  # fmt: skip
+        df = spark.createDataFrame([row], FEATURE_STATE_LOG_SCHEMA)
+        return _write(spark, cfg, FEATURE_STATE_LOG, df, add=True, run_id=run_id)
+
+
+def _write(
+    spark: SparkSession, cfg: AppConfig, table: Table, df: DataFrame, *, add: bool, run_id: str
+) -> int:
+    rows = df if table.schema is None else tables.conform(df, table)
+    options = delta_tables.WriteOptions(
+        mode="append" if add else "overwrite", partition_by=table.partition_by,
+        metadata={"job": "build_features", "run_id": run_id, "as_of": str(cfg.features.as_of)},
+        overwrite_schema=not add, contract=tables.contract(table, rows),
+    )  # fmt: skip
+    return delta_tables.write(spark, rows, tables.path(cfg.storage, table), options).version
