@@ -222,9 +222,12 @@ class Update:
 
         def write(table: Table, df: DataFrame, add: bool) -> tables.Write:
             def call() -> int:
-                if add and nothing_new:  # an empty append commits nothing: keep the version
-                    assert self.previous_versions is not None
-                    versions[table.name] = self.previous_versions[table.name]
+                kept = None if not (add and nothing_new) else self.previous_versions
+                if kept is None and df.isEmpty():
+                    kept = _unchanged_by_empty(spark, cfg, table, add=add)
+                if kept is not None:
+                    # Delta commits nothing for empty rows that change nothing.
+                    versions[table.name] = kept[table.name]
                 else:
                     versions[table.name] = _write(spark, cfg, table, df, add=add,
                                                   run_id=run_id)  # fmt: skip
@@ -253,6 +256,19 @@ class Update:
         )  # fmt: skip
         df = spark.createDataFrame([row], FEATURE_STATE_LOG_SCHEMA)
         return _write(spark, cfg, FEATURE_STATE_LOG, df, add=True, run_id=run_id)
+
+
+def _unchanged_by_empty(
+    spark: SparkSession, cfg: AppConfig, table: Table, *, add: bool
+) -> dict[str, int] | None:
+    """The table's version when writing no rows would change nothing (an append, or an
+    overwrite of an empty table); None: write (create the table, or empty it)."""
+    version = tables.version(spark, cfg.storage, table)
+    if version is None:
+        return None
+    if add or tables.read(spark, cfg.storage, table).isEmpty():
+        return {table.name: version}
+    return None
 
 
 def _write(
