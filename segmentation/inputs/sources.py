@@ -156,8 +156,7 @@ def read_events(
         carry: (config key, the user's column) pairs of further raw columns to carry, as read,
             in ``EventSource.checked`` under :func:`carried` names (identity stitching's
             identifier columns).
-        raw: the rows to read instead of the whole input (``read_raw`` output for part of it:
-            an incremental feature run's new rows).
+        raw: these rows (``read_raw``'s, of part of the input) instead of the whole input.
 
     Raises:
         InputError: the path is unreadable, or a mapped column is missing or of a wrong type;

@@ -178,13 +178,7 @@ def compute(
         log.warning("feature state not usable for this run: %s; rebuilding it from every "
                     "input row", done)  # fmt: skip
         plan = fs.Plan(fs.REBUILD, done, log=plan.log, marker=plan.marker)
-    if plan is not None and plan.mode == fs.REBUILD:
-        log.info("feature state: rebuilding from every input row (%s)", plan.reason)
-        assert plan.marker is not None
-        raw = increments.pinned(spark, ev, events_path, plan.marker)
-        source = sources.read_events(spark, ev, events_path, raw=raw)
-    else:
-        source = stitched.events(spark, cfg)
+    source = _source(spark, cfg, plan)
     events_version = delta_tables.version(spark, events_path) if ev.format == "delta" else None
     _log_params(cfg, events_path, events_version)
     # One pass over the input: read, check, shuffle by customer and number the copies
@@ -268,6 +262,17 @@ def _compute_staged(
         levels=levels, input_counts=counts, duplicates=duplicates,
         dimension=dimension, plan=plan or fs.Plan(fs.FULL, "not kept"), state=update,
     )  # fmt: skip
+
+
+def _source(spark: SparkSession, cfg: AppConfig, plan: fs.Plan | None) -> sources.EventSource:
+    """The events: for a rebuild exactly as of the state's input marker (rows added during
+    the run are the next run's), else as ``stitched.events`` reads them."""
+    if plan is None or plan.mode != fs.REBUILD:
+        return stitched.events(spark, cfg)
+    log.info("feature state: rebuilding from every input row (%s)", plan.reason)
+    assert plan.marker is not None
+    ev, path = cfg.input.events, cfg.events_path()
+    return sources.read_events(spark, ev, path, raw=increments.pinned(spark, ev, path, plan.marker))
 
 
 def _incremental(
