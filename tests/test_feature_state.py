@@ -232,8 +232,8 @@ def kill_between_writes(base: Path, cfg: AppConfig) -> None:
         "quality.max_reject_share=0.5",
     ]  # fmt: skip
     marker = base / "between"
-    proc = start_job("build_features", sets, {"SEGMENTATION_FAULT_POINT": "between-writes",
-                                              "SEGMENTATION_FAULT_MARKER": str(marker)})  # fmt: skip
+    fault = {"SEGMENTATION_FAULT_POINT": "between-writes", "SEGMENTATION_FAULT_MARKER": str(marker)}
+    proc = start_job("build_features", sets, fault)
     wait_for(marker.exists, proc)
     kill(proc)
 
