@@ -200,10 +200,11 @@ optimize: setup ## Delta OPTIMIZE every table (compact small files), then list w
 SIZES ?= 1M,10M,50M
 BENCH_DIR ?= /tmp/segmentation-bench
 .PHONY: bench
-bench: setup ## Spark stages vs DuckDB + scikit-learn, and the customer-value stages, on SIZES events; writes BENCHMARKS.md (QUICK=1: 1M, checks only)
+bench: setup ## Spark stages vs DuckDB + scikit-learn, the customer-value stages and a one-day feature increment, on SIZES events; writes BENCHMARKS.md (QUICK=1: 1M, checks only)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m tools.bench $(if $(QUICK),--quick,--sizes $(SIZES)) --workdir $(BENCH_DIR)
 	$(if $(QUICK),,$(PY) -m tools.bench_value --sizes $(SIZES) --workdir $(BENCH_DIR))
+	$(if $(QUICK),,$(PY) -m tools.bench_incremental --sizes $(SIZES) --workdir $(BENCH_DIR))
 
 .PHONY: upgrade-tables
 upgrade-tables: setup ## Repartition membership/migration tables of an older release (once)

@@ -2,8 +2,9 @@
 
     PYTHONPATH=. .venv/bin/python -m tools.bench_incremental --sizes 10M,50M
 
-Per size, in one Spark application: the generated sample (a Delta table, as ``make bench``),
-then, as of its last day (``features.as_of``):
+Per size, in one Spark application: a generated sample of its own (a Delta table, as
+``make bench``, under ``<workdir>/incremental``, generated afresh), then, as of its last day
+(``features.as_of``):
 
 1. **full**: ``build_features`` with ``features.mode: full`` (every event, no state);
 2. **rebuild**: the same with ``features.mode: auto`` and no state yet (every event, the state
@@ -26,6 +27,7 @@ import datetime as dt
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 import urllib.parse
@@ -130,10 +132,11 @@ def same_features(spark: SparkSession, cfg: AppConfig) -> int:
 
 
 def run_size(spark: SparkSession, base: AppConfig, events: int, workdir: Path, check: bool):
-    cfg = benchmark.bench_config(base, events, workdir)
+    # A sample of its own (the next day is appended to it), generated afresh each run.
+    cfg = benchmark.bench_config(base, events, workdir / "incremental")
+    shutil.rmtree(cfg.storage.warehouse, ignore_errors=True)
     spark.conf.set("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
-    if not delta_tables.exists(spark, cfg.events_path()):
-        generate.run(spark, cfg)
+    generate.run(spark, cfg)
     day = cfg.features.as_of
     out: dict[str, Any] = {"events": events}
     out["full_s"], full = timed(lambda: build_features.run(spark, with_mode(cfg, "full", day)))
