@@ -247,13 +247,13 @@ def test_incremental_equals_full_recomputation_on_random_histories(spark, tmp_pa
     discounts, unknown levels, new customers. After each day the incremental run's snapshot
     equals the full recomputation."""
     base = tmp_path_factory.mktemp("history")
-    customers = [f"c{i}" for i in range(6)]
+    customers = [f"c{i}" for i in range(20)]  # each customer's history is one random case
     start = dt.date(2026, 3, 1)
     sent: list[dict] = []
     for step in range(3):
         as_of = start + dt.timedelta(days=step)
         rows = []
-        for i in range(data.draw(st.integers(1, 8), label="events")):
+        for i in range(data.draw(st.integers(1, 30), label="events")):
             if sent and data.draw(st.booleans(), label="copy"):
                 rows.append(dict(data.draw(st.sampled_from(sent), label="copied")))
                 continue

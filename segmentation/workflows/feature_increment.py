@@ -210,9 +210,12 @@ def _batch(spark: SparkSession, cfg: AppConfig, plan: fs.Plan, number: int) -> _
             ],
         )
         .select("n.*", F.col("s.fingerprint").alias("seen_fingerprint"))
+        .persist(_MEMORY)  # one scan of the identities serves both uses below
     )
+    again.count()
     corrected = again.where(F.col("fingerprint") != F.col("seen_fingerprint")).first()
     if corrected is not None:
+        again.unpersist()
         staged.unpersist()
         return (f"event {corrected['event_id']} of customer {corrected[state.CUSTOMER_ID]} "
                 "arrived again with other content (a correction)")  # fmt: skip
@@ -229,7 +232,7 @@ def _batch(spark: SparkSession, cfg: AppConfig, plan: fs.Plan, number: int) -> _
             F.lit(None).cast(quality.RAW_TYPE).alias(sources.RAW),
         )
     )  # fmt: skip
-    return _Batch(clean, rejected, counts, [staged, copies])
+    return _Batch(clean, rejected, counts, [staged, again, copies])
 
 
 def _customers(
