@@ -126,12 +126,13 @@ def test_worked_example_crash_late_rows_copies_returns_new_customers_and_fallbac
     assert_same(spark, day1)
     check_fallbacks(spark, tmp_path)
 
-    # Day 2: signal 9 between two of the state's writes (a separate build_features process).
+    # Day 2: signal 9 after the snapshot and the four state tables, before the log row (a
+    # separate build_features process).
     add_file(tmp_path, "day2", [event("e", "2026-03-02", "order", 5.0, "e12")])
     day2 = config(tmp_path, "2026-03-02")
-    kill_between_writes(tmp_path, day2)
-    # The daily rows were appended, the rest not: the log still describes day 1, day 1's
-    # snapshot is intact, and the half-written state is never used: the re-run rebuilds.
+    kill_before_the_log(tmp_path, day2)
+    # The log still describes day 1, day 1's snapshot is intact, and the half-written state
+    # is never used: the re-run rebuilds it (and replaces day 2's snapshot).
     assert [r["as_of"] for r in state_log(day2)] == [dt.date(2026, 3, 1)]
     assert table(day2, "customer_features", dt.date(2026, 3, 1)).height == 3
     plan = fs.plan(spark, day2)
@@ -223,7 +224,7 @@ def check_fallbacks(spark, base: Path) -> None:
     assert discovered.mode == fs.FULL and "discovered" in discovered.reason
 
 
-def kill_between_writes(base: Path, cfg: AppConfig) -> None:
+def kill_before_the_log(base: Path, cfg: AppConfig) -> None:
     sets = [
         f"storage.warehouse={base / 'wh'}", f"tracking.tracking_uri={cfg.tracking.tracking_uri}",
         f"tracking.artifact_location={base / 'mla'}", "spark.master=local[1]",
@@ -231,8 +232,11 @@ def kill_between_writes(base: Path, cfg: AppConfig) -> None:
         "features.mode=auto", f"features.as_of={cfg.features.as_of}",
         "quality.max_reject_share=0.5",
     ]  # fmt: skip
-    marker = base / "between"
-    fault = {"SEGMENTATION_FAULT_POINT": "between-writes", "SEGMENTATION_FAULT_MARKER": str(marker)}
+    marker = base / "killed"
+    fault = {
+        "SEGMENTATION_FAULT_POINT": "feature-state-log",
+        "SEGMENTATION_FAULT_MARKER": str(marker),
+    }
     proc = start_job("build_features", sets, fault)
     wait_for(marker.exists, proc)
     kill(proc)

@@ -60,26 +60,45 @@ def check_source(source: EventSourceConfig, path: str) -> pa.Schema | None:
 
 
 def csv_header(path: str, options: Mapping[str, str]) -> list[str] | None:
-    """The column names of a local CSV input (its first file's first line, read with the
+    """The column names of a local CSV input (the first line of its files, read with the
     configured ``sep``, ``quote`` and ``encoding``), so a wrong column name is found before
-    Spark starts; None when there is no header line to read (``header: false``, no file)."""
+    Spark starts; None when there is no header line to read (``header: false``, no file).
+
+    Raises:
+        InputError: two files' headers differ: Spark would read every file with one file's
+            column order, silently mixing up columns.
+    """
     if str(options.get("header", "true")).lower() != "true":
         return None
     files = [path] if os.path.isfile(path) else sorted(
         os.path.join(root, f) for root, _, names in os.walk(path) for f in names
         if not f.startswith((".", "_"))
     )  # fmt: skip
-    if not files:
+    sep, quote = options.get("sep", options.get("delimiter", ",")), options.get("quote", '"')
+    if not files or len(sep) != 1 or len(quote) > 1:
+        return None  # a multi-character separator: Spark checks the names when it reads
+    headers = [(f, row) for f in files if (row := _first_row(f, options, sep, quote))]
+    if not headers:
         return None
+    first_file, first = headers[0]
+    for other_file, other in headers[1:]:
+        if other != first:
+            raise InputError(
+                f"input path {path}: CSV files with different headers: {first_file} has "
+                f"{first}, {other_file} has {other}. Spark reads all files with one column "
+                "order, which would mix up their columns: write every file with the same "
+                "header, in the same order"
+            )
+    return first
+
+
+def _first_row(file: str, options: Mapping[str, str], sep: str, quote: str) -> list[str] | None:
     encoding = options.get("encoding", options.get("charset", "utf-8"))
     try:
-        with open(files[0], encoding=encoding, newline="") as handle:
+        with open(file, encoding=encoding, newline="") as handle:
             first = handle.readline()
     except (OSError, LookupError, UnicodeDecodeError) as exc:
-        raise InputError(f"input path {path}: cannot read its CSV header ({exc})") from exc
-    sep, quote = options.get("sep", options.get("delimiter", ",")), options.get("quote", '"')
-    if len(sep) != 1 or len(quote) > 1:
-        return None  # a multi-character separator: Spark checks the names when it reads
+        raise InputError(f"input file {file}: cannot read its CSV header ({exc})") from exc
     if not quote:
         return next(csv.reader([first], delimiter=sep, quoting=csv.QUOTE_NONE), None)
     return next(csv.reader([first], delimiter=sep, quotechar=quote), None)

@@ -86,7 +86,11 @@ def since(spark: SparkSession, source: EventSourceConfig, path: str, previous: M
     if not new:
         return Increment(now, None, "no new input files")
     base = path.rstrip("/")
-    raw = read_raw(spark, source, base, files=[f"{base}/{f}" for f in new])
+    # The whole input's schema, as the full run reads it, so a new file's own types (an
+    # empty file's null columns, an int64 amount) never decide how its rows are read. JSON
+    # infers a schema by reading every row: its new files are read as they come.
+    schema = None if source.format == "json" else read_raw(spark, source, base, trim=False).schema
+    raw = read_raw(spark, source, base, files=[f"{base}/{f}" for f in new], schema=schema)
     return Increment(now, raw, f"{len(new)} new input file(s)")
 
 

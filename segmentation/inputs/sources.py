@@ -313,12 +313,16 @@ def read_raw(
     path: str,
     *,
     files: Sequence[str] | None = None,
+    schema: T.StructType | None = None,
+    trim: bool = True,
 ) -> DataFrame:
     """The user's rows as Spark reads them; a Delta input through Delta itself, so deletion
     vectors and column mapping are honoured (deleted rows never come back).
 
     ``files``: only these files under ``path`` (a CSV, JSON or Parquet input; partition
-    columns still discovered from ``path``), as an incremental feature run reads new files.
+    columns still discovered from ``path``), as an incremental feature run reads new files;
+    ``schema``: read them with it (the whole input's, so a new file's own types never decide);
+    ``trim``: False keeps the names as stored (the schema to read part of the input with).
 
     Raises:
         InputError: the path cannot be read in the configured format.
@@ -331,6 +335,8 @@ def read_raw(
             where: str | list[str] = path
             if files is not None:
                 reader, where = reader.option("basePath", path), list(files)
+            if schema is not None:
+                reader = reader.schema(schema)
             if source.format == "csv":
                 raw = reader.option("header", source.options.get("header", "true")).csv(where)
             elif source.format == "json":
@@ -341,7 +347,7 @@ def read_raw(
         raise InputError(f"cannot read input path {path} as {source.format}: {exc}") from exc
     except TableError as exc:
         raise InputError(f"cannot read input path {path}: {exc}") from exc
-    return _trimmed_names(raw, path)
+    return _trimmed_names(raw, path) if trim else raw
 
 
 def _trimmed_names(raw: DataFrame, path: str) -> DataFrame:

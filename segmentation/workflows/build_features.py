@@ -87,15 +87,17 @@ class FeatureSnapshot:
     def writes(
         self, spark: SparkSession, cfg: AppConfig, *, job: str, run_id: str
     ) -> list[tables.Write]:
-        """The state's writes (``feature_state``), then the two snapshot writes, quarantine
-        first (``tables.write_in_order``)."""
+        """The two snapshot writes, quarantine first, then the state's (``feature_state``),
+        in ``tables.write_in_order``. A failed snapshot write leaves the state as it was; a
+        run stopped during the state's writes leaves a state the next run rebuilds, and its
+        snapshot replaced by that run."""
         snapshot = {tables.AS_OF: self.as_of}
         state = [] if self.state is None else self.state.writes(spark, cfg, run_id=run_id)
-        return [*state, *[
+        return [*[
             tables.snapshot_write(spark, cfg.storage, table, df, job=job, run_id=run_id,
                                   snapshot=snapshot)
             for table, df in ((tables.REJECTED, self.rejected), (tables.FEATURES, self.features))
-        ]]  # fmt: skip
+        ], *state]  # fmt: skip
 
     def unpersist(self) -> None:
         self.features.unpersist()

@@ -3,10 +3,10 @@ records, and its writes (docs/incremental.md).
 
 Five tables (``storage.contracts.feature_state``): the daily and customer aggregates
 (``features.state``), the usable event identities (duplicates across runs), the quarantined
-rows, and ``feature_state_log``, one row per run that kept the state. A run writes the four
-state tables one Delta transaction each, then its log row, which records the versions those
-writes left: a state whose tables are at other versions (a run killed half way) is never
-used, the next run rebuilds it.
+rows, and ``feature_state_log``, one row per run that kept the state. A run writes its
+snapshot, then the four state tables one Delta transaction each, then its log row, which
+records the versions those writes left: a state whose tables are at other versions (a run
+killed half way) is never used, the next run rebuilds it.
 """
 
 from __future__ import annotations
@@ -246,6 +246,7 @@ class Update:
     def _write_log(
         self, spark: SparkSession, cfg: AppConfig, versions: dict[str, int], *, run_id: str
     ) -> int:
+        tables.fault_point("feature-state-log")  # crash tests: the tables written, no log
         values = settings(cfg)
         c = self.counts
         row = (
