@@ -148,6 +148,9 @@ def test_worked_example_crash_late_rows_copies_returns_new_customers_and_fallbac
         event("a", "2026-02-20", "order", 50.0, "e2", category="toys"),  # a copy of day 1's
         event("a", "2026-03-06", "order", 70.0, "e11"),  # after as_of: kept for later
     ])  # fmt: skip
+    # An empty export as pandas writes it: every column of Arrow type null.
+    empty = pa.table({name: pa.array([], pa.null()) for name in SCHEMA.names})
+    pq.write_table(empty, tmp_path / "events" / "day3-empty.parquet")
     day3 = config(tmp_path, "2026-03-03")
     third = build_features.run(spark, day3)
     assert third.mode == fs.INCREMENTAL and third.new_rows == 6, third.mode_reason

@@ -127,6 +127,22 @@ def test_header_names_with_spaces_are_matched_and_a_wrong_one_is_named_before_sp
     assert "' event_time'" in message and "whitespace" in message
 
 
+def test_csv_files_with_headers_in_another_order_are_refused_before_spark(tmp_path):
+    """Spark reads every CSV file of a folder with one file's column order: a second export
+    with the same columns in another order would be read shifted, silently. Named instead."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "day1.csv").write_text("customer_id,event_time,amount\nc1,2025-01-01,3.5\n")
+    (folder / "day2.csv").write_text("event_time,customer_id,amount\n2025-01-02,c1,4.5\n")
+    (folder / "empty.csv").write_text("")  # an empty export has no header to compare
+    with pytest.raises(InputError) as err:
+        columns.check_source(_source(folder, fmt="csv"), str(folder))
+    message = str(err.value)
+    assert "day1.csv" in message and "day2.csv" in message and "same header" in message
+    (folder / "day2.csv").write_text("customer_id,event_time,amount\nc1,2025-01-02,4.5\n")
+    columns.check_source(_source(folder, fmt="csv"), str(folder))
+
+
 def test_header_with_spaces_reads_the_events(spark, tmp_path):
     path = tmp_path / "spaces.csv"
     path.write_text("customer_id, event_time,\tamount \nc1,2025-01-01 10:00:00,3.5\n")
