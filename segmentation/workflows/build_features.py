@@ -102,7 +102,7 @@ class FeatureSnapshot:
     def unpersist(self) -> None:
         self.features.unpersist()
         self.rejected.unpersist()
-        for df in self.cached:
+        for df in [*self.cached, *(self.state.cached if self.state else [])]:
             df.unpersist()
 
 

@@ -83,7 +83,8 @@ def rebuild(
     assert levels is not None and plan.marker is not None
     increment = (plan.log.increment if plan.log else 0) + 1
     zone, as_of = cfg.input.events.time_zone, cfg.features.as_of
-    daily = state.daily_rows(split.clean, levels, zone, increment)
+    # Persisted: the daily rows' write and the customer rows both read them.
+    daily = state.daily_rows(split.clean, levels, zone, increment).persist(_MEMORY)
     days = state.summed_days(daily.where(F.col(state.DAY) <= F.lit(as_of)), levels)
     return fs.Update(
         mode=fs.REBUILD, reason=plan.reason, described="every input row", increment=increment,
@@ -91,7 +92,7 @@ def rebuild(
         rejected=rejected_rows(split.rejected, increment),
         customers=state.customer_rows(days, levels),
         counts=fs.Counts(counts.rows, counts.timed, parsed_times(counts), rule, counts.rows),
-        marker=plan.marker,
+        marker=plan.marker, cached=[daily],
     )  # fmt: skip
 
 

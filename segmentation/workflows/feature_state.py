@@ -15,7 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -211,6 +211,8 @@ class Update:
     marker: increments.Marker
     previous_versions: dict[str, int] | None = None
     """The state tables' versions before this run (incremental runs)."""
+    cached: list[DataFrame] = field(default_factory=list)
+    """Frames persisted for these writes (the owner unpersists them after the writes)."""
 
     def writes(self, spark: SparkSession, cfg: AppConfig, *, run_id: str) -> list[tables.Write]:
         """The four state writes (appends, or overwrites for a rebuild; the customers always
