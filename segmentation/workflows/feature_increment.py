@@ -249,9 +249,7 @@ def _customers(
     rebuilt from all their days for customers with new rows on a day up to ``since``."""
     day = F.col(state.DAY)
     late = daily_new.where(day <= F.lit(since)).select(state.CUSTOMER_ID).distinct()
-    late = late.persist(_MEMORY)
-    if late.isEmpty():
-        late.unpersist()
+    if late.isEmpty():  # daily_new is persisted: no cache of its own needed
         new_days = daily_all.where(
             (F.col(state.MONTH) >= F.lit(since.replace(day=1))) & (day > F.lit(since))
             & (day <= F.lit(as_of))
