@@ -39,6 +39,11 @@ def spark() -> Iterator[SparkSession]:
         ROOT / "conf" / "local.yaml",
         overrides=["spark.master=local[2]", "spark.shuffle_partitions=2"],
     )
+    # Spark's default 1 GB driver heap is shared by every test of the session (Delta's
+    # snapshot caches of hundreds of small tables, broadcasts): 3 GB keeps the last modules
+    # from running out of room to broadcast.
+    conf = {**cfg.spark.conf, "spark.driver.memory": "3g"}
+    cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"conf": conf})})
     session = build_session(cfg)
     yield session
     session.stop()

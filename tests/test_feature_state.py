@@ -39,6 +39,15 @@ SCHEMA = pa.schema([
 KEYS = {"customer_id", "as_of"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_caches(spark):
+    """This module creates dozens of small Delta tables: drop Spark's and Delta's caches of
+    them afterwards, so the session's later modules have the driver's memory."""
+    yield
+    spark.catalog.clearCache()
+    spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+
+
 def event(cid: str | None, day: str, kind: str, amount: float, eid: str, **kw: Any) -> dict:
     time = dt.datetime.fromisoformat(day).replace(hour=kw.pop("hour", 12), tzinfo=dt.UTC)
     return {"customer_id": cid, "event_time": time, "event_type": kind, "amount": amount,
