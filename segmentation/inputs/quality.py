@@ -233,6 +233,11 @@ def split_events(
     return split_staged(staged, duplicates=duplicates, report_exact_copies=report_exact_copies)
 
 
+def reason_counts(rejected: DataFrame) -> dict[str, int]:
+    """Rejected rows per ``reason``."""
+    return {r[REASON]: int(r["count"]) for r in rejected.groupBy(REASON).count().collect()}
+
+
 @dataclass(frozen=True)
 class CleanEvents:
     """A job's usable events: read, checked, de-duplicated as the feature job does."""

@@ -304,16 +304,8 @@ def _incremental(
         plan=plan, state=done.update, cached=done.cached,
     )  # fmt: skip
     try:
-        n_rejected = sum(done.rejected_counts.values())
-        share = n_rejected / snapshot.input_rows if snapshot.input_rows else 0.0
-        tracking.log_metrics({"rejected_rows": n_rejected, "new_input_rows":
-                              done.update.counts.new_rows})  # fmt: skip
-        if share > q.max_reject_share:
-            raise InputError(
-                f"{n_rejected} of {snapshot.input_rows} input events ({share:.1%}) were "
-                f"rejected, more than quality.max_reject_share ({q.max_reject_share:.1%}); by "
-                f"reason: {counts_text(done.rejected_counts)}. No table was changed."
-            )
+        tracking.log_metrics({"new_input_rows": done.update.counts.new_rows})
+        _check_rejected(done.rejected_counts, snapshot.input_rows, max_share=q.max_reject_share)
         if done.customers == 0:
             raise InputError(f"no usable events on or before {fc.as_of} in {events_path}; "
                              "no table was changed")  # fmt: skip
@@ -396,10 +388,18 @@ def _rejected_counts(
     rejected_df: DataFrame, input_rows: int, *, max_share: float
 ) -> dict[str, int]:
     """Counts per reject reason, logged; too large a share unpersists and raises."""
-    rejected = {
-        r[quality.REASON]: int(r["count"])
-        for r in rejected_df.groupBy(quality.REASON).count().collect()
-    }
+    rejected = quality.reason_counts(rejected_df)
+    try:
+        _check_rejected(rejected, input_rows, max_share=max_share)
+    except InputError:
+        rejected_df.unpersist()
+        raise
+    return rejected
+
+
+def _check_rejected(rejected: Mapping[str, int], input_rows: int, *, max_share: float) -> None:
+    """Log the counts per reject reason; raise when their share of ``input_rows`` is above
+    ``quality.max_reject_share`` (nothing is written then)."""
     n_rejected = sum(rejected.values())
     tracking.log_metrics({"rejected_rows": n_rejected})
     tracking.log_metrics(
@@ -407,7 +407,6 @@ def _rejected_counts(
     )
     share = n_rejected / input_rows if input_rows else 0.0
     if share > max_share:
-        rejected_df.unpersist()
         raise InputError(
             f"{n_rejected} of {input_rows} input events ({share:.1%}) were "
             f"rejected, more than quality.max_reject_share ({max_share:.1%}); "
@@ -416,7 +415,6 @@ def _rejected_counts(
         )
     for why, n in sorted(rejected.items()):
         log.warning("%d input event(s) quarantined in rejected_events: %s", n, why)
-    return rejected
 
 
 def counts_text(counts: Mapping[str, int]) -> str:

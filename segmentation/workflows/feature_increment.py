@@ -153,7 +153,7 @@ def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | st
     )  # fmt: skip
     return Computed(
         features=features, rejected=snapshot_rejected, customers=features.count(),
-        rejected_counts=_reasons(snapshot_rejected), counts=new_counts, update=update,
+        rejected_counts=quality.reason_counts(snapshot_rejected), counts=new_counts, update=update,
         cached=[*batch.cached, customers, features, new_rejected],
     )  # fmt: skip
 
@@ -267,10 +267,3 @@ def _customers(
         old.join(late, state.CUSTOMER_ID, "left_anti"), state.summed_days(others, levels), levels
     )
     return advanced.unionByName(rebuilt.select(*advanced.columns))
-
-
-def _reasons(rejected: DataFrame) -> dict[str, int]:
-    return {
-        r[quality.REASON]: int(r["count"])
-        for r in rejected.groupBy(quality.REASON).count().collect()
-    }
