@@ -18,6 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import reduce
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -67,9 +68,11 @@ def marker(spark: SparkSession, source: EventSourceConfig, path: str) -> Marker:
     return Marker("files", files=_listing(spark, path))
 
 
-def since(spark: SparkSession, source: EventSourceConfig, path: str, previous: Marker) -> Increment:
-    """The rows added to the input since ``previous`` (see the module docstring)."""
-    now = marker(spark, source, path)
+def since(
+    spark: SparkSession, source: EventSourceConfig, path: str, previous: Marker, now: Marker
+) -> Increment:
+    """The rows added to the input since ``previous`` up to ``now`` (:func:`marker`: the input
+    as this run found it; see the module docstring)."""
     if now.kind != previous.kind:
         return Increment(now, None, "", f"input.events.format changed to {source.format}")
     if now.kind == "delta":
@@ -142,14 +145,11 @@ def _not_an_append(actions: Sequence[dict]) -> str | None:
 
 def _commit(spark: SparkSession, path: str, version: int) -> list[dict] | None:
     """The actions of one Delta commit (None: the commit file is gone)."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    location = jvm.org.apache.hadoop.fs.Path(
-        f"{delta_tables.absolute(path).rstrip('/')}/_delta_log/{version:020d}.json"
-    )
-    fs = location.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, location = _hadoop(spark, f"{path.rstrip('/')}/_delta_log/{version:020d}.json")
     if not fs.exists(location):
         return None
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
     stream = fs.open(location)
     try:
         text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
@@ -161,16 +161,13 @@ def _commit(spark: SparkSession, path: str, version: int) -> list[dict] | None:
 def _listing(spark: SparkSession, path: str) -> dict[str, list[int]]:
     """Every data file under ``path`` (names starting with ``_`` or ``.`` skipped, as Spark
     does): relative path -> [size, modification time in ms]."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    root = jvm.org.apache.hadoop.fs.Path(delta_tables.absolute(path))
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, root = _hadoop(spark, path)
     if not fs.exists(root):
         return {}
     prefix = str(fs.makeQualified(root).toString()).rstrip("/") + "/"
     out: dict[str, list[int]] = {}
-    if fs.getFileStatus(root).isFile():
-        status = fs.getFileStatus(root)
+    status = fs.getFileStatus(root)
+    if status.isFile():
         return {root.getName(): [int(status.getLen()), int(status.getModificationTime())]}
     files = fs.listFiles(root, True)
     while files.hasNext():
@@ -195,8 +192,13 @@ def pinned(spark: SparkSession, source: EventSourceConfig, path: str, at: Marker
 
 
 def _is_dir(spark: SparkSession, path: str) -> bool:
+    fs, location = _hadoop(spark, path)
+    return bool(fs.exists(location) and fs.getFileStatus(location).isDirectory())
+
+
+def _hadoop(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """The Hadoop FileSystem holding ``path`` (any scheme Spark reads) and its Path."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     location = jvm.org.apache.hadoop.fs.Path(delta_tables.absolute(path))
-    fs = location.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return bool(fs.exists(location) and fs.getFileStatus(location).isDirectory())
+    return location.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), location

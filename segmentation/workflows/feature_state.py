@@ -133,7 +133,7 @@ def plan(spark: SparkSession, cfg: AppConfig, *, full_refresh: bool = False) -> 
     if why is not None:
         return Plan(REBUILD, why, log=last, marker=marker)
     assert last is not None
-    increment = increments.since(spark, ev, path, last.marker)
+    increment = increments.since(spark, ev, path, last.marker, marker)
     if increment.rebuild is not None:
         return Plan(REBUILD, increment.rebuild, log=last, marker=increment.marker)
     return Plan(INCREMENTAL, f"state as of {last.as_of}; read {increment.described}",
