@@ -25,6 +25,8 @@ from segmentation.storage import tables
 from segmentation.workflows import feature_state as fs
 
 _MEMORY = StorageLevel.MEMORY_AND_DISK
+_BROADCAST_ROWS = 1_000_000
+"""New input rows up to which their identities are broadcast to the duplicate check."""
 
 
 @dataclass
@@ -200,6 +202,10 @@ def _batch(spark: SparkSession, cfg: AppConfig, plan: fs.Plan, number: int) -> _
     split = quality.split_staged(staged, duplicates=rule)  # type: ignore[arg-type]
     seen = fs.read_state(spark, cfg, fs.EVENT_IDS, last)
     mine = identities(split.clean, rule, ev.time_zone, number).drop(state.INCREMENT)
+    if counts.rows <= _BROADCAST_ROWS:
+        # A day's identities against every one seen: ship the day's to the scan of the seen
+        # ones instead of shuffling them all (Spark cannot size the staged rows itself).
+        mine = F.broadcast(mine)
     keys = [state.CUSTOMER_ID, "event_id"]
     again = (
         mine.alias("n")
@@ -248,21 +254,21 @@ def _customers(
     """The customer rows as of ``as_of``: advanced by the days in ``(since, as_of]``, and
     rebuilt from all their days for customers with new rows on a day up to ``since``."""
     day = F.col(state.DAY)
+    # The months after `since` only (partition pruning): the days that advance customers.
+    after = (
+        (F.col(state.MONTH) >= F.lit(since.replace(day=1)))
+        & (day > F.lit(since))
+        & (day <= F.lit(as_of))
+    )
     late = daily_new.where(day <= F.lit(since)).select(state.CUSTOMER_ID).distinct()
     if late.isEmpty():  # daily_new is persisted: no cache of its own needed
-        new_days = daily_all.where(
-            (F.col(state.MONTH) >= F.lit(since.replace(day=1))) & (day > F.lit(since))
-            & (day <= F.lit(as_of))
-        )  # fmt: skip
-        return state.advance(old, state.summed_days(new_days, levels), levels)
+        return state.advance(old, state.summed_days(daily_all.where(after), levels), levels)
     rebuilt = state.customer_rows(
         state.summed_days(daily_all.join(late, state.CUSTOMER_ID, "left_semi")
                           .where(day <= F.lit(as_of)), levels),
         levels,
     )  # fmt: skip
-    others = daily_all.join(late, state.CUSTOMER_ID, "left_anti").where(
-        (day > F.lit(since)) & (day <= F.lit(as_of))
-    )
+    others = daily_all.where(after).join(late, state.CUSTOMER_ID, "left_anti")
     advanced = state.advance(
         old.join(late, state.CUSTOMER_ID, "left_anti"), state.summed_days(others, levels), levels
     )
