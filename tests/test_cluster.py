@@ -32,11 +32,11 @@ from tools.devcluster import DevCluster, Ports, group_members, spark_home
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Cluster against local mode on the same data: few bootstraps (equality, not stability, is
-# what is compared here).
+# Cluster against local mode on the same data: few bootstraps, one initialisation, k up to 4
+# (equality, not stability or the choice of k, is what is compared here).
 CUSTOMERS = 800
-SIZE = [f"generator.customers={CUSTOMERS}", "generator.events=24000", "training.k_max=5",
-        "training.n_init=2", "spark.shuffle_partitions=2", "attitudes.enabled=false",
+SIZE = [f"generator.customers={CUSTOMERS}", "generator.events=24000", "training.k_max=4",
+        "training.n_init=1", "spark.shuffle_partitions=2", "attitudes.enabled=false",
         "training.selection_bootstrap_samples=3", "validation.bootstrap_samples=3",
         "audiences.definitions=[]", "validation.enabled=false", "b2b.enabled=false"]  # fmt: skip
 
@@ -80,7 +80,9 @@ def package():
 
 
 def submit(dev: DevCluster, zip_path: Path, job: str, overrides: list[str], *extra: str,
-           wait: bool = True):  # fmt: skip
+           wait: bool = True, log: Path | None = None):  # fmt: skip
+    """spark-submit ``job``; ``wait=False`` returns the running process (its output piped, or
+    in the file ``log`` when the caller does other work before reading it)."""
     conf = [x for k, v in dev.submit_conf().items() for x in ("--conf", f"{k}={v}")]
     argv = [
         str(Path(sys.executable).with_name("spark-submit")),
@@ -90,8 +92,11 @@ def submit(dev: DevCluster, zip_path: Path, job: str, overrides: list[str], *ext
     ]  # fmt: skip
     env = {**os.environ, "SPARK_HOME": str(spark_home())}
     if not wait:
-        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        if log is None:
+            return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
+        with log.open("w") as out:  # the child keeps its own descriptor
+            return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -191,14 +196,12 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     cluster_wh, local_wh = base / "cluster-wh", base / "local-wh"
     overrides = [*SIZE, f"storage.warehouse={cluster_wh}",
                  f"tracking.tracking_uri={cluster.tracking_uri}"]  # fmt: skip
-    submit(cluster, package, "run_pipeline", overrides, "--train-as-of", "2025-12-31",
-           "--score-as-of", "2026-01-31")  # fmt: skip
+    log = base / "submit.log"
+    proc = submit(cluster, package, "run_pipeline", overrides, "--train-as-of", "2025-12-31",
+                  "--score-as-of", "2026-01-31", wait=False, log=log)  # fmt: skip
 
-    # Tasks of the application ran on both workers (workers' and history server's JSON).
-    per_worker = tasks_per_worker(cluster, app_id(cluster, "run_pipeline"))
-    assert all(n > 0 for n in per_worker), per_worker
-
-    # The same seed and data in local mode give the same membership and values.
+    # Meanwhile (the cluster's run waits on its executors more than on the cores), the same
+    # seed and data in local mode, in this process.
     local_cfg = load_config(
         ROOT / "conf" / "local.yaml",
         overrides=[*SIZE, f"storage.warehouse={local_wh}",
@@ -207,7 +210,17 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
                    # Only what is compared: no RFM, no report in local mode.
                    "rfm.enabled=false", "explain.report=false"],
     )  # fmt: skip
-    local_pipeline.run(spark, local_cfg, train_as_of=dt.date(2025, 12, 31), echo=lambda _: None)
+    try:
+        local_pipeline.run(spark, local_cfg, train_as_of=dt.date(2025, 12, 31), echo=lambda _: None)
+    finally:
+        proc.wait(timeout=900)
+    assert proc.returncode == 0, log.read_text()[-4000:]
+
+    # Tasks of the application ran on both workers (workers' and history server's JSON).
+    per_worker = tasks_per_worker(cluster, app_id(cluster, "run_pipeline"))
+    assert all(n > 0 for n in per_worker), per_worker
+
+    # The same membership and values as local mode.
     trained_on = dt.date(2025, 12, 31)
     cols = ["customer_id", "as_of", "segment_id", "segment_name", "distance"]
     all_models = pl.read_delta(str(cluster_wh / "segment_membership"))

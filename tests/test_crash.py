@@ -1,9 +1,10 @@
 """Jobs killed with signal 9 (separate processes) mid-write, against delta-spark: tables stay
-readable at a consistent version, re-runs repair them, and a killed write's files are invisible
-until VACUUM removes them."""
+readable at a consistent version (a half-written feature state is never used), re-runs repair
+them, and a killed write's files are invisible until VACUUM removes them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from deltalake import DeltaTable
 from segmentation.config import load_config
 from segmentation.storage import delta_maintenance
 from segmentation.workflows import build_features, generate
+from segmentation.workflows import feature_state as fs
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -72,34 +74,54 @@ def parquet_files(table: Path) -> set[str]:
     return {str(p.relative_to(table)) for p in table.rglob("*.parquet")}
 
 
-def test_kill_between_two_writes_leaves_the_documented_state_and_a_rerun_repairs(spark, tmp_path):
-    sets = overrides(tmp_path, 300, 9000)
+def test_kill_during_the_feature_state_update_leaves_the_snapshots_and_a_rerun_repairs(
+    spark, tmp_path
+):
+    """A day's feature run (``features.mode: auto``) killed after the snapshots and the four
+    state tables, before the state's log row: the previous day's snapshot is intact, the new
+    day's snapshot and quarantine are whole, the half-written state is detected and never
+    used, and a re-run of the day rebuilds it and replaces the day's snapshot."""
+    sets = [*overrides(tmp_path, 300, 9000), "features.mode=auto"]
     cfg = load_config(ROOT / "conf" / "local.yaml", overrides=sets)
     generate.run(spark, cfg)
     first = build_features.run(spark, cfg)
+    assert first.mode == fs.REBUILD
     features = cfg.storage.table_path("customer_features")
     rejected = cfg.storage.table_path("rejected_events")
+    day = cfg.features.as_of + dt.timedelta(days=1)
+    next_day = [*sets, f"features.as_of={day}"]
 
-    marker = tmp_path / "between"
-    fault = {"SEGMENTATION_FAULT_POINT": "between-writes", "SEGMENTATION_FAULT_MARKER": str(marker)}
-    proc = start_job("build_features", sets, fault)
+    marker = tmp_path / "before-log"
+    fault = {"SEGMENTATION_FAULT_POINT": "feature-state-log",
+             "SEGMENTATION_FAULT_MARKER": str(marker)}  # fmt: skip
+    proc = start_job("build_features", next_day, fault)
     wait_for(marker.exists, proc)
     kill(proc)
 
-    # The documented order: the quarantine snapshot is written first, then the features. Killed
-    # between them, the quarantine holds the new snapshot and the features the previous one;
-    # both are readable and neither holds duplicates.
-    assert DeltaTable(rejected).version() == 1
-    assert DeltaTable(features).version() == 0
-    assert pl.read_delta(features).height == first.customers
-    assert pl.read_delta(rejected).height == sum(first.rejected.values())
+    # The documented order: both snapshots, then the state's tables, then its log row.
+    assert DeltaTable(rejected).version() == DeltaTable(features).version() == 1
+    snapshots = pl.read_delta(features)
+    assert snapshots.group_by("as_of").len().sort("as_of").rows() == [
+        (cfg.features.as_of, first.customers), (day, first.customers)
+    ]  # fmt: skip
+    log_rows = pl.read_delta(cfg.storage.table_path("feature_state_log"))
+    assert log_rows["as_of"].to_list() == [cfg.features.as_of]
+    again_cfg = load_config(ROOT / "conf" / "local.yaml", overrides=next_day)
+    plan = fs.plan(spark, again_cfg)
+    assert plan.mode == fs.REBUILD and "half-written" in plan.reason
 
-    # A re-run of the same as_of repairs it: each snapshot replaced, nothing duplicated.
-    again = build_features.run(spark, cfg)
-    assert again.version == 1
-    assert DeltaTable(rejected).version() == 2
-    assert pl.read_delta(features).height == first.customers
-    assert pl.read_delta(rejected).height == sum(first.rejected.values())
+    # A re-run of the day rebuilds the state and replaces its snapshot: nothing duplicated.
+    again = build_features.run(spark, again_cfg)
+    assert again.mode == fs.REBUILD and again.version == 2
+    assert pl.read_delta(features).group_by("as_of").len().sort("as_of").rows() == [
+        (cfg.features.as_of, first.customers), (day, again.customers)
+    ]  # fmt: skip
+    assert pl.read_delta(rejected).height == sum(first.rejected.values()) + sum(
+        again.rejected.values()
+    )
+    log_rows = pl.read_delta(cfg.storage.table_path("feature_state_log"))
+    assert log_rows.sort("increment")["mode"].to_list() == [fs.REBUILD, fs.REBUILD]
+    assert fs.plan(spark, again_cfg).mode == fs.INCREMENTAL  # the state is usable again
 
 
 def test_kill_during_a_delta_write_leaves_the_table_readable_and_vacuum_removes_its_files(

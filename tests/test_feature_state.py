@@ -26,7 +26,6 @@ from segmentation.runtime import tracking
 from segmentation.workflows import build_features
 from segmentation.workflows import feature_state as fs
 from tests.conftest import local_config
-from tests.test_crash import kill, start_job, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +117,7 @@ def state_log(cfg: AppConfig) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_worked_example_crash_late_rows_copies_returns_new_customers_and_fallbacks(
+def test_worked_example_late_rows_copies_returns_new_customers_and_fallbacks(
     spark, tmp_path, mlflow_uri
 ):
     add_file(tmp_path, "day1", [
@@ -135,50 +134,36 @@ def test_worked_example_crash_late_rows_copies_returns_new_customers_and_fallbac
     assert_same(spark, day1)
     check_fallbacks(spark, tmp_path)
 
-    # Day 2: signal 9 after the snapshot and the four state tables, before the log row (a
-    # separate build_features process).
-    add_file(tmp_path, "day2", [event("e", "2026-03-02", "order", 5.0, "e12")])
-    day2 = config(tmp_path, "2026-03-02")
-    kill_before_the_log(tmp_path, day2)
-    # The log still describes day 1, day 1's snapshot is intact, and the half-written state
-    # is never used: the re-run rebuilds it (and replaces day 2's snapshot).
-    assert [r["as_of"] for r in state_log(day2)] == [dt.date(2026, 3, 1)]
-    assert table(day2, "customer_features", dt.date(2026, 3, 1)).height == 3
-    plan = fs.plan(spark, day2)
-    assert plan.mode == fs.REBUILD and "half-written" in plan.reason
-    assert build_features.run(spark, day2).mode == fs.REBUILD
-    assert_same(spark, day2)
-
-    add_file(tmp_path, "day3", [
-        event("a", "2026-03-03", "order", 25.0, "e7"),
+    add_file(tmp_path, "day2", [
+        event("a", "2026-03-02", "order", 25.0, "e7"),
         event("b", "2026-02-25", "order", 40.0, "e8"),  # late: a day the state holds
-        event("c", "2026-03-03", "return", 20.0, "e9"),
-        event("d", "2026-03-03", "order", 10.0, "e10"),  # a new customer, one order
+        event("c", "2026-03-02", "return", 20.0, "e9"),
+        event("d", "2026-03-02", "order", 10.0, "e10"),  # a new customer, one order
         event("a", "2026-02-20", "order", 50.0, "e2", category="toys"),  # a copy of day 1's
         event("a", "2026-03-06", "order", 70.0, "e11"),  # after as_of: kept for later
     ])  # fmt: skip
     # An empty export as pandas writes it: every column of Arrow type null.
     empty = pa.table({name: pa.array([], pa.null()) for name in SCHEMA.names})
-    pq.write_table(empty, tmp_path / "events" / "day3-empty.parquet")
-    day3 = config(tmp_path, "2026-03-03")
-    third = build_features.run(spark, day3)
-    assert third.mode == fs.INCREMENTAL and third.new_rows == 6, third.mode_reason
-    got = assert_same(spark, day3)
-    # By hand. a: order days 01-10, 02-20, 03-03: gaps 41 and 11.
+    pq.write_table(empty, tmp_path / "events" / "day2-empty.parquet")
+    day2 = config(tmp_path, "2026-03-02")
+    second = build_features.run(spark, day2)
+    assert second.mode == fs.INCREMENTAL and second.new_rows == 6, second.mode_reason
+    got = assert_same(spark, day2)
+    # By hand. a: order days 01-10, 02-20, 03-02: gaps 41 and 10.
     a = got["a"]
     assert (a["frequency"], a["monetary_total"], a["recency_days"], a["tenure_days"]) == (
         3,
         175.0,
         0,
-        52,
+        51,
     )
-    assert (a["ipi_mean_days"], a["ipi_std_days"], a["ipi_max_days"]) == (26.0, 15.0, 41.0)
+    assert (a["ipi_mean_days"], a["ipi_std_days"], a["ipi_max_days"]) == (25.5, 15.5, 41.0)
     assert (a["orders_30d"], a["monetary_30d"]) == (2, 75.0)
     # b: the late order (02-25) is his first event; order days 02-25 and 03-01 (gap 4).
     b = got["b"]
     assert (b["frequency"], b["tenure_days"], b["active_days"], b["ipi_mean_days"]) == (
         2,
-        6,
+        5,
         3,
         4.0,
     )
@@ -186,23 +171,23 @@ def test_worked_example_crash_late_rows_copies_returns_new_customers_and_fallbac
     # c: one order returned in full; d: one order today (censored gap: 0 days).
     assert (got["c"]["monetary_net"], got["c"]["return_rate"]) == (0.0, 1.0)
     assert (got["d"]["frequency"], got["d"]["ipi_mean_days"]) == (1, 0.0)
-    reasons = table(day3, "rejected_events", day3.features.as_of)["reason"].to_list()
+    reasons = table(day2, "rejected_events", day2.features.as_of)["reason"].to_list()
     assert sorted(reasons) == ["duplicate_event", "missing_customer_id"]
 
-    # A re-run of the same day reads nothing and writes the same snapshot.
-    again = build_features.run(spark, day3)
+    # A re-run of the same day reads nothing and writes the same snapshot (signal 9 during
+    # the state's update: tests/test_crash.py).
+    again = build_features.run(spark, day2)
     assert again.mode == fs.INCREMENTAL and again.new_rows == 0
-    assert assert_same(spark, day3) == got
+    assert assert_same(spark, day2) == got
 
     # The next day: e11 is still ahead; a copy of e7 with another amount is a correction,
     # which the state cannot answer exactly: the run rebuilds and says why.
-    add_file(tmp_path, "day4", [event("a", "2026-03-03", "order", 26.0, "e7")])
-    day4 = config(tmp_path, "2026-03-04")
-    fourth = build_features.run(spark, day4)
-    assert fourth.mode == fs.REBUILD and "e7 of customer a" in fourth.mode_reason
-    assert_same(spark, day4)
-    assert [r["mode"] for r in state_log(day4)] == [
-        fs.REBUILD,
+    add_file(tmp_path, "day3", [event("a", "2026-03-02", "order", 26.0, "e7")])
+    day3 = config(tmp_path, "2026-03-03")
+    third = build_features.run(spark, day3)
+    assert third.mode == fs.REBUILD and "e7 of customer a" in third.mode_reason
+    assert_same(spark, day3)
+    assert [r["mode"] for r in state_log(day3)] == [
         fs.REBUILD,
         fs.INCREMENTAL,
         fs.INCREMENTAL,
@@ -211,7 +196,7 @@ def test_worked_example_crash_late_rows_copies_returns_new_customers_and_fallbac
 
     # A replaced input file: its rows may have changed, so only a rebuild is exact.
     add_file(tmp_path, "day1", [event("a", "2026-03-01", "order", 11.0, "e1")])
-    assert "replaced" in fs.plan(spark, config(tmp_path, "2026-03-05")).reason
+    assert "replaced" in fs.plan(spark, config(tmp_path, "2026-03-04")).reason
 
 
 def check_fallbacks(spark, base: Path) -> None:
@@ -236,37 +221,20 @@ def check_fallbacks(spark, base: Path) -> None:
     assert discovered.mode == fs.FULL and "discovered" in discovered.reason
 
 
-def kill_before_the_log(base: Path, cfg: AppConfig) -> None:
-    sets = [
-        f"storage.warehouse={base / 'wh'}", f"tracking.tracking_uri={cfg.tracking.tracking_uri}",
-        f"tracking.artifact_location={base / 'mla'}", "spark.master=local[1]",
-        f"input.events.path={base / 'events'}", "input.events.format=parquet",
-        "features.mode=auto", f"features.as_of={cfg.features.as_of}",
-        "quality.max_reject_share=0.5",
-    ]  # fmt: skip
-    marker = base / "killed"
-    fault = {
-        "SEGMENTATION_FAULT_POINT": "feature-state-log",
-        "SEGMENTATION_FAULT_MARKER": str(marker),
-    }
-    proc = start_job("build_features", sets, fault)
-    wait_for(marker.exists, proc)
-    kill(proc)
-
-
 @pytest.mark.slow
-@settings(max_examples=2, deadline=None, derandomize=True,
+@settings(max_examples=1, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(data=st.data())
 def test_incremental_equals_full_recomputation_on_random_histories(spark, tmp_path_factory, data):
-    """Random histories over three days: new, late and duplicate events, returns, visits,
-    discounts, unknown levels, new customers. After each day the incremental run's snapshot
-    equals the full recomputation."""
+    """A random history over four days (one example, derandomized: each day's runs cost the
+    suite about 20 s): new, late and duplicate events, returns, visits, discounts, unknown
+    levels, new customers. After each day the incremental run's snapshot equals the full
+    recomputation."""
     base = tmp_path_factory.mktemp("history")
     customers = [f"c{i}" for i in range(20)]  # each customer's history is one random case
     start = dt.date(2026, 3, 1)
     sent: list[dict] = []
-    for step in range(3):
+    for step in range(4):
         as_of = start + dt.timedelta(days=step)
         rows = []
         for i in range(data.draw(st.integers(1, 30), label="events")):
