@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ import pytest
 
 from segmentation.config import load_config
 from segmentation.sample import generator
-from segmentation.workflows import local_pipeline
+from segmentation.workflows import generate, local_pipeline
 from tools.devcluster import DevCluster, Ports, group_members, spark_home
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,19 +190,12 @@ def test_executors_import_the_library_shipped_with_py_files(cluster, package):
 
 
 def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_path_factory):
-    """`make run`'s one application (jobs/run_pipeline.py) submitted to the cluster: sample,
-    features, value (an Arrow UDF on the executors), training, rules, then scoring a month
-    later; its tables equal local mode's on the same seed and data."""
+    """`make run`'s one application (jobs/run_pipeline.py) submitted to the cluster on a
+    sample generated here (generation on the cluster: the worker-kill test below): features,
+    value (an Arrow UDF on the executors), training, rules, then scoring a month later; its
+    tables equal local mode's on the same data."""
     base = tmp_path_factory.mktemp("pipelines")
     cluster_wh, local_wh = base / "cluster-wh", base / "local-wh"
-    overrides = [*SIZE, f"storage.warehouse={cluster_wh}",
-                 f"tracking.tracking_uri={cluster.tracking_uri}"]  # fmt: skip
-    log = base / "submit.log"
-    proc = submit(cluster, package, "run_pipeline", overrides, "--train-as-of", "2025-12-31",
-                  "--score-as-of", "2026-01-31", wait=False, log=log)  # fmt: skip
-
-    # Meanwhile (the cluster's run waits on its executors more than on the cores), the same
-    # seed and data in local mode, in this process.
     local_cfg = load_config(
         ROOT / "conf" / "local.yaml",
         overrides=[*SIZE, f"storage.warehouse={local_wh}",
@@ -210,6 +204,16 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
                    # Only what is compared: no RFM, no report in local mode.
                    "rfm.enabled=false", "explain.report=false"],
     )  # fmt: skip
+    generate.run(spark, local_cfg)
+    shutil.copytree(local_wh, cluster_wh)  # both pipelines find the sample and keep it
+    overrides = [*SIZE, f"storage.warehouse={cluster_wh}",
+                 f"tracking.tracking_uri={cluster.tracking_uri}"]  # fmt: skip
+    log = base / "submit.log"
+    proc = submit(cluster, package, "run_pipeline", overrides, "--train-as-of", "2025-12-31",
+                  "--score-as-of", "2026-01-31", wait=False, log=log)  # fmt: skip
+
+    # Meanwhile (the cluster's run waits on its executors more than on the cores), the same
+    # pipeline in local mode, in this process.
     try:
         local_pipeline.run(spark, local_cfg, train_as_of=dt.date(2025, 12, 31), echo=lambda _: None)
     finally:

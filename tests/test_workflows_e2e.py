@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -252,17 +253,35 @@ def test_pipeline_refuses_a_score_date_before_the_training_date(spark, tmp_path)
     assert not (tmp_path / "wh").exists()
 
 
-@pytest.mark.parametrize(
-    "job", sorted(p.stem for p in (ROOT / "jobs").glob("*.py") if p.stem != "__init__")
-)
-def test_every_job_entry_point_parses_its_options(job):
-    """Each spark-submit entry point imports and answers --help (no Spark started)."""
+HELP_EVERY_JOB = """
+import contextlib, io, json, runpy, sys
+answers = {}
+for path in sys.argv[1:]:
+    sys.argv, out, code = [path, "--help"], io.StringIO(), None
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as exc:
+            code = exc.code
+    answers[path] = [code, out.getvalue()]
+print(json.dumps(answers))
+"""
+
+
+def test_every_job_entry_point_parses_its_options():
+    """Each spark-submit entry point runs as ``__main__`` and answers --help (no Spark
+    started): all of them in one Python process, one interpreter start instead of one per
+    job."""
+    jobs = sorted(str(p) for p in (ROOT / "jobs").glob("*.py") if p.stem != "__init__")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "jobs" / f"{job}.py"), "--help"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        [sys.executable, "-c", HELP_EVERY_JOB, *jobs],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "--config" in proc.stdout and "--set" in proc.stdout
+    answers = json.loads(proc.stdout)
+    assert sorted(answers) == jobs and str(ROOT / "jobs" / "run_pipeline.py") in jobs
+    for job, (code, text) in answers.items():
+        assert code == 0 and "--config" in text and "--set" in text, (job, code, text[-500:])
 
 
 def test_assign_without_a_champion_is_a_clear_error(spark, run):

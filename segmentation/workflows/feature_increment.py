@@ -202,30 +202,14 @@ def _batch(spark: SparkSession, cfg: AppConfig, plan: fs.Plan, number: int) -> _
     split = quality.split_staged(staged, duplicates=rule)  # type: ignore[arg-type]
     seen = fs.read_state(spark, cfg, fs.EVENT_IDS, last)
     mine = identities(split.clean, rule, ev.time_zone, number).drop(state.INCREMENT)
-    if counts.rows <= _BROADCAST_ROWS:
-        # A day's identities against every one seen: ship the day's to the scan of the seen
-        # ones instead of shuffling them all (Spark cannot size the staged rows itself).
-        mine = F.broadcast(mine)
-    keys = [state.CUSTOMER_ID, "event_id"]
-    again = (
-        mine.alias("n")
-        .join(
-            seen.alias("s"),
-            [F.col(f"n.{k}").eqNullSafe(F.col(f"s.{k}")) for k in keys]
-            + [
-                F.col("n.event_id").isNotNull() | (F.col("n.fingerprint") == F.col("s.fingerprint"))
-            ],
-        )
-        .select("n.*", F.col("s.fingerprint").alias("seen_fingerprint"))
-        .persist(_MEMORY)  # one scan of the identities serves both uses below
-    )
-    again.count()
+    again = _seen_before(mine, seen, broadcast=counts.rows <= _BROADCAST_ROWS)
     corrected = again.where(F.col("fingerprint") != F.col("seen_fingerprint")).first()
     if corrected is not None:
         again.unpersist()
         staged.unpersist()
         return (f"event {corrected['event_id']} of customer {corrected[state.CUSTOMER_ID]} "
                 "arrived again with other content (a correction)")  # fmt: skip
+    keys = [state.CUSTOMER_ID, "event_id"]
     copies = again.select(
         *[F.col(k).alias(f"_seen_{k}") for k in (*keys, "fingerprint")]
     ).distinct().persist(_MEMORY)  # fmt: skip
@@ -240,6 +224,27 @@ def _batch(spark: SparkSession, cfg: AppConfig, plan: fs.Plan, number: int) -> _
         )
     )  # fmt: skip
     return _Batch(clean, rejected, counts, [staged, again, copies])
+
+
+def _seen_before(mine: DataFrame, seen: DataFrame, *, broadcast: bool) -> DataFrame:
+    """The new identities an earlier run counted (same customer and id; without an id, the
+    same content), with the content seen then (``seen_fingerprint``), persisted: one scan of
+    the seen identities serves both the correction check and the copies."""
+    if broadcast:
+        # A day's identities against every one seen: ship the day's to the scan of the seen
+        # ones instead of shuffling them all (Spark cannot size the staged rows itself).
+        mine = F.broadcast(mine)
+    keys = [state.CUSTOMER_ID, "event_id"]
+    on = [F.col(f"n.{k}").eqNullSafe(F.col(f"s.{k}")) for k in keys]
+    on.append(F.col("n.event_id").isNotNull() | (F.col("n.fingerprint") == F.col("s.fingerprint")))
+    again = (
+        mine.alias("n")
+        .join(seen.alias("s"), on)
+        .select("n.*", F.col("s.fingerprint").alias("seen_fingerprint"))
+        .persist(_MEMORY)
+    )
+    again.count()
+    return again
 
 
 def _customers(
