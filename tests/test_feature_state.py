@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -194,9 +196,24 @@ def test_worked_example_late_rows_copies_returns_new_customers_and_fallbacks(
         fs.REBUILD,
     ]
 
+    # A data file of the state deleted by hand: the run rebuilds, naming the table.
+    ids = DeltaTable(day3.storage.table_path("feature_state_event_ids"))
+    Path(ids.file_uris()[0].removeprefix("file://")).unlink()
+    add_file(tmp_path, "day4", [event("b", "2026-03-04", "order", 8.0, "e13")])
+    day4 = config(tmp_path, "2026-03-04")
+    assert fs.plan(spark, day4).mode == fs.INCREMENTAL
+    fourth = build_features.run(spark, day4)
+    assert fourth.mode == fs.REBUILD, fourth.mode_reason
+    assert "feature_state_event_ids is missing" in fourth.mode_reason
+    assert table(day4, "customer_features", day4.features.as_of).height == 4
+
     # A replaced input file: its rows may have changed, so only a rebuild is exact.
     add_file(tmp_path, "day1", [event("a", "2026-03-01", "order", 11.0, "e1")])
-    assert "replaced" in fs.plan(spark, config(tmp_path, "2026-03-04")).reason
+    assert "replaced" in fs.plan(spark, config(tmp_path, "2026-03-05")).reason
+    # A state table deleted whole is named as missing (not as a stopped run).
+    shutil.rmtree(day4.storage.table_path("feature_state_rejected"))
+    reason = fs.plan(spark, config(tmp_path, "2026-03-05")).reason
+    assert reason == "table(s) feature_state_rejected of the feature state are missing"
 
 
 def check_fallbacks(spark, base: Path) -> None:

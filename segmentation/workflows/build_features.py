@@ -8,7 +8,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -286,14 +288,21 @@ def _incremental(
     ev = cfg.input.events
     events_version = delta_tables.version(spark, events_path) if ev.format == "delta" else None
     _log_params(cfg, events_path, events_version)
-    done = feature_increment.compute(spark, cfg, plan)
-    if isinstance(done, str):
-        return done
+    try:
+        done = feature_increment.compute(spark, cfg, plan)
+        if isinstance(done, str):
+            return done
+        rejected_df = done.rejected.select(
+            *tables.CANONICAL_EVENTS.names, quality.REASON, F.lit(fc.as_of).alias(tables.AS_OF),
+            F.lit(run_id).alias(tables.RUN_ID), sources.RAW,
+        ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
+        rejected_df.count()  # reads the rest of the state now, before any write
+    except (Py4JJavaError, CapturedException) as exc:
+        reason = fs.damaged(cfg, exc)
+        if reason is None:
+            raise
+        return reason
     assert plan.log is not None
-    rejected_df = done.rejected.select(
-        *tables.CANONICAL_EVENTS.names, quality.REASON, F.lit(fc.as_of).alias(tables.AS_OF),
-        F.lit(run_id).alias(tables.RUN_ID), sources.RAW,
-    ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
     snapshot = FeatureSnapshot(
         as_of=fc.as_of, features=done.features, rejected=rejected_df, customers=done.customers,
         rejected_counts=done.rejected_counts, input_rows=done.update.counts.input_rows,

@@ -146,6 +146,9 @@ def _unusable(spark: SparkSession, cfg: AppConfig, last: Log | None) -> str | No
     if last is None:
         return "no feature state yet"
     versions = {t.name: tables.version(spark, cfg.storage, t) for t in STATE_TABLES}
+    missing = sorted(name for name, v in versions.items() if v is None)
+    if missing:
+        return f"table(s) {', '.join(missing)} of the feature state are missing"
     if versions != last.table_versions:
         return ("the feature state was half-written (a run stopped during its update: table "
                 f"versions {versions}, log says {last.table_versions})")  # fmt: skip
@@ -158,6 +161,23 @@ def _unusable(spark: SparkSession, cfg: AppConfig, last: Log | None) -> str | No
     if cfg.features.mode == "auto" and as_of > last.as_of + dt.timedelta(days=1):
         return (f"the state is as of {last.as_of}, more than a day before {as_of} "
                 "(features.mode auto; incremental takes any later day)")  # fmt: skip
+    return None
+
+
+_MISSING_FILE = ("FILE_NOT_EXIST", "FileNotFoundException")
+
+
+def damaged(cfg: AppConfig, error: BaseException) -> str | None:
+    """Why the run must rebuild when ``error`` is a data file of a state table gone from
+    disk (deleted by hand, or by a VACUUM with a short retention); None for any other error."""
+    text = str(error)
+    if not any(marker in text for marker in _MISSING_FILE):
+        return None
+    for table in STATE_TABLES:
+        location = tables.path(cfg.storage, table).removeprefix("file:").rstrip("/")
+        if f"{location}/" in text:
+            return (f"a data file of the feature state's table {table.name} is missing "
+                    f"(under {location})")  # fmt: skip
     return None
 
 
