@@ -288,6 +288,7 @@ def _incremental(
     ev = cfg.input.events
     events_version = delta_tables.version(spark, events_path) if ev.format == "delta" else None
     _log_params(cfg, events_path, events_version)
+    done: feature_increment.Computed | str | None = None
     try:
         done = feature_increment.compute(spark, cfg, plan)
         if isinstance(done, str):
@@ -301,8 +302,10 @@ def _incremental(
         reason = fs.damaged(cfg, exc)
         if reason is None:
             raise
+        for df in done.cached if isinstance(done, feature_increment.Computed) else []:
+            df.unpersist()
         return reason
-    assert plan.log is not None
+    assert plan.log is not None and isinstance(done, feature_increment.Computed)
     snapshot = FeatureSnapshot(
         as_of=fc.as_of, features=done.features, rejected=rejected_df, customers=done.customers,
         rejected_counts=done.rejected_counts, input_rows=done.update.counts.input_rows,
