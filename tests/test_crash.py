@@ -34,6 +34,7 @@ def overrides(base: Path, customers: int, events: int, seed: int = 42) -> list[s
         f"generator.events={events}",
         f"generator.seed={seed}",
         "spark.master=local[2]",
+        "spark.shuffle_partitions=2",
     ]
 
 

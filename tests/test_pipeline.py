@@ -39,6 +39,7 @@ def pipeline(tmp_path_factory) -> tuple[Path, list[str]]:
         "--set", "attitudes.clustering.k_max=4",
         "--set", "attitudes.clustering.selection_bootstrap_samples=3",
         "--set", "spark.master=local[2]",
+        "--set", "spark.shuffle_partitions=2",
         # Backtests are tested elsewhere (test_outcomes, test_value): not make run's steps.
         "--set", "validation.outcome.mode=none",
         "--set", "value.holdout_periods=0",

@@ -13,6 +13,7 @@ import pyspark
 import pytest
 import yaml
 
+from segmentation.config.platform import SparkConfig
 from segmentation.errors import ConfigError
 from segmentation.runtime import session
 
@@ -38,6 +39,19 @@ def test_the_test_session_has_delta(spark):
     assert spark.conf.get("spark.sql.extensions") == session.DELTA_EXTENSION
     assert spark.conf.get("spark.sql.catalog.spark_catalog") == session.DELTA_CATALOG
     session.check_delta(spark)  # raises without Delta classes
+
+
+def test_delta_rebuilds_snapshots_with_one_wave_of_local_task_slots(spark, monkeypatch):
+    """Delta's 50 snapshot tasks are capped by the shuffle partitions and, in local mode, by
+    the local task slots; a user's own setting wins."""
+    monkeypatch.setattr(session.os, "cpu_count", lambda: 6)
+    cases = {("local", 8): 1, ("local[2]", 8): 2, ("local[*]", 8): 6, ("local[*]", 4): 4,
+             ("local[3,2]", 8): 3, ("spark://127.0.0.1:7077", 8): 8, ("yarn", 200): 200}  # fmt: skip
+    for (master, shuffle), expected in cases.items():
+        cfg = SparkConfig(master=master, shuffle_partitions=shuffle)
+        assert session.snapshot_partitions(cfg) == expected, master
+    # The suite's session: local[2], 2 shuffle partitions.
+    assert spark.conf.get("spark.databricks.delta.snapshotPartitions") == "2"
 
 
 def test_local_delta_jars_accepts_folders_files_and_globs(tmp_path):

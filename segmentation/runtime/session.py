@@ -13,6 +13,7 @@ import fcntl
 import glob
 import importlib.metadata
 import os
+import re
 import shutil
 import socket
 import sys
@@ -128,14 +129,36 @@ def local_delta_jars(entries: Sequence[str]) -> list[str]:
     return jars
 
 
+def local_cores(master: str | None) -> int | None:
+    """The task slots of a local master (``local``, ``local[4]``, ``local[*]``,
+    ``local[4,2]``); None for any other master."""
+    found = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master or "")
+    if found is None:
+        return None
+    slots = found.group(1)
+    if slots is None:
+        return 1
+    return (os.cpu_count() or 1) if slots == "*" else int(slots)
+
+
+def snapshot_partitions(spark_cfg: SparkConfig) -> int:
+    """The tasks Delta rebuilds a table's snapshot state with (Delta's default is 50).
+
+    Every write and most reads of a table rebuild its state, so on a small table these tasks
+    are pure overhead: no more than the shuffle partitions, and in local mode no more than one
+    wave of the local task slots (``tools.bench_writes``, BENCHMARKS.md). A
+    ``spark.databricks.delta.snapshotPartitions`` in ``spark.conf`` wins."""
+    cores = local_cores(spark_cfg.master or submitted_master())
+    partitions = spark_cfg.shuffle_partitions
+    return max(1, partitions if cores is None else min(partitions, cores))
+
+
 def delta_settings(spark_cfg: SparkConfig) -> dict[str, str]:
     """The Spark settings that enable Delta: extension, catalog and the jars."""
     settings = {
         "spark.sql.extensions": DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
-        # Delta's snapshot state is rebuilt with this many tasks (default 50): few for few
-        # shuffle partitions, or every read of a small table runs 50 tiny tasks.
-        "spark.databricks.delta.snapshotPartitions": str(spark_cfg.shuffle_partitions),
+        "spark.databricks.delta.snapshotPartitions": str(snapshot_partitions(spark_cfg)),
         # VACUUM lists the table's files with this many tasks (default 10,000: minutes of
         # empty tasks on a laptop); Spark's partition discovery of Parquet inputs uses it too.
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(
