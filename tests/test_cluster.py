@@ -12,21 +12,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from segmentation.config import load_config
-from segmentation.sample import generator
 from segmentation.workflows import generate, local_pipeline
 from tools.devcluster import DevCluster, Ports, group_members, spark_home
 
@@ -127,7 +127,8 @@ def app_id(dev: DevCluster, job: str) -> str:
 
 
 def tasks_per_worker(dev: DevCluster, app: str) -> list[int]:
-    """Tasks run by each worker's executors for ``app`` (workers' + history server's JSON)."""
+    """Tasks run by each worker's executors for ``app``, from the history server's JSON alone
+    (a killed worker answers nothing): an executor's log links name its worker's UI port."""
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -137,13 +138,29 @@ def tasks_per_worker(dev: DevCluster, app: str) -> list[int]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
-    tasks = {e["id"]: e["totalTasks"] for e in executors}
-    per_worker = []
-    for i in range(2):
-        info = dev.worker_json(i)
-        mine = [e for e in info["executors"] + info["finishedexecutors"] if e["appid"] == app]
-        per_worker.append(sum(tasks.get(str(e["id"]), 0) for e in mine))
+    per_worker = [0, 0]
+    for e in executors:
+        if e["id"] == "driver":
+            continue
+        port = urllib.parse.urlsplit(e["executorLogs"]["stdout"]).port
+        per_worker[dev.ports.worker_uis.index(port)] += e["totalTasks"]
     return per_worker
+
+
+def kill_worker_when(dev: DevCluster, ready: Callable[[], bool], done: threading.Event,
+                     killed: list[str]) -> None:  # fmt: skip
+    """SIGKILL worker 2 (and with its process group its executor) once the application has an
+    executor on both workers and ``ready()`` holds; gives up when ``done`` is set."""
+    while not done.is_set():
+        try:
+            both = all(dev.worker_json(i)["executors"] for i in range(2))
+        except OSError:
+            both = False
+        if both and ready():
+            dev.stop("worker-2", sig=signal.SIGKILL)
+            killed.append("worker-2")
+            return
+        time.sleep(0.5)
 
 
 def test_unreachable_master_fails_before_any_write(tmp_path):
@@ -189,11 +206,13 @@ def test_executors_import_the_library_shipped_with_py_files(cluster, package):
     assert {Path(o["executor_dir"]).parts[-3] for o in origins} <= {"work-1", "work-2"}
 
 
-def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_path_factory):
-    """`make run`'s one application (jobs/run_pipeline.py) submitted to the cluster on a
-    sample generated here (generation on the cluster: the worker-kill test below): features,
-    value (an Arrow UDF on the executors), training, rules, then scoring a month later; its
-    tables equal local mode's on the same data."""
+def test_pipeline_on_cluster_survives_a_killed_worker_and_matches_local_mode(
+    spark, cluster, package, tmp_path_factory
+):
+    """`make run`'s one application (jobs/run_pipeline.py) submitted to the cluster: sample
+    generation, features, value (an Arrow UDF on the executors), training, rules, then scoring
+    a month later. Worker 2 is killed (SIGKILL, with its executor) once the features are
+    written; the application finishes on worker 1, and its tables equal local mode's."""
     base = tmp_path_factory.mktemp("pipelines")
     cluster_wh, local_wh = base / "cluster-wh", base / "local-wh"
     local_cfg = load_config(
@@ -204,21 +223,35 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
                    # Only what is compared: no RFM, no report in local mode.
                    "rfm.enabled=false", "explain.report=false"],
     )  # fmt: skip
-    generate.run(spark, local_cfg)
-    shutil.copytree(local_wh, cluster_wh)  # both pipelines find the sample and keep it
     overrides = [*SIZE, f"storage.warehouse={cluster_wh}",
                  f"tracking.tracking_uri={cluster.tracking_uri}"]  # fmt: skip
     log = base / "submit.log"
     proc = submit(cluster, package, "run_pipeline", overrides, "--train-as-of", "2025-12-31",
                   "--score-as-of", "2026-01-31", wait=False, log=log)  # fmt: skip
-
+    features_written = cluster_wh / "customer_features" / "_delta_log" / f"{0:020d}.json"
+    done, killed = threading.Event(), []
+    killer = threading.Thread(
+        target=kill_worker_when, args=(cluster, features_written.exists, done, killed)
+    )
+    killer.start()
     # Meanwhile (the cluster's run waits on its executors more than on the cores), the same
-    # pipeline in local mode, in this process.
+    # sample and pipeline in local mode, in this process.
     try:
+        generate.run(spark, local_cfg)
         local_pipeline.run(spark, local_cfg, train_as_of=dt.date(2025, 12, 31), echo=lambda _: None)
     finally:
         proc.wait(timeout=900)
+        done.set()
+        killer.join()
+    assert killed == ["worker-2"], "the application ended before a worker could be killed"
     assert proc.returncode == 0, log.read_text()[-4000:]
+    assert "worker-2" not in cluster.running()
+
+    # The sample generated on the cluster is local mode's, row for row: nothing lost or
+    # written twice by the killed executor's tasks.
+    events = [pl.read_delta(str(wh / "events")).sort("event_id") for wh in (cluster_wh, local_wh)]
+    assert events[0]["event_id"].n_unique() == events[0].height > 0
+    assert events[0].equals(events[1])
 
     # Tasks of the application ran on both workers (workers' and history server's JSON).
     per_worker = tasks_per_worker(cluster, app_id(cluster, "run_pipeline"))
@@ -286,44 +319,3 @@ def test_pipeline_on_cluster_matches_local_mode(spark, cluster, package, tmp_pat
     artifacts = mlflow_get(cluster, "artifacts/list", run_id=alias["run_id"], path="plots")
     assert {Path(f["path"]).name for f in artifacts["files"]} >= {"pca.png", "profile_heatmap.png"}
     assert (cluster_wh / "reports").is_dir()
-
-
-def test_job_survives_a_worker_killed_mid_job(spark, cluster, package, tmp_path_factory):
-    base = tmp_path_factory.mktemp("fault")
-    size = [
-        "generator.customers=20000",
-        "generator.events=600000",
-        "spark.shuffle_partitions=4",
-        f"storage.warehouse={base / 'wh'}",
-        f"tracking.tracking_uri={cluster.tracking_uri}",
-    ]
-    proc = submit(cluster, package, "generate_events", size, "--set", "generator.partitions=8",
-                  wait=False)  # fmt: skip
-    # Wait until the application has an executor on both workers, then kill worker 2 (and
-    # with its process group, its executor) while the job runs.
-    deadline = time.monotonic() + 180
-    killed = False
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            active = cluster.master_json()["activeapps"]
-            running = [cluster.worker_json(i)["executors"] for i in range(2)]
-        except OSError:
-            time.sleep(0.5)
-            continue
-        if active and all(running):
-            time.sleep(2)
-            cluster.stop("worker-2", sig=signal.SIGKILL)
-            killed = True
-            break
-        time.sleep(0.5)
-    _, stderr = proc.communicate(timeout=900)
-    assert killed, "the job finished before a worker could be killed"
-    assert proc.returncode == 0, stderr[-4000:]
-    events = pl.read_delta(str(base / "wh" / "events"))
-    g = load_config(ROOT / "conf" / "base.yaml").generator
-    expected = generator.generate(
-        spark, customers=20000, events=600000, seed=g.seed, start_date=g.start_date,
-        end_date=g.end_date,
-    ).events.count()  # fmt: skip
-    assert events.height == expected
-    assert events["event_id"].n_unique() == events.height  # nothing written twice
