@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,26 @@ from segmentation.runtime.session import build_session
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@functools.cache
+def _mlflow_template() -> Path:
+    """An empty MLflow SQLite store, migrated once per test session."""
+    folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    db = folder / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+def mlflow_store(db: Path) -> str:
+    """The URI of an MLflow SQLite store at ``db``: a new one is a copy of an empty store
+    migrated once per session (MLflow creates a new store by running every schema migration,
+    2-3 s each time); the stores are otherwise what MLflow creates."""
+    if not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_mlflow_template(), db)
+    return f"sqlite:///{db}"
+
+
 def local_config(base: Path, *overrides: str) -> AppConfig:
     """``conf/local.yaml`` with its tables (``base/wh``), MLflow store (``base/mlflow.db``)
     and artifacts (``base/mla``) under ``base``, then ``overrides``."""
@@ -24,7 +47,7 @@ def local_config(base: Path, *overrides: str) -> AppConfig:
         ROOT / "conf" / "local.yaml",
         overrides=[
             f"storage.warehouse={base / 'wh'}",
-            f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+            f"tracking.tracking_uri={mlflow_store(base / 'mlflow.db')}",
             f"tracking.artifact_location={base / 'mla'}",
             # The sample's consent tables only where a test builds audiences on the sample.
             "generator.consent=false",
@@ -52,7 +75,7 @@ def spark() -> Iterator[SparkSession]:
 @pytest.fixture
 def mlflow_uri(tmp_path: Path) -> Iterator[str]:
     """A fresh SQLite MLflow store per test."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)

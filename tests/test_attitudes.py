@@ -19,6 +19,7 @@ from segmentation.inputs import survey
 from segmentation.sample import survey_generator
 from segmentation.storage import tables
 from segmentation.workflows import attitudes, summaries
+from tests.conftest import mlflow_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ITEMS = survey_generator.ITEM_NAMES
@@ -29,7 +30,7 @@ def _config(base: Path, *extra: str) -> AppConfig:
         ROOT / "conf" / "local.yaml",
         overrides=[
             f"storage.warehouse={base / 'warehouse'}",
-            f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+            f"tracking.tracking_uri={mlflow_store(base / 'mlflow.db')}",
             f"tracking.artifact_location={base / 'mlartifacts'}",
             "explain.plot_sample_rows=500",
             *extra,

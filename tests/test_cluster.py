@@ -28,6 +28,7 @@ import pytest
 
 from segmentation.config import load_config
 from segmentation.workflows import generate, local_pipeline
+from tests.conftest import mlflow_store
 from tools.devcluster import DevCluster, Ports, group_members, spark_home
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,7 +219,7 @@ def test_pipeline_on_cluster_survives_a_killed_worker_and_matches_local_mode(
     local_cfg = load_config(
         ROOT / "conf" / "local.yaml",
         overrides=[*SIZE, f"storage.warehouse={local_wh}",
-                   f"tracking.tracking_uri=sqlite:///{base / 'local-mlflow.db'}",
+                   f"tracking.tracking_uri={mlflow_store(base / 'local-mlflow.db')}",
                    f"tracking.artifact_location={base / 'local-mlartifacts'}",
                    # Only what is compared: no RFM, no report in local mode.
                    "rfm.enabled=false", "explain.report=false"],

@@ -20,6 +20,7 @@ from segmentation.config import load_config
 from segmentation.storage import delta_maintenance
 from segmentation.workflows import build_features, generate
 from segmentation.workflows import feature_state as fs
+from tests.conftest import mlflow_store
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def overrides(base: Path, customers: int, events: int, seed: int = 42) -> list[str]:
     return [
         f"storage.warehouse={base / 'wh'}",
-        f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+        f"tracking.tracking_uri={mlflow_store(base / 'mlflow.db')}",
         f"tracking.artifact_location={base / 'mla'}",
         f"generator.customers={customers}",
         f"generator.events={events}",

@@ -27,7 +27,7 @@ from segmentation.config import AppConfig
 from segmentation.runtime import tracking
 from segmentation.workflows import build_features
 from segmentation.workflows import feature_state as fs
-from tests.conftest import local_config
+from tests.conftest import local_config, mlflow_store
 
 pytestmark = pytest.mark.integration
 
@@ -270,7 +270,8 @@ def test_incremental_equals_full_recomputation_on_random_histories(spark, tmp_pa
             ))  # fmt: skip
         sent += rows
         add_file(base, f"day{step}", rows)
-        cfg = config(base, as_of.isoformat(), f"tracking.tracking_uri=sqlite:///{base}/m.db")
+        store = mlflow_store(base / "m.db")
+        cfg = config(base, as_of.isoformat(), f"tracking.tracking_uri={store}")
         result = build_features.run(spark, cfg)
         assert result.mode == (fs.REBUILD if step == 0 else fs.INCREMENTAL), result.mode_reason
         assert_same(spark, cfg)

@@ -18,7 +18,7 @@ from segmentation.features.levels import level_name
 from segmentation.runtime import cli
 from segmentation.storage import delta_tables
 from segmentation.workflows import rules, summaries
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mlflow_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -112,7 +112,7 @@ def newcomer(spark, tmp_path_factory):
     # Only where things live, and a smaller k range for nine customers.
     overrides = [
         f"input.events.path={base / 'orders.csv'}", f"storage.warehouse={base / 'wh'}",
-        f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+        f"tracking.tracking_uri={mlflow_store(base / 'mlflow.db')}",
         f"tracking.artifact_location={base / 'mla'}", "training.k_max=3",
     ]  # fmt: skip
     sets = [a for o in overrides for a in ("--set", o)]

@@ -14,6 +14,7 @@ import pytest
 from deltalake import DeltaTable
 
 from segmentation.storage import contracts
+from tests.conftest import mlflow_store
 
 ROOT = Path(__file__).resolve().parents[1]
 DBT_VENV = ROOT / ".venv-dbt"
@@ -27,7 +28,7 @@ def pipeline(tmp_path_factory) -> tuple[Path, list[str]]:
     base = tmp_path_factory.mktemp("pipeline")
     common = [
         "--set", f"storage.warehouse={base / 'wh'}",
-        "--set", f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+        "--set", f"tracking.tracking_uri={mlflow_store(base / 'mlflow.db')}",
         "--set", f"tracking.artifact_location={base / 'mla'}",
         "--set", "generator.customers=400",
         "--set", "generator.events=12000",

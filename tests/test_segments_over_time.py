@@ -29,6 +29,7 @@ from segmentation.config import load_config
 from segmentation.runtime import tracking
 from segmentation.storage import catalog, delta_tables, tables
 from segmentation.workflows import assign, build_features, generate, promote, summaries, train
+from tests.conftest import mlflow_store
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,7 +49,7 @@ def world(spark, tmp_path_factory):
     base = tmp_path_factory.mktemp("over-time")
     common = [
         f"storage.warehouse={base / 'wh'}",
-        f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+        f"tracking.tracking_uri={mlflow_store(base / 'mlflow.db')}",
         f"tracking.artifact_location={base / 'mla'}",
         "generator.customers=2000",
         "generator.events=60000",

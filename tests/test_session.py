@@ -46,7 +46,7 @@ def test_delta_rebuilds_snapshots_with_one_wave_of_local_task_slots(spark, monke
     the local task slots; a user's own setting wins."""
     monkeypatch.setattr(session.os, "cpu_count", lambda: 6)
     cases = {("local", 8): 1, ("local[2]", 8): 2, ("local[*]", 8): 6, ("local[*]", 4): 4,
-             ("local[3,2]", 8): 3, ("spark://127.0.0.1:7077", 8): 8, ("yarn", 200): 200}  # fmt: skip
+             ("local[3,2]", 8): 3, ("spark://h:7077", 8): 8, ("yarn", 200): 200}  # fmt: skip
     for (master, shuffle), expected in cases.items():
         cfg = SparkConfig(master=master, shuffle_partitions=shuffle)
         assert session.snapshot_partitions(cfg) == expected, master

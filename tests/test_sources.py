@@ -14,6 +14,7 @@ from segmentation.config import CustomersSourceConfig, EventColumns, EventSource
 from segmentation.errors import InputError
 from segmentation.inputs import columns, sources
 from segmentation.workflows import build_features
+from tests.conftest import mlflow_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,7 +181,7 @@ def test_delta_input_with_deletion_vectors_never_brings_deleted_rows_back(spark,
     cfg = load_config(
         ROOT / "conf" / "local.yaml",
         overrides=[f"storage.warehouse={tmp_path / 'wh'}", f"input.events.path={events}",
-                   f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                   f"tracking.tracking_uri={mlflow_store(tmp_path / 'mlflow.db')}",
                    "features.as_of=2025-12-31", "input.events.columns.category=null",
                    "input.events.columns.channel=null", "input.events.columns.device=null",
                    "input.events.columns.quantity=null", "input.events.columns.discount=null"],

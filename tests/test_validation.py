@@ -13,7 +13,7 @@ from segmentation.config import ValidationConfig, load_config
 from segmentation.modeling import sample_fit, validation
 from segmentation.storage import tables
 from segmentation.workflows import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mlflow_store
 
 CUTS = (0.5, 0.6, 0.75, 0.85)
 
@@ -94,7 +94,7 @@ def test_training_on_structureless_features_says_so(spark, tmp_path):
     cfg = load_config(
         ROOT / "conf" / "local.yaml",
         overrides=[f"storage.warehouse={tmp_path / 'wh'}",
-                   f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                   f"tracking.tracking_uri={mlflow_store(tmp_path / 'mlflow.db')}",
                    f"tracking.artifact_location={tmp_path / 'mla'}",
                    f"training.features=[{', '.join(names)}]", "training.default_transform=none",
                    "training.k_min=3", "training.k_max=5", "validation.bootstrap_samples=10",
