@@ -17,11 +17,13 @@ from pyspark.testing import assertDataFrameEqual
 from segmentation.config import load_config
 from segmentation.errors import InputError
 from segmentation.features.behaviour import compute_features
+from segmentation.identity import stitched
 from segmentation.inputs import quality
 from segmentation.inputs.sources import CANONICAL_SCHEMA
 from segmentation.sample import generator as gen
 from segmentation.storage import delta_tables
 from segmentation.workflows import build_features, summaries
+from tests.conftest import mlflow_store
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = dt.date(2025, 12, 31)
@@ -110,7 +112,7 @@ def dirty_events(clean):
 def config(base: Path, events_path: str | None, **over):
     overrides = [
         f"storage.warehouse={base / 'wh'}",
-        f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+        f"tracking.tracking_uri={mlflow_store(base / 'mlflow.db')}",
         f"tracking.artifact_location={base / 'mla'}",
         *[f"{k}={v}" for k, v in over.items()],
     ]
@@ -440,3 +442,32 @@ def _outside_cache(plan: str) -> str:
         skip_deeper_than = depth if "InMemoryRelation" in line else None
         kept.append(line)
     return "\n".join(kept)
+
+
+def test_steps_of_one_date_share_one_staged_read_of_the_events(spark, histories):
+    """In ``stitched.sharing`` (make run's steps of one date) the feature job stages the events
+    once; customer value's and the outcome backtest's ``clean_events`` (every customer, or a
+    sample) reuse those rows and get exactly what their own read gives; the block's end
+    releases them."""
+    base, _, dirty_path = histories
+    cfg = config(base / "shared", dirty_path, **{"quality.max_reject_share": 0.5})
+    keep = F.pmod(F.xxhash64("customer_id"), F.lit(2)) == 0
+    alone = quality.clean_events(spark, cfg, keep=keep)
+    expected = alone.clean.collect()
+    alone.release()
+    jsc = spark.sparkContext._jsc
+
+    with stitched.sharing():
+        before = jsc.getPersistentRDDs().size()
+        build_features.run(spark, cfg)
+        assert jsc.getPersistentRDDs().size() == before + 1  # the staged events stay
+        everyone = stitched.clean_events(spark, cfg)
+        sample = stitched.clean_events(spark, cfg, keep=keep)
+        assert jsc.getPersistentRDDs().size() == before + 1  # and nothing is staged again
+        assert everyone.shared and sample.shared
+        assertDataFrameEqual(sample.clean, expected)
+        assert everyone.clean.count() > sample.clean.count() > 0
+        sample.release()  # a step's release leaves the shared rows to the block
+        assert everyone.staged.is_cached
+    assert not everyone.staged.is_cached
+    assert jsc.getPersistentRDDs().size() == before

@@ -10,6 +10,11 @@ is keyed alike.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator
+
 from pyspark.sql import Column, DataFrame, SparkSession
 
 from segmentation.config import AppConfig, Identifier
@@ -17,6 +22,75 @@ from segmentation.identity import keying
 from segmentation.identity.sightings import dimension_identifiers
 from segmentation.inputs import customers as customers_dim
 from segmentation.inputs import quality, sources
+
+_Key = tuple[str, ...]
+_shared: dict[_Key, tuple[DataFrame, sources.InputCounts]] | None = None
+
+
+@contextlib.contextmanager
+def sharing() -> Iterator[None]:
+    """Within the block, the steps that stage the events of one configuration (the feature
+    job, customer value, the outcome backtest) share one staged read of them: the first
+    stages and persists the rows, the others reuse them, and the block's end releases them.
+
+    The configuration is the events' location and mapping, the stitching, ``features.as_of``
+    and the staging bounds; the input must not change inside the block (``make run``'s steps
+    of one date)."""
+    global _shared
+    if _shared is not None:  # nested: the outer block owns the rows
+        yield
+        return
+    _shared = {}
+    try:
+        yield
+    finally:
+        staged, _shared = _shared, None
+        for rows, _ in staged.values():
+            rows.unpersist()
+
+
+@dataclasses.dataclass(frozen=True)
+class Staged:
+    """Staged events (``quality.stage_source``) and their input counts."""
+
+    rows: DataFrame
+    counts: sources.InputCounts
+    shared: bool
+    """The rows belong to a :func:`sharing` block: not the caller's to release."""
+
+    def release(self) -> None:
+        if not self.shared:
+            self.rows.unpersist()
+
+
+def stage(
+    spark: SparkSession,
+    cfg: AppConfig,
+    source: sources.EventSource,
+    *,
+    earliest: dt.date,
+    latest: dt.date,
+    keep: Column | None = None,
+) -> Staged:
+    """``quality.stage_source`` of ``source`` (read by :func:`events` for ``cfg``); within
+    :func:`sharing`, the rows an earlier step staged for the same configuration (``keep``
+    then filters them: the staging numbers copies per customer, so the rows are the same)."""
+    zone = cfg.input.events.time_zone
+    if _shared is None:
+        rows, counts = quality.stage_source(
+            source, keep=keep, earliest=earliest, latest=latest, time_zone=zone
+        )
+        return Staged(rows, counts, shared=False)
+    key = (
+        cfg.events_path(), cfg.input.events.model_dump_json(), str(cfg.features.as_of),
+        str(earliest), str(latest), str(cfg.stitching() and cfg.stitching().model_dump_json()),
+    )  # fmt: skip
+    if key not in _shared:
+        _shared[key] = quality.stage_source(
+            source, earliest=earliest, latest=latest, time_zone=zone
+        )
+    rows, counts = _shared[key]
+    return Staged(rows if keep is None else rows.where(keep), counts, shared=True)
 
 
 def events(spark: SparkSession, cfg: AppConfig) -> sources.EventSource:
@@ -36,8 +110,12 @@ def events(spark: SparkSession, cfg: AppConfig) -> sources.EventSource:
 def clean_events(
     spark: SparkSession, cfg: AppConfig, *, keep: Column | None = None
 ) -> quality.CleanEvents:
-    """``quality.clean_events`` over :func:`events` (``keep`` selects stitched customers)."""
-    return quality.clean_events(spark, cfg, keep=keep, source=events(spark, cfg))
+    """``quality.clean_events`` over :func:`events` (``keep`` selects stitched customers),
+    staged by :func:`stage`; the caller calls ``release()``."""
+    source = events(spark, cfg)
+    earliest, latest = quality.bounds(cfg)
+    staged = stage(spark, cfg, source, earliest=earliest, latest=latest, keep=keep)
+    return quality.cleaned(cfg, staged.rows, staged.counts, source.present, shared=staged.shared)
 
 
 def customers(spark: SparkSession, cfg: AppConfig) -> DataFrame | None:

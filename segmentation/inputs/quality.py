@@ -243,12 +243,42 @@ class CleanEvents:
     """A job's usable events: read, checked, de-duplicated as the feature job does."""
 
     staged: DataFrame
-    """The staged rows (persisted: the caller unpersists them)."""
+    """The staged rows (persisted: the caller releases them)."""
     clean: DataFrame
     """The usable, de-duplicated events (a plan over ``staged``)."""
     present: frozenset[str]
     """The optional input columns the user's data has."""
     counts: InputCounts
+    shared: bool = False
+    """The staged rows are shared with other steps (``stitched.sharing``): not released."""
+
+    def release(self) -> None:
+        """Unpersist the staged rows, unless they are shared."""
+        if not self.shared:
+            self.staged.unpersist()
+
+
+def bounds(cfg: AppConfig) -> tuple[dt.date, dt.date]:
+    """The event dates a job stages: ``quality.earliest_event_date`` to ``features.as_of``
+    plus ``quality.max_days_after_as_of`` (never before ``as_of``)."""
+    q = cfg.quality
+    return q.earliest_event_date, cfg.features.as_of + dt.timedelta(
+        days=max(q.max_days_after_as_of, 0)
+    )
+
+
+def cleaned(
+    cfg: AppConfig,
+    staged: DataFrame,
+    counts: InputCounts,
+    present: frozenset[str],
+    *,
+    shared: bool = False,
+) -> CleanEvents:
+    """The usable events of staged rows, by the duplicate rule the counts resolve."""
+    rule = duplicate_rule(cfg.quality.duplicates, day_level=counts.day_level)
+    clean = split_staged(staged, duplicates=rule).clean
+    return CleanEvents(staged, clean, present, counts, shared)
 
 
 def clean_events(
@@ -269,13 +299,11 @@ def clean_events(
     day?) are observed over every input row on the pass that fills that cache, before the
     customer filter, so the rule is the feature job's whatever ``keep`` selects.
     """
-    q, as_of, zone = cfg.quality, cfg.features.as_of, cfg.input.events.time_zone
     if source is None:
         source = sources.read_events(spark, cfg.input.events, cfg.events_path())
+    earliest, latest = bounds(cfg)
     staged, counts = stage_source(
-        source, keep=keep, earliest=q.earliest_event_date,
-        latest=as_of + dt.timedelta(days=max(q.max_days_after_as_of, 0)), time_zone=zone,
+        source, keep=keep, earliest=earliest, latest=latest,
+        time_zone=cfg.input.events.time_zone,
     )  # fmt: skip
-    rule = duplicate_rule(q.duplicates, day_level=counts.day_level)
-    clean = split_staged(staged, duplicates=rule).clean
-    return CleanEvents(staged, clean, source.present, counts)
+    return cleaned(cfg, staged, counts, source.present)

@@ -70,7 +70,7 @@ def run(
         check = _check(cfg, events.clean, events.present, estimator=estimator, model=model,
                        features=features.where(keep))  # fmt: skip
     finally:
-        events.staged.unpersist()
+        events.release()
     if share < 1.0 and check.measures:
         log.info(
             "outcome check on a %.1f%% sample of customers (validation.outcome.max_customers %s)",

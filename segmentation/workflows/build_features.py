@@ -172,7 +172,7 @@ def compute(
         InputError: too many rows rejected (``quality.max_reject_share``) or no usable event;
             nothing is written.
     """
-    fc, q, ev = cfg.features, cfg.quality, cfg.input.events
+    ev = cfg.input.events
     events_path = cfg.events_path()
     plan = fs.plan(spark, cfg, full_refresh=full_refresh) if keep_state else None
     if plan is not None and plan.mode == fs.INCREMENTAL:
@@ -185,25 +185,37 @@ def compute(
     source = _source(spark, cfg, plan)
     events_version = delta_tables.version(spark, events_path) if ev.format == "delta" else None
     _log_params(cfg, events_path, events_version)
-    # One pass over the input: read, check, shuffle by customer and number the copies
-    # (staged), persisted; filling that cache also yields the input counts (observed metrics).
-    # The quarantine, the levels and the features all read the staged rows.
-    staged, counts = quality.stage_source(
-        source, earliest=q.earliest_event_date,
-        latest=fc.as_of + dt.timedelta(days=q.max_days_after_as_of), time_zone=ev.time_zone,
-    )  # fmt: skip
+    staged = _staged(spark, cfg, source, plan)
     try:
         snapshot = _compute_staged(
-            spark, cfg, source, staged, counts, events_version, run_id=run_id, plan=plan
-        )
+            spark, cfg, source, staged.rows, staged.counts, events_version, run_id=run_id,
+            plan=plan,
+        )  # fmt: skip
     except BaseException:
-        staged.unpersist()
+        staged.release()
         raise
     if snapshot.state is None:
-        staged.unpersist()
+        staged.release()
     else:
-        snapshot.cached.append(staged)  # the state's rows are plans over it
+        snapshot.cached.append(staged.rows)  # the state's rows are plans over it
     return snapshot
+
+
+def _staged(
+    spark: SparkSession, cfg: AppConfig, source: sources.EventSource, plan: fs.Plan | None
+) -> stitched.Staged:
+    """One pass over the input: read, check, shuffle by customer and number the copies,
+    persisted; filling that cache also yields the input counts (observed metrics). The
+    quarantine, the levels and the features all read these rows; in a ``stitched.sharing``
+    block, so do the later steps of the same date (a rebuild reads the input as of the
+    state's marker: its own rows)."""
+    earliest, latest = quality.bounds(cfg)
+    if plan is None or plan.mode != fs.REBUILD:
+        return stitched.stage(spark, cfg, source, earliest=earliest, latest=latest)
+    rows, counts = quality.stage_source(
+        source, earliest=earliest, latest=latest, time_zone=cfg.input.events.time_zone
+    )
+    return stitched.Staged(rows, counts, shared=False)
 
 
 def _compute_staged(

@@ -70,7 +70,7 @@ def run(
         with timing.stage("campaign: outcomes per segment and arm"):
             rows = measurement.arms(groups, outcome)
     finally:
-        events.staged.unpersist()
+        events.release()
         groups.unpersist()
     share = expected_holdout_share(defined.holdout_share, cfg.audiences.global_holdout_share)
     results = measurement.compare(rows, expected_holdout=share, mc=cfg.audiences.measurement)

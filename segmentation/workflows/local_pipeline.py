@@ -22,6 +22,7 @@ from pyspark.sql import SparkSession
 
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
+from segmentation.identity import stitched
 from segmentation.storage import delta_tables
 from segmentation.workflows import (
     assign,
@@ -110,19 +111,28 @@ def run(
             f"{trained_cfg.features.as_of} (--train-as-of): score a date on or after it"
         )
     _inputs(spark, cfg, trained_cfg, result)
-    if cfg.value.enabled:
-        result.step("value", lambda: summaries.value(value.run(spark, trained_cfg), trained_cfg))
-    _training(spark, trained_cfg, result)
+    # The steps of one date stage the events once (stitched.sharing), after its stitching.
+    with stitched.sharing():
+        result.step(
+            "features",
+            lambda: summaries.features(build_features.run(spark, trained_cfg), trained_cfg),
+        )
+        if cfg.value.enabled:
+            result.step(
+                "value", lambda: summaries.value(value.run(spark, trained_cfg), trained_cfg)
+            )
+        _training(spark, trained_cfg, result)
     if score_as_of is not None:
         scored_cfg = at(cfg, score_as_of)
         _identities(spark, scored_cfg, result)
-        if cfg.value.enabled:
-            result.step("value", lambda: summaries.value(
-                value.run(spark, scored_cfg, score_only=True), scored_cfg))  # fmt: skip
-        result.step(
-            "assign", lambda: summaries.assignment(assign.run(spark, scored_cfg), scored_cfg)
-        )
-        result.step("rules", lambda: summaries.rules(rules.run(spark, scored_cfg), scored_cfg))
+        with stitched.sharing():
+            if cfg.value.enabled:
+                result.step("value", lambda: summaries.value(
+                    value.run(spark, scored_cfg, score_only=True), scored_cfg))  # fmt: skip
+            result.step(
+                "assign", lambda: summaries.assignment(assign.run(spark, scored_cfg), scored_cfg)
+            )
+            result.step("rules", lambda: summaries.rules(rules.run(spark, scored_cfg), scored_cfg))
     final = at(cfg, score_as_of) if score_as_of is not None else trained_cfg
     if cfg.audiences.definitions:
         result.step("audiences", lambda: summaries.audiences(audiences.run(spark, final), final))
@@ -147,7 +157,7 @@ def _check_dates(cfg: AppConfig, train_as_of: dt.date | None) -> None:
 def _inputs(
     spark: SparkSession, cfg: AppConfig, trained_cfg: AppConfig, result: PipelineResult
 ) -> None:
-    """The sample (unless the events are the user's), the inputs checked, the features."""
+    """The sample (unless the events are the user's), the inputs checked, the stitching."""
     if own_events(cfg):
         # Checked before any work; the sample is not generated next to the user's data (its
         # customers dimension and survey would be read as theirs).
@@ -159,9 +169,6 @@ def _inputs(
         )
         build_features.check_inputs(trained_cfg)
     _identities(spark, trained_cfg, result)
-    result.step(
-        "features", lambda: summaries.features(build_features.run(spark, trained_cfg), trained_cfg)
-    )
 
 
 def _identities(spark: SparkSession, cfg: AppConfig, result: PipelineResult) -> None:

@@ -59,7 +59,7 @@ def run(spark: SparkSession, cfg: AppConfig, *, score_only: bool = False) -> Val
             return _score(spark, cfg, snapshot, champion, run_id=run_id)
     finally:
         days.unpersist()
-        events.staged.unpersist()
+        events.release()
 
 
 def _fit_and_score(
