@@ -7,7 +7,9 @@ customer value (``value.enabled``) and training as of ``train_as_of``, the rule-
 segmentations of that date, the attitudinal segmentation (``attitudes.enabled``), then scoring
 ``as_of`` with the value model, the trained model and its rules, and the configured audiences
 (``audiences.definitions``) of the last date. The separate jobs stay for
-spark-submit; this saves starting a JVM (and resolving the Delta jars) per step on a laptop.
+spark-submit; this saves starting a JVM (and resolving the Delta jars) per step on a laptop,
+and the steps of one date read, check and stage the events once (``stitched.sharing``): the
+feature job's staged rows serve customer value, the outcome backtest and the assign step.
 """
 
 from __future__ import annotations
