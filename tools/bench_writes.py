@@ -78,16 +78,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "replaceWhere", f"as_of = DATE'{AS_OF}'"
                     ).save(path)
 
+                def ours(path: str = path) -> None:
+                    delta_tables.write(spark, rows, path, options)
+
+                def state(path: str = path) -> None:
+                    table_state(spark, path)
+
+                def commits(path: str = path) -> None:
+                    delta_tables.history(spark, path, 200)
+
                 measured = {
-                    "delta_tables.write": _timed(
-                        lambda path=path: delta_tables.write(spark, rows, path, options),
-                        args.writes,
-                    ),
+                    "delta_tables.write": _timed(ours, args.writes),
                     "Delta's save": _timed(save, args.writes),
-                    "table_state": _timed(lambda path=path: table_state(spark, path), 5),
-                    "history(200)": _timed(
-                        lambda path=path: delta_tables.history(spark, path, 200), 5
-                    ),
+                    "table_state": _timed(state, 5),
+                    "history(200)": _timed(commits, 5),
                 }
                 for key, value in measured.items():
                     found[name].setdefault(key, []).append(value)

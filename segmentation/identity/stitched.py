@@ -81,9 +81,10 @@ def stage(
             source, keep=keep, earliest=earliest, latest=latest, time_zone=zone
         )
         return Staged(rows, counts, shared=False)
+    identity = cfg.stitching()
     key = (
         cfg.events_path(), cfg.input.events.model_dump_json(), str(cfg.features.as_of),
-        str(earliest), str(latest), str(cfg.stitching() and cfg.stitching().model_dump_json()),
+        str(earliest), str(latest), "" if identity is None else identity.model_dump_json(),
     )  # fmt: skip
     if key not in _shared:
         _shared[key] = quality.stage_source(
