@@ -73,8 +73,14 @@ def test_load_config_rejects_unknown_algorithm():
 
 
 def test_load_config_missing_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="configuration file not found"):
+    with pytest.raises(ConfigError, match=f"configuration file not found: {tmp_path}/nope.yaml$"):
         load_config(tmp_path / "nope.yaml")
+    # An overlay outside conf/ has no base.yaml beside it: the message says where it goes.
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text("training:\n  k: 4\n")
+    with pytest.raises(ConfigError, match=rf"{tmp_path}/base.yaml\. An overlay .* put the overlay "
+                                          r"in conf/, beside conf/base.yaml"):  # fmt: skip
+        load_config(overlay)
 
 
 def test_literal_credentials_in_config_are_rejected_naming_the_key(tmp_path):

@@ -43,7 +43,15 @@ def load_config(
             type, or a setting is impossible (the message names the key).
     """
     overlay_path = Path(path)
+    if not overlay_path.is_file():
+        raise ConfigError(f"configuration file not found: {overlay_path}")
     base_path = Path(base) if base is not None else overlay_path.parent / "base.yaml"
+    if base is None and not base_path.is_file():
+        raise ConfigError(
+            f"configuration file not found: {base_path}. An overlay ({overlay_path}) is merged "
+            "on the base.yaml in its own folder: put the overlay in conf/, beside "
+            "conf/base.yaml, or copy conf/base.yaml beside it"
+        )
     merged = _read_yaml(base_path)
     if overlay_path.resolve() != base_path.resolve():
         merged = _deep_merge(merged, _read_yaml(overlay_path))
