@@ -71,12 +71,14 @@ def stage(
     earliest: dt.date,
     latest: dt.date,
     keep: Column | None = None,
+    reuse: bool = True,
 ) -> Staged:
     """``quality.stage_source`` of ``source`` (read by :func:`events` for ``cfg``); within
-    :func:`sharing`, the rows an earlier step staged for the same configuration (``keep``
-    then filters them: the staging numbers copies per customer, so the rows are the same)."""
+    :func:`sharing` and with ``reuse``, the rows an earlier step staged for the same
+    configuration (``keep`` then filters them: the staging numbers copies per customer, so
+    the rows are the same). ``reuse=False``: a source of its own (a feature-state rebuild's)."""
     zone = cfg.input.events.time_zone
-    if _shared is None:
+    if _shared is None or not reuse:
         rows, counts = quality.stage_source(
             source, keep=keep, earliest=earliest, latest=latest, time_zone=zone
         )

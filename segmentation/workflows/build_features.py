@@ -210,12 +210,8 @@ def _staged(
     block, so do the later steps of the same date (a rebuild reads the input as of the
     state's marker: its own rows)."""
     earliest, latest = quality.bounds(cfg)
-    if plan is None or plan.mode != fs.REBUILD:
-        return stitched.stage(spark, cfg, source, earliest=earliest, latest=latest)
-    rows, counts = quality.stage_source(
-        source, earliest=earliest, latest=latest, time_zone=cfg.input.events.time_zone
-    )
-    return stitched.Staged(rows, counts, shared=False)
+    rebuild = plan is not None and plan.mode == fs.REBUILD
+    return stitched.stage(spark, cfg, source, earliest=earliest, latest=latest, reuse=not rebuild)
 
 
 def _compute_staged(
