@@ -79,8 +79,11 @@ def builtin_expected(vm: scoring.ValueModel, terms: int) -> Column:
     return discounted
 
 
-def run(spark: SparkSession, cfg: AppConfig, measured: Any, stages: list) -> dict[str, Any]:
-    """The value stages on the benchmark's events; ``measured`` is the benchmark's timer."""
+def run(
+    spark: SparkSession, cfg: AppConfig, measured: Any, stages: list, *, builtin: bool = True
+) -> dict[str, Any]:
+    """The value stages on the benchmark's events; ``measured`` is the benchmark's timer;
+    ``builtin``: also time the built-in series the library does not use (and compare)."""
     vc, as_of = cfg.value, cfg.features.as_of
     out: dict[str, Any] = {}
     with measured(stages, "value: BTYD summary") as st:
@@ -100,23 +103,32 @@ def run(spark: SparkSession, cfg: AppConfig, measured: Any, stages: list) -> dic
         scored = scoring.score(snap, fitted.model).cache()
         scored.count()
         st.detail = f"{n:,} customers, 12 monthly steps of the series each"
-    sample = snap.select("x", "t_x", "T").sample(fraction=min(1.0, 200_000 / n), seed=1)
-    rows = sample.collect()
-    terms = terms_needed(
-        fitted.model, *(np.array([r[c] for r in rows], dtype=np.float64) for c in ("x", "t_x", "T"))
-    )
-    with measured(stages, "value: scoring (built-in series, not used)") as st:
-        alt = snap.select("customer_id", builtin_expected(fitted.model, terms).alias("d")).cache()
-        alt.count()
-        st.detail = f"aggregate over sequence(1, {terms}) per step and row"
-    check = scored.select("customer_id", "clv", "expected_order_value").join(alt, "customer_id")
-    worst = check.select(F.max(F.abs(F.col("clv") / (F.lit(vc.margin) * F.col(
-        "expected_order_value")) - F.col("d")))).first()  # fmt: skip
-    out["value_builtin_max_abs_diff"] = float(worst[0] or 0.0) if worst is not None else 0.0
-    for df in (alt, scored, snap, days):
+    if builtin:
+        out["value_builtin_max_abs_diff"] = _builtin(snap, scored, fitted.model, vc.margin,
+                                                     measured, stages, n)  # fmt: skip
+    for df in (scored, snap, days):
         df.unpersist()
     events.staged.unpersist()
     return out
+
+
+def _builtin(snap: Any, scored: Any, vm: scoring.ValueModel, margin: float, measured: Any,
+             stages: list, n: int) -> float:  # fmt: skip
+    """Times the built-in series and returns its largest difference from the library's."""
+    sample = snap.select("x", "t_x", "T").sample(fraction=min(1.0, 200_000 / n), seed=1)
+    rows = sample.collect()
+    terms = terms_needed(
+        vm, *(np.array([r[c] for r in rows], dtype=np.float64) for c in ("x", "t_x", "T"))
+    )
+    with measured(stages, "value: scoring (built-in series, not used)") as st:
+        alt = snap.select("customer_id", builtin_expected(vm, terms).alias("d")).cache()
+        alt.count()
+        st.detail = f"aggregate over sequence(1, {terms}) per step and row"
+    check = scored.select("customer_id", "clv", "expected_order_value").join(alt, "customer_id")
+    worst = check.select(F.max(F.abs(F.col("clv") / (F.lit(margin) * F.col(
+        "expected_order_value")) - F.col("d")))).first()  # fmt: skip
+    alt.unpersist()
+    return float(worst[0] or 0.0) if worst is not None else 0.0
 
 
 def fit_at_scale(customers: int = 1_000_000, seed: int = 7) -> tuple[float, int]:
@@ -143,32 +155,70 @@ def fit_at_scale(customers: int = 1_000_000, seed: int = 7) -> tuple[float, int]
 
 
 VALUE_START, VALUE_END = "<!-- value:start -->", "<!-- value:end -->"
+FIT_LINE = "BG/NBD fit on 1,000,000 simulated customers"
 
 
-def render(rows: list[tuple[int, list[Any], dict[str, Any]]], fit: tuple[float, int],
-           command: str) -> str:  # fmt: skip
-    """The customer-value section of BENCHMARKS.md."""
-    from tools import benchmark
-
-    lines = ["## Customer value stages", "", f"Produced by `{command}`.", "",
-             f"Machine: {benchmark.machine_description()}.", ""]  # fmt: skip
-    for events, stages, out in rows:
-        lines += [f"### {events:,} events", "", "| stage | s | peak MiB | detail |",
-                  "|---|---:|---:|---|"]  # fmt: skip
-        lines += [f"| {s.name} | {s.seconds:.1f} | {s.peak_rss_mb:,.0f} | {s.detail} |"
-                  for s in stages]  # fmt: skip
+def render_size(events: int, stages: list[Any], out: dict[str, Any], produced: str) -> str:
+    """One size's block of the customer-value section: its stages and how it was produced."""
+    lines = [f"### {events:,} events", "", produced, "", "| stage | s | peak MiB | detail |",
+             "|---|---:|---:|---|"]  # fmt: skip
+    lines += [f"| {s.name} | {s.seconds:.1f} | {s.peak_rss_mb:,.0f} | {s.detail} |"
+              for s in stages]  # fmt: skip
+    if "value_builtin_max_abs_diff" in out:
         lines += ["", "Largest difference between the Arrow UDF's and the built-in series' CLV "
-                  f"per unit margin: {out['value_builtin_max_abs_diff']:.2e}.", ""]  # fmt: skip
-    seconds, grouped = fit
-    lines.append(f"BG/NBD fit on 1,000,000 simulated customers ({grouped:,} distinct "
-                 f"(x, t_x, T) rows, weighted): {seconds:.1f} s on the driver.")  # fmt: skip
+                  f"per unit margin: {out['value_builtin_max_abs_diff']:.2e}."]  # fmt: skip
+    else:
+        lines += ["", "The built-in series was not timed at this size (`--builtin-up-to`): "
+                  "it is two orders of magnitude slower than the Arrow UDF at 10M."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _blocks(section: str) -> tuple[list[str], dict[str, str], str]:
+    """The section's head, its per-size blocks (keyed by their header line) and its tail."""
+    head: list[str] = []
+    blocks: dict[str, str] = {}
+    tail = ""
+    current = None
+    for line in section.splitlines():
+        if line.startswith(FIT_LINE):
+            tail, current = line, None
+        elif line.startswith("### "):
+            current = line
+            blocks[current] = line
+        elif current is not None:
+            blocks[current] += "\n" + line
+        elif not tail:
+            head.append(line)
+    return head, {k: v.rstrip() for k, v in blocks.items()}, tail
+
+
+def merge(section: str, sized: dict[int, str], fit: tuple[float, int] | None, machine: str) -> str:
+    """``section`` (the text between the markers) with the sizes of this run replaced or added
+    (the other sizes' blocks, notes included, are kept) and the fit line replaced."""
+    _, blocks, tail = _blocks(section)
+    for events, block in sized.items():
+        blocks[f"### {events:,} events"] = block
+
+    def size(header: str) -> int:
+        return int(header.split()[1].replace(",", ""))
+
+    lines = ["## Customer value stages", "", f"Machine: {machine}.", ""]
+    for header in sorted(blocks, key=size):
+        lines += [blocks[header], ""]
+    if fit is not None:
+        seconds, grouped = fit
+        tail = (f"{FIT_LINE} ({grouped:,} distinct (x, t_x, T) rows, weighted): "
+                f"{seconds:.1f} s on the driver.")  # fmt: skip
+    lines.append(tail)
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tools.bench_value --sizes 1M``: the value stages on the benchmark's sample
-    (generated when absent) and the fit at 1M customers, written into BENCHMARKS.md."""
+    (generated when absent) and the fit at 1M customers, merged into BENCHMARKS.md (the
+    blocks of sizes not run are kept)."""
     import argparse
+    import datetime as dt
     from pathlib import Path
 
     from segmentation.config import load_config
@@ -181,13 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1M")
     parser.add_argument("--workdir", default="/tmp/segmentation-bench")
     parser.add_argument("--driver-memory", default="8g")
+    parser.add_argument(
+        "--builtin-up-to", default="10M", help="largest size at which the unused series is timed"
+    )
+    parser.add_argument("--no-fit-at-scale", action="store_true")
     parser.add_argument("--out", default=str(bench.ROOT / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
     base = load_config(bench.ROOT / "conf" / "local.yaml")
     spark_conf = {**base.spark.conf, "spark.driver.memory": args.driver_memory}
     base = base.model_copy(update={"spark": base.spark.model_copy(update={"conf": spark_conf})})
     spark = build_session(base, job="benchmark-value")
-    rows: list[tuple[int, list[Any], dict[str, Any]]] = []
+    sized: dict[int, str] = {}
     try:
         for events in (bench.parse_size(s) for s in args.sizes.split(",")):
             cfg = benchmark.bench_config(base, events, Path(args.workdir))
@@ -195,17 +249,25 @@ def main(argv: list[str] | None = None) -> int:
             if not delta_tables.exists(spark, cfg.events_path()):
                 generate.run(spark, cfg)
             stages: list[Any] = []
-            rows.append((events, stages, run(spark, cfg, benchmark.measured, stages)))
+            builtin = events <= bench.parse_size(args.builtin_up_to)
+            out = run(spark, cfg, benchmark.measured, stages, builtin=builtin)
+            produced = (
+                f"Produced by `python -m tools.bench_value --sizes {args.sizes}` "
+                f"({dt.date.today().isoformat()}, driver memory {args.driver_memory})."
+            )
+            sized[events] = render_size(events, stages, out, produced)
+            print(sized[events], flush=True)
     finally:
         spark.stop()
-    text = render(rows, fit_at_scale(), f"python -m tools.bench_value --sizes {args.sizes}")
-    out = Path(args.out)
-    doc = out.read_text(encoding="utf-8")
+    fit = None if args.no_fit_at_scale else fit_at_scale()
+    out_path = Path(args.out)
+    doc = out_path.read_text(encoding="utf-8")
     if VALUE_START not in doc:
         doc = f"{doc.rstrip()}\n\n{VALUE_START}\n{VALUE_END}\n"
     head, _, rest = doc.partition(VALUE_START)
-    out.write_text(f"{head}{VALUE_START}\n{text}\n{VALUE_END}{rest.partition(VALUE_END)[2]}",
-                   encoding="utf-8")  # fmt: skip
+    section, _, after = rest.partition(VALUE_END)
+    text = merge(section, sized, fit, benchmark.machine_description())
+    out_path.write_text(f"{head}{VALUE_START}\n{text}\n{VALUE_END}{after}", encoding="utf-8")
     print(text)
     return 0
 
