@@ -7,6 +7,7 @@ sample with planted persons is ``slow``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from pathlib import Path
@@ -378,3 +379,37 @@ def test_features_with_stitching_on_but_no_map_name_the_command(spark, job, tmp_
         update={"as_of": dt.date(2025, 7, 31)})})  # fmt: skip
     with pytest.raises(InputError, match=r"no identity_map snapshot for 2025-07-31"):
         build_features.compute(spark, other, run_id="x")
+
+
+@pytest.mark.integration
+def test_keyed_staging_scans_the_normalised_events_once_and_releases_them(spark, job, monkeypatch):
+    """The stitched key reads the normalised events twice (the identifier combinations, then
+    the join back): staging persists them for its one pass, then releases them, and the
+    staged rows are those of the unpersisted plan."""
+    from segmentation.identity import stitched
+    from segmentation.inputs import quality, sources
+
+    cfg = job[0]
+    day2 = cfg.model_copy(update={"features": cfg.features.model_copy(
+        update={"as_of": AS_OF + dt.timedelta(days=1)})})  # fmt: skip
+    seen = []
+    stage_source = quality.stage_source
+
+    def spy(source, **kwargs):
+        seen.append(source.scanned_twice.is_cached)
+        return stage_source(source, **kwargs)
+
+    monkeypatch.setattr(quality, "stage_source", spy)
+    earliest, latest = quality.bounds(day2)
+    source = stitched.events(spark, day2)
+    assert source.scanned_twice is not None
+    staged = stitched.stage(spark, day2, source, earliest=earliest, latest=latest)
+    assert seen == [True] and not source.scanned_twice.is_cached
+    got = sorted(tuple(r) for r in staged.rows.drop(sources.RAW).collect())
+    staged.release()
+    monkeypatch.setattr(quality, "stage_source", stage_source)
+    plain = stitched.stage(spark, day2, dataclasses.replace(source, scanned_twice=None),
+                           earliest=earliest, latest=latest)  # fmt: skip
+    assert got == sorted(tuple(r) for r in plain.rows.drop(sources.RAW).collect())
+    assert len(got) == 6  # e1-e6
+    plain.release()

@@ -108,12 +108,16 @@ def keyed_source(
         for i, ((key, _), ident) in enumerate(zip(carry, identity.identifiers, strict=True))
     ]  # fmt: skip
     kinds = [i.type for i in identity.identifiers]
-    keyed = with_key(checked.select("*", *normalised), names, kinds, keymap)
+    scanned_twice = checked.select("*", *normalised)
+    keyed = with_key(scanned_twice, names, kinds, keymap)
     keyed = keyed.withColumn(tables.CUSTOMER_ID, F.col(STITCHED)).drop(
         STITCHED, *names, *[sources.carried(i) for i in range(len(carry))]
     )
     return dataclasses.replace(
-        source, checked=keyed, events=keyed.select(*sources.CANONICAL_SCHEMA.names, sources.ISSUE)
+        source,
+        checked=keyed,
+        events=keyed.select(*sources.CANONICAL_SCHEMA.names, sources.ISSUE),
+        scanned_twice=scanned_twice,
     )
 
 

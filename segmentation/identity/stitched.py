@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 
 from segmentation.config import AppConfig, Identifier
@@ -79,9 +80,7 @@ def stage(
     the rows are the same). ``reuse=False``: a source of its own (a feature-state rebuild's)."""
     zone = cfg.input.events.time_zone
     if _shared is None or not reuse:
-        rows, counts = quality.stage_source(
-            source, keep=keep, earliest=earliest, latest=latest, time_zone=zone
-        )
+        rows, counts = _stage_once(source, keep=keep, earliest=earliest, latest=latest, zone=zone)
         return Staged(rows, counts, shared=False)
     identity = cfg.stitching()
     key = (
@@ -89,11 +88,32 @@ def stage(
         str(earliest), str(latest), "" if identity is None else identity.model_dump_json(),
     )  # fmt: skip
     if key not in _shared:
-        _shared[key] = quality.stage_source(
-            source, earliest=earliest, latest=latest, time_zone=zone
-        )
+        _shared[key] = _stage_once(source, keep=None, earliest=earliest, latest=latest, zone=zone)
     rows, counts = _shared[key]
     return Staged(rows if keep is None else rows.where(keep), counts, shared=True)
+
+
+def _stage_once(
+    source: sources.EventSource,
+    *,
+    keep: Column | None,
+    earliest: dt.date,
+    latest: dt.date,
+    zone: str,
+) -> tuple[DataFrame, sources.InputCounts]:
+    """``quality.stage_source``, with the source's ``scanned_twice`` frame (the keyed read's
+    normalised events) persisted for that one pass, so the input is scanned once, and
+    released once the staged rows are filled."""
+    twice = source.scanned_twice
+    if twice is not None:
+        twice.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return quality.stage_source(
+            source, keep=keep, earliest=earliest, latest=latest, time_zone=zone
+        )
+    finally:
+        if twice is not None:
+            twice.unpersist()
 
 
 def events(spark: SparkSession, cfg: AppConfig) -> sources.EventSource:

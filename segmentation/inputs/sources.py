@@ -88,6 +88,10 @@ class EventSource:
     """The events with per-column flags (missing, rejected), for :meth:`counts`."""
     mapped: dict[str, str]
     time_zone: str = parsing.UTC
+    scanned_twice: DataFrame | None = None
+    """A frame that the plan of ``events`` reads twice (the stitched key: the identifier
+    combinations, then the join back): whoever stages the events may persist it for the
+    staging's pass and release it after (``identity.stitched.stage``)."""
 
     def counts(self) -> InputCounts:
         """Rows, per-column parsed/null/rejected counts and timed events, in one pass of
