@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -47,7 +48,10 @@ def stitch(spark, rows, *, previous=None, identity=None, as_of=AS_OF, columns=No
     pair_rows = graph.pairs(seen_rows).cache()
     shared = graph.Guard(identity.max_degree).shared(pair_rows).cache()
     found = components.connected_components(
-        nodes, graph.edges(pair_rows, shared), max_iterations=identity.max_iterations
+        nodes,
+        graph.edges(pair_rows, shared),
+        max_iterations=identity.max_iterations,
+        driver_max_edges=identity.driver_max_edges,
     )
     members = nodes.join(found.labels, on=graph.NODE).drop(graph.NODE)
     prev = keys.empty_previous(nodes) if previous is None else previous
@@ -227,23 +231,51 @@ def test_every_other_customer_keeps_its_key_and_nothing_else_changed(day1, day2)
     assert sorted(c[0] for c in day2[1]) == ["merge", "split"]
 
 
-def test_a_chain_of_10000_identifiers_converges_in_few_rounds(spark):
-    n = 10_000
-    ids = spark.range(n).select(F.format_string("n%05d", "id").alias("v"), "id")
-    nodes = ids.select(graph.node_id(F.lit("node"), F.col("v")).alias(graph.NODE))
-    pair = ids.where(F.col("id") < n - 1).select(
-        graph.node_id(F.lit("node"), F.col("v")).alias("a"),
-        graph.node_id(F.lit("node"), F.format_string("n%05d", F.col("id") + 1)).alias("b"),
+def test_a_chain_of_10000_identifiers_converges_in_few_rounds_or_on_the_driver(spark):
+    """A chain of 10,000 identifiers, 300 paths of three and 100 loners: every node labelled
+    with its component's smallest id, by distributed rounds only (``driver_max_edges`` 0), by
+    rounds finished on the driver once few edges stay open, and on the driver from the start."""
+    n, paths, loners = 10_000, 300, 100
+    ids = spark.range(n + 3 * paths + loners).select(
+        F.format_string("n%05d", "id").alias("v"), "id"
     )
+    node = graph.node_id(F.lit("node"), F.col("v"))
+    nodes = ids.select(node.alias(graph.NODE), "id")
+    other = graph.node_id(F.lit("node"), F.format_string("n%05d", F.col("id") + 1))
+    in_path = (F.col("id") >= n) & (F.col("id") < n + 3 * paths)
+    linked = (F.col("id") < n - 1) | (in_path & ((F.col("id") - n) % 3 != 2))
+    pair = ids.where(linked).select(node.alias("a"), other.alias("b"))
     edges = pair.select(F.greatest("a", "b").alias(graph.SRC), F.least("a", "b").alias(graph.DST))
-    found = components.connected_components(nodes, edges, max_iterations=60)
-    labels = found.labels.agg(F.count("*"), F.countDistinct(components.COMPONENT)).first()
-    assert tuple(labels) == (n, 1)
+    # Expected by construction: the chain is one component, each path one, each loner its own.
+    group = (
+        F.when(F.col("id") < n, F.lit(-1))
+        .when(in_path, F.floor((F.col("id") - n) / 3))
+        .otherwise(F.col("id"))
+    )
+    expected = {
+        r[0]: r[1] for r in nodes.select(graph.NODE, F.min(graph.NODE).over(
+            Window.partitionBy(group)).alias("c")).collect()
+    }  # fmt: skip
+    n_edges = n - 1 + 2 * paths
+    runs = {}
+    for limit in (0, n, 1_000_000):
+        found = components.connected_components(
+            nodes.select(graph.NODE), edges, max_iterations=60, driver_max_edges=limit
+        )
+        assert dict(found.labels.collect()) == expected, limit
+        assert found.edges == n_edges
+        runs[limit] = found
+    rounds = runs[0]
     # O(log n) rounds (label propagation would need n), each recorded.
-    assert 3 <= found.iterations <= 20
-    assert len(found.edges_per_iteration) == found.iterations
-    assert found.edges_per_iteration[-1] == 0  # every edge settled: a star on the root
-    assert found.edges == n - 1
+    assert 3 <= rounds.iterations <= 20 and rounds.driver_edges == 0
+    assert len(rounds.edges_per_iteration) == rounds.iterations
+    assert rounds.edges_per_iteration[-1] == 0  # every edge settled: a star on the root
+    # The graph's 10,599 open edges are above 10,000: one distributed round, where the paths
+    # become stars and settle, then the chain's 9,999 open edges are finished on the driver.
+    hybrid = runs[n]
+    assert (hybrid.iterations, hybrid.driver_edges) == (1, n - 1)
+    whole = runs[1_000_000]
+    assert (whole.iterations, whole.driver_edges) == (0, n_edges)
 
 
 def test_not_converging_within_the_limit_is_a_clear_error(spark):

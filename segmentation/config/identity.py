@@ -93,6 +93,7 @@ class IdentityConfig(_Section):
     max_degree: FrozenMap[Int] = Field(default_factory=lambda: _FrozenDict(DEFAULT_MAX_DEGREE))
     max_component_size: Int = 50
     max_iterations: Int = 60
+    driver_max_edges: Int = 1_000_000
     checkpoint_dir: Str | None = None
 
     @model_validator(mode="after")
@@ -121,6 +122,7 @@ class IdentityConfig(_Section):
             _require(limit >= 1, f"identity.max_degree.{kind} must be >= 1")
         _require(self.max_component_size >= 2, "identity.max_component_size must be >= 2")
         _require(self.max_iterations >= 1, "identity.max_iterations must be >= 1")
+        _require(self.driver_max_edges >= 0, "identity.driver_max_edges must be >= 0")
         return self
 
     def types(self) -> tuple[str, ...]:

@@ -15,6 +15,12 @@ stops when the edges form stars: no node has two parents and no parent has a par
 step's edges are checkpointed (``localCheckpoint``, or ``checkpoint`` into
 ``identity.checkpoint_dir``), so the plan does not grow with the rounds.
 
+A graph, or what stays open of it after a round, of at most ``driver_max_edges`` edges is
+finished on the driver instead (``identity.driver_max_edges``): its edges are collected (Arrow)
+and labelled by ``scipy.sparse.csgraph.connected_components`` (a breadth-first search), the
+same labels in one pass instead of a few rounds of distributed shuffles, each a fixed cost of
+several seconds whatever the graph's size.
+
 GraphFrames implements the same algorithm (its ``two_phase`` connected components), but no
 GraphFrames build for Spark 4 / Scala 2.13 is served by Maven Central where this project
 resolves its jars (``make setup``), so the project does not depend on it.
@@ -22,12 +28,16 @@ resolves its jars (``make setup``), so the project does not depend on it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from scipy.sparse import coo_matrix, csgraph
 
 from segmentation.errors import InputError
 from segmentation.identity.graph import DST, NODE, SRC
@@ -50,6 +60,8 @@ class Components:
     edges_per_iteration: tuple[int, ...] = field(default=())
     """Edges still open after each round (those of components not settled yet: 0 at the
     end). A component leaves the loop as soon as it is a star."""
+    driver_edges: int = 0
+    """Open edges whose components were finished on the driver (0: none)."""
 
 
 def _large_star(edges: DataFrame) -> DataFrame:
@@ -111,12 +123,31 @@ def _checkpointed(df: DataFrame, reliable: bool) -> DataFrame:
     return df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
 
 
+def on_driver(edges: pa.Table) -> pa.Table:
+    """``node``, ``component`` (its smallest node id) for every node of ``edges`` (``src``,
+    ``dst``), by ``scipy.sparse.csgraph.connected_components``."""
+    if edges.num_rows == 0:
+        return pa.table({NODE: pa.array([], pa.int64()), COMPONENT: pa.array([], pa.int64())})
+    src = edges.column(SRC).to_numpy()
+    dst = edges.column(DST).to_numpy()
+    ids, index = np.unique(np.concatenate([src, dst]), return_inverse=True)
+    m = len(src)
+    adjacency = coo_matrix(
+        (np.ones(m, dtype=np.int8), (index[:m], index[m:])), shape=(len(ids), len(ids))
+    )
+    _, label = csgraph.connected_components(adjacency, directed=False)
+    # ``ids`` is sorted: a component's first node in it is its smallest.
+    _, first = np.unique(label, return_index=True)
+    return pa.table({NODE: ids, COMPONENT: ids[first][label]})
+
+
 def connected_components(
     nodes: DataFrame,
     edges: DataFrame,
     *,
     max_iterations: int,
     checkpoint_dir: str | None = None,
+    driver_max_edges: int = 0,
 ) -> Components:
     """Label every node with its component's smallest node id.
 
@@ -126,11 +157,19 @@ def connected_components(
         max_iterations: rounds allowed before giving up (``identity.max_iterations``).
         checkpoint_dir: reliable checkpoints there (set on the SparkContext); None: local
             checkpoints on the executors.
+        driver_max_edges: a graph, or what stays open of it after a round, of at most this
+            many edges is finished on the driver (:func:`on_driver`); 0: never.
 
     Raises:
         InputError: not converged within ``max_iterations`` rounds (nothing is labelled).
     """
     spark = edges.sparkSession
+    if driver_max_edges > 0:
+        head = edges.select(SRC, DST).limit(driver_max_edges + 1).toArrow()
+        if head.num_rows <= driver_max_edges:
+            local = spark.createDataFrame(on_driver(head))
+            return _labelled(nodes, local, Components(
+                nodes, 0, True, head.num_rows, driver_edges=head.num_rows))  # fmt: skip
     if checkpoint_dir is not None:
         spark.sparkContext.setCheckpointDir(checkpoint_dir)
     reliable = checkpoint_dir is not None
@@ -138,7 +177,15 @@ def connected_components(
     active, finished = _counted(flagged)
     n_graph, done = active + finished, [flagged.where(~F.col("open"))]
     counts: list[int] = []
+    driver = 0
     while active:
+        if active <= driver_max_edges:
+            open_edges = flagged.where(F.col("open")).select(SRC, DST).toArrow()
+            driver = open_edges.num_rows
+            parents = spark.createDataFrame(on_driver(open_edges))
+            done.append(parents.select(F.col(NODE).alias(SRC), F.col(COMPONENT).alias(DST)))
+            log.info("identity graph: %d open edges finished on the driver", driver)
+            break
         if len(counts) >= max_iterations:
             raise InputError(
                 f"the identity graph's connected components did not converge in "
@@ -153,13 +200,19 @@ def connected_components(
         counts.append(active)
         log.info("identity graph: round %d, %d edges open, %d settled", len(counts), active,
                  finished)  # fmt: skip
-    stars = done[0]
+    stars = done[0].select(SRC, DST)
     for part in done[1:]:
-        stars = stars.unionByName(part)
+        stars = stars.unionByName(part.select(SRC, DST))
     parents = stars.select(F.col(SRC).alias(NODE), F.col(DST).alias(COMPONENT))
+    found = Components(nodes, len(counts), True, n_graph, tuple(counts), driver_edges=driver)
+    return _labelled(nodes, parents, found)
+
+
+def _labelled(nodes: DataFrame, parents: DataFrame, found: Components) -> Components:
+    """``found`` with its labels: each node's parent (``node``, ``component``), or itself."""
     labels = (
         nodes.select(NODE)
         .join(parents, on=NODE, how="left")
         .select(NODE, F.coalesce(F.col(COMPONENT), F.col(NODE)).alias(COMPONENT))
     )
-    return Components(labels, len(counts), True, n_graph, tuple(counts))
+    return dataclasses.replace(found, labels=labels)

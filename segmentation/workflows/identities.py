@@ -57,6 +57,8 @@ class IdentityResult:
     iterations: int
     converged: bool
     edges_per_iteration: tuple[int, ...]
+    driver_edges: int = 0
+    """Open edges whose components were finished on the driver (identity.driver_max_edges)."""
     kept_keys: int = 0
     new_keys: int = 0
     merges: int = 0
@@ -129,7 +131,7 @@ def _stitch(
     with timing.stage("identities: connected components"):
         found = components.connected_components(
             nodes, edges, max_iterations=identity.max_iterations,
-            checkpoint_dir=identity.checkpoint_dir,
+            checkpoint_dir=identity.checkpoint_dir, driver_max_edges=identity.driver_max_edges,
         )  # fmt: skip
     members = nodes.join(found.labels, on=graph.NODE, how="inner").drop(graph.NODE)
     previous, previous_as_of = _previous(spark, cfg, nodes)
@@ -141,7 +143,7 @@ def _stitch(
         identifiers=int(counted["identifiers"]),
         edges=found.edges,
         customers=0, iterations=found.iterations, converged=found.converged,
-        edges_per_iteration=found.edges_per_iteration,
+        edges_per_iteration=found.edges_per_iteration, driver_edges=found.driver_edges,
     )  # fmt: skip
     for step, n in enumerate(found.edges_per_iteration, start=1):
         tracking.log_metrics({"identity_round_edges": n}, step=step)
@@ -283,6 +285,7 @@ def _metrics(result: IdentityResult) -> dict[str, float]:
     metrics = {
         "identifiers": result.identifiers, "edges": result.edges,
         "customers": result.customers, "iterations": result.iterations,
+        "driver_edges": result.driver_edges,
         "converged": float(result.converged), "kept_keys": result.kept_keys,
         "new_keys": result.new_keys, "merges": result.merges, "splits": result.splits,
         "shared_identifiers": result.shared, "large_components": result.large,

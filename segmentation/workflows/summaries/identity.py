@@ -25,9 +25,14 @@ def identity(result: IdentityResult, cfg: AppConfig) -> str:
             f"{c.placeholder:>12,} {c.invalid:>8,}"
         )
     rounds = ", ".join(f"{n:,}" for n in result.edges_per_iteration) or "none needed"
+    driver = (
+        f"; {result.driver_edges:,} open edges finished on the driver (identity.driver_max_edges)"
+        if result.driver_edges
+        else ""
+    )
     lines += [
         f"  graph: {result.edges:,} edges; connected components (large-star/small-star) "
-        f"converged in {result.iterations} round(s) (edges after each: {rounds})",
+        f"converged in {result.iterations} round(s) (edges after each: {rounds}){driver}",
         "  customers by number of identifiers: "
         + ", ".join(f"{band}: {n:,}" for band, n in result.sizes.items()),
         _keys_line(result),
