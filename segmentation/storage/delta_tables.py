@@ -293,6 +293,19 @@ def history(spark: SparkSession, path: str, limit: int = 20) -> list[dict[str, A
     return [r.asDict() for r in rows]
 
 
+def rows_written(spark: SparkSession, path: str, version: int) -> int | None:
+    """The rows the commit ``version`` wrote (Delta's ``numOutputRows`` operation metric),
+    or None when that commit is not among the latest 20 or has no such metric."""
+    rows = (
+        DeltaTable.forPath(spark, absolute(path))
+        .history(20)
+        .where(F.col("version") == version)
+        .select(F.col("operationMetrics")["numOutputRows"].alias("rows"))
+        .collect()
+    )
+    return int(rows[0]["rows"]) if rows and rows[0]["rows"] is not None else None
+
+
 # --- internals ---------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 
-from segmentation.config import AppConfig, GeneratorConfig, to_dict
+from segmentation.config import AppConfig, GeneratorConfig, StorageConfig, to_dict
 from segmentation.sample import consent as sample_consent
 from segmentation.sample import generator as gen
 from segmentation.sample import identities as sample_ids
@@ -90,8 +90,17 @@ def run(spark: SparkSession, cfg: AppConfig, *, if_absent: bool = False) -> Gene
         )
 
     written = tables.write_in_order([writer(t) for t in frames])
-    rows = {t.name: tables.read(spark, storage, t, version=written[t.name]).count() for t in frames}
+    rows = {t.name: _rows(spark, storage, t, written[t.name]) for t in frames}
     return GenerateResult(False, dict(written), rows, kept)
+
+
+def _rows(spark: SparkSession, storage: StorageConfig, table: tables.Table, version: int) -> int:
+    """The rows of ``table`` at ``version`` (replaced whole): the commit's own row count,
+    else a count of the table."""
+    found = delta_tables.rows_written(spark, tables.path(storage, table), version)
+    if found is not None:
+        return found
+    return tables.read(spark, storage, table, version=version).count()
 
 
 def _consent(
