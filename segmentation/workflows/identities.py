@@ -147,7 +147,9 @@ def _stitch(
     )  # fmt: skip
     for step, n in enumerate(found.edges_per_iteration, start=1):
         tracking.log_metrics({"identity_round_edges": n}, step=step)
-    guards = _guard_rows(keyed, shared, identity, as_of=as_of, run_id=run_id)
+    # Persisted until the write: the summary's counts and examples read it too.
+    guards = _guard_rows(keyed, shared, identity, as_of=as_of, run_id=run_id).cache()
+    persisted.append(guards)
     _summarise(result, keyed, guards)
     return result, _writes(spark, cfg, keyed, guards, result, run_id=run_id)
 
@@ -214,7 +216,7 @@ def _summarise(result: IdentityResult, keyed: keys.Keyed, guards: DataFrame) -> 
         r["change"]: int(r["count"]) for r in keyed.changes.groupBy("change").count().collect()
     }
     result.merges, result.splits = changes.get(keys.MERGE, 0), changes.get(keys.SPLIT, 0)
-    guarded = guards.cache()
+    guarded = guards
     by_reason = {r[tables.REASON]: int(r["count"])
                  for r in guarded.groupBy(tables.REASON).count().collect()}  # fmt: skip
     result.shared, result.large = (
@@ -238,7 +240,6 @@ def _summarise(result: IdentityResult, keyed: keys.Keyed, guards: DataFrame) -> 
         .collect()
     )
     result.large_examples = tuple((r[keys.KEY], int(r["component_size"])) for r in big)
-    guarded.unpersist()
     for shared in result.shared_examples:
         log.warning("identifier held back (identity.max_degree): %s", shared)
     if result.large:
