@@ -102,6 +102,22 @@ def test_a_retried_transaction_commits_nothing_twice(spark, tmp_path):
     assert pl.read_delta(path).height == 5
 
 
+def test_writing_no_rows_that_change_nothing_keeps_the_version(spark, tmp_path):
+    """Delta commits nothing for an append of no rows: the write says so, with the version
+    that holds the table's rows, instead of failing to find its commit."""
+    path = str(tmp_path / "t")
+    assert (
+        dtab.write(spark, rows(spark, D1, 3), path, dtab.WriteOptions(mode="append")).version == 0
+    )
+    empty = rows(spark, D1, 0)
+    again = dtab.write(spark, empty, path, dtab.WriteOptions(mode="append"))
+    assert again == dtab.Written(version=0, committed=False)
+    assert DeltaTable(path).version() == 0 and pl.read_delta(path).height == 3
+    # Rows that do change the table are committed as ever.
+    assert dtab.write(spark, rows(spark, D2, 2), path, dtab.WriteOptions(mode="append")) == (
+        dtab.Written(version=1, committed=True))  # fmt: skip
+
+
 def test_schema_conflict_names_the_table_and_the_columns(spark, tmp_path):
     path = str(tmp_path / "t")
     dtab.write(spark, rows(spark, D1, 2), path, snapshot(D1))

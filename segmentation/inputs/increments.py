@@ -130,6 +130,19 @@ def _delta_since(spark: SparkSession, path: str, previous: Marker, now: Marker) 
     return Increment(now, raw, f"Delta versions {min(added)}-{max(added)} ({len(added)} append(s))")
 
 
+def rows_unchanged(spark: SparkSession, path: str, since: int, until: int) -> bool:
+    """Every commit of the Delta table at ``path`` after ``since`` up to ``until`` changes no
+    rows (``OPTIMIZE``'s compaction, ``VACUUM``'s log entries: ``dataChange`` false, no
+    schema or settings change), and every one is still in the log."""
+    for v in range(since + 1, until + 1):
+        actions = _commit(spark, path, v)
+        if actions is None or _not_an_append(actions) is not None:
+            return False
+        if any("add" in a and a["add"].get("dataChange", True) for a in actions):
+            return False
+    return True
+
+
 def _not_an_append(actions: Sequence[dict]) -> str | None:
     """Why a commit is more than an append (None: it only adds rows, or changes none)."""
     operation = next((a["commitInfo"].get("operation") for a in actions if "commitInfo" in a), "?")

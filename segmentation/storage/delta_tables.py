@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -169,7 +169,7 @@ def write(spark: SparkSession, df: DataFrame, path: str, options: WriteOptions) 
     writer = writer.option("userMetadata", _user_metadata(options, write_id))
     with translated(path, options.replace):
         writer.save(path)
-    written = _written(spark, path, write_id, options.txn)
+    written = _written(spark, path, write_id, options.txn, empty=rows.isEmpty)
     if options.contract is not None:
         # mergeSchema adds columns without their comments: read the table's new schema then.
         added = existing is not None and not set(df.columns) <= set(existing.schema.fieldNames())
@@ -374,8 +374,19 @@ def _create(
     return True
 
 
-def _written(spark: SparkSession, path: str, write_id: str, txn: Txn | None) -> Written:
-    """The version our write produced, found by its write id (others may have committed)."""
+def _written(
+    spark: SparkSession,
+    path: str,
+    write_id: str,
+    txn: Txn | None,
+    *,
+    empty: Callable[[], bool] | None = None,
+) -> Written:
+    """The version our write produced, found by its write id (others may have committed).
+
+    Delta commits nothing for rows that change nothing (an append of no rows, no rows over an
+    empty snapshot): when ``empty()`` says the rows were empty, the table's latest version
+    holds them, not committed now."""
     entries = history(spark, path, _HISTORY_SEARCH)
     for entry in entries:
         meta = _parse_metadata(entry.get("userMetadata"))
@@ -388,6 +399,9 @@ def _written(spark: SparkSession, path: str, write_id: str, txn: Txn | None) -> 
                 log.info("%s already holds transaction %s: not committed again", path, txn.app_id)
                 return Written(int(entry["version"]), False)
         log.info("%s already holds transaction %s: not committed again", path, txn.app_id)
+        return Written(int(entries[0]["version"]), False)
+    if empty is not None and entries and empty():
+        log.info("%s: no rows to write, nothing committed", path)
         return Written(int(entries[0]["version"]), False)
     raise TableError(f"write {write_id} to {path} is not in the table's recent history")
 

@@ -11,6 +11,7 @@ killed half way) is never used, the next run rebuilds it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -133,6 +134,7 @@ def plan(spark: SparkSession, cfg: AppConfig, *, full_refresh: bool = False) -> 
     if why is not None:
         return Plan(REBUILD, why, log=last, marker=marker)
     assert last is not None
+    last = _maintained(spark, cfg, last)
     increment = increments.since(spark, ev, path, last.marker, marker)
     if increment.rebuild is not None:
         return Plan(REBUILD, increment.rebuild, log=last, marker=increment.marker)
@@ -149,7 +151,10 @@ def _unusable(spark: SparkSession, cfg: AppConfig, last: Log | None) -> str | No
     missing = sorted(name for name, v in versions.items() if v is None)
     if missing:
         return f"table(s) {', '.join(missing)} of the feature state are missing"
-    if versions != last.table_versions:
+    if versions != last.table_versions and not all(
+        _maintained_since(spark, cfg, t, last.table_versions[t.name], versions[t.name])
+        for t in STATE_TABLES
+    ):
         return ("the feature state was half-written (a run stopped during its update: table "
                 f"versions {versions}, log says {last.table_versions})")  # fmt: skip
     now = settings(cfg)
@@ -162,6 +167,28 @@ def _unusable(spark: SparkSession, cfg: AppConfig, last: Log | None) -> str | No
         return (f"the state is as of {last.as_of}, more than a day before {as_of} "
                 "(features.mode auto; incremental takes any later day)")  # fmt: skip
     return None
+
+
+def _maintained_since(
+    spark: SparkSession, cfg: AppConfig, table: Table, logged: int, now: int | None
+) -> bool:
+    """The table is at the logged version, or only maintenance (``make optimize``'s OPTIMIZE,
+    VACUUM's log entries) committed after it: the same rows."""
+    if now is None or now < logged:
+        return False
+    return now == logged or increments.rows_unchanged(
+        spark, tables.path(cfg.storage, table), logged, now
+    )
+
+
+def _maintained(spark: SparkSession, cfg: AppConfig, last: Log) -> Log:
+    """``last`` reading each state table at its current version where only maintenance
+    followed the logged one (the same rows; a VACUUM may have removed the older files)."""
+    now = {t.name: tables.version(spark, cfg.storage, t) for t in STATE_TABLES}
+    current = {k: int(v) for k, v in now.items() if v is not None}
+    if current == last.table_versions:
+        return last
+    return dataclasses.replace(last, table_versions={**last.table_versions, **current})
 
 
 _MISSING_FILE = ("FILE_NOT_EXIST", "FileNotFoundException")
@@ -244,12 +271,9 @@ class Update:
 
         def write(table: Table, df: DataFrame, add: bool) -> tables.Write:
             def call() -> int:
-                kept = None if not (add and nothing_new) else self.previous_versions
-                if kept is None and df.isEmpty():
-                    kept = _unchanged_by_empty(spark, cfg, table, add=add)
-                if kept is not None:
-                    # Delta commits nothing for empty rows that change nothing.
-                    versions[table.name] = kept[table.name]
+                if add and nothing_new and self.previous_versions is not None:
+                    # No new rows: the appends would change nothing (and commit nothing).
+                    versions[table.name] = self.previous_versions[table.name]
                 else:
                     versions[table.name] = _write(spark, cfg, table, df, add=add,
                                                   run_id=run_id)  # fmt: skip
@@ -279,19 +303,6 @@ class Update:
         )  # fmt: skip
         df = spark.createDataFrame([row], FEATURE_STATE_LOG_SCHEMA)
         return _write(spark, cfg, FEATURE_STATE_LOG, df, add=True, run_id=run_id)
-
-
-def _unchanged_by_empty(
-    spark: SparkSession, cfg: AppConfig, table: Table, *, add: bool
-) -> dict[str, int] | None:
-    """The table's version when writing no rows would change nothing (an append, or an
-    overwrite of an empty table); None: write (create the table, or empty it)."""
-    version = tables.version(spark, cfg.storage, table)
-    if version is None:
-        return None
-    if add or tables.read(spark, cfg.storage, table).isEmpty():
-        return {table.name: version}
-    return None
 
 
 def _write(
