@@ -164,12 +164,9 @@ def connected_components(
         InputError: not converged within ``max_iterations`` rounds (nothing is labelled).
     """
     spark = edges.sparkSession
-    if driver_max_edges > 0:
-        head = edges.select(SRC, DST).limit(driver_max_edges + 1).toArrow()
-        if head.num_rows <= driver_max_edges:
-            local = spark.createDataFrame(on_driver(head))
-            return _labelled(nodes, local, Components(
-                nodes, 0, True, head.num_rows, driver_edges=head.num_rows))  # fmt: skip
+    small = _small_graph(nodes, edges, driver_max_edges)
+    if small is not None:
+        return small
     if checkpoint_dir is not None:
         spark.sparkContext.setCheckpointDir(checkpoint_dir)
     reliable = checkpoint_dir is not None
@@ -180,11 +177,8 @@ def connected_components(
     driver = 0
     while active:
         if active <= driver_max_edges:
-            open_edges = flagged.where(F.col("open")).select(SRC, DST).toArrow()
-            driver = open_edges.num_rows
-            parents = spark.createDataFrame(on_driver(open_edges))
-            done.append(parents.select(F.col(NODE).alias(SRC), F.col(COMPONENT).alias(DST)))
-            log.info("identity graph: %d open edges finished on the driver", driver)
+            driver, finished_here = _finish_on_driver(flagged.where(F.col("open")))
+            done.append(finished_here)
             break
         if len(counts) >= max_iterations:
             raise InputError(
@@ -206,6 +200,28 @@ def connected_components(
     parents = stars.select(F.col(SRC).alias(NODE), F.col(DST).alias(COMPONENT))
     found = Components(nodes, len(counts), True, n_graph, tuple(counts), driver_edges=driver)
     return _labelled(nodes, parents, found)
+
+
+def _small_graph(nodes: DataFrame, edges: DataFrame, driver_max_edges: int) -> Components | None:
+    """The components of a graph of at most ``driver_max_edges`` edges, labelled on the
+    driver without a distributed round (None: a larger graph)."""
+    if driver_max_edges <= 0:
+        return None
+    head = edges.select(SRC, DST).limit(driver_max_edges + 1).toArrow()
+    if head.num_rows > driver_max_edges:
+        return None
+    local = edges.sparkSession.createDataFrame(on_driver(head))
+    found = Components(nodes, 0, True, head.num_rows, driver_edges=head.num_rows)
+    return _labelled(nodes, local, found)
+
+
+def _finish_on_driver(open_edges: DataFrame) -> tuple[int, DataFrame]:
+    """The open edges' components labelled on the driver, as star edges (``src`` -> its
+    component's smallest node), and how many edges that was."""
+    collected = open_edges.select(SRC, DST).toArrow()
+    labels = open_edges.sparkSession.createDataFrame(on_driver(collected))
+    log.info("identity graph: %d open edges finished on the driver", collected.num_rows)
+    return collected.num_rows, labels.select(F.col(NODE).alias(SRC), F.col(COMPONENT).alias(DST))
 
 
 def _labelled(nodes: DataFrame, parents: DataFrame, found: Components) -> Components:
