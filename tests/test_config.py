@@ -147,6 +147,8 @@ def test_load_config_names_an_unknown_key_inside_a_list(tmp_path):
 def test_load_config_rejects_floats_for_integers_and_non_booleans_for_flags():
     with pytest.raises(ConfigError, match=r"'training.k_max' must be an integer, got 5.0"):
         load_config(CONF / "local.yaml", overrides=["training.k_max=5.0"])
+    with pytest.raises(ConfigError, match=r"'training.k_max' must be an integer, got an empty"):
+        load_config(CONF / "local.yaml", overrides=["training.k_max="])
     with pytest.raises(ConfigError, match=r"'spark.ui_enabled' must be true or false"):
         load_config(CONF / "local.yaml", overrides=["spark.ui_enabled=1"])
 

@@ -445,3 +445,37 @@ def test_keyed_staging_scans_the_normalised_events_once_and_releases_them(spark,
     assert got == sorted(tuple(r) for r in plain.rows.drop(sources.RAW).collect())
     assert len(got) == 6  # e1-e6
     plain.release()
+
+
+@pytest.mark.integration
+def test_a_row_without_a_known_identifier_is_quarantined_with_its_raw_ids(spark, job, tmp_path):
+    """With stitching, a row's customer is the key of its identifiers: a blank customer_id
+    with a known email is that email's customer; an id the map does not hold, with no other
+    identifier, has no customer (missing_customer_id) and keeps its raw values."""
+    from segmentation.identity import stitched
+    from segmentation.inputs import quality
+
+    cfg = job[0]
+    day2 = AS_OF + dt.timedelta(days=1)
+    t = dt.datetime(2025, 6, 2, 9, tzinfo=dt.UTC)
+    _own_events(spark, tmp_path / "events", [
+        ("n1", None, t, 7.0, " ANN@x.com", None), ("n2", "zz", t, 3.0, "n/a", None),
+    ])  # fmt: skip
+    other = cfg.model_copy(update={
+        "features": cfg.features.model_copy(update={"as_of": day2}),
+        "input": cfg.input.model_copy(update={"events": cfg.input.events.model_copy(
+            update={"path": str(tmp_path / "events")})}),
+        "quality": cfg.quality.model_copy(update={"max_reject_share": 0.9}),
+    })  # fmt: skip
+    keys = _table(cfg, "identity_map").filter(pl.col("as_of") == day2)
+    key = dict(zip(keys["identifier"], keys["customer_key"], strict=True))
+    events = stitched.clean_events(spark, other)
+    try:
+        assert [(r["event_id"], r["customer_id"]) for r in events.clean.collect()] == [
+            ("n1", key["ann@x.com"])]  # fmt: skip
+        (rejected,) = quality.split_staged(events.staged).rejected.collect()
+        assert (rejected["event_id"], rejected[quality.REASON]) == ("n2", "missing_customer_id")
+        assert rejected["raw_values"]["customer_id"] == "zz"
+        assert rejected["raw_values"]["email"] == "n/a"
+    finally:
+        events.release()

@@ -125,7 +125,8 @@ def _config_error(exc: ValidationError, root: type[BaseModel]) -> ConfigError:
             expected = choices or err.get("ctx", {}).get("expected")
             messages.append(f"config key '{key}' must be one of {expected}, got {value!r}")
         elif kind in _EXPECTED:
-            messages.append(f"config key '{key}' {_EXPECTED[kind]}, got {value!r}")
+            got = "an empty value (null)" if value is None else repr(value)
+            messages.append(f"config key '{key}' {_EXPECTED[kind]}, got {got}")
         else:
             messages.append(f"config key '{key}' is invalid: {err['msg']}, got {value!r}")
     return ConfigError("; ".join(messages))

@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig, Identifier, IdentityConfig
@@ -110,15 +110,27 @@ def keyed_source(
     kinds = [i.type for i in identity.identifiers]
     scanned_twice = checked.select("*", *normalised)
     keyed = with_key(scanned_twice, names, kinds, keymap)
-    keyed = keyed.withColumn(tables.CUSTOMER_ID, F.col(STITCHED)).drop(
-        STITCHED, *names, *[sources.carried(i) for i in range(len(carry))]
-    )
+    keyed = keyed.withColumns({
+        # A row no identifier keys is quarantined (missing_customer_id): its raw customer id
+        # and identifier values stay in its quarantine row.
+        sources.RAW: F.when(F.col(sources.RAW).isNull() & F.col(STITCHED).isNull(),
+                            _raw_ids(identity, len(carry))).otherwise(F.col(sources.RAW)),
+        tables.CUSTOMER_ID: F.col(STITCHED),
+    }).drop(STITCHED, *names, *[sources.carried(i) for i in range(len(carry))])  # fmt: skip
     return dataclasses.replace(
         source,
         checked=keyed,
         events=keyed.select(*sources.CANONICAL_SCHEMA.names, sources.ISSUE),
         scanned_twice=scanned_twice,
     )
+
+
+def _raw_ids(identity: IdentityConfig, n: int) -> Column:
+    """The row's raw ``customer_id`` and identifier values as text, keyed by column."""
+    pairs: dict[str, Column] = {tables.CUSTOMER_ID: F.col(tables.CUSTOMER_ID)}
+    for i, ident in enumerate(identity.identifiers[:n]):
+        pairs.setdefault(ident.column, F.col(sources.carried(i)).cast("string"))
+    return F.create_map(*[x for k, v in pairs.items() for x in (F.lit(k), v)])
 
 
 def keyed_rows(
