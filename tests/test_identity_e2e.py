@@ -25,20 +25,15 @@ COMMON = (
 
 @pytest.fixture(scope="module")
 def runs(spark, tmp_path_factory):
-    """The sample with identities: stitched, features and training on the stitched keys; then
-    the same events with stitching off (identity.enabled=false: the clean customer_id)."""
+    """The sample with identities: stitched, features and training on the stitched keys."""
     base = tmp_path_factory.mktemp("identity_e2e")
     cfg = local_config(base, *COMMON, "generator.identities=true")
     generate.run(spark, cfg)
     stitched = identities.run(spark, cfg)
     features = build_features.run(spark, cfg)
-    # Read now: the run on clean ids below replaces the same snapshot.
     keyed_features = pl.read_delta(cfg.storage.table_path("customer_features"))
     on_keys = train.run(spark, cfg)
-    clean_cfg = local_config(base, *COMMON, "generator.identities=true", "identity.enabled=false")
-    clean_features = build_features.run(spark, clean_cfg)
-    on_ids = train.run(spark, clean_cfg)
-    return cfg, stitched, (features, keyed_features), on_keys, clean_features, on_ids
+    return cfg, stitched, (features, keyed_features), on_keys
 
 
 def _pairs(n: int) -> int:
@@ -89,10 +84,9 @@ def test_every_customer_is_keyed_and_joins_back_to_its_identifiers(runs):
     assert sum(c.identifiers for c in stitched.counts if c.source == "events") > 0
 
 
-def test_segments_are_recovered_on_stitched_keys_as_on_clean_ids(runs):
-    *_, on_keys, clean_features, on_ids = runs
-    assert clean_features.customers == 1200
-    assert on_ids.ari_vs_truth is not None and on_keys.ari_vs_truth is not None
-    assert on_ids.ari_vs_truth >= 0.85
-    assert on_keys.ari_vs_truth >= on_ids.ari_vs_truth - 0.02, (on_keys.ari_vs_truth,
-                                                                on_ids.ari_vs_truth)  # fmt: skip
+def test_segments_are_recovered_on_stitched_keys(runs):
+    """The planted behaviours recovered on the stitched keys as the clean ids recover them
+    (the bar the sample's clean run meets; the stitched customers are the planted persons,
+    test above)."""
+    *_, on_keys = runs
+    assert on_keys.ari_vs_truth is not None and on_keys.ari_vs_truth >= 0.85
