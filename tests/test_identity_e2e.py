@@ -3,7 +3,7 @@ several identifiers (cookies that log in later, app devices, cards, emails as ty
 with shared family tablets and placeholder emails that would merge persons if unguarded.
 
 The stitched customers must be the planted persons, and the behavioural segments must be
-recovered on the stitched keys as well as on the clean ids.
+recovered on the stitched keys as the clean ids recover them (ARI >= 0.85).
 """
 
 from __future__ import annotations
