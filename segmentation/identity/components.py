@@ -28,7 +28,6 @@ resolves its jars (``make setup``), so the project does not depend on it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -198,8 +197,8 @@ def connected_components(
     for part in done[1:]:
         stars = stars.unionByName(part.select(SRC, DST))
     parents = stars.select(F.col(SRC).alias(NODE), F.col(DST).alias(COMPONENT))
-    found = Components(nodes, len(counts), True, n_graph, tuple(counts), driver_edges=driver)
-    return _labelled(nodes, parents, found)
+    labels = _labels(nodes, parents)
+    return Components(labels, len(counts), True, n_graph, tuple(counts), driver_edges=driver)
 
 
 def _small_graph(nodes: DataFrame, edges: DataFrame, driver_max_edges: int) -> Components | None:
@@ -211,8 +210,7 @@ def _small_graph(nodes: DataFrame, edges: DataFrame, driver_max_edges: int) -> C
     if head.num_rows > driver_max_edges:
         return None
     local = edges.sparkSession.createDataFrame(on_driver(head))
-    found = Components(nodes, 0, True, head.num_rows, driver_edges=head.num_rows)
-    return _labelled(nodes, local, found)
+    return Components(_labels(nodes, local), 0, True, head.num_rows, driver_edges=head.num_rows)
 
 
 def _finish_on_driver(open_edges: DataFrame) -> tuple[int, DataFrame]:
@@ -224,11 +222,10 @@ def _finish_on_driver(open_edges: DataFrame) -> tuple[int, DataFrame]:
     return collected.num_rows, labels.select(F.col(NODE).alias(SRC), F.col(COMPONENT).alias(DST))
 
 
-def _labelled(nodes: DataFrame, parents: DataFrame, found: Components) -> Components:
-    """``found`` with its labels: each node's parent (``node``, ``component``), or itself."""
-    labels = (
+def _labels(nodes: DataFrame, parents: DataFrame) -> DataFrame:
+    """Each node's component: its parent (``parents``: ``node``, ``component``), or itself."""
+    return (
         nodes.select(NODE)
         .join(parents, on=NODE, how="left")
         .select(NODE, F.coalesce(F.col(COMPONENT), F.col(NODE)).alias(COMPONENT))
     )
-    return dataclasses.replace(found, labels=labels)

@@ -130,11 +130,19 @@ def plan(spark: SparkSession, cfg: AppConfig, *, full_refresh: bool = False) -> 
     if full_refresh:
         return Plan(REBUILD, "--full-refresh", marker=marker)
     last = read_log(spark, cfg)
-    why = _unusable(spark, cfg, last)
+    versions = (
+        {}
+        if last is None
+        else {t.name: tables.version(spark, cfg.storage, t) for t in STATE_TABLES}
+    )
+    why = _unusable(spark, cfg, last, versions)
     if why is not None:
         return Plan(REBUILD, why, log=last, marker=marker)
     assert last is not None
-    last = _maintained(spark, cfg, last)
+    # Usable: at the logged versions, or only maintenance after them (the same rows; a VACUUM
+    # may have removed the older files), so the state is read at its current versions.
+    last = dataclasses.replace(last, table_versions={k: int(v) for k, v in versions.items()
+                                                     if v is not None})  # fmt: skip
     increment = increments.since(spark, ev, path, last.marker, marker)
     if increment.rebuild is not None:
         return Plan(REBUILD, increment.rebuild, log=last, marker=increment.marker)
@@ -142,12 +150,14 @@ def plan(spark: SparkSession, cfg: AppConfig, *, full_refresh: bool = False) -> 
                 log=last, increment=increment, marker=increment.marker)  # fmt: skip
 
 
-def _unusable(spark: SparkSession, cfg: AppConfig, last: Log | None) -> str | None:
-    """Why the state cannot serve this run (None: it can)."""
+def _unusable(
+    spark: SparkSession, cfg: AppConfig, last: Log | None, versions: dict[str, int | None]
+) -> str | None:
+    """Why the state cannot serve this run (None: it can); ``versions``: the state tables'
+    current versions (None: missing)."""
     as_of = cfg.features.as_of
     if last is None:
         return "no feature state yet"
-    versions = {t.name: tables.version(spark, cfg.storage, t) for t in STATE_TABLES}
     missing = sorted(name for name, v in versions.items() if v is None)
     if missing:
         return f"table(s) {', '.join(missing)} of the feature state are missing"
@@ -179,16 +189,6 @@ def _maintained_since(
     return now == logged or increments.rows_unchanged(
         spark, tables.path(cfg.storage, table), logged, now
     )
-
-
-def _maintained(spark: SparkSession, cfg: AppConfig, last: Log) -> Log:
-    """``last`` reading each state table at its current version where only maintenance
-    followed the logged one (the same rows; a VACUUM may have removed the older files)."""
-    now = {t.name: tables.version(spark, cfg.storage, t) for t in STATE_TABLES}
-    current = {k: int(v) for k, v in now.items() if v is not None}
-    if current == last.table_versions:
-        return last
-    return dataclasses.replace(last, table_versions={**last.table_versions, **current})
 
 
 _MISSING_FILE = ("FILE_NOT_EXIST", "FileNotFoundException")

@@ -216,15 +216,14 @@ def _summarise(result: IdentityResult, keyed: keys.Keyed, guards: DataFrame) -> 
         r["change"]: int(r["count"]) for r in keyed.changes.groupBy("change").count().collect()
     }
     result.merges, result.splits = changes.get(keys.MERGE, 0), changes.get(keys.SPLIT, 0)
-    guarded = guards
     by_reason = {r[tables.REASON]: int(r["count"])
-                 for r in guarded.groupBy(tables.REASON).count().collect()}  # fmt: skip
+                 for r in guards.groupBy(tables.REASON).count().collect()}  # fmt: skip
     result.shared, result.large = (
         by_reason.get("max_degree", 0),
         by_reason.get("max_component_size", 0),
     )
     top = (
-        guarded.where(F.col(tables.REASON) == "max_degree")
+        guards.where(F.col(tables.REASON) == "max_degree")
         .orderBy(F.desc(graph.DEGREE), KIND, VALUE)
         .limit(EXAMPLES)
         .collect()
@@ -234,7 +233,7 @@ def _summarise(result: IdentityResult, keyed: keys.Keyed, guards: DataFrame) -> 
         for r in top
     )
     big = (
-        guarded.where(F.col(tables.REASON) == "max_component_size")
+        guards.where(F.col(tables.REASON) == "max_component_size")
         .orderBy(F.desc("component_size"), keys.KEY)
         .limit(EXAMPLES)
         .collect()
