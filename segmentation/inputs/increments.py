@@ -121,7 +121,9 @@ def _delta_since(spark: SparkSession, path: str, previous: Marker, now: Marker) 
     if not added:
         return Increment(now, None, "no new input rows (Delta versions "
                                     f"{previous.version}-{now.version})")  # fmt: skip
-    name = F.regexp_extract(F.col("_metadata.file_path"), r"[^/]+$", 0)
+    # A plain filter on the file's name is applied to the file listing (files pruned): the
+    # regexp over `file_path` it replaced read every file of the table.
+    name = F.col("_metadata.file_name")
     parts = [
         delta_tables.read(spark, path, version=v).where(name.isin(files))
         for v, files in added.items()
