@@ -6,8 +6,8 @@ run reads (``workflows.feature_state``), or the reason it cannot read only those
   compaction, whose actions say ``dataChange: false``, changes no rows). A commit that removes
   rows (DELETE, UPDATE, MERGE, an overwrite), changes the schema, or is no longer in the log
   forces a rebuild: a deleted row must never come back. The rows of each appending commit are
-  read from that version's table, only its new files (deletion vectors and column mapping
-  honoured by Delta).
+  its new files, read as Parquet with the table's schema and their partition values (a table
+  with column mapping: read through Delta at that version, filtered to those files).
 * **Files** (CSV, JSON, Parquet) are compared by their listing (relative path, size,
   modification time): new files are read; a replaced or removed file forces a rebuild.
 """
@@ -15,6 +15,7 @@ run reads (``workflows.feature_state``), or the reason it cannot read only those
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import reduce
@@ -22,6 +23,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from segmentation.config import EventSourceConfig
 from segmentation.inputs.sources import read_raw
@@ -102,7 +104,7 @@ def _delta_since(spark: SparkSession, path: str, previous: Marker, now: Marker) 
     if now.version < previous.version:
         return Increment(now, None, "", f"the input table is at version {now.version}, before "
                                         f"the state's {previous.version} (restored?)")  # fmt: skip
-    added: dict[int, list[str]] = {}
+    added: dict[int, list[dict]] = {}
     for v in range(previous.version + 1, now.version + 1):
         actions = _commit(spark, path, v)
         if actions is None:
@@ -111,25 +113,51 @@ def _delta_since(spark: SparkSession, path: str, previous: Marker, now: Marker) 
         problem = _not_an_append(actions)
         if problem:
             return Increment(now, None, "", f"input version {v} {problem}")
-        files = [
-            a["add"]["path"].rsplit("/", 1)[-1]
-            for a in actions
-            if "add" in a and a["add"].get("dataChange", True)
-        ]
-        if files:
-            added[v] = files
+        adds = [a["add"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
+        if adds:
+            added[v] = adds
     if not added:
         return Increment(now, None, "no new input rows (Delta versions "
                                     f"{previous.version}-{now.version})")  # fmt: skip
-    # A plain filter on the file's name is applied to the file listing (files pruned): the
-    # regexp over `file_path` it replaced read every file of the table.
-    name = F.col("_metadata.file_name")
-    parts = [
-        delta_tables.read(spark, path, version=v).where(name.isin(files))
-        for v, files in added.items()
-    ]
-    raw = reduce(DataFrame.unionByName, parts)
+    raw = reduce(DataFrame.unionByName, [_appended(spark, path, v, a) for v, a in added.items()])
     return Increment(now, raw, f"Delta versions {min(added)}-{max(added)} ({len(added)} append(s))")
+
+
+def _appended(spark: SparkSession, path: str, version: int, adds: Sequence[dict]) -> DataFrame:
+    """The rows one appending commit added: its files (``add`` actions, none with a deletion
+    vector) read as Parquet with the table's schema at ``version`` and each file's partition
+    values, so only they are read. With column mapping (the files' column names are not the
+    table's), through Delta at ``version`` filtered to those files: Delta scans every file of
+    the version for that (a filter on ``_metadata`` prunes no file of a Delta table)."""
+    table = delta_tables.read(spark, path, version=version)
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
+    assert detail is not None
+    properties = detail["properties"] or {}
+    if properties.get("delta.columnMapping.mode", "none") != "none":
+        names = [a["path"].rsplit("/", 1)[-1] for a in adds]
+        return table.where(F.col("_metadata.file_name").isin(names))
+    partitioned = set(detail["partitionColumns"] or [])
+    data = T.StructType([f for f in table.schema.fields if f.name not in partitioned])
+    groups: dict[tuple[tuple[str, str | None], ...], list[str]] = {}
+    for a in adds:
+        key = tuple(sorted((a.get("partitionValues") or {}).items()))
+        groups.setdefault(key, []).append(_file(path, a["path"]))
+    frames = []
+    for key, files in groups.items():
+        values = dict(key)
+        frames.append(spark.read.schema(data).parquet(*files).select(*[
+            F.lit(values.get(f.name)).cast(f.dataType).alias(f.name) if f.name in partitioned
+            else F.col(f"`{f.name}`") for f in table.schema.fields
+        ]))  # fmt: skip
+    return reduce(DataFrame.unionByName, frames)
+
+
+def _file(table: str, relative: str) -> str:
+    """A data file's location from its ``add`` path (URL-encoded, relative to the table
+    unless absolute)."""
+    if "://" in relative or relative.startswith("/"):
+        return relative
+    return f"{table.rstrip('/')}/{urllib.parse.unquote(relative)}"
 
 
 def rows_unchanged(spark: SparkSession, path: str, since: int, until: int) -> bool:
