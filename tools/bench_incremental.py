@@ -75,6 +75,11 @@ def append_next_day(spark: SparkSession, cfg: AppConfig, day: dt.date) -> int:
     return rows
 
 
+DUCKDB_MEMORY = "6GB"
+"""DuckDB's memory limit: it shares the machine with the Spark driver (its default, 80% of
+the RAM, got the process killed at 50M events on 24 GiB); it spills to disk beyond it."""
+
+
 def duckdb_full(spark: SparkSession, cfg: AppConfig, levels: dict[str, Any]) -> float:
     """DuckDB's quality rules, de-duplication and features over every event file."""
     import duckdb
@@ -92,7 +97,9 @@ def duckdb_full(spark: SparkSession, cfg: AppConfig, levels: dict[str, Any]) -> 
         as_of=fc.as_of, windows_days=fc.windows_days, trend_window_days=fc.trend_window_days,
         levels=levels,
     )  # fmt: skip
-    con = duckdb.connect(config={"threads": os.cpu_count() or 1})
+    spill = Path(cfg.storage.warehouse).parent / "duckdb-spill"
+    con = duckdb.connect(config={"threads": os.cpu_count() or 1, "memory_limit": DUCKDB_MEMORY,
+                                 "temp_directory": str(spill)})  # fmt: skip
     start = time.perf_counter()
     con.execute(checks)
     rows = con.sql(features).arrow()
