@@ -10,6 +10,7 @@ state); the incremental path shares none of its aggregation code past the daily 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segmentation.config import AppConfig
+from segmentation.errors import TableError
 from segmentation.runtime import tracking
 from segmentation.storage import delta_tables
 from segmentation.workflows import build_features, maintain
@@ -240,8 +242,57 @@ def check_fallbacks(spark, base: Path) -> None:
     assert fs.plan(spark, config(base, "2026-03-02"), full_refresh=True).reason == (
         "--full-refresh"
     )
-    discovered = fs.plan(spark, config(base, "2026-03-02", "features.devices=null"))
-    assert discovered.mode == fs.FULL and "discovered" in discovered.reason
+    assert "levels" in reason("2026-03-02", "features.devices=null")  # discovered now
+
+
+@pytest.mark.slow
+def test_discovered_levels_are_kept_and_a_new_top_level_rebuilds(
+    spark, tmp_path, mlflow_uri, caplog
+):
+    """Devices discovered from the events (``features.devices`` null, the top 2): the state
+    keeps the events per device; a day that leaves the top 2 as it was runs incrementally
+    (a copy of an earlier event counts once) and equals the full recomputation; a day that
+    brings another device in rebuilds, naming the device in and the one out."""
+    discovered = ("features.devices=null", "features.max_levels=2")
+    add_file(tmp_path, "day1", [
+        event("a", "2026-03-01", "order", 10.0, "e1", device="mobile"),
+        event("a", "2026-02-27", "visit", 0.0, "e2", device="mobile"),
+        event("b", "2026-03-01", "order", 20.0, "e3", device="desktop"),
+        event("b", "2026-02-28", "order", 5.0, "e4", device="desktop"),
+        event("c", "2026-03-01", "order", 7.0, "e5", device="tablet"),
+    ])  # fmt: skip
+    day1 = config(tmp_path, "2026-03-01", *discovered)
+    assert build_features.run(spark, day1).mode == fs.REBUILD
+    assert_same(spark, day1)
+
+    # tablet 2 (its copy of e5 is a duplicate): a three-way tie at 2, broken by the value as
+    # a full run breaks it: desktop and mobile stay.
+    add_file(tmp_path, "day2", [
+        event("c", "2026-03-02", "order", 3.0, "e6", device="tablet"),
+        event("c", "2026-03-01", "order", 7.0, "e5", device="tablet"),
+    ])  # fmt: skip
+    day2 = config(tmp_path, "2026-03-02", *discovered)
+    second = build_features.run(spark, day2)
+    assert second.mode == fs.INCREMENTAL, second.mode_reason
+    got = assert_same(spark, day2)
+    assert {c for c in got["a"] if c.startswith("device_share_")} == {
+        "device_share_desktop", "device_share_mobile"
+    }  # fmt: skip
+    counts = (
+        pl.read_delta(day2.storage.table_path("feature_state_levels"))
+        .group_by("column", "value").agg(pl.col("events").sum()).sort("value").rows()
+    )  # fmt: skip
+    assert counts == [("device", "desktop", 2), ("device", "mobile", 2), ("device", "tablet", 2)]
+
+    # tablet 3: in the top 2, mobile out (desktop wins the tie at 2): only a rebuild is exact,
+    # and its device_share_tablet column is one customer_features cannot take, as for a full
+    # run whose discovered levels changed. Nothing is written: the state stays as of day 2.
+    add_file(tmp_path, "day3", [event("d", "2026-03-03", "order", 4.0, "e7", device="tablet")])
+    day3 = config(tmp_path, "2026-03-03", *discovered)
+    with caplog.at_level(logging.WARNING), pytest.raises(TableError, match="device_share_tablet"):
+        build_features.run(spark, day3)
+    assert "device: 'tablet' in, 'mobile' out of the top 2" in caplog.text
+    assert [r["mode"] for r in state_log(day3)] == [fs.REBUILD, fs.INCREMENTAL]
 
 
 @pytest.mark.slow

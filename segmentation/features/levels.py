@@ -14,12 +14,15 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from segmentation.config import FeatureConfig
 
 OTHER_LEVEL = "other"
+COLUMN, VALUE, EVENTS = "column", "value", "events"
+"""The columns of :func:`value_counts` rows."""
 
 
 def level_name(prefix: str, level: str) -> str:
@@ -103,42 +106,88 @@ def discover_all_levels(
     """
     if not columns:
         return {}
+    return top_levels(value_counts(events, columns, minus=minus), columns, max_levels=max_levels)
+
+
+def value_counts(
+    events: DataFrame, columns: Sequence[str], *, minus: DataFrame | None = None
+) -> DataFrame:
+    """Events per non-null value of each of ``columns`` (``column``, ``value``, ``events``;
+    rows of ``minus`` count -1), values as text, only counts above 0."""
+    if not columns:
+        return events.sparkSession.createDataFrame([], f"{COLUMN} string, {VALUE} string, "
+                                                       f"{EVENTS} long")  # fmt: skip
 
     def pairs(df: DataFrame, weight: int) -> DataFrame:
         exploded = F.explode(
-            F.array(*[F.struct(F.lit(c).alias("col"), F.col(c).cast("string").alias("value"))
+            F.array(*[F.struct(F.lit(c).alias(COLUMN), F.col(c).cast("string").alias(VALUE))
                       for c in columns])
         )  # fmt: skip
         return df.select(exploded.alias("p"), F.lit(weight).alias("w")).select(
-            "p.col", "p.value", "w"
+            f"p.{COLUMN}", f"p.{VALUE}", "w"
         )
 
     weighted = pairs(events, 1)
     if minus is not None:
         weighted = weighted.unionByName(pairs(minus, -1))
-    counts = (
-        weighted.where(F.col("value").isNotNull())
-        .groupBy("col", "value")
-        .agg(F.sum("w").alias("count"))
-        .where(F.col("count") > 0)
+    return (
+        weighted.where(F.col(VALUE).isNotNull())
+        .groupBy(COLUMN, VALUE)
+        .agg(F.sum("w").cast("long").alias(EVENTS))
+        .where(F.col(EVENTS) > 0)
     )
-    rank = Window.partitionBy("col").orderBy(F.desc("count"), F.asc("value"))
+
+
+def top_levels(
+    counts: DataFrame, columns: Sequence[str], *, max_levels: int
+) -> dict[str, tuple[str, ...]]:
+    """The ``max_levels`` values of each column with the most events (ties: the smaller value
+    first), sorted, from :func:`value_counts` rows (several rows of one value are summed)."""
+    summed = counts.groupBy(COLUMN, VALUE).agg(F.sum(EVENTS).alias(EVENTS))
+    rank = Window.partitionBy(COLUMN).orderBy(F.desc(EVENTS), F.asc(VALUE))
     rows = (
-        counts.withColumn("rank", F.row_number().over(rank))
+        summed.where(F.col(EVENTS) > 0)
+        .withColumn("rank", F.row_number().over(rank))
         .where(F.col("rank") <= max_levels)
         .collect()
     )
-    return {c: tuple(sorted(str(r["value"]) for r in rows if r["col"] == c)) for c in columns}
+    return {c: tuple(sorted(str(r[VALUE]) for r in rows if r[COLUMN] == c)) for c in columns}
+
+
+def discovered_columns(fc: FeatureConfig, present: Collection[str]) -> list[str]:
+    """The mapped mix columns whose levels are discovered (not configured)."""
+    configured = {"category": fc.categories, "channel": fc.channels, "device": fc.devices}
+    return [c for c, lv in configured.items() if lv is None and c in present]
 
 
 def resolve_levels(
-    events: DataFrame, fc: FeatureConfig, present: Collection[str]
+    events: DataFrame,
+    fc: FeatureConfig,
+    present: Collection[str],
+    *,
+    counted: DataFrame | None = None,
 ) -> dict[str, tuple[str, ...]]:
     """The category, channel and device levels: configured (``features.categories`` ...), or
-    discovered in one pass over ``events``; a column the input does not have gets none."""
+    discovered in one pass over ``events`` (``counted``: their :func:`value_counts` already
+    made); a column the input does not have gets none."""
     configured = {"category": fc.categories, "channel": fc.channels, "device": fc.devices}
-    wanted = [c for c, lv in configured.items() if lv is None and c in present]
-    levels = discover_all_levels(events, wanted, max_levels=fc.max_levels)
+    wanted = discovered_columns(fc, present)
+    levels = (
+        discover_all_levels(events, wanted, max_levels=fc.max_levels)
+        if counted is None or not wanted
+        else top_levels(counted, wanted, max_levels=fc.max_levels)
+    )
     for column, lv in configured.items():
         levels.setdefault(column, () if column not in present or lv is None else tuple(lv))
     return levels
+
+
+def counted_levels(
+    events: DataFrame, fc: FeatureConfig, present: Collection[str]
+) -> tuple[dict[str, tuple[str, ...]], DataFrame]:
+    """:func:`resolve_levels`, and the :func:`value_counts` of the discovered columns they
+    were ranked from, persisted (the caller unpersists them): the incremental feature state
+    keeps them."""
+    counted = value_counts(events, discovered_columns(fc, present))
+    counted = counted.persist(StorageLevel.MEMORY_AND_DISK)
+    return resolve_levels(events, fc, present, counted=counted), counted

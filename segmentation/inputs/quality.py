@@ -9,6 +9,7 @@ fractional customer id, an amount not in the configured number format) keep thei
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -29,8 +30,12 @@ IMPLAUSIBLE_EVENT_TIME = "implausible_event_time"
 INVALID_AMOUNT = "invalid_amount"
 NEGATIVE_AMOUNT = "negative_amount"
 DUPLICATE_EVENT = "duplicate_event"
+UNKNOWN_IDENTIFIER = "unknown_identifier"
+"""With identity stitching: none of the row's identifiers is in ``identity_map`` (set as the
+row's ``sources.ISSUE`` by ``identity.keying``; its customer id is then null)."""
 REASONS = (
     MISSING_CUSTOMER_ID,
+    UNKNOWN_IDENTIFIER,
     parsing.NON_INTEGRAL_CUSTOMER_ID,
     parsing.INEXACT_CUSTOMER_ID,
     parsing.UNPARSEABLE_AMOUNT,
@@ -98,9 +103,16 @@ def reject_reason(
     """
     customer, time, amount = F.col("customer_id"), F.col("event_time"), F.col("amount")
     day = parsing.local_date(time, time_zone)
-    reason = F.when(customer.isNull() | (customer == ""), F.lit(MISSING_CUSTOMER_ID))
+    missing = customer.isNull() | (customer == "")
     if with_issue:
-        reason = reason.when(F.col(ISSUE).isNotNull(), F.col(ISSUE))
+        issue = F.col(ISSUE)
+        reason = (
+            F.when(missing & (issue == UNKNOWN_IDENTIFIER), issue)
+            .when(missing, F.lit(MISSING_CUSTOMER_ID))
+            .when(issue.isNotNull(), issue)
+        )
+    else:
+        reason = F.when(missing, F.lit(MISSING_CUSTOMER_ID))
     return (
         reason.when(time.isNull(), F.lit(INVALID_EVENT_TIME))
         .when((day < F.lit(earliest)) | (day > F.lit(latest)), F.lit(IMPLAUSIBLE_EVENT_TIME))
@@ -307,3 +319,8 @@ def clean_events(
         time_zone=cfg.input.events.time_zone,
     )  # fmt: skip
     return cleaned(cfg, staged, counts, source.present)
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    """``reason: n`` pairs, sorted, or ``none``."""
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"

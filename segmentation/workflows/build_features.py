@@ -17,7 +17,12 @@ from pyspark.sql import functions as F
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
 from segmentation.features import behaviour as feat
-from segmentation.features.levels import LevelLabel, level_labels, resolve_levels
+from segmentation.features.levels import (
+    LevelLabel,
+    counted_levels,
+    level_labels,
+    resolve_levels,
+)
 from segmentation.identity import stitched
 from segmentation.inputs import columns, increments, quality, sources
 from segmentation.inputs import customers as customers_dim
@@ -240,7 +245,9 @@ def _compute_staged(
     ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
     rejected = _rejected_counts(rejected_df, counts.rows, max_share=q.max_reject_share)
     duplicates = _count_kept_copies(duplicates, split, counts.rows)
-    levels = resolve_levels(split.clean, fc, source.present)
+    rebuild = plan is not None and plan.mode == fs.REBUILD
+    levels, counted = (counted_levels(split.clean, fc, source.present) if rebuild  # the state's
+                       else (resolve_levels(split.clean, fc, source.present), None))  # fmt: skip
     features_df = feat.compute_configured(
         split.clean, fc, as_of=fc.as_of, levels=levels, present=source.present,
         time_zone=cfg.input.events.time_zone,
@@ -250,22 +257,20 @@ def _compute_staged(
         if customers == 0:
             raise InputError(
                 f"no usable events on or before {fc.as_of} in {events_path} "
-                f"({counts.rows} input rows; rejected by reason: {counts_text(rejected)}); "
+                f"({counts.rows} input rows; rejected by reason: {quality.counts_text(rejected)}); "
                 "check features.as_of and the input. No table was changed."
             )
         dimension = dimension_match(spark, cfg, features_df)
     except InputError:
-        features_df.unpersist()
-        rejected_df.unpersist()
+        for df in filter(None, (features_df, rejected_df, counted)):
+            df.unpersist()
         raise
-    tracking.log_metrics({"customers": customers})
-    tracking.log_json(
-        {c: dataclasses.asdict(lv) for c, lv in level_labels(features_df).items()},
-        "features/levels.json",
-    )
-    update = None
-    if plan is not None and plan.mode == fs.REBUILD:
-        update = feature_increment.rebuild(cfg, plan, split, counts, duplicates.rule)
+    _log_snapshot(features_df, customers)
+    update = (
+        feature_increment.rebuild(cfg, plan, split, counts, duplicates.rule, levels=levels,
+                                  counted=counted)
+        if plan is not None and counted is not None else None
+    )  # fmt: skip
     _log_mode(plan)
     return FeatureSnapshot(
         as_of=fc.as_of, features=features_df, rejected=rejected_df, customers=customers,
@@ -274,6 +279,14 @@ def _compute_staged(
         levels=levels, input_counts=counts, duplicates=duplicates,
         dimension=dimension, plan=plan or fs.Plan(fs.FULL, "not kept"), state=update,
     )  # fmt: skip
+
+
+def _log_snapshot(features: DataFrame, customers: int) -> None:
+    """The customers and each level column's raw label (``features/levels.json``), to MLflow."""
+    tracking.log_metrics({"customers": customers})
+    labels = level_labels(features)
+    tracking.log_json({c: dataclasses.asdict(lv) for c, lv in labels.items()},
+                      "features/levels.json")  # fmt: skip
 
 
 def _source(spark: SparkSession, cfg: AppConfig, plan: fs.Plan | None) -> sources.EventSource:
@@ -319,7 +332,7 @@ def _incremental(
         rejected_counts=done.rejected_counts, input_rows=done.update.counts.input_rows,
         events_path=events_path, events_version=events_version,
         feature_columns=tuple(feat.feature_columns(done.features)),
-        levels=fs.state_levels(cfg) or {}, input_counts=done.counts,
+        levels=done.levels, input_counts=done.counts,
         duplicates=Duplicates(plan.log.duplicate_rule, False),  # type: ignore[arg-type]
         plan=plan, state=done.update, cached=done.cached,
     )  # fmt: skip
@@ -430,13 +443,8 @@ def _check_rejected(rejected: Mapping[str, int], input_rows: int, *, max_share: 
         raise InputError(
             f"{n_rejected} of {input_rows} input events ({share:.1%}) were "
             f"rejected, more than quality.max_reject_share ({max_share:.1%}); "
-            f"by reason: {counts_text(rejected)}. No table was changed: fix the input, or "
+            f"by reason: {quality.counts_text(rejected)}. No table was changed: fix the input, or "
             "raise quality.max_reject_share to write them to rejected_events."
         )
     for why, n in sorted(rejected.items()):
         log.warning("%d input event(s) quarantined in rejected_events: %s", n, why)
-
-
-def counts_text(counts: Mapping[str, int]) -> str:
-    """``reason: n`` pairs, sorted, or ``none``."""
-    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"

@@ -5,8 +5,9 @@ of a rebuild, from the full run's staged events.
 
 Anything the state cannot answer exactly returns a reason instead, and the run rebuilds: an
 event id seen before with other content (a correction), new rows that flip the ``auto``
-duplicate rule, or an event quarantined as implausibly far in the future that the new
-``as_of`` brings within ``quality.max_days_after_as_of``.
+duplicate rule, an event quarantined as implausibly far in the future that the new ``as_of``
+brings within ``quality.max_days_after_as_of``, or new rows that change the discovered levels
+of a mix column (its daily rows hold sums per level).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig
+from segmentation.features import levels as mix
 from segmentation.features import state
 from segmentation.inputs import parsing, quality, sources
 from segmentation.storage import tables
@@ -38,6 +40,7 @@ class Computed:
     customers: int
     rejected_counts: dict[str, int]
     counts: sources.InputCounts | None
+    levels: dict[str, tuple[str, ...]]
     update: fs.Update
     cached: list[DataFrame]
 
@@ -76,13 +79,27 @@ def parsed_times(counts: sources.InputCounts) -> int:
     return next((c.parsed for c in counts.columns if c.column == "event_time"), 0)
 
 
+def level_rows(counted: DataFrame, increment: int) -> DataFrame:
+    """``mix.value_counts`` rows as ``feature_state_levels`` keeps them."""
+    return counted.select(
+        mix.COLUMN, mix.VALUE, mix.EVENTS, F.lit(increment).cast("long").alias(state.INCREMENT)
+    )
+
+
 def rebuild(
-    cfg: AppConfig, plan: fs.Plan, split: quality.Split, counts: sources.InputCounts, rule: str
+    cfg: AppConfig,
+    plan: fs.Plan,
+    split: quality.Split,
+    counts: sources.InputCounts,
+    rule: str,
+    *,
+    levels: dict[str, tuple[str, ...]],
+    counted: DataFrame,
 ) -> fs.Update:
     """The state rows of a rebuild from the full run's split events (plans over its staged
-    rows: the caller keeps them persisted until the writes are done)."""
-    levels = fs.state_levels(cfg)
-    assert levels is not None and plan.marker is not None
+    rows: the caller keeps them persisted until the writes are done); ``levels`` as the run
+    resolved them, ``counted``: the ``mix.value_counts`` they were discovered from."""
+    assert plan.marker is not None
     increment = (plan.log.increment if plan.log else 0) + 1
     zone, as_of = cfg.input.events.time_zone, cfg.features.as_of
     # Persisted: the daily rows' write and the customer rows both read them.
@@ -92,9 +109,9 @@ def rebuild(
         mode=fs.REBUILD, reason=plan.reason, described="every input row", increment=increment,
         daily=daily, event_ids=identities(split.clean, rule, zone, increment),
         rejected=rejected_rows(split.rejected, increment),
-        customers=state.customer_rows(days, levels),
+        levels=level_rows(counted, increment), customers=state.customer_rows(days, levels),
         counts=fs.Counts(counts.rows, counts.timed, parsed_times(counts), rule, counts.rows),
-        marker=plan.marker, cached=[daily],
+        marker=plan.marker, cached=[daily, counted],
     )  # fmt: skip
 
 
@@ -114,8 +131,6 @@ def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | st
     last, increment = plan.log, plan.increment
     assert last is not None and increment is not None and plan.marker is not None
     fc, q, zone = cfg.features, cfg.quality, cfg.input.events.time_zone
-    levels = fs.state_levels(cfg)
-    assert levels is not None
     number = last.increment + 1
     old_rejected = fs.read_state(spark, cfg, fs.REJECTED, last)
     woke = _woken(old_rejected, last.as_of, fc.as_of, q.max_days_after_as_of, zone)
@@ -124,6 +139,13 @@ def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | st
     batch = _batch(spark, cfg, plan, number)
     if isinstance(batch, str):
         return batch
+    found = _levels(spark, cfg, last, batch.clean, number)
+    if isinstance(found, str):
+        for df in batch.cached:
+            df.unpersist()
+        return found
+    levels, new_levels = found
+    batch.cached.append(new_levels)
     daily_new = state.daily_rows(batch.clean, levels, zone, number).persist(_MEMORY)
     batch.cached.append(daily_new)
     daily_all = fs.read_state(spark, cfg, fs.DAILY, last).unionByName(daily_new)
@@ -150,14 +172,51 @@ def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | st
         mode=fs.INCREMENTAL, reason=plan.reason, described=increment.described,
         increment=number, daily=daily_new,
         event_ids=identities(batch.clean, last.duplicate_rule, zone, number),
-        rejected=new_rejected, customers=customers, counts=c, marker=plan.marker,
-        previous_versions=last.table_versions,
+        rejected=new_rejected, levels=new_levels, customers=customers, counts=c,
+        marker=plan.marker, previous_versions=last.table_versions,
     )  # fmt: skip
     return Computed(
         features=features, rejected=snapshot_rejected, customers=features.count(),
-        rejected_counts=quality.reason_counts(snapshot_rejected), counts=new_counts, update=update,
-        cached=[*batch.cached, customers, features, new_rejected],
+        rejected_counts=quality.reason_counts(snapshot_rejected), counts=new_counts,
+        levels=levels, update=update, cached=[*batch.cached, customers, features, new_rejected],
     )  # fmt: skip
+
+
+_LEVEL_KEYS = {"category": "features.categories", "channel": "features.channels",
+               "device": "features.devices"}  # fmt: skip
+
+
+def _levels(
+    spark: SparkSession, cfg: AppConfig, last: fs.Log, clean: DataFrame, number: int
+) -> tuple[dict[str, tuple[str, ...]], DataFrame] | str:
+    """The state's levels (configured; discovered: the top ``features.max_levels`` values of
+    the kept value counts) and the new rows' ``feature_state_levels`` rows (persisted), or why
+    the new rows change a discovered column's levels (the daily rows hold sums per level)."""
+    configured = fs.configured_levels(cfg)
+    discovered = [c for c, lv in configured.items() if lv is None]
+    levels = {c: lv for c, lv in configured.items() if lv is not None}
+    new = level_rows(mix.value_counts(clean, discovered), number).persist(_MEMORY)
+    if not discovered:
+        return levels, new
+    top = cfg.features.max_levels
+    kept = fs.read_state(spark, cfg, fs.LEVELS, last).drop(state.INCREMENT)
+    before = mix.top_levels(kept, discovered, max_levels=top)
+    after = mix.top_levels(kept.unionByName(new.drop(state.INCREMENT)), discovered, max_levels=top)
+    changed = [
+        f"{c}: {_listed(set(after[c]) - set(before[c]))} in, "
+        f"{_listed(set(before[c]) - set(after[c]))} out of the top {top} ({_LEVEL_KEYS[c]} "
+        "is null: discovered)"
+        for c in discovered
+        if after[c] != before[c]
+    ]
+    if changed:
+        new.unpersist()
+        return f"the new rows change the discovered levels ({'; '.join(changed)})"
+    return {**levels, **before}, new
+
+
+def _listed(values: set[str]) -> str:
+    return ", ".join(repr(v) for v in sorted(values)) or "none"
 
 
 def _woken(

@@ -1,10 +1,11 @@
 """The incremental feature state in the warehouse: whether a feature run may use it, what it
 records, and its writes (docs/incremental.md).
 
-Five tables (``storage.contracts.feature_state``): the daily and customer aggregates
+Six tables (``storage.contracts.feature_state``): the daily and customer aggregates
 (``features.state``), the usable event identities (duplicates across runs), the quarantined
-rows, and ``feature_state_log``, one row per run that kept the state. A run writes its
-snapshot, then the four state tables one Delta transaction each, then its log row, which
+rows, the events per value of the mix columns whose levels are discovered, and
+``feature_state_log``, one row per run that kept the state. A run writes its snapshot, then
+the five state tables one Delta transaction each, then its log row, which
 records the versions those writes left: a state whose tables are at other versions (a run
 killed half way) is never used, the next run rebuilds it.
 """
@@ -29,6 +30,7 @@ from segmentation.storage.contracts import (
     FEATURE_STATE_CUSTOMERS,
     FEATURE_STATE_DAILY,
     FEATURE_STATE_EVENT_IDS,
+    FEATURE_STATE_LEVELS,
     FEATURE_STATE_LOG,
     FEATURE_STATE_LOG_SCHEMA,
     FEATURE_STATE_REJECTED,
@@ -37,12 +39,14 @@ from segmentation.storage.contracts import (
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
-"""The state's format; a code change that alters what the state holds bumps it (rebuild)."""
-DAILY, CUSTOMERS, EVENT_IDS, REJECTED = (
-    FEATURE_STATE_DAILY, FEATURE_STATE_CUSTOMERS, FEATURE_STATE_EVENT_IDS, FEATURE_STATE_REJECTED
+STATE_VERSION = 2
+"""The state's format; a code change that alters what the state holds bumps it (rebuild).
+2: the value counts of discovered levels (``feature_state_levels``)."""
+DAILY, CUSTOMERS, EVENT_IDS, REJECTED, LEVELS = (
+    FEATURE_STATE_DAILY, FEATURE_STATE_CUSTOMERS, FEATURE_STATE_EVENT_IDS, FEATURE_STATE_REJECTED,
+    FEATURE_STATE_LEVELS,
 )  # fmt: skip
-STATE_TABLES = (DAILY, EVENT_IDS, REJECTED, CUSTOMERS)
+STATE_TABLES = (DAILY, EVENT_IDS, REJECTED, LEVELS, CUSTOMERS)
 INCREMENTAL, REBUILD, FULL = "incremental", "rebuild", "full"
 
 
@@ -76,31 +80,29 @@ class Plan:
     """The input now (incremental and rebuild)."""
 
 
-def state_levels(cfg: AppConfig) -> dict[str, tuple[str, ...]] | None:
-    """The levels the state is kept for: the configured ones (a column the input does not map
-    has none); None when a mapped column's levels would be discovered from the data."""
+def configured_levels(cfg: AppConfig) -> dict[str, tuple[str, ...] | None]:
+    """The levels of each mix column as configured (a column the input does not map has
+    none); None for a mapped column whose levels are discovered from the events (the state
+    keeps their value counts: ``feature_state_levels``)."""
     fc, mapped = cfg.features, cfg.input.events.columns.mapped()
-    out: dict[str, tuple[str, ...]] = {}
+    out: dict[str, tuple[str, ...] | None] = {}
     for column, levels in (("category", fc.categories), ("channel", fc.channels),
                            ("device", fc.devices)):  # fmt: skip
-        if column not in mapped:
-            out[column] = ()
-        elif levels is None:
-            return None
-        else:
-            out[column] = tuple(levels)
+        out[column] = () if column not in mapped else None if levels is None else tuple(levels)
     return out
 
 
 def settings(cfg: AppConfig) -> dict[str, Any]:
     """Everything the state's rows depend on: reading, time zone, levels, date and duplicate
     rules. (Windows are not: they are summed from the daily rows at feature time.)"""
-    q = cfg.quality
+    q, top = cfg.quality, cfg.features.max_levels
+    levels = {c: {"discovered_top": top} if lv is None else list(lv)
+              for c, lv in configured_levels(cfg).items()}  # fmt: skip
     return {
         "state_version": STATE_VERSION,
         "input.events": cfg.input.events.model_dump(mode="json", exclude={"path"}),
         "input.events.path": cfg.events_path(),
-        "levels": state_levels(cfg),
+        "levels": levels,
         "quality.duplicates": q.duplicates,
         "quality.earliest_event_date": q.earliest_event_date.isoformat(),
         "quality.max_days_after_as_of": q.max_days_after_as_of,
@@ -119,12 +121,6 @@ def plan(spark: SparkSession, cfg: AppConfig, *, full_refresh: bool = False) -> 
     if cfg.stitching() is not None:
         return Plan(FULL, "identity stitching is on: the incremental state is not kept for "
                           "stitched customers yet")  # fmt: skip
-    if state_levels(cfg) is None:
-        return Plan(
-            FULL,
-            "levels are discovered from the data (features.categories, channels "
-            "or devices is null): configure them to keep an incremental state",
-        )
     ev, path = cfg.input.events, cfg.events_path()
     marker = increments.marker(spark, ev, path)
     if full_refresh:
@@ -244,7 +240,7 @@ class Counts:
 
 @dataclass
 class Update:
-    """A state update: the rows of the four state tables and the log row's content."""
+    """A state update: the rows of the five state tables and the log row's content."""
 
     mode: str
     reason: str
@@ -253,6 +249,8 @@ class Update:
     daily: DataFrame
     event_ids: DataFrame
     rejected: DataFrame
+    levels: DataFrame
+    """``feature_state_levels`` rows (``features.levels.value_counts`` with the increment)."""
     customers: DataFrame
     counts: Counts
     marker: increments.Marker
@@ -262,7 +260,7 @@ class Update:
     """Frames persisted for these writes (the owner unpersists them after the writes)."""
 
     def writes(self, spark: SparkSession, cfg: AppConfig, *, run_id: str) -> list[tables.Write]:
-        """The four state writes (appends, or overwrites for a rebuild; the customers always
+        """The five state writes (appends, or overwrites for a rebuild; the customers always
         overwritten), then the log row with the versions they left."""
         append = self.mode == INCREMENTAL
         versions: dict[str, int] = {}
@@ -283,7 +281,8 @@ class Update:
 
         return [
             write(DAILY, self.daily, append), write(EVENT_IDS, self.event_ids, append),
-            write(REJECTED, self.rejected, append), write(CUSTOMERS, self.customers, False),
+            write(REJECTED, self.rejected, append), write(LEVELS, self.levels, append),
+            write(CUSTOMERS, self.customers, False),
             tables.Write(FEATURE_STATE_LOG,
                          lambda: self._write_log(spark, cfg, versions, run_id=run_id),
                          spark, cfg.storage),

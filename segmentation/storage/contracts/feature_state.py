@@ -91,6 +91,20 @@ FEATURE_STATE_REJECTED = Table(
     "snapshot of an incremental run holds them all.",
     _WRITERS, (), FEATURE_STATE_REJECTED_SCHEMA,
 )
+FEATURE_STATE_LEVELS_SCHEMA = schema(
+    _c("column", _S, False, "A mix column whose levels are discovered (category, channel or "
+                            "device; features.categories ... null)."),
+    _c("value", _S, False, "One of its values, as the input has it."),
+    _c("events", _L, False, "Usable, de-duplicated events with that value this run read."),
+    _c(_INCREMENT[0], _L, False, _INCREMENT[1]),
+)
+FEATURE_STATE_LEVELS = Table(
+    "feature_state_levels",
+    "Incremental feature state: events per value of each mix column whose levels are "
+    "discovered; the levels are the features.max_levels values with the most events summed "
+    "over all runs (empty when every level is configured).",
+    _WRITERS, (), FEATURE_STATE_LEVELS_SCHEMA,
+)
 FEATURE_STATE_LOG_SCHEMA = schema(
     _c("increment", _L, False, "The run's number: 1, 2, ... (a rebuild too)."),
     _c(AS_OF, _DATE, False, "The day the state's customer aggregates are as of."),
@@ -99,7 +113,8 @@ FEATURE_STATE_LOG_SCHEMA = schema(
     _c("state_version", _I, False, "The code's state format; another one forces a rebuild."),
     _c("fingerprint", _S, False, "SHA-256 of the settings the state depends on (settings)."),
     _c("settings", _S, False, "Those settings, JSON: input mapping and formats, time zone, "
-                              "levels, duplicate and date rules."),
+                              "levels (configured, or discovered_top: features.max_levels), "
+                              "duplicate and date rules."),
     _c("input_kind", _S, False, "delta (table versions) or files (the file listing)."),
     _c("input_marker", _S, False, "JSON: the input's Delta version, or each file's size and "
                                   "modification time, up to which rows were read."),

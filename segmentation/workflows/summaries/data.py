@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from segmentation.config import AppConfig
 from segmentation.features.levels import display_name
-from segmentation.workflows.build_features import FeaturesResult, counts_text
+from segmentation.inputs.quality import counts_text
+from segmentation.workflows.build_features import FeaturesResult
 from segmentation.workflows.generate import GenerateResult
 from segmentation.workflows.maintain import MaintainResult
 from segmentation.workflows.promote import PromoteResult

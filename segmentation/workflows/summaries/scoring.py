@@ -4,8 +4,8 @@ segmentations."""
 from __future__ import annotations
 
 from segmentation.config import AppConfig
+from segmentation.inputs.quality import counts_text
 from segmentation.workflows.assign import AssignResult
-from segmentation.workflows.build_features import counts_text
 from segmentation.workflows.rules import RuleSegmentsResult
 from segmentation.workflows.summaries.common import psi_line, publication_lines
 from segmentation.workflows.summaries.value import by_segment_lines
