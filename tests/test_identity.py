@@ -451,7 +451,8 @@ def test_keyed_staging_scans_the_normalised_events_once_and_releases_them(spark,
 def test_a_row_without_a_known_identifier_is_quarantined_with_its_raw_ids(spark, job, tmp_path):
     """With stitching, a row's customer is the key of its identifiers: a blank customer_id
     with a known email is that email's customer; an id the map does not hold, with no other
-    identifier, has no customer (missing_customer_id) and keeps its raw values."""
+    identifier, has no customer (unknown_identifier) and keeps its raw values; a row with no
+    identifier at all (an email that normalises to nothing) is missing_customer_id."""
     from segmentation.identity import stitched
     from segmentation.inputs import quality
 
@@ -460,6 +461,7 @@ def test_a_row_without_a_known_identifier_is_quarantined_with_its_raw_ids(spark,
     t = dt.datetime(2025, 6, 2, 9, tzinfo=dt.UTC)
     _own_events(spark, tmp_path / "events", [
         ("n1", None, t, 7.0, " ANN@x.com", None), ("n2", "zz", t, 3.0, "n/a", None),
+        ("n3", " ", t, 2.0, "n/a", None),
     ])  # fmt: skip
     other = cfg.model_copy(update={
         "features": cfg.features.model_copy(update={"as_of": day2}),
@@ -473,9 +475,11 @@ def test_a_row_without_a_known_identifier_is_quarantined_with_its_raw_ids(spark,
     try:
         assert [(r["event_id"], r["customer_id"]) for r in events.clean.collect()] == [
             ("n1", key["ann@x.com"])]  # fmt: skip
-        (rejected,) = quality.split_staged(events.staged).rejected.collect()
-        assert (rejected["event_id"], rejected[quality.REASON]) == ("n2", "missing_customer_id")
-        assert rejected["raw_values"]["customer_id"] == "zz"
-        assert rejected["raw_values"]["email"] == "n/a"
+        rejected = sorted(quality.split_staged(events.staged).rejected.collect(),
+                          key=lambda r: r["event_id"])  # fmt: skip
+        assert [(r["event_id"], r[quality.REASON]) for r in rejected] == [
+            ("n2", "unknown_identifier"), ("n3", "missing_customer_id")]  # fmt: skip
+        assert rejected[0]["raw_values"]["customer_id"] == "zz"
+        assert rejected[0]["raw_values"]["email"] == "n/a"
     finally:
         events.release()

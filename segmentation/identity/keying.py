@@ -5,8 +5,9 @@ A row's identifiers all belong to one component (the row linked them), except id
 guard held back: so a row takes the key of its first identifier, in the order the input lists
 its columns, that is in the map and was not held back; with only held-back ones, the key of the
 first of them (a shared device alone: its own key). Identifiers seen after the snapshot (an
-event after ``as_of``) are not in the map and are skipped. A row with no identifier in the
-map has no customer id (``missing_customer_id``, as today).
+event after ``as_of``) are not in the map and are skipped. A row with no identifier has no
+customer id (``missing_customer_id``, as without stitching); one whose identifiers are all
+unknown to the map has none either, and is quarantined as ``unknown_identifier``.
 
 The lookup runs once per distinct combination of identifiers, not per row: the combinations
 are looked up, then the rows are joined to them on every identifier column (null-safe).
@@ -18,6 +19,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -27,7 +29,7 @@ from segmentation.errors import InputError
 from segmentation.identity.keys import KEY
 from segmentation.identity.normalise import normalise
 from segmentation.identity.sightings import KIND, VALUE
-from segmentation.inputs import sources
+from segmentation.inputs import quality, sources
 from segmentation.storage import tables
 
 SHARED = "shared"
@@ -110,11 +112,15 @@ def keyed_source(
     kinds = [i.type for i in identity.identifiers]
     scanned_twice = checked.select("*", *normalised)
     keyed = with_key(scanned_twice, names, kinds, keymap)
+    unkeyed = F.col(STITCHED).isNull()
+    known = reduce(Column.__or__, [F.col(n).isNotNull() for n in names], F.lit(False))
     keyed = keyed.withColumns({
-        # A row no identifier keys is quarantined (missing_customer_id): its raw customer id
-        # and identifier values stay in its quarantine row.
-        sources.RAW: F.when(F.col(sources.RAW).isNull() & F.col(STITCHED).isNull(),
+        # A row no identifier keys is quarantined (unknown_identifier, or missing_customer_id
+        # without any): its raw customer id and identifier values stay in its quarantine row.
+        sources.RAW: F.when(F.col(sources.RAW).isNull() & unkeyed,
                             _raw_ids(identity, len(carry))).otherwise(F.col(sources.RAW)),
+        sources.ISSUE: F.when(unkeyed & known & F.col(sources.ISSUE).isNull(),
+                              F.lit(quality.UNKNOWN_IDENTIFIER)).otherwise(F.col(sources.ISSUE)),
         tables.CUSTOMER_ID: F.col(STITCHED),
     }).drop(STITCHED, *names, *[sources.carried(i) for i in range(len(carry))])  # fmt: skip
     return dataclasses.replace(
