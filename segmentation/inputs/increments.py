@@ -130,13 +130,12 @@ def _appended(spark: SparkSession, path: str, version: int, adds: Sequence[dict]
     table's), through Delta at ``version`` filtered to those files: Delta scans every file of
     the version for that (a filter on ``_metadata`` prunes no file of a Delta table)."""
     table = delta_tables.read(spark, path, version=version)
-    detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
-    assert detail is not None
-    properties = detail["properties"] or {}
-    if properties.get("delta.columnMapping.mode", "none") != "none":
+    found = delta_tables.table_state(spark, path)
+    assert found is not None
+    if found.properties.get("delta.columnMapping.mode", "none") != "none":
         names = [a["path"].rsplit("/", 1)[-1] for a in adds]
         return table.where(F.col("_metadata.file_name").isin(names))
-    partitioned = set(detail["partitionColumns"] or [])
+    partitioned = set(found.partitions)
     data = T.StructType([f for f in table.schema.fields if f.name not in partitioned])
     groups: dict[tuple[tuple[str, str | None], ...], list[str]] = {}
     for a in adds:
