@@ -234,6 +234,41 @@ def test_delta_increment_reads_only_the_appended_files(spark, tmp_path):
     assert appended(str(tmp_path / "mapped"), **mapping) == later
 
 
+def test_delta_increment_whose_new_files_were_vacuumed_rebuilds(spark, tmp_path):
+    """Appends compacted by OPTIMIZE and removed by VACUUM before the next run: their rows are
+    only in the compacted files, so the increment cannot read them and says why (a rebuild)."""
+    from segmentation.inputs import increments
+
+    events = str(tmp_path / "events")
+    source = EventSourceConfig(format="delta", columns=EventColumns(
+        event_type=None, category=None, channel=None, device=None, quantity=None,
+        discount=None, event_id=None))  # fmt: skip
+
+    def append(day: int) -> None:
+        spark.createDataFrame(
+            [("a", dt.datetime(2025, 12, day, 12), 10.0)],
+            "customer_id string, event_time timestamp, amount double",
+        ).write.format("delta").mode("append").save(events)
+
+    append(1)
+    before = increments.marker(spark, source, events)
+    append(2)
+    append(3)
+    spark.sql(f"OPTIMIZE delta.`{events}`")
+    check = "spark.databricks.delta.retentionDurationCheck.enabled"
+    spark.conf.set(check, "false")
+    try:
+        spark.sql(f"VACUUM delta.`{events}` RETAIN 0 HOURS")
+    finally:
+        spark.conf.unset(check)
+    increment = increments.since(
+        spark, source, events, before, increments.marker(spark, source, events)
+    )
+    assert increment.raw is None and increment.rebuild is not None
+    assert increment.rebuild.startswith("input version 1's data file part-")
+    assert "is gone (compacted, then vacuumed?)" in increment.rebuild
+
+
 def schema_names(schema: str) -> list[str]:
     return [part.split()[0] for part in schema.split(",")]
 

@@ -114,6 +114,11 @@ def _delta_since(spark: SparkSession, path: str, previous: Marker, now: Marker) 
         if problem:
             return Increment(now, None, "", f"input version {v} {problem}")
         adds = [a["add"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
+        gone = _first_gone(spark, path, adds)
+        if gone:
+            return Increment(now, None, "", f"input version {v}'s data file {gone} is gone "
+                             "(compacted, then vacuumed?): its rows are only in the table's "
+                             "current files")  # fmt: skip
         if adds:
             added[v] = adds
     if not added:
@@ -149,6 +154,15 @@ def _appended(spark: SparkSession, path: str, version: int, adds: Sequence[dict]
             else F.col(f"`{f.name}`") for f in table.schema.fields
         ]))  # fmt: skip
     return reduce(DataFrame.unionByName, frames)
+
+
+def _first_gone(spark: SparkSession, path: str, adds: Sequence[dict]) -> str | None:
+    """The first of the ``add`` actions' files no longer on storage (None: all there)."""
+    for a in adds:
+        fs, location = _hadoop(spark, _file(path, a["path"]))
+        if not fs.exists(location):
+            return str(a["path"])
+    return None
 
 
 def _file(table: str, relative: str) -> str:
