@@ -452,9 +452,14 @@ def test_a_row_without_a_known_identifier_is_quarantined_with_its_raw_ids(spark,
     """With stitching, a row's customer is the key of its identifiers: a blank customer_id
     with a known email is that email's customer; an id the map does not hold, with no other
     identifier, has no customer (unknown_identifier) and keeps its raw values; a row with no
-    identifier at all (an email that normalises to nothing) is missing_customer_id."""
+    identifier at all (an email that normalises to nothing) is missing_customer_id; an event
+    after as_of with an unknown id is unknown_identifier_after_as_of, which the rejected share
+    does not count (its own day's map will know the id)."""
+    from segmentation.errors import InputError
     from segmentation.identity import stitched
     from segmentation.inputs import quality
+    from segmentation.runtime import tracking
+    from segmentation.workflows import build_features
 
     cfg = job[0]
     day2 = AS_OF + dt.timedelta(days=1)
@@ -462,6 +467,7 @@ def test_a_row_without_a_known_identifier_is_quarantined_with_its_raw_ids(spark,
     _own_events(spark, tmp_path / "events", [
         ("n1", None, t, 7.0, " ANN@x.com", None), ("n2", "zz", t, 3.0, "n/a", None),
         ("n3", " ", t, 2.0, "n/a", None),
+        ("n4", "zz2", dt.datetime(2025, 7, 2, 9, tzinfo=dt.UTC), 1.0, None, None),
     ])  # fmt: skip
     other = cfg.model_copy(update={
         "features": cfg.features.model_copy(update={"as_of": day2}),
@@ -478,8 +484,15 @@ def test_a_row_without_a_known_identifier_is_quarantined_with_its_raw_ids(spark,
         rejected = sorted(quality.split_staged(events.staged).rejected.collect(),
                           key=lambda r: r["event_id"])  # fmt: skip
         assert [(r["event_id"], r[quality.REASON]) for r in rejected] == [
-            ("n2", "unknown_identifier"), ("n3", "missing_customer_id")]  # fmt: skip
+            ("n2", "unknown_identifier"), ("n3", "missing_customer_id"),
+            ("n4", "unknown_identifier_after_as_of")]  # fmt: skip
         assert rejected[0]["raw_values"]["customer_id"] == "zz"
         assert rejected[0]["raw_values"]["email"] == "n/a"
     finally:
         events.release()
+    with tracking.run(tracking.configure(other.tracking), "rejected share"):
+        # 9 rows after as_of are not counted: 1 of 10 is within a 10% share; 2 are not.
+        after = {"unknown_identifier_after_as_of": 9, "unknown_identifier": 1}
+        build_features._check_rejected(after, 10, max_share=0.1)
+        with pytest.raises(InputError, match="2 of 10 input events"):
+            build_features._check_rejected({**after, "unknown_identifier": 2}, 10, max_share=0.1)

@@ -7,7 +7,8 @@ its columns, that is in the map and was not held back; with only held-back ones,
 first of them (a shared device alone: its own key). Identifiers seen after the snapshot (an
 event after ``as_of``) are not in the map and are skipped. A row with no identifier has no
 customer id (``missing_customer_id``, as without stitching); one whose identifiers are all
-unknown to the map has none either, and is quarantined as ``unknown_identifier``.
+unknown to the map has none either, and is quarantined as ``unknown_identifier`` (an event
+after ``as_of``: ``unknown_identifier_after_as_of``, which the map of its own day keys).
 
 The lookup runs once per distinct combination of identifiers, not per row: the combinations
 are looked up, then the rows are joined to them on every identifier column (null-safe).
@@ -29,7 +30,7 @@ from segmentation.errors import InputError
 from segmentation.identity.keys import KEY
 from segmentation.identity.normalise import normalise
 from segmentation.identity.sightings import KIND, VALUE
-from segmentation.inputs import quality, sources
+from segmentation.inputs import parsing, quality, sources
 from segmentation.storage import tables
 
 SHARED = "shared"
@@ -120,7 +121,7 @@ def keyed_source(
         sources.RAW: F.when(F.col(sources.RAW).isNull() & unkeyed,
                             _raw_ids(identity, len(carry))).otherwise(F.col(sources.RAW)),
         sources.ISSUE: F.when(unkeyed & known & F.col(sources.ISSUE).isNull(),
-                              F.lit(quality.UNKNOWN_IDENTIFIER)).otherwise(F.col(sources.ISSUE)),
+                              _unknown(keymap.as_of, ev.time_zone)).otherwise(F.col(sources.ISSUE)),
         tables.CUSTOMER_ID: F.col(STITCHED),
     }).drop(STITCHED, *names, *[sources.carried(i) for i in range(len(carry))])  # fmt: skip
     return dataclasses.replace(
@@ -128,6 +129,15 @@ def keyed_source(
         checked=keyed,
         events=keyed.select(*sources.CANONICAL_SCHEMA.names, sources.ISSUE),
         scanned_twice=scanned_twice,
+    )
+
+
+def _unknown(as_of: dt.date, time_zone: str) -> Column:
+    """The reason of a row whose identifiers the map of ``as_of`` does not know: an event
+    after ``as_of`` (its own day's map will know them) or not."""
+    day = parsing.local_date(F.col("event_time"), time_zone)
+    return F.when(day > F.lit(as_of), F.lit(quality.UNKNOWN_IDENTIFIER_AFTER_AS_OF)).otherwise(
+        F.lit(quality.UNKNOWN_IDENTIFIER)
     )
 
 

@@ -33,9 +33,16 @@ DUPLICATE_EVENT = "duplicate_event"
 UNKNOWN_IDENTIFIER = "unknown_identifier"
 """With identity stitching: none of the row's identifiers is in ``identity_map`` (set as the
 row's ``sources.ISSUE`` by ``identity.keying``; its customer id is then null)."""
+UNKNOWN_IDENTIFIER_AFTER_AS_OF = "unknown_identifier_after_as_of"
+"""The same for an event after ``features.as_of``: the map of ``as_of`` cannot know its
+identifiers yet (the map of its own day will). Outside the snapshot either way, so not counted
+against ``quality.max_reject_share``."""
+NOT_COUNTED = (UNKNOWN_IDENTIFIER_AFTER_AS_OF,)
+"""Reasons reported but left out of the rejected share."""
 REASONS = (
     MISSING_CUSTOMER_ID,
     UNKNOWN_IDENTIFIER,
+    UNKNOWN_IDENTIFIER_AFTER_AS_OF,
     parsing.NON_INTEGRAL_CUSTOMER_ID,
     parsing.INEXACT_CUSTOMER_ID,
     parsing.UNPARSEABLE_AMOUNT,
@@ -107,7 +114,7 @@ def reject_reason(
     if with_issue:
         issue = F.col(ISSUE)
         reason = (
-            F.when(missing & (issue == UNKNOWN_IDENTIFIER), issue)
+            F.when(missing & issue.isin(UNKNOWN_IDENTIFIER, UNKNOWN_IDENTIFIER_AFTER_AS_OF), issue)
             .when(missing, F.lit(MISSING_CUSTOMER_ID))
             .when(issue.isNotNull(), issue)
         )

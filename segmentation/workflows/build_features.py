@@ -433,7 +433,7 @@ def _rejected_counts(
 def _check_rejected(rejected: Mapping[str, int], input_rows: int, *, max_share: float) -> None:
     """Log the counts per reject reason; raise when their share of ``input_rows`` is above
     ``quality.max_reject_share`` (nothing is written then)."""
-    n_rejected = sum(rejected.values())
+    n_rejected = sum(n for why, n in rejected.items() if why not in quality.NOT_COUNTED)
     tracking.log_metrics({"rejected_rows": n_rejected})
     tracking.log_metrics(
         {f"rejected_{reason}": rejected.get(reason, 0) for reason in quality.REASONS}
