@@ -165,7 +165,7 @@ def _unusable(
                 f"versions {versions}, log says {last.table_versions})")  # fmt: skip
     now = settings(cfg)
     if fingerprint(now) != last.fingerprint:
-        keys = sorted(k for k in now if now[k] != last.settings.get(k))
+        keys = _changed(now, last.settings)
         return f"the configuration the state depends on changed ({', '.join(keys)})"
     if as_of < last.as_of:
         return f"the state is as of {last.as_of}, after features.as_of {as_of}"
@@ -173,6 +173,20 @@ def _unusable(
         return (f"the state is as of {last.as_of}, more than a day before {as_of} "
                 "(features.mode auto; incremental takes any later day)")  # fmt: skip
     return None
+
+
+def _changed(now: dict[str, Any], before: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys whose values differ, as config keys (``input.events.time_zone``, not
+    ``input.events``), sorted."""
+    out = []
+    for key in sorted(set(now) | set(before)):
+        a, b = now.get(key), before.get(key)
+        if a == b:
+            continue
+        name = f"{prefix}{key}"
+        deeper = _changed(a, b, f"{name}.") if isinstance(a, dict) and isinstance(b, dict) else []
+        out.extend(deeper or [name])
+    return out
 
 
 def _maintained_since(
