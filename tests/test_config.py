@@ -81,6 +81,12 @@ def test_load_config_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=rf"{tmp_path}/base.yaml\. An overlay .* put the overlay "
                                           r"in conf/, beside conf/base.yaml"):  # fmt: skip
         load_config(overlay)
+    # An overlay named base.yaml is the whole configuration: the error says why it is short.
+    named_base = tmp_path / "base.yaml"
+    named_base.write_text("training:\n  k: 4\n")
+    with pytest.raises(ConfigError, match=r"base.yaml was read as the whole configuration: a file "
+                                          r"named base.yaml is never merged"):  # fmt: skip
+        load_config(named_base)
 
 
 def test_literal_credentials_in_config_are_rejected_naming_the_key(tmp_path):

@@ -62,7 +62,13 @@ def load_config(
     try:
         cfg = AppConfig.model_validate(merged)
     except ValidationError as exc:
-        raise _config_error(exc, AppConfig) from exc
+        error = _config_error(exc, AppConfig)
+        if base is None and overlay_path.resolve() == base_path.resolve():
+            # An overlay named base.yaml is the base itself, merged on nothing: say so.
+            error = ConfigError(f"{error} ({overlay_path} was read as the whole configuration: "
+                                "a file named base.yaml is never merged on conf/base.yaml, so "
+                                "give an overlay another name)")  # fmt: skip
+        raise error from exc
     return cfg.with_origin(Origin(str(path), tuple(overrides)))
 
 
