@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
@@ -124,26 +124,30 @@ def _delta_since(spark: SparkSession, path: str, previous: Marker, now: Marker) 
     if not added:
         return Increment(now, None, "no new input rows (Delta versions "
                                     f"{previous.version}-{now.version})")  # fmt: skip
-    raw = reduce(DataFrame.unionByName, [_appended(spark, path, v, a) for v, a in added.items()])
+    raw = _appended(spark, path, added)
     return Increment(now, raw, f"Delta versions {min(added)}-{max(added)} ({len(added)} append(s))")
 
 
-def _appended(spark: SparkSession, path: str, version: int, adds: Sequence[dict]) -> DataFrame:
-    """The rows one appending commit added: its files (``add`` actions, none with a deletion
-    vector) read as Parquet with the table's schema at ``version`` and each file's partition
+def _appended(spark: SparkSession, path: str, added: Mapping[int, Sequence[dict]]) -> DataFrame:
+    """The rows the appending commits added (version -> its ``add`` actions, none with a
+    deletion vector): their files read as Parquet at once, with the table's schema (the same
+    at every version read: a schema change forces a rebuild) and each file's partition
     values, so only they are read. With column mapping (the files' column names are not the
-    table's), through Delta at ``version`` filtered to those files: Delta scans every file of
+    table's), each version through Delta, filtered to its files: Delta scans every file of
     the version for that (a filter on ``_metadata`` prunes no file of a Delta table)."""
-    table = delta_tables.read(spark, path, version=version)
     found = delta_tables.table_state(spark, path)
     assert found is not None
     if found.properties.get("delta.columnMapping.mode", "none") != "none":
-        names = [a["path"].rsplit("/", 1)[-1] for a in adds]
-        return table.where(F.col("_metadata.file_name").isin(names))
+        return reduce(DataFrame.unionByName, [
+            delta_tables.read(spark, path, version=v).where(
+                F.col("_metadata.file_name").isin([a["path"].rsplit("/", 1)[-1] for a in adds]))
+            for v, adds in added.items()
+        ])  # fmt: skip
+    table = delta_tables.read(spark, path, version=max(added)).schema
     partitioned = set(found.partitions)
-    data = T.StructType([f for f in table.schema.fields if f.name not in partitioned])
+    data = T.StructType([f for f in table.fields if f.name not in partitioned])
     groups: dict[tuple[tuple[str, str | None], ...], list[str]] = {}
-    for a in adds:
+    for a in (a for adds in added.values() for a in adds):
         key = tuple(sorted((a.get("partitionValues") or {}).items()))
         groups.setdefault(key, []).append(_file(path, a["path"]))
     frames = []
@@ -151,7 +155,7 @@ def _appended(spark: SparkSession, path: str, version: int, adds: Sequence[dict]
         values = dict(key)
         frames.append(spark.read.schema(data).parquet(*files).select(*[
             F.lit(values.get(f.name)).cast(f.dataType).alias(f.name) if f.name in partitioned
-            else F.col(f"`{f.name}`") for f in table.schema.fields
+            else F.col(f"`{f.name}`") for f in table.fields
         ]))  # fmt: skip
     return reduce(DataFrame.unionByName, frames)
 
