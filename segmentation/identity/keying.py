@@ -77,10 +77,7 @@ def with_key(
 ) -> DataFrame:
     """``frame`` with the stitched key of its normalised identifier ``columns`` (of types
     ``kinds``, in priority order) as :data:`STITCHED` (null: none of them is in the map)."""
-    present = F.lit(False)
-    for c in columns:
-        present = present | F.col(c).isNotNull()
-    combos = frame.select(*columns).where(present).distinct()
+    combos = frame.select(*columns).where(_any_present(columns)).distinct()
     typed = F.array(*[F.struct(F.lit(k).alias(KIND), F.col(c).alias(VALUE))
                       for c, k in zip(columns, kinds, strict=True)])  # fmt: skip
     exploded = combos.select(*columns, F.posexplode(typed).alias("_pos", "_i")).select(
@@ -92,6 +89,11 @@ def with_key(
     condition = [frame[c].eqNullSafe(renamed[f"_k{i}"]) for i, c in enumerate(columns)]
     joined = frame.join(renamed, on=condition, how="left")
     return joined.drop(*[f"_k{i}" for i in range(len(columns))])
+
+
+def _any_present(columns: Sequence[str]) -> Column:
+    """Whether any of the (normalised identifier) ``columns`` holds a value."""
+    return reduce(Column.__or__, [F.col(c).isNotNull() for c in columns], F.lit(False))
 
 
 def keyed_source(
@@ -114,7 +116,7 @@ def keyed_source(
     scanned_twice = checked.select("*", *normalised)
     keyed = with_key(scanned_twice, names, kinds, keymap)
     unkeyed = F.col(STITCHED).isNull()
-    known = reduce(Column.__or__, [F.col(n).isNotNull() for n in names], F.lit(False))
+    known = _any_present(names)
     keyed = keyed.withColumns({
         # A row no identifier keys is quarantined (unknown_identifier, or missing_customer_id
         # without any): its raw customer id and identifier values stay in its quarantine row.
