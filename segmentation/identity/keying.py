@@ -35,6 +35,8 @@ from segmentation.storage import tables
 
 SHARED = "shared"
 STITCHED = "_stitched_key"
+RAW_ID = "raw_id"
+"""A row's normalised identifiers (:func:`raw_id`)."""
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,20 @@ def _any_present(columns: Sequence[str]) -> Column:
 
 
 def keyed_source(
-    spark: SparkSession, cfg: AppConfig, identity: IdentityConfig, keymap: KeyMap
+    spark: SparkSession,
+    cfg: AppConfig,
+    identity: IdentityConfig,
+    keymap: KeyMap,
+    *,
+    raw: DataFrame | None = None,
 ) -> sources.EventSource:
-    """The events read as the feature job reads them, ``customer_id`` the stitched key."""
+    """The events read as the feature job reads them, ``customer_id`` the stitched key, and
+    each row's normalised identifiers as :data:`RAW_ID` (``EventSource.extra``: the feature
+    state keeps its rows by them). ``raw``: these input rows only (``sources.read_events``)."""
     ev = cfg.input.events
     carry = [(f"identity.identifiers[{i}].column", ident.column)
              for i, ident in enumerate(identity.identifiers)]  # fmt: skip
-    source = sources.read_events(spark, ev, cfg.events_path(), carry=carry)
+    source = sources.read_events(spark, ev, cfg.events_path(), carry=carry, raw=raw)
     checked = source.checked
     schema = {f.name: f.dataType for f in checked.schema.fields}
     names = [f"_n{i}" for i in range(len(carry))]
@@ -125,13 +134,30 @@ def keyed_source(
         sources.ISSUE: F.when(unkeyed & known & F.col(sources.ISSUE).isNull(),
                               _unknown(keymap.as_of, ev.time_zone)).otherwise(F.col(sources.ISSUE)),
         tables.CUSTOMER_ID: F.col(STITCHED),
+        RAW_ID: raw_id(names),
     }).drop(STITCHED, *names, *[sources.carried(i) for i in range(len(carry))])  # fmt: skip
     return dataclasses.replace(
         source,
         checked=keyed,
-        events=keyed.select(*sources.CANONICAL_SCHEMA.names, sources.ISSUE),
+        events=keyed.select(*sources.CANONICAL_SCHEMA.names, sources.ISSUE, RAW_ID),
         scanned_twice=scanned_twice,
+        extra=(RAW_ID,),
     )
+
+
+def raw_id(columns: Sequence[str]) -> Column:
+    """A row's normalised identifier ``columns`` as one value (:data:`RAW_ID`): a JSON array
+    of them in ``identity.identifiers`` order, null where none holds a value. Rows with the
+    same raw id always take the same stitched key (:func:`with_key` reads only these)."""
+    return F.when(_any_present(columns), F.to_json(F.array(*[F.col(c) for c in columns])))
+
+
+def raw_columns(frame: DataFrame, n: int) -> tuple[DataFrame, list[str]]:
+    """``frame`` with its :data:`RAW_ID` split back into the ``n`` identifier columns that
+    :func:`with_key` reads, and their names."""
+    values = F.from_json(F.col(RAW_ID), "array<string>")
+    names = [f"_n{i}" for i in range(n)]
+    return frame.withColumns({name: values[i] for i, name in enumerate(names)}), names
 
 
 def _unknown(as_of: dt.date, time_zone: str) -> Column:

@@ -116,8 +116,11 @@ def _stage_once(
             twice.unpersist()
 
 
-def events(spark: SparkSession, cfg: AppConfig) -> sources.EventSource:
-    """The events (``sources.read_events``), keyed when stitching is on.
+def events(
+    spark: SparkSession, cfg: AppConfig, *, raw: DataFrame | None = None
+) -> sources.EventSource:
+    """The events (``sources.read_events``; ``raw``: these input rows only), keyed when
+    stitching is on.
 
     Raises:
         InputError: as ``sources.read_events``; with stitching, no ``identity_map`` snapshot of
@@ -125,9 +128,9 @@ def events(spark: SparkSession, cfg: AppConfig) -> sources.EventSource:
     """
     identity = cfg.stitching()
     if identity is None:
-        return sources.read_events(spark, cfg.input.events, cfg.events_path())
+        return sources.read_events(spark, cfg.input.events, cfg.events_path(), raw=raw)
     keymap = keying.load(spark, cfg, cfg.features.as_of)
-    return keying.keyed_source(spark, cfg, identity, keymap)
+    return keying.keyed_source(spark, cfg, identity, keymap, raw=raw)
 
 
 def clean_events(

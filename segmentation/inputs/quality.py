@@ -9,7 +9,7 @@ fractional customer id, an amount not in the configured number format) keep thei
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -61,6 +61,12 @@ CANONICAL = frozenset(CANONICAL_EVENTS.names)
 CONTENT = ("event_time", "amount", "event_type", "category", "channel", "device", "quantity",
            "discount")  # fmt: skip
 Duplicates = Literal["event_id", "exact", "off"]
+
+
+def fingerprint() -> Column:
+    """xxhash64 of an event's content (:data:`CONTENT`), with a null flag per column so that
+    nulls in different columns never hash alike (the feature state's event identities)."""
+    return F.xxhash64(*[F.col(c).isNull() for c in CONTENT], *[F.col(c) for c in CONTENT])
 
 
 def duplicate_rule(configured: str, *, day_level: bool) -> Duplicates:
@@ -199,7 +205,11 @@ def stage_source(
 
 
 def split_staged(
-    staged: DataFrame, *, duplicates: Duplicates = "exact", report_exact_copies: bool = False
+    staged: DataFrame,
+    *,
+    duplicates: Duplicates = "exact",
+    report_exact_copies: bool = False,
+    carry: Sequence[str] = (),
 ) -> Split:
     """Usable, de-duplicated events and the rejected ones, from :func:`stage_events`' rows.
 
@@ -216,8 +226,10 @@ def split_staged(
         duplicates: the duplicate rule above.
         report_exact_copies: with ``event_id``, also return the exact copies that were kept
             (``Split.kept_copies``), to be counted and reported.
+        carry: further staged columns to keep in ``clean`` and ``rejected`` (the stitched
+            key's ``raw_id`` for the feature state).
     """
-    canonical = [c for c in staged.columns if c in CANONICAL]
+    canonical = [c for c in staged.columns if c in CANONICAL] + list(carry)
     usable = staged.where(F.col(REASON).isNull())
     no_id = F.col("event_id").isNull()
     copy = F.col(COPY) > 1

@@ -92,6 +92,10 @@ class EventSource:
     """A frame that the plan of ``events`` reads twice (the stitched key: the identifier
     combinations, then the join back): whoever stages the events may persist it for the
     staging's pass and release it after (``identity.stitched.stage``)."""
+    extra: tuple[str, ...] = ()
+    """Further columns of ``checked`` that ``events`` carries (the stitched key's ``raw_id``),
+    staged with the events and dropped by ``quality.split_staged`` unless it is asked for
+    them."""
 
     def counts(self) -> InputCounts:
         """Rows, per-column parsed/null/rejected counts and timed events, in one pass of
@@ -110,7 +114,7 @@ class EventSource:
         """
         observation = Observation()
         events = self.checked.observe(observation, *self._count_columns()).select(
-            *CANONICAL_SCHEMA.names, ISSUE, RAW
+            *CANONICAL_SCHEMA.names, ISSUE, RAW, *self.extra
         )
         return events, lambda: self._input_counts(observation.get)
 

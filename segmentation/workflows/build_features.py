@@ -236,16 +236,17 @@ def _compute_staged(
     events_path = cfg.events_path()
     _log_input_counts(counts)
     duplicates = resolve_duplicates(q.duplicates, day_level=counts.day_level)
+    rebuild = plan is not None and plan.mode == fs.REBUILD
     split = quality.split_staged(
-        staged, duplicates=duplicates.rule, report_exact_copies=duplicates.rule == "event_id"
-    )
+        staged, duplicates=duplicates.rule, report_exact_copies=duplicates.rule == "event_id",
+        carry=source.extra if rebuild else (),  # the state's raw ids (stitching)
+    )  # fmt: skip
     rejected_df = split.rejected.select(
         *tables.CANONICAL_EVENTS.names, quality.REASON,
         F.lit(fc.as_of).alias(tables.AS_OF), F.lit(run_id).alias(tables.RUN_ID), sources.RAW,
     ).persist(StorageLevel.MEMORY_AND_DISK)  # fmt: skip
     rejected = _rejected_counts(rejected_df, counts.rows, max_share=q.max_reject_share)
     duplicates = _count_kept_copies(duplicates, split, counts.rows)
-    rebuild = plan is not None and plan.mode == fs.REBUILD
     levels, counted = (counted_levels(split.clean, fc, source.present) if rebuild  # the state's
                        else (resolve_levels(split.clean, fc, source.present), None))  # fmt: skip
     features_df = feat.compute_configured(
@@ -297,7 +298,7 @@ def _source(spark: SparkSession, cfg: AppConfig, plan: fs.Plan | None) -> source
     log.info("feature state: rebuilding from every input row (%s)", plan.reason)
     assert plan.marker is not None
     ev, path = cfg.input.events, cfg.events_path()
-    return sources.read_events(spark, ev, path, raw=increments.pinned(spark, ev, path, plan.marker))
+    return stitched.events(spark, cfg, raw=increments.pinned(spark, ev, path, plan.marker))
 
 
 def _incremental(

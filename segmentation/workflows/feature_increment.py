@@ -16,14 +16,17 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig
 from segmentation.features import levels as mix
 from segmentation.features import state
+from segmentation.identity import keying, stitched
+from segmentation.identity.keying import RAW_ID
 from segmentation.inputs import parsing, quality, sources
 from segmentation.storage import tables
+from segmentation.workflows import feature_keys
 from segmentation.workflows import feature_state as fs
 
 _MEMORY = StorageLevel.MEMORY_AND_DISK
@@ -45,14 +48,6 @@ class Computed:
     cached: list[DataFrame]
 
 
-def fingerprint() -> Column:
-    """xxhash64 of an event's content (``quality.CONTENT``), with a null flag per column so
-    that nulls in different columns never hash alike."""
-    return F.xxhash64(
-        *[F.col(c).isNull() for c in quality.CONTENT], *[F.col(c) for c in quality.CONTENT]
-    )
-
-
 def identities(clean: DataFrame, rule: str, time_zone: str, increment: int) -> DataFrame:
     """The identities of usable events that a later copy would duplicate under ``rule``:
     events with an id (``event_id``, ``exact``) and, under ``exact``, events without one."""
@@ -61,18 +56,25 @@ def identities(clean: DataFrame, rule: str, time_zone: str, increment: int) -> D
     elif rule == "event_id":
         clean = clean.where(F.col("event_id").isNotNull())
     return clean.select(
-        state.CUSTOMER_ID, "event_id", fingerprint().alias("fingerprint"),
+        state.CUSTOMER_ID, "event_id", quality.fingerprint().alias("fingerprint"),
         parsing.local_date(F.col("event_time"), time_zone).alias("event_date"),
         F.lit(increment).cast("long").alias(state.INCREMENT),
     )  # fmt: skip
 
 
 def rejected_rows(rejected: DataFrame, increment: int) -> DataFrame:
-    """``quality.Split.rejected`` rows as ``feature_state_rejected`` keeps them."""
+    """``quality.Split.rejected`` rows as ``feature_state_rejected`` keeps them (``raw_id``:
+    with stitching, else null)."""
+    raw_id = F.col(RAW_ID) if RAW_ID in rejected.columns else F.lit(None).cast("string")
     return rejected.select(
-        *tables.CANONICAL_EVENTS.names, quality.REASON, sources.RAW,
+        *tables.CANONICAL_EVENTS.names, quality.REASON, sources.RAW, raw_id.alias(RAW_ID),
         F.lit(increment).cast("long").alias(state.INCREMENT),
     )  # fmt: skip
+
+
+def _by_raw_id(rows: DataFrame) -> DataFrame:
+    """Clean rows as the state keeps them: by ``raw_id`` with stitching (``feature_keys``)."""
+    return feature_keys.by_raw_id(rows) if RAW_ID in rows.columns else rows
 
 
 def parsed_times(counts: sources.InputCounts) -> int:
@@ -103,15 +105,20 @@ def rebuild(
     increment = (plan.log.increment if plan.log else 0) + 1
     zone, as_of = cfg.input.events.time_zone, cfg.features.as_of
     # Persisted: the daily rows' write and the customer rows both read them.
-    daily = state.daily_rows(split.clean, levels, zone, increment).persist(_MEMORY)
-    days = state.summed_days(daily.where(F.col(state.DAY) <= F.lit(as_of)), levels)
+    clean = _by_raw_id(split.clean)
+    daily = state.daily_rows(clean, levels, zone, increment).persist(_MEMORY)
+    keys, cached = None, [daily, counted]
+    until = daily.where(F.col(state.DAY) <= F.lit(as_of))
+    if RAW_ID in split.clean.columns:  # identity stitching: the state's rows are by raw id
+        keys = feature_keys.tuples(split.clean, split.rejected).persist(_MEMORY)
+        until, cached = feature_keys.by_key(until, keys), [*cached, keys]
     return fs.Update(
         mode=fs.REBUILD, reason=plan.reason, described="every input row", increment=increment,
-        daily=daily, event_ids=identities(split.clean, rule, zone, increment),
-        rejected=rejected_rows(split.rejected, increment),
-        levels=level_rows(counted, increment), customers=state.customer_rows(days, levels),
+        daily=daily, event_ids=identities(clean, rule, zone, increment),
+        rejected=rejected_rows(split.rejected, increment), levels=level_rows(counted, increment),
+        customers=state.customer_rows(state.summed_days(until, levels), levels),
         counts=fs.Counts(counts.rows, counts.timed, parsed_times(counts), rule, counts.rows),
-        marker=plan.marker, cached=[daily, counted],
+        marker=plan.marker, keys=keys, cached=cached,
     )  # fmt: skip
 
 
@@ -128,15 +135,18 @@ class _Batch:
 def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | str:
     """The snapshot of ``features.as_of`` from the state and the new input rows, or why the
     run must rebuild instead."""
-    last, increment = plan.log, plan.increment
-    assert last is not None and increment is not None and plan.marker is not None
+    last = plan.log
+    assert last is not None and plan.increment is not None and plan.marker is not None
     fc, q, zone = cfg.features, cfg.quality, cfg.input.events.time_zone
     number = last.increment + 1
     old_rejected = fs.read_state(spark, cfg, fs.REJECTED, last)
     woke = _woken(old_rejected, last.as_of, fc.as_of, q.max_days_after_as_of, zone)
     if woke:
         return woke
-    batch = _batch(spark, cfg, plan, number)
+    keys = _rekeyed(spark, cfg, last, old_rejected)
+    if isinstance(keys, str):
+        return keys
+    batch = _batch(spark, cfg, plan, number, keys)
     if isinstance(batch, str):
         return batch
     found = _levels(spark, cfg, last, batch.clean, number)
@@ -146,39 +156,86 @@ def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | st
         return found
     levels, new_levels = found
     batch.cached.append(new_levels)
-    daily_new = state.daily_rows(batch.clean, levels, zone, number).persist(_MEMORY)
+    daily_new = state.daily_rows(_by_raw_id(batch.clean), levels, zone, number).persist(_MEMORY)
     batch.cached.append(daily_new)
-    daily_all = fs.read_state(spark, cfg, fs.DAILY, last).unionByName(daily_new)
+    rows = _Rows(fs.read_state(spark, cfg, fs.DAILY, last).unionByName(daily_new), daily_new,
+                 old_rejected)  # fmt: skip
+    if keys is not None:
+        rows = _keyed(rows, keys, batch)
     customers = _customers(
-        fs.read_state(spark, cfg, fs.CUSTOMERS, last), daily_all, daily_new, levels,
-        since=last.as_of, as_of=fc.as_of,
+        fs.read_state(spark, cfg, fs.CUSTOMERS, last), rows.daily_all, rows.daily_new, levels,
+        since=last.as_of, as_of=fc.as_of, moved=None if keys is None else keys.moved,
     ).persist(_MEMORY)  # fmt: skip
     customers.count()
     features = state.features(
-        customers, daily_all, as_of=fc.as_of, windows_days=fc.windows_days,
+        customers, rows.daily_all, as_of=fc.as_of, windows_days=fc.windows_days,
         trend_window_days=fc.trend_window_days, levels=levels,
         with_discount="discount" in cfg.input.events.columns.mapped(),
     ).persist(_MEMORY)  # fmt: skip
     new_rejected = rejected_rows(batch.rejected, number).persist(_MEMORY)
-    snapshot_rejected = old_rejected.unionByName(new_rejected).drop(state.INCREMENT)
-    new_counts = batch.counts
-    c = fs.Counts(
-        last.input_rows + (new_counts.rows if new_counts else 0),
-        last.timed_rows + (new_counts.timed if new_counts else 0),
-        last.parsed_times + (parsed_times(new_counts) if new_counts else 0),
-        last.duplicate_rule, new_counts.rows if new_counts else 0,
-    )  # fmt: skip
+    snapshot_rejected = rows.rejected.unionByName(new_rejected).drop(state.INCREMENT, RAW_ID)
     update = fs.Update(
-        mode=fs.INCREMENTAL, reason=plan.reason, described=increment.described,
+        mode=fs.INCREMENTAL, reason=plan.reason, described=plan.increment.described,
         increment=number, daily=daily_new,
-        event_ids=identities(batch.clean, last.duplicate_rule, zone, number),
-        rejected=new_rejected, levels=new_levels, customers=customers, counts=c,
-        marker=plan.marker, previous_versions=last.table_versions,
+        event_ids=identities(_by_raw_id(batch.clean), last.duplicate_rule, zone, number),
+        rejected=new_rejected, levels=new_levels, customers=customers,
+        counts=_counts(last, batch.counts), marker=plan.marker, keys=rows.keys,
+        previous_versions=last.table_versions,
     )  # fmt: skip
     return Computed(
         features=features, rejected=snapshot_rejected, customers=features.count(),
-        rejected_counts=quality.reason_counts(snapshot_rejected), counts=new_counts,
+        rejected_counts=quality.reason_counts(snapshot_rejected), counts=batch.counts,
         levels=levels, update=update, cached=[*batch.cached, customers, features, new_rejected],
+    )  # fmt: skip
+
+
+def _counts(last: fs.Log, new: sources.InputCounts | None) -> fs.Counts:
+    """The state's cumulative input counts with the new rows'."""
+    return fs.Counts(
+        last.input_rows + (new.rows if new else 0), last.timed_rows + (new.timed if new else 0),
+        last.parsed_times + (parsed_times(new) if new else 0), last.duplicate_rule,
+        new.rows if new else 0,
+    )  # fmt: skip
+
+
+@dataclass
+class _Rows:
+    """The state's rows the features read, by customer."""
+
+    daily_all: DataFrame
+    daily_new: DataFrame
+    rejected: DataFrame
+    keys: DataFrame | None = None
+    """With stitching: every raw id's stitched key of the new day (``feature_keys``)."""
+
+
+def _rekeyed(
+    spark: SparkSession, cfg: AppConfig, last: fs.Log, rejected: DataFrame
+) -> feature_keys.Keys | str | None:
+    """With stitching, the state's raw ids keyed by ``identity_map`` of the new day, or why
+    the run must rebuild (``feature_keys``); None without stitching."""
+    if cfg.stitching() is None:
+        return None
+    keymap = keying.load(spark, cfg, cfg.features.as_of)
+    keys = feature_keys.rekey(spark, cfg, last, keymap)
+    if isinstance(keys, str):
+        return keys
+    why = feature_keys.copies_moved(keys, fs.read_state(spark, cfg, fs.EVENT_IDS, last), rejected)
+    if why is not None:
+        keys.release()
+        return why
+    return keys
+
+
+def _keyed(rows: _Rows, keys: feature_keys.Keys, batch: _Batch) -> _Rows:
+    """``rows`` by stitched key: the state's raw ids and the new rows' (persisted, released
+    with the batch)."""
+    every = keys.keys.unionByName(feature_keys.tuples(batch.clean, batch.rejected)).distinct()
+    every = every.persist(_MEMORY)
+    batch.cached += [keys.keys, keys.moved, every]
+    return _Rows(
+        feature_keys.by_key(rows.daily_all, every), feature_keys.by_key(rows.daily_new, every),
+        feature_keys.rekeyed_rejected(rows.rejected, every), every,
     )  # fmt: skip
 
 
@@ -237,17 +294,21 @@ def _woken(
             f"quality.max_days_after_as_of of {as_of} now")  # fmt: skip
 
 
-def _batch(spark: SparkSession, cfg: AppConfig, plan: fs.Plan, number: int) -> _Batch | str:
-    """The new rows: read, checked, de-duplicated among themselves and against the state."""
+def _batch(
+    spark: SparkSession,
+    cfg: AppConfig,
+    plan: fs.Plan,
+    number: int,
+    keys: feature_keys.Keys | None,
+) -> _Batch | str:
+    """The new rows: read, checked, de-duplicated among themselves and against the state
+    (whose identities are by raw id with stitching: ``keys``)."""
     last, increment = plan.log, plan.increment
     assert last is not None and increment is not None
     ev, q, as_of = cfg.input.events, cfg.quality, cfg.features.as_of
     if increment.raw is None:
-        empty = spark.createDataFrame([], tables.CANONICAL_EVENTS)
-        rejected = empty.select("*", F.lit(None).cast("string").alias(quality.REASON),
-                                F.lit(None).cast(quality.RAW_TYPE).alias(sources.RAW))  # fmt: skip
-        return _Batch(empty, rejected, None, [])
-    source = sources.read_events(spark, ev, cfg.events_path(), raw=increment.raw)
+        return _nothing(spark, stitched=keys is not None)
+    source = stitched.events(spark, cfg, raw=increment.raw)
     staged, counts = quality.stage_source(
         source, earliest=q.earliest_event_date,
         latest=as_of + dt.timedelta(days=q.max_days_after_as_of), time_zone=ev.time_zone,
@@ -258,9 +319,11 @@ def _batch(spark: SparkSession, cfg: AppConfig, plan: fs.Plan, number: int) -> _
         staged.unpersist()
         return (f"the new rows change the auto duplicate rule from {last.duplicate_rule} to "
                 f"{rule} (quality.duplicates)")  # fmt: skip
-    split = quality.split_staged(staged, duplicates=rule)  # type: ignore[arg-type]
+    split = quality.split_staged(staged, duplicates=rule, carry=source.extra)  # type: ignore[arg-type]
     seen = fs.read_state(spark, cfg, fs.EVENT_IDS, last)
     mine = identities(split.clean, rule, ev.time_zone, number).drop(state.INCREMENT)
+    if keys is not None:
+        mine = feature_keys.expanded(mine, keys.keys)
     again = _seen_before(mine, seen, broadcast=counts.rows <= _BROADCAST_ROWS)
     corrected = again.where(F.col("fingerprint") != F.col("seen_fingerprint")).first()
     if corrected is not None:
@@ -268,21 +331,31 @@ def _batch(spark: SparkSession, cfg: AppConfig, plan: fs.Plan, number: int) -> _
         staged.unpersist()
         return (f"event {corrected['event_id']} of customer {corrected[state.CUSTOMER_ID]} "
                 "arrived again with other content (a correction)")  # fmt: skip
-    keys = [state.CUSTOMER_ID, "event_id"]
+    ids = [state.CUSTOMER_ID, "event_id"]
     copies = again.select(
-        *[F.col(k).alias(f"_seen_{k}") for k in (*keys, "fingerprint")]
+        *[F.col(k).alias(f"_seen_{k}") for k in (*ids, "fingerprint")]
     ).distinct().persist(_MEMORY)  # fmt: skip
-    on = [F.col(k).eqNullSafe(F.col(f"_seen_{k}")) for k in keys]
-    on.append(fingerprint() == F.col("_seen_fingerprint"))
+    on = [F.col(k).eqNullSafe(F.col(f"_seen_{k}")) for k in ids]
+    on.append(quality.fingerprint() == F.col("_seen_fingerprint"))
     duplicates = split.clean.join(copies, on, "left_semi")
     clean = split.clean.join(copies, on, "left_anti")
     rejected = split.rejected.unionByName(
         duplicates.select(
             *tables.CANONICAL_EVENTS.names, F.lit(quality.DUPLICATE_EVENT).alias(quality.REASON),
-            F.lit(None).cast(quality.RAW_TYPE).alias(sources.RAW),
+            F.lit(None).cast(quality.RAW_TYPE).alias(sources.RAW), *source.extra,
         )
     )  # fmt: skip
     return _Batch(clean, rejected, counts, [staged, again, copies])
+
+
+def _nothing(spark: SparkSession, *, stitched: bool) -> _Batch:
+    """No new input rows."""
+    empty = spark.createDataFrame([], tables.CANONICAL_EVENTS)
+    if stitched:
+        empty = empty.withColumn(RAW_ID, F.lit(None).cast("string"))
+    rejected = empty.select("*", F.lit(None).cast("string").alias(quality.REASON),
+                            F.lit(None).cast(quality.RAW_TYPE).alias(sources.RAW))  # fmt: skip
+    return _Batch(empty, rejected, None, [])
 
 
 def _seen_before(mine: DataFrame, seen: DataFrame, *, broadcast: bool) -> DataFrame:
@@ -300,8 +373,10 @@ def _seen_before(mine: DataFrame, seen: DataFrame, *, broadcast: bool) -> DataFr
         mine.alias("n")
         .join(seen.alias("s"), on)
         .select("n.*", F.col("s.fingerprint").alias("seen_fingerprint"))
-        .persist(_MEMORY)
     )
+    if feature_keys.KEY in mine.columns:  # by raw id (stitching): back to the stitched key
+        again = again.withColumn(state.CUSTOMER_ID, F.col(feature_keys.KEY)).drop(feature_keys.KEY)
+    again = again.persist(_MEMORY)
     again.count()
     return again
 
@@ -314,9 +389,11 @@ def _customers(
     *,
     since: dt.date,
     as_of: dt.date,
+    moved: DataFrame | None = None,
 ) -> DataFrame:
     """The customer rows as of ``as_of``: advanced by the days in ``(since, as_of]``, and
-    rebuilt from all their days for customers with new rows on a day up to ``since``."""
+    rebuilt from all their days for customers with new rows on a day up to ``since`` and
+    the ``moved`` ones (stitching: their raw ids changed keys)."""
     day = F.col(state.DAY)
     # The months after `since` only (partition pruning): the days that advance customers.
     after = (
@@ -324,7 +401,8 @@ def _customers(
         & (day > F.lit(since))
         & (day <= F.lit(as_of))
     )
-    late = daily_new.where(day <= F.lit(since)).select(state.CUSTOMER_ID).distinct()
+    late = daily_new.where(day <= F.lit(since)).select(state.CUSTOMER_ID)
+    late = (late if moved is None else late.unionByName(moved)).distinct()
     if late.isEmpty():  # daily_new is persisted: no cache of its own needed
         return state.advance(old, state.summed_days(daily_all.where(after), levels), levels)
     rebuilt = state.customer_rows(

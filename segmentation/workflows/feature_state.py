@@ -30,6 +30,7 @@ from segmentation.storage.contracts import (
     FEATURE_STATE_CUSTOMERS,
     FEATURE_STATE_DAILY,
     FEATURE_STATE_EVENT_IDS,
+    FEATURE_STATE_KEYS,
     FEATURE_STATE_LEVELS,
     FEATURE_STATE_LOG,
     FEATURE_STATE_LOG_SCHEMA,
@@ -39,14 +40,16 @@ from segmentation.storage.contracts import (
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 """The state's format; a code change that alters what the state holds bumps it (rebuild).
-2: the value counts of discovered levels (``feature_state_levels``)."""
-DAILY, CUSTOMERS, EVENT_IDS, REJECTED, LEVELS = (
+2: the value counts of discovered levels (``feature_state_levels``). 3: identity stitching
+(rows by ``raw_id``, ``feature_state_keys``)."""
+DAILY, CUSTOMERS, EVENT_IDS, REJECTED, LEVELS, KEYS = (
     FEATURE_STATE_DAILY, FEATURE_STATE_CUSTOMERS, FEATURE_STATE_EVENT_IDS, FEATURE_STATE_REJECTED,
-    FEATURE_STATE_LEVELS,
+    FEATURE_STATE_LEVELS, FEATURE_STATE_KEYS,
 )  # fmt: skip
 STATE_TABLES = (DAILY, EVENT_IDS, REJECTED, LEVELS, CUSTOMERS)
+"""The state's tables; with identity stitching also ``KEYS`` (:func:`state_tables`)."""
 INCREMENTAL, REBUILD, FULL = "incremental", "rebuild", "full"
 
 
@@ -92,13 +95,21 @@ def configured_levels(cfg: AppConfig) -> dict[str, tuple[str, ...] | None]:
     return out
 
 
+def state_tables(cfg: AppConfig) -> tuple[Table, ...]:
+    """The state's tables for this configuration: with identity stitching, the stitched key
+    of each raw id (``feature_state_keys``) too."""
+    return STATE_TABLES if cfg.stitching() is None else (*STATE_TABLES, KEYS)
+
+
 def settings(cfg: AppConfig) -> dict[str, Any]:
     """Everything the state's rows depend on: reading, time zone, levels, date and duplicate
     rules. (Windows are not: they are summed from the daily rows at feature time.)"""
     q, top = cfg.quality, cfg.features.max_levels
     levels = {c: {"discovered_top": top} if lv is None else list(lv)
               for c, lv in configured_levels(cfg).items()}  # fmt: skip
+    identity = cfg.stitching()
     return {
+        "identity": None if identity is None else identity.model_dump(mode="json"),
         "state_version": STATE_VERSION,
         "input.events": cfg.input.events.model_dump(mode="json", exclude={"path"}),
         "input.events.path": cfg.events_path(),
@@ -118,9 +129,6 @@ def plan(spark: SparkSession, cfg: AppConfig, *, full_refresh: bool = False) -> 
     mode = cfg.features.mode
     if mode == "full":
         return Plan(FULL, "features.mode is full")
-    if cfg.stitching() is not None:
-        return Plan(FULL, "identity stitching is on: the incremental state is not kept for "
-                          "stitched customers yet")  # fmt: skip
     ev, path = cfg.input.events, cfg.events_path()
     marker = increments.marker(spark, ev, path)
     if full_refresh:
@@ -129,7 +137,7 @@ def plan(spark: SparkSession, cfg: AppConfig, *, full_refresh: bool = False) -> 
     versions = (
         {}
         if last is None
-        else {t.name: tables.version(spark, cfg.storage, t) for t in STATE_TABLES}
+        else {t.name: tables.version(spark, cfg.storage, t) for t in state_tables(cfg)}
     )
     why = _unusable(spark, cfg, last, versions)
     if why is not None:
@@ -154,19 +162,19 @@ def _unusable(
     as_of = cfg.features.as_of
     if last is None:
         return "no feature state yet"
+    now = settings(cfg)
+    if fingerprint(now) != last.fingerprint:
+        keys = _changed(now, last.settings)
+        return f"the configuration the state depends on changed ({', '.join(keys)})"
     missing = sorted(name for name, v in versions.items() if v is None)
     if missing:
         return f"table(s) {', '.join(missing)} of the feature state are missing"
     if versions != last.table_versions and not all(
         _maintained_since(spark, cfg, t, last.table_versions[t.name], versions[t.name])
-        for t in STATE_TABLES
+        for t in state_tables(cfg)
     ):
         return ("the feature state was half-written (a run stopped during its update: table "
                 f"versions {versions}, log says {last.table_versions})")  # fmt: skip
-    now = settings(cfg)
-    if fingerprint(now) != last.fingerprint:
-        keys = _changed(now, last.settings)
-        return f"the configuration the state depends on changed ({', '.join(keys)})"
     if as_of < last.as_of:
         return f"the state is as of {last.as_of}, after features.as_of {as_of}"
     if cfg.features.mode == "auto" and as_of > last.as_of + dt.timedelta(days=1):
@@ -210,7 +218,7 @@ def damaged(cfg: AppConfig, error: BaseException) -> str | None:
     text = str(error)
     if not any(marker in text for marker in _MISSING_FILE):
         return None
-    for table in STATE_TABLES:
+    for table in (*STATE_TABLES, KEYS):
         location = tables.path(cfg.storage, table).removeprefix("file:").rstrip("/")
         if f"{location}/" in text:
             return (f"a data file of the feature state's table {table.name} is missing "
@@ -268,14 +276,16 @@ class Update:
     customers: DataFrame
     counts: Counts
     marker: increments.Marker
+    keys: DataFrame | None = None
+    """With identity stitching, the ``feature_state_keys`` rows (every raw id, re-keyed)."""
     previous_versions: dict[str, int] | None = None
     """The state tables' versions before this run (incremental runs)."""
     cached: list[DataFrame] = field(default_factory=list)
     """Frames persisted for these writes (the owner unpersists them after the writes)."""
 
     def writes(self, spark: SparkSession, cfg: AppConfig, *, run_id: str) -> list[tables.Write]:
-        """The five state writes (appends, or overwrites for a rebuild; the customers always
-        overwritten), then the log row with the versions they left."""
+        """The state writes (appends, or overwrites for a rebuild; the customers and the keys
+        always overwritten), then the log row with the versions they left."""
         append = self.mode == INCREMENTAL
         versions: dict[str, int] = {}
 
@@ -297,6 +307,7 @@ class Update:
             write(DAILY, self.daily, append), write(EVENT_IDS, self.event_ids, append),
             write(REJECTED, self.rejected, append), write(LEVELS, self.levels, append),
             write(CUSTOMERS, self.customers, False),
+            *([] if self.keys is None else [write(KEYS, self.keys, False)]),
             tables.Write(FEATURE_STATE_LOG,
                          lambda: self._write_log(spark, cfg, versions, run_id=run_id),
                          spark, cfg.storage),

@@ -24,6 +24,10 @@ _LEVELS = (
     ("device_known_events", "Events with a device."),
 )
 _DAY = "The customer's local calendar day (input.events.time_zone)."
+_RAW_OR_ID = ("The customer's id as the input names it (normalised); with identity stitching, "
+              "the row's raw_id: its normalised identifiers (feature_state_keys gives the "
+              "stitched key).")
+RAW_ID = "raw_id"
 
 FEATURE_STATE_DAILY = Table(
     "feature_state_daily",
@@ -31,7 +35,7 @@ FEATURE_STATE_DAILY = Table(
     "one run read (a day two runs read has two rows; readers sum them).",
     _WRITERS, ("event_month",),
     described=(
-        (CUSTOMER_ID, "The customer's id as the input names it (normalised)."),
+        (CUSTOMER_ID, _RAW_OR_ID),
         ("event_date", _DAY),
         ("event_month", "The first day of event_date's month (the partition)."),
         _INCREMENT,
@@ -48,7 +52,8 @@ FEATURE_STATE_CUSTOMERS = Table(
     "as_of (feature_state_log).",
     _WRITERS,
     described=(
-        (CUSTOMER_ID, "The customer's id as the input names it (normalised)."),
+        (CUSTOMER_ID, "The customer's id as the input names it (normalised); with identity "
+                      "stitching, the stitched customer_key of the state's as_of."),
         ("first_event_date", "The first local day with an event."),
         ("first_order_date", "The first local day with an order (null: none)."),
         ("last_order_date", "The last local day with an order up to as_of (null: none)."),
@@ -64,7 +69,7 @@ FEATURE_STATE_CUSTOMERS = Table(
     ),
 )
 FEATURE_STATE_EVENT_IDS_SCHEMA = schema(
-    _c(CUSTOMER_ID, _S, False, "The customer's id as the input names it (normalised)."),
+    _c(CUSTOMER_ID, _S, False, _RAW_OR_ID),
     _c("event_id", _S, text="The usable event's id (null: an event without id, known by its "
                             "content under the exact duplicate rule)."),
     _c("fingerprint", _L, False, "xxhash64 of the event's content (time, amount, type, "
@@ -83,6 +88,9 @@ FEATURE_STATE_REJECTED_SCHEMA = schema(
     _c("reason", _S, False, "Why the event was quarantined (as in rejected_events)."),
     _c("raw_values", T.MapType(_S, _S), text="The input row's raw text, for rows that could "
                                              "not be read."),
+    _c(RAW_ID, _S, text="With identity stitching: the row's normalised identifiers, a JSON "
+                        "array in identity.identifiers order (null: none, or no stitching); "
+                        "customer_id is re-keyed from it when a key changes."),
     _c(_INCREMENT[0], _L, False, _INCREMENT[1]),
 )
 FEATURE_STATE_REJECTED = Table(
@@ -104,6 +112,19 @@ FEATURE_STATE_LEVELS = Table(
     "discovered; the levels are the features.max_levels values with the most events summed "
     "over all runs (empty when every level is configured).",
     _WRITERS, (), FEATURE_STATE_LEVELS_SCHEMA,
+)
+FEATURE_STATE_KEYS_SCHEMA = schema(
+    _c(RAW_ID, _S, False, "A combination of normalised identifiers read from the events, a "
+                          "JSON array in identity.identifiers order."),
+    _c(CUSTOMER_ID, _S, text="Its stitched customer_key in identity_map of the state's as_of "
+                             "(null: none of them is in the map: its rows are quarantined)."),
+)
+FEATURE_STATE_KEYS = Table(
+    "feature_state_keys",
+    "Incremental feature state with identity stitching: the stitched key of every raw_id of "
+    "the other state tables as of the state's as_of; a run re-keys them from identity_map "
+    "and recomputes only the customers whose raw_ids moved (merges and splits).",
+    _WRITERS, (), FEATURE_STATE_KEYS_SCHEMA,
 )
 FEATURE_STATE_LOG_SCHEMA = schema(
     _c("increment", _L, False, "The run's number: 1, 2, ... (a rebuild too)."),
