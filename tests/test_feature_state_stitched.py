@@ -70,14 +70,16 @@ def day(spark, base: Path, number: int, rows: list[dict]) -> tuple[AppConfig, ob
 def test_stitched_state_follows_merges_and_splits_and_equals_the_full_run(spark, tmp_path):
     # Day 1: c1 and ann@x.com are one customer; ann@x.com's row also holds the device p1; the
     # id e1 again under ann@x.com alone is a copy of c1's e1 (one stitched customer). c2 and
-    # c6 each count an event x9 (two customers, so two events).
+    # c6 each count an event x9 (two customers, so two events). c3's NaN amount is quarantined
+    # under c3's key (and under the key c3 merges into, in the next day's snapshot).
     cfg, result, key = day(spark, tmp_path, 1, [
         row("e1", "c1", 1, 10.0, "ann@x.com"), row("e2", None, 1, 20.0, "ann@x.com", "p1"),
         row("e1", None, 1, 10.0, "ann@x.com"), row("e3", "c2", 1, 30.0, "bob@x.com"),
         row("e4", "c3", 1, 40.0), row("x9", "c2", 1, 5.0), row("x9", "c6", 1, 5.0, "dan@x.com"),
+        row("bad", "c3", 1, float("nan")),
     ])  # fmt: skip
     assert result.mode == "rebuild"
-    assert result.rejected == {"duplicate_event": 1}
+    assert result.rejected == {"duplicate_event": 1, "invalid_amount": 1}
     assert_same(spark, cfg)
     keys = pl.read_delta(cfg.storage.table_path("feature_state_keys"))
     # Its raw ids: (c1, ann), (-, ann, p1), (-, ann), (c2, bob), (c3), (c2), (c6, dan).
@@ -91,9 +93,13 @@ def test_stitched_state_follows_merges_and_splits_and_equals_the_full_run(spark,
     ])  # fmt: skip
     assert key2["c3"] == key2["c1"] != key["c3"]
     assert result.mode == "incremental", result.mode_reason
-    written = assert_same(spark, cfg)
+    written = assert_same(spark, cfg)  # the quarantined rows' keys included
     assert written[key2["c1"]]["frequency"] == 4  # e1, e2, e4, n1
-    assert result.rejected == {"duplicate_event": 2}
+    bad = pl.read_delta(cfg.storage.table_path("rejected_events")).filter(
+        (pl.col("as_of") == cfg.features.as_of) & (pl.col("event_id") == "bad")
+    )
+    assert bad["customer_id"].to_list() == [key2["c1"]]
+    assert result.rejected == {"duplicate_event": 2, "invalid_amount": 1}
     # Day 3: c1 is seen with p1 too: p1 now links two CRM ids, the guard holds it back, and
     # c3 (linked to c1 only through p1) splits off again.
     cfg, result, key3 = day(spark, tmp_path, 3, [row("s1", "c1", 3, 1.0, None, "p1")])
@@ -116,3 +122,37 @@ def test_stitched_state_follows_merges_and_splits_and_equals_the_full_run(spark,
     assert_same(spark, cfg)
     assert [r["mode"] for r in state_log(cfg)] == [
         "rebuild", "incremental", "incremental", "rebuild", "incremental"]  # fmt: skip
+
+
+def test_a_split_that_parts_a_quarantined_copy_from_the_kept_one_rebuilds(spark):
+    """Copies of d7 under raw ids r1 (kept) and r2 (quarantined as duplicate_event) were one
+    customer K1. When r2 moves to K2, the full run keeps both: the state cannot follow. When
+    only r3 moves (K9 to K1), the copies stay together: it can."""
+    from pyspark.sql import functions as F
+
+    from segmentation.storage.contracts import FEATURE_STATE_EVENT_IDS, FEATURE_STATE_REJECTED
+    from segmentation.workflows import feature_keys
+
+    def frame(rows, columns="raw_id string, customer_id string"):
+        return spark.createDataFrame(rows, columns)
+
+    t = dt.datetime(2025, 6, 1, 10, tzinfo=dt.UTC)
+    copy = ("r2", t, 7.0, None, None, None, None, None, None, "d7", "duplicate_event", None,
+            "r2", 1)  # fmt: skip
+    rejected = spark.createDataFrame([copy], FEATURE_STATE_REJECTED.schema)
+    seen = spark.createDataFrame([("r1", "d7", 1, D1, 1)], FEATURE_STATE_EVENT_IDS.schema)
+    old = frame([("r1", "K1"), ("r2", "K1"), ("r3", "K9")])
+
+    def keys(new, moved):
+        moved_keys = frame([(k,) for k in moved], "customer_id string")
+        return feature_keys.Keys(frame(new), old, moved_keys, len(moved))
+
+    parted = keys([("r1", "K1"), ("r2", "K2"), ("r3", "K9")], ["K1", "K2"])
+    why = feature_keys.copies_moved(parted, seen, rejected)
+    assert why is not None and "split parts event d7" in why and "K2" in why
+    together = keys([("r1", "K1"), ("r2", "K1"), ("r3", "K1")], ["K1", "K9"])
+    assert feature_keys.copies_moved(together, seen, rejected) is None
+    # The same copies counted under r1 and r3 (two customers) are joined by that merge.
+    twice = seen.unionByName(seen.withColumn("customer_id", F.lit("r3")))
+    why = feature_keys.copies_moved(together, twice, rejected)
+    assert why is not None and "merge joins copies of event d7" in why

@@ -291,14 +291,13 @@ def _log_snapshot(features: DataFrame, customers: int) -> None:
 
 
 def _source(spark: SparkSession, cfg: AppConfig, plan: fs.Plan | None) -> sources.EventSource:
-    """The events: for a rebuild exactly as of the state's input marker (rows added during
-    the run are the next run's), else as ``stitched.events`` reads them."""
-    if plan is None or plan.mode != fs.REBUILD:
+    """The events as ``stitched.events`` reads them; for a rebuild exactly as of the state's
+    input marker (rows added during the run are the next run's)."""
+    if plan is None or plan.mode != fs.REBUILD or plan.marker is None:
         return stitched.events(spark, cfg)
     log.info("feature state: rebuilding from every input row (%s)", plan.reason)
-    assert plan.marker is not None
-    ev, path = cfg.input.events, cfg.events_path()
-    return stitched.events(spark, cfg, raw=increments.pinned(spark, ev, path, plan.marker))
+    pinned = increments.pinned(spark, cfg.input.events, cfg.events_path(), plan.marker)
+    return stitched.events(spark, cfg, raw=pinned)
 
 
 def _incremental(
