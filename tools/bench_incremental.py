@@ -18,6 +18,12 @@ Per size, in one Spark application: a generated sample of its own (a Delta table
 
 The increment's features are checked against a full run of the next day (every column,
 relative 1e-12 / absolute 1e-9) unless ``--no-check``. Prints a Markdown table.
+
+``--identities``: the sample with several identifiers per customer, stitched
+(``generator.identities``): each date's ``identity_map`` is written first (``stitch`` s, not in
+the feature runs' times), and every feature run reads the events by stitched key; the state is
+kept by raw id (docs/incremental.md). The appended day repeats the last day's identifiers, so
+no customer moves: the figure is a quiet day's. DuckDB's features are the unstitched ones.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from pyspark.sql import functions as F
 from segmentation.config import AppConfig, load_config
 from segmentation.runtime.session import build_session
 from segmentation.storage import delta_tables
-from segmentation.workflows import build_features, generate
+from segmentation.workflows import build_features, generate, identities
 from tools import benchmark
 from tools.bench import parse_size
 
@@ -138,18 +144,27 @@ def same_features(spark: SparkSession, cfg: AppConfig) -> int:
     return bad
 
 
-def run_size(spark: SparkSession, base: AppConfig, events: int, workdir: Path, check: bool):
+def run_size(
+    spark: SparkSession, base: AppConfig, events: int, workdir: Path, check: bool, stitch: bool
+):
     # A sample of its own (the next day is appended to it), generated afresh each run.
     cfg = benchmark.bench_config(base, events, workdir / "incremental")
+    if stitch:
+        cfg = cfg.model_copy(update={"generator": cfg.generator.model_copy(
+            update={"identities": True})})  # fmt: skip
     shutil.rmtree(cfg.storage.warehouse, ignore_errors=True)
     spark.conf.set("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
     generate.run(spark, cfg)
     day = cfg.features.as_of
-    out: dict[str, Any] = {"events": events}
+    out: dict[str, Any] = {"events": events, "stitch_s": 0.0}
+    if stitch:
+        out["stitch_s"], _ = timed(lambda: identities.run(spark, with_mode(cfg, "full", day)))
     out["full_s"], full = timed(lambda: build_features.run(spark, with_mode(cfg, "full", day)))
     out["rebuild_s"], _ = timed(lambda: build_features.run(spark, with_mode(cfg, "auto", day)))
     out["new_events"] = append_next_day(spark, cfg, day)
     nxt = with_mode(cfg, "auto", day + dt.timedelta(days=1))
+    if stitch:
+        out["stitch_s"] += timed(lambda: identities.run(spark, nxt))[0]
     out["increment_s"], inc = timed(lambda: build_features.run(spark, nxt))
     assert inc.mode == "incremental", inc.mode_reason
     out["customers"] = inc.customers
@@ -191,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--no-check", action="store_true", help="skip the full-run comparison")
+    parser.add_argument(
+        "--identities", action="store_true", help="the sample with identifiers, stitched"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("segmentation.runtime.timing").setLevel(logging.INFO)
@@ -204,12 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for size in (parse_size(s) for s in args.sizes.split(",")):
             print(f"incremental benchmark: {size:,} events (data under {workdir})", flush=True)
-            rows.append(run_size(spark, base, size, workdir, not args.no_check))
+            rows.append(run_size(spark, base, size, workdir, not args.no_check, args.identities))
             print(rows[-1], flush=True)
     finally:
         spark.stop()
-    print(markdown(rows, f"PYTHONPATH=. .venv/bin/python -m tools.bench_incremental "
-                         f"--sizes {args.sizes}"))  # fmt: skip
+    flags = f"--sizes {args.sizes}" + (" --identities" if args.identities else "")
+    print(markdown(rows, f"PYTHONPATH=. .venv/bin/python -m tools.bench_incremental {flags}"))
     return 0
 
 

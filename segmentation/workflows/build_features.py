@@ -232,8 +232,7 @@ def _compute_staged(
 ) -> FeatureSnapshot:
     """:func:`compute` from the staged events (``quality.stage_events``, persisted); with a
     rebuild ``plan``, also the state's rows."""
-    fc, q = cfg.features, cfg.quality
-    events_path = cfg.events_path()
+    fc, q, events_path = cfg.features, cfg.quality, cfg.events_path()
     _log_input_counts(counts)
     duplicates = resolve_duplicates(q.duplicates, day_level=counts.day_level)
     rebuild = plan is not None and plan.mode == fs.REBUILD
