@@ -145,7 +145,7 @@ def test_a_split_that_parts_a_quarantined_copy_from_the_kept_one_rebuilds(spark)
 
     def keys(new, moved):
         moved_keys = frame([(k,) for k in moved], "customer_id string")
-        return feature_keys.Keys(frame(new), old, moved_keys, len(moved))
+        return feature_keys.Keys(frame(new), old, moved_keys, len(moved), [])
 
     parted = keys([("r1", "K1"), ("r2", "K2"), ("r3", "K9")], ["K1", "K2"])
     why = feature_keys.copies_moved(parted, seen, rejected)

@@ -147,13 +147,13 @@ def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | st
     if isinstance(keys, str):
         return keys
     batch = _batch(spark, cfg, plan, number, keys)
-    if isinstance(batch, str):
-        return batch
-    found = _levels(spark, cfg, last, batch.clean, number)
+    found = batch if isinstance(batch, str) else _levels(spark, cfg, last, batch.clean, number)
     if isinstance(found, str):
-        for df in batch.cached:
+        for df in [*(batch.cached if isinstance(batch, _Batch) else []),
+                   *(keys.persisted if keys else [])]:  # fmt: skip
             df.unpersist()
         return found
+    assert isinstance(batch, _Batch)
     levels, new_levels = found
     batch.cached.append(new_levels)
     daily_new = state.daily_rows(_by_raw_id(batch.clean), levels, zone, number).persist(_MEMORY)
@@ -232,7 +232,7 @@ def _keyed(rows: _Rows, keys: feature_keys.Keys, batch: _Batch) -> _Rows:
     with the batch)."""
     every = keys.keys.unionByName(feature_keys.tuples(batch.clean, batch.rejected)).distinct()
     every = every.persist(_MEMORY)
-    batch.cached += [keys.keys, keys.moved, every]
+    batch.cached += [*keys.persisted, every]
     return _Rows(
         feature_keys.by_key(rows.daily_all, every), feature_keys.by_key(rows.daily_new, every),
         feature_keys.rekeyed_rejected(rows.rejected, every), every,

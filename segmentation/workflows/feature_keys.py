@@ -51,10 +51,12 @@ class Keys:
     moved: DataFrame
     """``customer_id``: the keys (old and new) whose raw ids changed, persisted."""
     moved_count: int
+    persisted: list[DataFrame]
+    """What :meth:`release` unpersists."""
 
     def release(self) -> None:
-        self.keys.unpersist()
-        self.moved.unpersist()
+        for df in self.persisted:
+            df.unpersist()
 
 
 def rekey(spark: SparkSession, cfg: AppConfig, last: fs.Log, keymap: keying.KeyMap) -> Keys | str:
@@ -84,7 +86,7 @@ def rekey(spark: SparkSession, cfg: AppConfig, last: fs.Log, keymap: keying.KeyM
         .persist(_MEMORY)
     )
     keys = both.select(RAW_ID, CUSTOMER_ID)
-    return Keys(keys=keys, old=old, moved=moved, moved_count=moved.count())
+    return Keys(keys=keys, old=old, moved=moved, moved_count=moved.count(), persisted=[both, moved])
 
 
 def _keyed_again(old: DataFrame, identity: IdentityConfig, keymap: keying.KeyMap) -> DataFrame:
