@@ -16,6 +16,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from segmentation.config import AppConfig
 from segmentation.workflows import build_features, identities
@@ -156,3 +158,53 @@ def test_a_split_that_parts_a_quarantined_copy_from_the_kept_one_rebuilds(spark)
     twice = seen.unionByName(seen.withColumn("customer_id", F.lit("r3")))
     why = feature_keys.copies_moved(together, twice, rejected)
     assert why is not None and "merge joins copies of event d7" in why
+
+
+@pytest.mark.slow
+@settings(max_examples=1, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(data=st.data())
+def test_stitched_state_equals_full_recomputation_on_random_histories_and_maps(
+    spark, tmp_path_factory, data
+):
+    """Four days of random events over a few CRM ids and emails (late rows, event ids shared
+    across identifiers: copies, merged copies), each day with a random identity_map written
+    by hand (identifiers keep or change their key at random: merges and splits; some held
+    back by the guard; some missing: unknown identifiers). After each day the written
+    snapshot equals the full recomputation, whether the run was incremental or rebuilt."""
+    from segmentation.storage import tables
+
+    base = tmp_path_factory.mktemp("stitched_history")
+    crm, emails = [f"c{i}" for i in range(5)], [f"m{i}@x.com" for i in range(5)]
+    keys: dict[tuple[str, str], str] = {}
+    modes = []
+    for number in range(1, 5):
+        rows = []
+        for i in range(data.draw(st.integers(1, 12), label="events")):
+            cid = data.draw(st.sampled_from([None, *crm]), label="crm")
+            email = data.draw(st.sampled_from([None, *emails]), label="email")
+            back = data.draw(st.integers(0, 3), label="days back")
+            eid = data.draw(st.sampled_from([f"d{number}e{i}", "x1", "x2"]), label="id")
+            rows.append(row(eid, cid, max(number - back, 1), 5.0 if eid[0] == "x" else
+                            data.draw(st.floats(0.5, 90), label="amount"), email))  # fmt: skip
+        folder = base / "events"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), folder / f"d{number}.parquet")
+        cfg = config(base, number)
+        as_of = cfg.features.as_of
+        seen = [("crm_id", c) for c in crm] + [("email", e) for e in emails]
+        snapshot, held = [], []
+        for kind, value in seen:
+            if (kind, value) not in keys or data.draw(st.integers(0, 3), label="move") == 0:
+                keys[(kind, value)] = data.draw(st.sampled_from(["K1", "K2", "K3"]), label="key")
+            if data.draw(st.integers(0, 9), label="missing") > 0:
+                snapshot.append((kind, value, keys[(kind, value)], None, None, as_of))
+                if data.draw(st.integers(0, 9), label="held") == 0:
+                    held.append((as_of, "max_degree", keys[(kind, value)], kind, value,
+                                 "crm_id", 2, 1, None))  # fmt: skip
+        for table, found in ((tables.IDENTITY_MAP, snapshot), (tables.IDENTITY_GUARDS, held)):
+            spark.createDataFrame(found, table.schema).write.format("delta").mode(
+                "append").partitionBy("as_of").save(cfg.storage.table_path(table.name))  # fmt: skip
+        modes.append(build_features.run(spark, cfg).mode)
+        assert_same(spark, cfg)
+    assert modes[0] == "rebuild"
