@@ -41,7 +41,7 @@ def row(eid: str, cid: str | None, day: int, amount: float, email=None, device=N
             "email": email, "device": device}  # fmt: skip
 
 
-def config(base: Path, day: int) -> AppConfig:
+def config(base: Path, day: int, *extra: str) -> AppConfig:
     return local_config(
         base, f"input.events.path={base / 'events'}", "input.events.format=parquet",
         *[f"input.events.columns.{c}=null" for c in ("event_type", "category", "channel",
@@ -49,7 +49,7 @@ def config(base: Path, day: int) -> AppConfig:
         f"features.as_of=2025-06-{day:02d}", "features.mode=auto", "identity.enabled=true",
         "attitudes.enabled=false", "quality.max_reject_share=0.5",
         "identity.identifiers=[{column: customer_id, type: crm_id}, {column: email, type: "
-        "email}, {column: device, type: device_id}]",
+        "email}, {column: device, type: device_id}]", *extra,
     )  # fmt: skip
 
 
@@ -163,15 +163,17 @@ def test_a_split_that_parts_a_quarantined_copy_from_the_kept_one_rebuilds(spark)
 @pytest.mark.slow
 @settings(max_examples=1, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(data=st.data())
+@given(rnd=st.randoms(use_true_random=True))
 def test_stitched_state_equals_full_recomputation_on_random_histories_and_maps(
-    spark, tmp_path_factory, data
+    spark, tmp_path_factory, rnd
 ):
     """Four days of random events over a few CRM ids and emails (late rows, event ids shared
-    across identifiers: copies, merged copies), each day with a random identity_map written
-    by hand (identifiers keep or change their key at random: merges and splits; some held
-    back by the guard; some missing: unknown identifiers). After each day the written
-    snapshot equals the full recomputation, whether the run was incremental or rebuilt."""
+    across identifiers: copies, merged copies; rows without identifier), each day with a
+    random identity_map written by hand (identifiers keep or change their key at random:
+    merges and splits; some held back by the guard; some missing: unknown identifiers).
+    After each day the written snapshot equals the full recomputation, whether the run was
+    incremental or rebuilt. (One derandomized example: a seeded generator, each day's runs
+    cost the suite about 15 s.)"""
     from segmentation.storage import tables
 
     base = tmp_path_factory.mktemp("stitched_history")
@@ -179,32 +181,32 @@ def test_stitched_state_equals_full_recomputation_on_random_histories_and_maps(
     keys: dict[tuple[str, str], str] = {}
     modes = []
     for number in range(1, 5):
-        rows = []
-        for i in range(data.draw(st.integers(1, 12), label="events")):
-            cid = data.draw(st.sampled_from([None, *crm]), label="crm")
-            email = data.draw(st.sampled_from([None, *emails]), label="email")
-            back = data.draw(st.integers(0, 3), label="days back")
-            eid = data.draw(st.sampled_from([f"d{number}e{i}", "x1", "x2"]), label="id")
-            rows.append(row(eid, cid, max(number - back, 1), 5.0 if eid[0] == "x" else
-                            data.draw(st.floats(0.5, 90), label="amount"), email))  # fmt: skip
+        rows = [row(f"d{number}a", "c0", number, 1.0)]  # one usable row a day at least
+        for i in range(rnd.randint(3, 12)):
+            eid = rnd.choice(["x1", "x2"]) if rnd.random() < 0.15 else f"d{number}e{i}"
+            rows.append(row(
+                eid, rnd.choice([None, *crm]), max(number - rnd.randint(0, 3), 1),
+                5.0 if eid[0] == "x" else round(rnd.uniform(0.5, 90), 2),
+                rnd.choice([None, *emails]),
+            ))  # fmt: skip
         folder = base / "events"
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), folder / f"d{number}.parquet")
-        cfg = config(base, number)
+        cfg = config(base, number, "quality.max_reject_share=0.95")  # copies of x1, x2 abound
         as_of = cfg.features.as_of
-        seen = [("crm_id", c) for c in crm] + [("email", e) for e in emails]
         snapshot, held = [], []
-        for kind, value in seen:
-            if (kind, value) not in keys or data.draw(st.integers(0, 3), label="move") == 0:
-                keys[(kind, value)] = data.draw(st.sampled_from(["K1", "K2", "K3"]), label="key")
-            if data.draw(st.integers(0, 9), label="missing") > 0:
-                snapshot.append((kind, value, keys[(kind, value)], None, None, as_of))
-                if data.draw(st.integers(0, 9), label="held") == 0:
-                    held.append((as_of, "max_degree", keys[(kind, value)], kind, value,
-                                 "crm_id", 2, 1, None))  # fmt: skip
+        for kind, value in [("crm_id", c) for c in crm] + [("email", e) for e in emails]:
+            if (kind, value) not in keys or rnd.random() < 0.15:
+                keys[(kind, value)] = rnd.choice(["K1", "K2", "K3"])
+            if rnd.random() < 0.03:
+                continue  # not in this day's map: its rows are unknown_identifier
+            snapshot.append((kind, value, keys[(kind, value)], None, None, as_of))
+            if rnd.random() < 0.1:
+                held.append((as_of, "max_degree", keys[(kind, value)], kind, value, "crm_id",
+                             2, 1, None, "test"))  # fmt: skip
         for table, found in ((tables.IDENTITY_MAP, snapshot), (tables.IDENTITY_GUARDS, held)):
             spark.createDataFrame(found, table.schema).write.format("delta").mode(
                 "append").partitionBy("as_of").save(cfg.storage.table_path(table.name))  # fmt: skip
         modes.append(build_features.run(spark, cfg).mode)
         assert_same(spark, cfg)
-    assert modes[0] == "rebuild"
+    assert modes[0] == "rebuild" and "incremental" in modes, modes

@@ -70,12 +70,11 @@ def rekey(spark: SparkSession, cfg: AppConfig, last: fs.Log, keymap: keying.KeyM
     odd = changed.where(F.col(_OLD).isNull() | F.col(CUSTOMER_ID).isNull()).first()
     if odd is not None:
         both.unpersist()
-        gains = odd[CUSTOMER_ID] is not None
-        return (
-            f"identifiers {odd[RAW_ID]} {'are' if gains else 'are no longer'} in identity_map "
-            f"of {keymap.as_of} (their events were quarantined as unknown_identifier, and "
-            f"{'count now' if gains else 'would be now'})"
-        )
+        if odd[CUSTOMER_ID] is not None:
+            return (f"identifiers {odd[RAW_ID]} are in identity_map of {keymap.as_of} now: "
+                    "their events, quarantined as unknown_identifier, count now")  # fmt: skip
+        return (f"identifiers {odd[RAW_ID]} are no longer in identity_map of {keymap.as_of}: "
+                "their events would be quarantined as unknown_identifier now")  # fmt: skip
     moved_old = changed.select(F.col(_OLD).alias(CUSTOMER_ID))
     # Customers whose old key lost or kept members: their raw ids, under the new keys.
     members = both.join(moved_old.withColumnRenamed(CUSTOMER_ID, _OLD), _OLD, "left_semi")
