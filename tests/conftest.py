@@ -63,9 +63,11 @@ def spark() -> Iterator[SparkSession]:
         overrides=["spark.master=local[2]", "spark.shuffle_partitions=2"],
     )
     # Spark's default 1 GB driver heap is shared by every test of the session (Delta's
-    # snapshot caches of hundreds of small tables, broadcasts): 3 GB keeps the last modules
-    # from running out of room to broadcast.
-    conf = {**cfg.spark.conf, "spark.driver.memory": "3g"}
+    # snapshot caches of hundreds of small tables, broadcasts): 3 GB kept the last modules
+    # from running out of room to broadcast until the stitched feature state's tests (dozens
+    # of stitched days, each with its identity tables) came; 4 GB does, with those modules
+    # dropping their caches (``release_caches``).
+    conf = {**cfg.spark.conf, "spark.driver.memory": "4g"}
     cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"conf": conf})})
     session = build_session(cfg)
     yield session

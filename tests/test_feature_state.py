@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from segmentation.config import AppConfig
@@ -298,7 +298,7 @@ def test_discovered_levels_are_kept_and_a_new_top_level_rebuilds(
 
 
 @pytest.mark.slow
-@settings(max_examples=1, deadline=None, derandomize=True,
+@settings(max_examples=1, deadline=None, derandomize=True, phases=[Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(rnd=st.randoms(use_true_random=True))
 def test_incremental_equals_full_recomputation_on_random_histories(spark, tmp_path_factory, rnd):

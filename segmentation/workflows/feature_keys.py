@@ -72,7 +72,8 @@ def rekey(spark: SparkSession, cfg: AppConfig, last: fs.Log, keymap: keying.KeyM
         both.unpersist()
         if odd[CUSTOMER_ID] is not None:
             return (f"identifiers {odd[RAW_ID]} are in identity_map of {keymap.as_of} now: "
-                    "their events, quarantined as unknown_identifier, count now")  # fmt: skip
+                    "their events, quarantined as unknown_identifier (or, after an earlier "
+                    "as_of, unknown_identifier_after_as_of), count now")  # fmt: skip
         return (f"identifiers {odd[RAW_ID]} are no longer in identity_map of {keymap.as_of}: "
                 "their events would be quarantined as unknown_identifier now")  # fmt: skip
     moved_old = changed.select(F.col(_OLD).alias(CUSTOMER_ID))

@@ -131,9 +131,9 @@ def plan(spark: SparkSession, cfg: AppConfig, *, full_refresh: bool = False) -> 
         return Plan(FULL, "features.mode is full")
     ev, path = cfg.input.events, cfg.events_path()
     marker = increments.marker(spark, ev, path)
-    if full_refresh:
-        return Plan(REBUILD, "--full-refresh", marker=marker)
     last = read_log(spark, cfg)
+    if full_refresh:  # numbered after the last run: the log's last row is the newest
+        return Plan(REBUILD, "--full-refresh", log=last, marker=marker)
     versions = (
         {}
         if last is None
