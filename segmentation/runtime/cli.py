@@ -28,7 +28,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         default="conf/local.yaml",
-        help="overlay on conf/base.yaml (default conf/local.yaml)",
+        help="overlay on the base.yaml of its folder (default conf/local.yaml)",
     )
     p.add_argument(
         "--set",
