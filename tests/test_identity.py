@@ -335,14 +335,24 @@ def job(spark, tmp_path_factory):
         "email}, {column: device, type: device_id}]",
     )  # fmt: skip
     _own_events(spark, events, day1)
+    spark.catalog.clearCache()
     first = identities.run(spark, cfg)
     later = t + dt.timedelta(days=1)
     _own_events(spark, events, [*day1, ("e6", "c3", later, 1.0, None, "p1")])
     day2 = cfg.model_copy(update={"features": cfg.features.model_copy(
         update={"as_of": AS_OF + dt.timedelta(days=1)})})  # fmt: skip
     second = identities.run(spark, day2)
+    # What the two runs persisted and did not release (Spark's cache manager: Delta's own
+    # table states are not in it).
+    leaked = not spark._jsparkSession.sharedState().cacheManager().isEmpty()
     features = build_features.run(spark, day2)
-    return cfg, first, second, features
+    return cfg, first, second, features, leaked
+
+
+def test_the_job_releases_every_frame_it_persisted(job):
+    """The identity job persists each input's identifier rows, the graph and the keys; a
+    long-lived session (``make run`` runs it once per date) must not keep them."""
+    assert not job[-1]
 
 
 def _table(cfg, name) -> pl.DataFrame:
@@ -351,7 +361,7 @@ def _table(cfg, name) -> pl.DataFrame:
 
 @pytest.mark.integration
 def test_job_writes_the_map_guards_and_changes(job):
-    cfg, first, second, _ = job
+    cfg, first, second, *_ = job
     snapshots = _table(cfg, "identity_map").sort("identifier_type", "identifier")
     day1 = snapshots.filter(pl.col("as_of") == AS_OF)
     key = dict(zip(day1["identifier"], day1["customer_key"], strict=True))
@@ -381,7 +391,7 @@ def test_job_writes_the_map_guards_and_changes(job):
 
 @pytest.mark.integration
 def test_features_use_the_stitched_key_and_join_back_to_every_identifier(job):
-    cfg, _, _, features = job
+    cfg, _, _, features, _ = job
     table = _table(cfg, "customer_features")
     snapshots = _table(cfg, "identity_map").filter(pl.col("as_of") == AS_OF + dt.timedelta(1))
     key = dict(zip(snapshots["identifier"], snapshots["customer_key"], strict=True))

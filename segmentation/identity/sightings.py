@@ -81,15 +81,16 @@ def read(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> Sight
     inputs = [_events(spark, cfg, identity)]
     inputs += [i for i in (_customers(spark, cfg, identity), _survey(spark, cfg, identity),
                            _edges(spark, cfg, identity)) if i is not None]  # fmt: skip
-    parts, counts = [], []
+    parts, persisted, counts = [], [], []
     for source in inputs:
-        part, part_counts = _normalised(source, identity)
+        part, part_counts, frame = _normalised(source, identity)
         parts.append(part)
+        persisted.append(frame)
         counts += part_counts
     rows = parts[0]
     for part in parts[1:]:
         rows = rows.unionByName(part)
-    return Sightings(rows.where(F.size(IDS) > 0), tuple(counts), tuple(parts))
+    return Sightings(rows.where(F.size(IDS) > 0), tuple(counts), tuple(persisted))
 
 
 def rows_of(
@@ -100,15 +101,20 @@ def rows_of(
     seen: Column | None = None,
     name: str = "rows",
 ) -> tuple[DataFrame, list[ColumnCounts]]:
-    """Identifier rows (``ids``, ``seen``; persisted) of any frame whose columns are named by
-    ``identifiers``, and their counts: what :func:`read` does for each input."""
+    """Identifier rows (``ids``, ``seen``) of any frame whose columns are named by
+    ``identifiers``, and their counts: what :func:`read` does for each input. The rows are read
+    from a persisted frame that only ``spark.catalog.clearCache()`` releases: for small frames."""
     seen = F.lit(None).cast("timestamp") if seen is None else seen
     columns = [i.column for i in identifiers]
-    return _normalised(_Input(name, frame, identifiers, columns, seen, ""), identity)
+    rows, counts, _ = _normalised(_Input(name, frame, identifiers, columns, seen, ""), identity)
+    return rows, counts
 
 
-def _normalised(source: _Input, identity: IdentityConfig) -> tuple[DataFrame, list[ColumnCounts]]:
-    """The input's rows (persisted) with normalised identifiers, and per column its counts."""
+def _normalised(
+    source: _Input, identity: IdentityConfig
+) -> tuple[DataFrame, list[ColumnCounts], DataFrame]:
+    """The input's rows with normalised identifiers, per column its counts, and the persisted
+    frame they are read from (unpersisting a projection of it would release nothing)."""
     schema = {f.name: f.dataType for f in source.frame.schema.fields}
     values, statuses = [], []
     for i, (ident, column) in enumerate(zip(source.identifiers, source.columns, strict=True)):
@@ -136,7 +142,7 @@ def _normalised(source: _Input, identity: IdentityConfig) -> tuple[DataFrame, li
                      int(row[f"invalid_{i}"]))
         for i, ident in enumerate(source.identifiers)
     ]  # fmt: skip
-    return part.select(IDS, SEEN), counts
+    return part.select(IDS, SEEN), counts, part
 
 
 def _events(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> _Input:
