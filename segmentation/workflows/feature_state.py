@@ -40,10 +40,15 @@ from segmentation.storage.contracts import (
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 """The state's format; a code change that alters what the state holds bumps it (rebuild).
 2: the value counts of discovered levels (``feature_state_levels``). 3: identity stitching
-(rows by ``raw_id``, ``feature_state_keys``)."""
+(rows by ``raw_id``, ``feature_state_keys``). 4: the settings hold the identity settings that
+make raw ids only."""
+IDENTITY_SETTINGS = ("identifiers", "phone_country_code", "placeholders")
+"""The ``identity`` settings a raw id depends on (the events' identifier columns and their
+normalisation). The others (the guard, the dimensions' and edges' identifiers, the graph's
+limits) change only ``identity_map``, which every run re-keys the state from."""
 DAILY, CUSTOMERS, EVENT_IDS, REJECTED, LEVELS, KEYS = (
     FEATURE_STATE_DAILY, FEATURE_STATE_CUSTOMERS, FEATURE_STATE_EVENT_IDS, FEATURE_STATE_REJECTED,
     FEATURE_STATE_LEVELS, FEATURE_STATE_KEYS,
@@ -103,13 +108,16 @@ def state_tables(cfg: AppConfig) -> tuple[Table, ...]:
 
 def settings(cfg: AppConfig) -> dict[str, Any]:
     """Everything the state's rows depend on: reading, time zone, levels, date and duplicate
-    rules. (Windows are not: they are summed from the daily rows at feature time.)"""
+    rules, how raw ids are made (:data:`IDENTITY_SETTINGS`, with stitching). (Windows are not:
+    they are summed from the daily rows at feature time.)"""
     q, top = cfg.quality, cfg.features.max_levels
     levels = {c: {"discovered_top": top} if lv is None else list(lv)
               for c, lv in configured_levels(cfg).items()}  # fmt: skip
     identity = cfg.stitching()
     return {
-        "identity": None if identity is None else identity.model_dump(mode="json"),
+        "identity": None
+        if identity is None
+        else identity.model_dump(mode="json", include=set(IDENTITY_SETTINGS)),
         "state_version": STATE_VERSION,
         "input.events": cfg.input.events.model_dump(mode="json", exclude={"path"}),
         "input.events.path": cfg.events_path(),
@@ -280,16 +288,23 @@ class Update:
     """With identity stitching, the ``feature_state_keys`` rows (every raw id, re-keyed)."""
     previous_versions: dict[str, int] | None = None
     """The state tables' versions before this run (incremental runs)."""
+    kept_rejected: DataFrame | None = None
+    """With quarantined rows checked again (``feature_recheck``): the state's other
+    quarantined rows; ``feature_state_rejected`` is rewritten as them and :attr:`rejected`."""
     cached: list[DataFrame] = field(default_factory=list)
     """Frames persisted for these writes (the owner unpersists them after the writes)."""
 
     def writes(self, spark: SparkSession, cfg: AppConfig, *, run_id: str) -> list[tables.Write]:
         """The state writes (appends, or overwrites for a rebuild; the customers and the keys
-        always overwritten), then the log row with the versions they left."""
+        always overwritten; the quarantined rows too when some were checked again), then the
+        log row with the versions they left."""
         append = self.mode == INCREMENTAL
         versions: dict[str, int] = {}
-
-        nothing_new = append and self.counts.new_rows == 0 and self.previous_versions
+        nothing_new = (append and self.counts.new_rows == 0 and self.kept_rejected is None
+                       and self.previous_versions)  # fmt: skip
+        rejected, add_rejected = self.rejected, append
+        if self.kept_rejected is not None:
+            rejected, add_rejected = self.kept_rejected.unionByName(self.rejected), False
 
         def write(table: Table, df: DataFrame, add: bool) -> tables.Write:
             def call() -> int:
@@ -305,7 +320,7 @@ class Update:
 
         return [
             write(DAILY, self.daily, append), write(EVENT_IDS, self.event_ids, append),
-            write(REJECTED, self.rejected, append), write(LEVELS, self.levels, append),
+            write(REJECTED, rejected, add_rejected), write(LEVELS, self.levels, append),
             write(CUSTOMERS, self.customers, False),
             *([] if self.keys is None else [write(KEYS, self.keys, False)]),
             tables.Write(FEATURE_STATE_LOG,
