@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from segmentation.config import AppConfig
 from segmentation.workflows import build_features, identities
+from segmentation.workflows import feature_state as fs
 from tests.conftest import local_config
 from tests.test_feature_state import assert_same, state_log
 
@@ -137,14 +138,46 @@ def test_stitched_state_follows_merges_and_splits_and_equals_the_full_run(spark,
     # Day 4 again with --full-refresh: its log row follows the last one, so the next day
     # finds the state whole (it once read as half-written: the rebuild was numbered 1).
     assert build_features.run(spark, cfg, full_refresh=True).mode_reason == "--full-refresh"
-    # Day 5: nothing moves; the new row's raw id is new.
-    cfg, result, _ = day(spark, tmp_path, 5, [row("f1", "c5", 5, 4.0, "eve@x.com")])
+    # Day 5: nothing moves; the new row's raw id is new. w1, on June 6, is after as_of, and
+    # its identifiers are new: the map of June 5 cannot know them (it holds what was seen up
+    # to June 5), so it is quarantined as unknown_identifier_after_as_of.
+    cfg, result, key5 = day(spark, tmp_path, 5, [
+        row("f1", "c5", 5, 4.0, "eve@x.com"), row("w1", "c8", 6, 3.0, "gus@x.com"),
+    ])  # fmt: skip
     assert result.mode == "incremental", result.mode_reason
+    assert result.rejected["unknown_identifier_after_as_of"] == 1 and "c8" not in key5
     assert_same(spark, cfg)
+    # Day 6: the map knows c8 and gus@x.com now. The state's quarantined w1 is checked again
+    # with the day's rows (not read again, not counted as input again): it counts, under
+    # c8's key, and w1 again under gus@x.com alone is its copy. Before, the run rebuilt.
+    cfg, result, key6 = day(spark, tmp_path, 6, [
+        row("w1", None, 6, 3.0, "gus@x.com"), row("w2", "c8", 6, 1.0),
+    ])  # fmt: skip
+    assert result.mode == "incremental", result.mode_reason
+    assert result.new_rows == 2
+    written = assert_same(spark, cfg)
+    assert written[key6["c8"]]["frequency"] == 2  # w1 once, w2
+    assert result.rejected.get("unknown_identifier_after_as_of", 0) == 0
+    assert result.mode_reason.endswith("; 1 quarantined row(s) of the state checked again")
     log = state_log(cfg)
+    assert log[-1]["reason"] == result.mode_reason
     assert [r["mode"] for r in log] == [
-        "rebuild", "incremental", "incremental", "rebuild", "rebuild", "incremental"]  # fmt: skip
-    assert [r["increment"] for r in log] == [1, 2, 3, 4, 5, 6]
+        "rebuild", "incremental", "incremental", "rebuild", "rebuild", "incremental",
+        "incremental"]  # fmt: skip
+    assert [r["increment"] for r in log] == [1, 2, 3, 4, 5, 6, 7]
+    # The state's quarantine holds the copy of w1 (a duplicate), no longer w1 itself.
+    held = pl.read_delta(cfg.storage.table_path("feature_state_rejected"))
+    w1 = held.filter(pl.col("event_id") == "w1")
+    assert w1["reason"].to_list() == ["duplicate_event"] and w1["increment"].to_list() == [7]
+    # Tuning the guard changes only identity_map, which each run re-keys from: no rebuild.
+    # What makes raw ids (the identifiers' normalisation), or stitching off, does rebuild.
+    assert fs.plan(spark, config(tmp_path, 7, "identity.max_degree={device_id: 9}")).mode == (
+        "incremental")  # fmt: skip
+    phone = fs.plan(spark, config(tmp_path, 7, "identity.phone_country_code=44"))
+    assert (phone.mode, phone.reason) == ("rebuild", "the configuration the state depends on "
+                                          "changed (identity.phone_country_code)")  # fmt: skip
+    off = fs.plan(spark, config(tmp_path, 7, "identity.enabled=false"))
+    assert off.mode == "rebuild" and "changed (identity)" in off.reason, off.reason
 
 
 def test_a_split_that_parts_a_quarantined_copy_from_the_kept_one_rebuilds(spark):
@@ -188,8 +221,9 @@ def test_a_split_that_parts_a_quarantined_copy_from_the_kept_one_rebuilds(spark)
 def test_stitched_state_equals_full_recomputation_on_random_histories_and_maps(
     spark, tmp_path_factory, rnd
 ):
-    """Four days of random events over a few CRM ids and emails (late rows, event ids shared
-    across identifiers: copies, merged copies; rows without identifier), each day with a
+    """Four days of random events over a few CRM ids and emails (late rows, rows after
+    as_of, event ids shared across identifiers: copies, merged copies; rows without
+    identifier), each day with a
     random identity_map written by hand (identifiers keep or change their key at random:
     merges and splits; some held back by the guard; some missing: unknown identifiers).
     After each day the written snapshot equals the full recomputation, whether the run was
@@ -206,7 +240,7 @@ def test_stitched_state_equals_full_recomputation_on_random_histories_and_maps(
         for i in range(rnd.randint(3, 12)):
             eid = rnd.choice(["x1", "x2"]) if rnd.random() < 0.15 else f"d{number}e{i}"
             rows.append(row(
-                eid, rnd.choice([None, *crm]), max(number - rnd.randint(0, 3), 1),
+                eid, rnd.choice([None, *crm]), max(number - rnd.randint(-1, 3), 1),
                 5.0 if eid[0] == "x" else round(rnd.uniform(0.5, 90), 2),
                 rnd.choice([None, *emails]),
             ))  # fmt: skip

@@ -126,13 +126,14 @@ def keyed_source(
     keyed = with_key(scanned_twice, names, kinds, keymap)
     unkeyed = F.col(STITCHED).isNull()
     known = _any_present(names)
+    unknown = unknown_reason(keymap.as_of, ev.time_zone)
     keyed = keyed.withColumns({
         # A row no identifier keys is quarantined (unknown_identifier, or missing_customer_id
         # without any): its raw customer id and identifier values stay in its quarantine row.
         sources.RAW: F.when(F.col(sources.RAW).isNull() & unkeyed,
                             _raw_ids(identity, len(carry))).otherwise(F.col(sources.RAW)),
         sources.ISSUE: F.when(unkeyed & known & F.col(sources.ISSUE).isNull(),
-                              _unknown(keymap.as_of, ev.time_zone)).otherwise(F.col(sources.ISSUE)),
+                              unknown).otherwise(F.col(sources.ISSUE)),
         tables.CUSTOMER_ID: F.col(STITCHED),
         RAW_ID: raw_id(names),
     }).drop(STITCHED, *names, *[sources.carried(i) for i in range(len(carry))])  # fmt: skip
@@ -160,7 +161,7 @@ def raw_columns(frame: DataFrame, n: int) -> tuple[DataFrame, list[str]]:
     return frame.withColumns({name: values[i] for i, name in enumerate(names)}), names
 
 
-def _unknown(as_of: dt.date, time_zone: str) -> Column:
+def unknown_reason(as_of: dt.date, time_zone: str) -> Column:
     """The reason of a row whose identifiers the map of ``as_of`` does not know: an event
     after ``as_of`` (its own day's map will know them) or not."""
     day = parsing.local_date(F.col("event_time"), time_zone)
@@ -170,11 +171,19 @@ def _unknown(as_of: dt.date, time_zone: str) -> Column:
 
 
 def _raw_ids(identity: IdentityConfig, n: int) -> Column:
-    """The row's raw ``customer_id`` and identifier values as text, keyed by column."""
+    """The row's raw ``customer_id`` and identifier values as text, keyed by column (never
+    ``event_time``: :func:`unkeyed_raw`)."""
     pairs: dict[str, Column] = {tables.CUSTOMER_ID: F.col(tables.CUSTOMER_ID)}
     for i, ident in enumerate(identity.identifiers[:n]):
         pairs.setdefault(ident.column, F.col(sources.carried(i)).cast("string"))
     return F.create_map(*[x for k, v in pairs.items() for x in (F.lit(k), v)])
+
+
+def unkeyed_raw(raw: Column) -> Column:
+    """An unkeyed row's ``raw_values`` as the reader gave them, before :func:`keyed_source`
+    filled the empty ones with the row's identifiers: the reader's always hold the
+    ``event_time`` column, the identifiers' never do (null: the reader gave none)."""
+    return F.when(F.map_contains_key(raw, "event_time"), raw)
 
 
 def keyed_rows(

@@ -184,20 +184,29 @@ def stage_source(
     latest: dt.date,
     time_zone: str = parsing.UTC,
     keep: Column | None = None,
+    extra: DataFrame | None = None,
 ) -> tuple[DataFrame, InputCounts]:
     """:func:`stage_events` over ``source``'s events (only the customers ``keep`` selects),
     persisted ``MEMORY_AND_DISK``, and the input counts over *every* input row: observed on
     the pass that fills the cache (``EventSource.observed``, before the ``keep`` filter), so
     the input is read once for both. The caller unpersists the staged rows.
+
+    Args:
+        extra: rows staged with the input's (its events' columns) but not counted as input
+            rows (the feature state's quarantined rows checked again).
     """
-    events, input_counts = source.observed()
+    # With extra rows, the input's are counted on their own pass (the staging's tasks may
+    # read none of them, and then observe no metrics).
+    events, input_counts = source.observed() if extra is None else (source.columns(), None)
+    events = events if keep is None else events.where(keep)
     staged = stage_events(
-        events if keep is None else events.where(keep), earliest=earliest, latest=latest,
-        time_zone=time_zone, storage_level=StorageLevel.MEMORY_AND_DISK,
+        events if extra is None else events.unionByName(extra), earliest=earliest,
+        latest=latest, time_zone=time_zone, storage_level=StorageLevel.MEMORY_AND_DISK,
     )  # fmt: skip
     try:
         # An input without rows runs no task, so no metrics are observed: count it directly.
-        counts = input_counts() if staged.count() else source.counts()
+        rows = staged.count()
+        counts = input_counts() if rows and input_counts else source.counts()
     except Exception:
         staged.unpersist()
         raise

@@ -104,6 +104,11 @@ class EventSource:
         assert row is not None
         return self._input_counts(row.asDict())
 
+    def columns(self) -> DataFrame:
+        """The canonical events with ``ISSUE``, ``RAW`` and :attr:`extra` (what
+        :meth:`observed` returns, without the counts)."""
+        return self.checked.select(*CANONICAL_SCHEMA.names, ISSUE, RAW, *self.extra)
+
     def observed(self) -> tuple[DataFrame, Callable[[], InputCounts]]:
         """The canonical events (``events``) with :meth:`counts` attached as observed metrics
         (``DataFrame.observe``), and the function that returns those counts.
@@ -113,9 +118,8 @@ class EventSource:
         both; calling the function before such an action waits for it.
         """
         observation = Observation()
-        events = self.checked.observe(observation, *self._count_columns()).select(
-            *CANONICAL_SCHEMA.names, ISSUE, RAW, *self.extra
-        )
+        observed = self.checked.observe(observation, *self._count_columns())
+        events = observed.select(*CANONICAL_SCHEMA.names, ISSUE, RAW, *self.extra)
         return events, lambda: self._input_counts(observation.get)
 
     def _count_columns(self) -> list[Column]:

@@ -333,7 +333,8 @@ def _incremental(
         feature_columns=tuple(feat.feature_columns(done.features)),
         levels=done.levels, input_counts=done.counts,
         duplicates=Duplicates(plan.log.duplicate_rule, False),  # type: ignore[arg-type]
-        plan=plan, state=done.update, cached=done.cached,
+        plan=dataclasses.replace(plan, reason=done.update.reason), state=done.update,
+        cached=done.cached,
     )  # fmt: skip
     try:
         tracking.log_metrics({"new_input_rows": done.update.counts.new_rows})

@@ -3,11 +3,12 @@ are read, checked and de-duplicated (against the events already counted too); th
 to the new ``as_of`` and the features come from it (``features.state``). Also the state rows
 of a rebuild, from the full run's staged events.
 
-Anything the state cannot answer exactly returns a reason instead, and the run rebuilds: an
-event id seen before with other content (a correction), new rows that flip the ``auto``
-duplicate rule, an event quarantined as implausibly far in the future that the new ``as_of``
-brings within ``quality.max_days_after_as_of``, or new rows that change the discovered levels
-of a mix column (its daily rows hold sums per level).
+Quarantined rows of the state whose reason depends on ``as_of`` (an event implausibly far
+after the state's day, an identifier the map did not know: ``feature_recheck``) are staged
+again with the new rows. Anything the state cannot answer exactly returns a reason instead,
+and the run rebuilds: an event id seen before with other content (a correction), new rows that
+flip the ``auto`` duplicate rule, or new rows that change the discovered levels of a mix
+column (its daily rows hold sums per level).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from pyspark.sql import functions as F
 from segmentation.config import AppConfig
 from segmentation.features import levels as mix
 from segmentation.features import state
-from segmentation.identity import keying, stitched
+from segmentation.identity import keying
 from segmentation.identity.keying import RAW_ID
 from segmentation.inputs import parsing, quality, sources
 from segmentation.storage import tables
-from segmentation.workflows import feature_keys
+from segmentation.workflows import feature_keys, feature_recheck
 from segmentation.workflows import feature_state as fs
 
 _MEMORY = StorageLevel.MEMORY_AND_DISK
@@ -130,6 +131,8 @@ class _Batch:
     rejected: DataFrame
     counts: sources.InputCounts | None
     cached: list[DataFrame]
+    daily: DataFrame | None = None
+    """Their daily rows, as the state keeps them (by raw id with stitching)."""
 
 
 def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | str:
@@ -137,31 +140,50 @@ def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | st
     run must rebuild instead."""
     last = plan.log
     assert last is not None and plan.increment is not None and plan.marker is not None
-    fc, q, zone = cfg.features, cfg.quality, cfg.input.events.time_zone
     number = last.increment + 1
     old_rejected = fs.read_state(spark, cfg, fs.REJECTED, last)
-    woke = _woken(old_rejected, last.as_of, fc.as_of, q.max_days_after_as_of, zone)
-    if woke:
-        return woke
     keys = _rekeyed(spark, cfg, last, old_rejected)
     if isinstance(keys, str):
         return keys
-    batch = _batch(spark, cfg, plan, number, keys)
+    again = feature_recheck.recheck(cfg, old_rejected, last.as_of, keys.keys if keys else None)
+    held = [*(keys.persisted if keys else []), *([again.persisted] if again else [])]
+    batch = _batch(spark, cfg, plan, number, keys, again)
     found = batch if isinstance(batch, str) else _levels(spark, cfg, last, batch.clean, number)
     if isinstance(found, str):
-        for df in [*(batch.cached if isinstance(batch, _Batch) else []),
-                   *(keys.persisted if keys else [])]:  # fmt: skip
+        for df in [*(batch.cached if isinstance(batch, _Batch) else []), *held]:
             df.unpersist()
         return found
     assert isinstance(batch, _Batch)
     levels, new_levels = found
-    batch.cached.append(new_levels)
-    daily_new = state.daily_rows(_by_raw_id(batch.clean), levels, zone, number).persist(_MEMORY)
+    batch.cached += [new_levels, *([again.persisted] if again else [])]
+    daily_new = state.daily_rows(_by_raw_id(batch.clean), levels, cfg.input.events.time_zone,
+                                 number).persist(_MEMORY)  # fmt: skip
     batch.cached.append(daily_new)
+    batch.daily = daily_new
     rows = _Rows(fs.read_state(spark, cfg, fs.DAILY, last).unionByName(daily_new), daily_new,
-                 old_rejected)  # fmt: skip
+                 old_rejected if again is None else again.kept)  # fmt: skip
     if keys is not None:
         rows = _keyed(rows, keys, batch)
+    return _computed(spark, cfg, plan, batch, rows, levels, new_levels, keys=keys, again=again)
+
+
+def _computed(
+    spark: SparkSession,
+    cfg: AppConfig,
+    plan: fs.Plan,
+    batch: _Batch,
+    rows: _Rows,
+    levels: dict[str, tuple[str, ...]],
+    new_levels: DataFrame,
+    *,
+    keys: feature_keys.Keys | None,
+    again: feature_recheck.Recheck | None,
+) -> Computed:
+    """The customer rows and the features from the state's rows and the batch's."""
+    last, fc = plan.log, cfg.features
+    assert last is not None and plan.increment is not None and plan.marker is not None
+    number = last.increment + 1
+    assert batch.daily is not None
     customers = _customers(
         fs.read_state(spark, cfg, fs.CUSTOMERS, last), rows.daily_all, rows.daily_new, levels,
         since=last.as_of, as_of=fc.as_of, moved=None if keys is None else keys.moved,
@@ -174,13 +196,17 @@ def compute(spark: SparkSession, cfg: AppConfig, plan: fs.Plan) -> Computed | st
     ).persist(_MEMORY)  # fmt: skip
     new_rejected = rejected_rows(batch.rejected, number).persist(_MEMORY)
     snapshot_rejected = rows.rejected.unionByName(new_rejected).drop(state.INCREMENT, RAW_ID)
+    reason = plan.reason
+    if again is not None:
+        reason += f"; {again.count} quarantined row(s) of the state checked again"
     update = fs.Update(
-        mode=fs.INCREMENTAL, reason=plan.reason, described=plan.increment.described,
-        increment=number, daily=daily_new,
-        event_ids=identities(_by_raw_id(batch.clean), last.duplicate_rule, zone, number),
+        mode=fs.INCREMENTAL, reason=reason, described=plan.increment.described, increment=number,
+        daily=batch.daily, event_ids=identities(
+            _by_raw_id(batch.clean), last.duplicate_rule, cfg.input.events.time_zone, number),
         rejected=new_rejected, levels=new_levels, customers=customers,
         counts=_counts(last, batch.counts), marker=plan.marker, keys=rows.keys,
         previous_versions=last.table_versions,
+        kept_rejected=None if again is None else again.kept,
     )  # fmt: skip
     return Computed(
         features=features, rejected=snapshot_rejected, customers=features.count(),
@@ -276,63 +302,47 @@ def _listed(values: set[str]) -> str:
     return ", ".join(repr(v) for v in sorted(values)) or "none"
 
 
-def _woken(
-    rejected: DataFrame, since: dt.date, as_of: dt.date, after_days: int, zone: str
-) -> str | None:
-    """Why events quarantined as too far after the state's day now count (None: none do)."""
-    if as_of <= since:
-        return None
-    day = parsing.local_date(F.col("event_time"), zone)
-    woke = rejected.where(
-        (F.col(quality.REASON) == quality.IMPLAUSIBLE_EVENT_TIME)
-        & (day > F.lit(since + dt.timedelta(days=after_days)))
-        & (day <= F.lit(as_of + dt.timedelta(days=after_days)))
-    )
-    if woke.isEmpty():
-        return None
-    return (f"events quarantined as implausibly far after {since} are within "
-            f"quality.max_days_after_as_of of {as_of} now")  # fmt: skip
-
-
 def _batch(
     spark: SparkSession,
     cfg: AppConfig,
     plan: fs.Plan,
     number: int,
     keys: feature_keys.Keys | None,
+    again: feature_recheck.Recheck | None,
 ) -> _Batch | str:
-    """The new rows: read, checked, de-duplicated among themselves and against the state
-    (whose identities are by raw id with stitching: ``keys``)."""
-    last, increment = plan.log, plan.increment
-    assert last is not None and increment is not None
-    ev, q, as_of = cfg.input.events, cfg.quality, cfg.features.as_of
-    if increment.raw is None:
+    """The new rows and the state's rows checked ``again``: read, checked, de-duplicated
+    among themselves and against the state (whose identities are by raw id with stitching:
+    ``keys``)."""
+    last = plan.log
+    assert last is not None
+    ev, q = cfg.input.events, cfg.quality
+    found = feature_recheck.stage(spark, cfg, plan, stitched_rows=keys is not None, again=again)
+    if found is None:
         return _nothing(spark, stitched=keys is not None)
-    source = stitched.events(spark, cfg, raw=increment.raw)
-    staged, counts = quality.stage_source(
-        source, earliest=q.earliest_event_date,
-        latest=as_of + dt.timedelta(days=q.max_days_after_as_of), time_zone=ev.time_zone,
-    )  # fmt: skip
-    timed, parsed = last.timed_rows + counts.timed, last.parsed_times + parsed_times(counts)
-    rule = quality.duplicate_rule(q.duplicates, day_level=parsed > 0 and timed == 0)
+    staged, counts, carry = found
+    rule = last.duplicate_rule
+    if counts is not None:
+        timed, parsed = last.timed_rows + counts.timed, last.parsed_times + parsed_times(counts)
+        rule = quality.duplicate_rule(q.duplicates, day_level=parsed > 0 and timed == 0)
     if rule != last.duplicate_rule:
         staged.unpersist()
         return (f"the new rows change the auto duplicate rule from {last.duplicate_rule} to "
                 f"{rule} (quality.duplicates)")  # fmt: skip
-    split = quality.split_staged(staged, duplicates=rule, carry=source.extra)  # type: ignore[arg-type]
+    split = quality.split_staged(staged, duplicates=rule, carry=carry)  # type: ignore[arg-type]
     seen = fs.read_state(spark, cfg, fs.EVENT_IDS, last)
     mine = identities(split.clean, rule, ev.time_zone, number).drop(state.INCREMENT)
     if keys is not None:
         mine = feature_keys.expanded(mine, keys.keys)
-    again = _seen_before(mine, seen, broadcast=counts.rows <= _BROADCAST_ROWS)
-    corrected = again.where(F.col("fingerprint") != F.col("seen_fingerprint")).first()
+    rows = (counts.rows if counts else 0) + (again.count if again else 0)
+    seen_again = _seen_before(mine, seen, broadcast=rows <= _BROADCAST_ROWS)
+    corrected = seen_again.where(F.col("fingerprint") != F.col("seen_fingerprint")).first()
     if corrected is not None:
-        again.unpersist()
+        seen_again.unpersist()
         staged.unpersist()
         return (f"event {corrected['event_id']} of customer {corrected[state.CUSTOMER_ID]} "
                 "arrived again with other content (a correction)")  # fmt: skip
     ids = [state.CUSTOMER_ID, "event_id"]
-    copies = again.select(
+    copies = seen_again.select(
         *[F.col(k).alias(f"_seen_{k}") for k in (*ids, "fingerprint")]
     ).distinct().persist(_MEMORY)  # fmt: skip
     on = [F.col(k).eqNullSafe(F.col(f"_seen_{k}")) for k in ids]
@@ -342,10 +352,10 @@ def _batch(
     rejected = split.rejected.unionByName(
         duplicates.select(
             *tables.CANONICAL_EVENTS.names, F.lit(quality.DUPLICATE_EVENT).alias(quality.REASON),
-            F.lit(None).cast(quality.RAW_TYPE).alias(sources.RAW), *source.extra,
+            F.lit(None).cast(quality.RAW_TYPE).alias(sources.RAW), *carry,
         )
     )  # fmt: skip
-    return _Batch(clean, rejected, counts, [staged, again, copies])
+    return _Batch(clean, rejected, counts, [staged, seen_again, copies])
 
 
 def _nothing(spark: SparkSession, *, stitched: bool) -> _Batch:

@@ -9,10 +9,13 @@ it. The customers whose raw ids moved (a merge, a split, an identifier the guard
 back: *moved*, under their old and their new keys) are recomputed from all their daily rows;
 every other customer row is advanced as without stitching.
 
-What re-keying alone cannot answer makes the run rebuild, naming it:
+A raw id that gains a key (its rows were quarantined as ``unknown_identifier``, or as
+``unknown_identifier_after_as_of``: an event after an earlier ``as_of`` from identifiers new
+then) has its quarantined rows checked again with the new day's rows
+(``feature_increment``), as the full run checks them. What re-keying alone cannot answer makes
+the run rebuild, naming it:
 
-* a raw id that gains a key (its rows were quarantined as ``unknown_identifier``, and the
-  full run would use them now) or loses one (its rows would be quarantined now);
+* a raw id that loses its key (its rows would be quarantined now);
 * a merge that joins two copies of one event counted under two customers (the full run keeps
   one);
 * a split that separates a copy quarantined as ``duplicate_event`` from the copy kept (the
@@ -61,20 +64,17 @@ class Keys:
 
 def rekey(spark: SparkSession, cfg: AppConfig, last: fs.Log, keymap: keying.KeyMap) -> Keys | str:
     """The state's raw ids keyed by ``identity_map`` of the new day, or why the run must
-    rebuild (a raw id gains or loses a key)."""
+    rebuild (a raw id loses its key). A raw id that gains one moves no customer: its rows
+    were all quarantined (``feature_increment`` checks them again)."""
     identity = cfg.stitching()
     assert identity is not None
     old = fs.read_state(spark, cfg, fs.KEYS, last)
     both = _keyed_again(old, identity, keymap).persist(_MEMORY)
-    changed = both.where(~F.col(_OLD).eqNullSafe(F.col(CUSTOMER_ID)))
-    odd = changed.where(F.col(_OLD).isNull() | F.col(CUSTOMER_ID).isNull()).first()
-    if odd is not None:
+    changed = both.where(F.col(_OLD).isNotNull() & ~F.col(_OLD).eqNullSafe(F.col(CUSTOMER_ID)))
+    lost = changed.where(F.col(CUSTOMER_ID).isNull()).first()
+    if lost is not None:
         both.unpersist()
-        if odd[CUSTOMER_ID] is not None:
-            return (f"identifiers {odd[RAW_ID]} are in identity_map of {keymap.as_of} now: "
-                    "their events, quarantined as unknown_identifier (or, after an earlier "
-                    "as_of, unknown_identifier_after_as_of), count now")  # fmt: skip
-        return (f"identifiers {odd[RAW_ID]} are no longer in identity_map of {keymap.as_of}: "
+        return (f"identifiers {lost[RAW_ID]} are no longer in identity_map of {keymap.as_of}: "
                 "their events would be quarantined as unknown_identifier now")  # fmt: skip
     moved_old = changed.select(F.col(_OLD).alias(CUSTOMER_ID))
     # Customers whose old key lost or kept members: their raw ids, under the new keys.
