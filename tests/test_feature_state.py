@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from segmentation.config import AppConfig
-from segmentation.errors import TableError
+from segmentation.errors import InputError, TableError
 from segmentation.runtime import tracking
 from segmentation.storage import delta_tables
 from segmentation.workflows import build_features, maintain
@@ -245,6 +245,9 @@ def check_fallbacks(spark, base: Path) -> None:
         "--full-refresh"
     )
     assert "levels.device" in reason("2026-03-02", "features.devices=null")  # discovered now
+    # --full-refresh with features.mode full would rebuild nothing: an error, not a no-op.
+    with pytest.raises(InputError, match=r"features\.mode is full"):
+        fs.plan(spark, config(base, "2026-03-02", "features.mode=full"), full_refresh=True)
 
 
 @pytest.mark.slow

@@ -294,7 +294,8 @@ def _levels(
     ]
     if changed:
         new.unpersist()
-        return f"the new rows change the discovered levels ({'; '.join(changed)})"
+        return (f"the new rows (or quarantined rows checked again) change the discovered "
+                f"levels ({'; '.join(changed)})")  # fmt: skip
     return {**levels, **before}, new
 
 
@@ -340,7 +341,8 @@ def _batch(
         seen_again.unpersist()
         staged.unpersist()
         return (f"event {corrected['event_id']} of customer {corrected[state.CUSTOMER_ID]} "
-                "arrived again with other content (a correction)")  # fmt: skip
+                "arrived again with other content (a correction, or a quarantined copy checked "
+                "again): which copy a full run keeps depends on both")  # fmt: skip
     ids = [state.CUSTOMER_ID, "event_id"]
     copies = seen_again.select(
         *[F.col(k).alias(f"_seen_{k}") for k in (*ids, "fingerprint")]

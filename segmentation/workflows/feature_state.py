@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig
+from segmentation.errors import InputError
 from segmentation.inputs import increments
 from segmentation.storage import delta_tables, tables
 from segmentation.storage.contracts import (
@@ -136,6 +137,12 @@ def plan(spark: SparkSession, cfg: AppConfig, *, full_refresh: bool = False) -> 
     """Decide how this run reads the events (``features.mode``, docs/incremental.md)."""
     mode = cfg.features.mode
     if mode == "full":
+        if full_refresh:
+            raise InputError(
+                "--full-refresh rebuilds the incremental feature state, but features.mode is "
+                "full (no state is kept): set features.mode to auto or incremental, or drop "
+                "--full-refresh"
+            )
         return Plan(FULL, "features.mode is full")
     ev, path = cfg.input.events, cfg.events_path()
     marker = increments.marker(spark, ev, path)
