@@ -114,7 +114,7 @@ def rebuild(
         keys = feature_keys.tuples(split.clean, split.rejected).persist(_MEMORY)
         until, cached = feature_keys.by_key(until, keys), [*cached, keys]
     return fs.Update(
-        mode=fs.REBUILD, reason=plan.reason, described="every input row", increment=increment,
+        mode=fs.REBUILD, reason=plan.reason, increment=increment,
         daily=daily, event_ids=identities(clean, rule, zone, increment),
         rejected=rejected_rows(split.rejected, increment), levels=level_rows(counted, increment),
         customers=state.customer_rows(state.summed_days(until, levels), levels),
@@ -200,7 +200,7 @@ def _computed(
     if again is not None:
         reason += f"; {again.count} quarantined row(s) of the state checked again"
     update = fs.Update(
-        mode=fs.INCREMENTAL, reason=reason, described=plan.increment.described, increment=number,
+        mode=fs.INCREMENTAL, reason=reason, increment=number,
         daily=batch.daily, event_ids=identities(
             _by_raw_id(batch.clean), last.duplicate_rule, cfg.input.events.time_zone, number),
         rejected=new_rejected, levels=new_levels, customers=customers,

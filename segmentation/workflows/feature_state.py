@@ -281,7 +281,6 @@ class Update:
 
     mode: str
     reason: str
-    described: str
     increment: int
     daily: DataFrame
     event_ids: DataFrame
