@@ -37,6 +37,8 @@ UNKNOWN_IDENTIFIER_AFTER_AS_OF = "unknown_identifier_after_as_of"
 """The same for an event after ``features.as_of``: the map of ``as_of`` cannot know its
 identifiers yet (the map of its own day will). Outside the snapshot either way, so not counted
 against ``quality.max_reject_share``."""
+UNKNOWN = (UNKNOWN_IDENTIFIER, UNKNOWN_IDENTIFIER_AFTER_AS_OF)
+"""The reasons of a row the map of ``as_of`` left unkeyed."""
 NOT_COUNTED = (UNKNOWN_IDENTIFIER_AFTER_AS_OF,)
 """Reasons reported but left out of the rejected share."""
 REASONS = (
@@ -120,7 +122,7 @@ def reject_reason(
     if with_issue:
         issue = F.col(ISSUE)
         reason = (
-            F.when(missing & issue.isin(UNKNOWN_IDENTIFIER, UNKNOWN_IDENTIFIER_AFTER_AS_OF), issue)
+            F.when(missing & issue.isin(*UNKNOWN), issue)
             .when(missing, F.lit(MISSING_CUSTOMER_ID))
             .when(issue.isNotNull(), issue)
         )

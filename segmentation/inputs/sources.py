@@ -107,7 +107,10 @@ class EventSource:
     def columns(self) -> DataFrame:
         """The canonical events with ``ISSUE``, ``RAW`` and :attr:`extra` (what
         :meth:`observed` returns, without the counts)."""
-        return self.checked.select(*CANONICAL_SCHEMA.names, ISSUE, RAW, *self.extra)
+        return self.checked.select(*self._names())
+
+    def _names(self) -> list[str]:
+        return [*CANONICAL_SCHEMA.names, ISSUE, RAW, *self.extra]
 
     def observed(self) -> tuple[DataFrame, Callable[[], InputCounts]]:
         """The canonical events (``events``) with :meth:`counts` attached as observed metrics
@@ -119,7 +122,7 @@ class EventSource:
         """
         observation = Observation()
         observed = self.checked.observe(observation, *self._count_columns())
-        events = observed.select(*CANONICAL_SCHEMA.names, ISSUE, RAW, *self.extra)
+        events = observed.select(*self._names())
         return events, lambda: self._input_counts(observation.get)
 
     def _count_columns(self) -> list[Column]:

@@ -73,7 +73,7 @@ def recheck(
     )
     frame = rejected
     if keys is not None:
-        unknown = reason.isin(quality.UNKNOWN_IDENTIFIER, quality.UNKNOWN_IDENTIFIER_AFTER_AS_OF)
+        unknown = reason.isin(*quality.UNKNOWN)
         relabelled = (reason == quality.UNKNOWN_IDENTIFIER_AFTER_AS_OF) & (day <= F.lit(as_of))
         again = again | (unknown & F.col(_NEW_KEY).isNotNull()) | relabelled
         new_keys = keys.select(RAW_ID, F.col(tables.CUSTOMER_ID).alias(_NEW_KEY))
@@ -131,9 +131,7 @@ def _as_events(rows: DataFrame, *, stitched: bool, cfg: AppConfig) -> DataFrame:
         return rows.select(tables.CUSTOMER_ID, *canonical, issue.alias(sources.ISSUE), sources.RAW)
     key, raw = F.col(_NEW_KEY), F.col(sources.RAW)
     unknown = keying.unknown_reason(cfg.features.as_of, cfg.input.events.time_zone)
-    was_unkeyed = F.col(quality.REASON).isin(
-        quality.UNKNOWN_IDENTIFIER, quality.UNKNOWN_IDENTIFIER_AFTER_AS_OF
-    )
+    was_unkeyed = F.col(quality.REASON).isin(*quality.UNKNOWN)
     return rows.select(
         key.alias(tables.CUSTOMER_ID), *canonical,
         F.when(key.isNull(), unknown).alias(sources.ISSUE),
