@@ -385,7 +385,9 @@ def test_job_writes_the_map_guards_and_changes(job):
         ("merge", key["c3"], key["c1"], 2)]  # fmt: skip
     assert second.previous_as_of == AS_OF and second.merges == 1
     # The merged customer has 5 identifiers, above identity.max_component_size (3): reported.
-    large = _table(cfg, "identity_guards").filter(pl.col("reason") == "max_component_size")
+    large = _table(cfg, "identity_guards").filter(
+        (pl.col("reason") == "max_component_size") & (pl.col("as_of") == AS_OF + dt.timedelta(1))
+    )
     assert large["customer_key"].to_list() == [key["c1"]] and large["component_size"][0] == 5
 
 
@@ -455,6 +457,101 @@ def test_keyed_staging_scans_the_normalised_events_once_and_releases_them(spark,
     assert got == sorted(tuple(r) for r in plain.rows.drop(sources.RAW).collect())
     assert len(got) == 6  # e1-e6
     plain.release()
+
+
+def _written(cfg, as_of) -> dict[str, list[dict]]:
+    """The three identity tables' rows of one snapshot, without their run ids, sorted."""
+    rows = {}
+    for name in ("identity_map", "identity_guards", "identity_changes"):
+        table = _table(cfg, name).filter(pl.col("as_of") == as_of)
+        rows[name] = table.drop("run_id", strict=False).sort(pl.all()).to_dicts()
+    return rows
+
+
+@pytest.fixture(scope="module")
+def carried(spark, job):
+    """As ``make run`` does, in one ``sightings.sharing`` block over unchanged input: day 2's
+    features staged, day 2's snapshot carried forward to day 6 (no event after day 2), then
+    day 6 stitched for real (day 1's result is not the latest snapshot before day 6)."""
+    from segmentation.workflows import identities
+    from segmentation.workflows.local_pipeline import at
+
+    cfg, first, second, *_ = job
+    day2, day6 = AS_OF + dt.timedelta(days=1), AS_OF + dt.timedelta(days=5)
+    identity = cfg.stitching()
+    spark.catalog.clearCache()
+    with sightings.sharing():
+        june = [dt.date(2025, 6, d) for d in (1, 2)]
+        # e6 (June 2) is seen after June 1, nothing after June 2; as of June 1 it is not seen.
+        seen = (sightings.seen_after(spark, at(cfg, day6), identity, june[0]),
+                sightings.seen_after(spark, at(cfg, day6), identity, june[1]),
+                sightings.seen_after(spark, at(cfg, june[0]), identity, june[0]))  # fmt: skip
+        read = sightings.normalised_events(spark, cfg, identity)
+        shared = (read.shared, read.frame.is_cached,
+                  sightings.normalised_events(spark, cfg, identity) is read)  # fmt: skip
+        staged_rows = _staged_rows(spark, at(cfg, day2))
+        carried = identities.run(spark, at(cfg, day6), unchanged_since=second)
+        carried_rows = _written(cfg, day6)
+        restitched = identities.run(spark, at(cfg, day6), unchanged_since=first)
+        restitched_rows = _written(cfg, day6)
+    leaked = not spark._jsparkSession.sharedState().cacheManager().isEmpty()
+    alone_rows = _staged_rows(spark, at(cfg, day2))
+    return {
+        "seen": seen, "shared": shared, "staged": (staged_rows, alone_rows),
+        "runs": (second, carried, restitched), "rows": (carried_rows, restitched_rows),
+        "day2": _written(cfg, day2), "leaked": leaked,
+    }  # fmt: skip
+
+
+def _staged_rows(spark, cfg) -> list[tuple]:
+    """The events as the feature job stages them (keyed), sorted."""
+    from segmentation.identity import stitched
+    from segmentation.inputs import quality
+
+    earliest, latest = quality.bounds(cfg)
+    staged = stitched.stage(spark, cfg, stitched.events(spark, cfg), earliest=earliest,
+                            latest=latest)  # fmt: skip
+    try:
+        return sorted(tuple(r) for r in staged.rows.drop("raw_values").collect())
+    finally:
+        staged.release()
+
+
+@pytest.mark.integration
+def test_a_snapshot_carried_forward_equals_the_stitching_of_its_date(job, carried):
+    """``make run``'s scored date: with no event seen after the training date, the training
+    date's snapshot written again under the scored date is what stitching that date gives
+    (the map, the guards, no changes), and the result's counts are the stitching's."""
+    from segmentation.workflows import summaries
+
+    second, moved, restitched = carried["runs"]
+    day2 = AS_OF + dt.timedelta(days=1)
+    assert carried["seen"] == ("events", None, None)
+    assert (moved.carried_from, restitched.carried_from) == (day2, None)
+    assert (moved.previous_as_of, restitched.previous_as_of) == (day2, day2)
+    got, want = carried["rows"]
+    assert got == want
+    # Not vacuous: the merged customer, the held-back tablet and the large component.
+    assert len(want["identity_map"]) == len(carried["day2"]["identity_map"]) == 7
+    assert [r["reason"] for r in want["identity_guards"]] == ["max_component_size", "max_degree"]
+    assert want["identity_changes"] == []
+    same = ("customers", "identifiers", "edges", "kept_keys", "new_keys", "merges", "splits",
+            "shared", "large", "sizes", "counts", "shared_examples", "large_examples")  # fmt: skip
+    assert {f: getattr(moved, f) for f in same} == {f: getattr(restitched, f) for f in same}
+    assert moved.kept_keys == moved.customers == second.customers
+    text = summaries.identity(moved, job[0])
+    assert f"carried forward from the snapshot of {day2}" in text
+    assert f"keys against {day2}: {moved.customers} kept, 0 new; 0 merge(s)" in text
+
+
+@pytest.mark.integration
+def test_one_normalised_read_of_the_events_serves_every_date_and_is_released(carried):
+    """In ``sightings.sharing`` the events' identifiers are normalised once and persisted; the
+    keyed staging read from it equals the one read alone, and the block's end releases it."""
+    assert carried["shared"] == (True, True, True)
+    staged, alone = carried["staged"]
+    assert staged == alone and len(staged) == 6
+    assert not carried["leaked"]
 
 
 @pytest.mark.integration

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig, Identifier, IdentityConfig
 from segmentation.errors import InputError
+from segmentation.identity import sightings
 from segmentation.identity.keys import KEY
 from segmentation.identity.normalise import normalise
 from segmentation.identity.sightings import KIND, VALUE
@@ -110,20 +111,11 @@ def keyed_source(
     each row's normalised identifiers as :data:`RAW_ID` (``EventSource.extra``: the feature
     state keeps its rows by them). ``raw``: these input rows only (``sources.read_events``)."""
     ev = cfg.input.events
-    carry = [(f"identity.identifiers[{i}].column", ident.column)
-             for i, ident in enumerate(identity.identifiers)]  # fmt: skip
-    source = sources.read_events(spark, ev, cfg.events_path(), carry=carry, raw=raw)
-    checked = source.checked
-    schema = {f.name: f.dataType for f in checked.schema.fields}
-    names = [f"_n{i}" for i in range(len(carry))]
-    normalised = [
-        normalise(F.col(sources.carried(i)), schema[sources.carried(i)], ident.type, identity,
-                  key=key).value.alias(names[i])
-        for i, ((key, _), ident) in enumerate(zip(carry, identity.identifiers, strict=True))
-    ]  # fmt: skip
+    read = sightings.normalised_events(spark, cfg, identity, raw=raw)
+    n = len(identity.identifiers)
+    names = [sightings.value_column(i) for i in range(n)]
     kinds = [i.type for i in identity.identifiers]
-    scanned_twice = checked.select("*", *normalised)
-    keyed = with_key(scanned_twice, names, kinds, keymap)
+    keyed = with_key(read.frame, names, kinds, keymap)
     unkeyed = F.col(STITCHED).isNull()
     known = _any_present(names)
     unknown = unknown_reason(keymap.as_of, ev.time_zone)
@@ -131,17 +123,19 @@ def keyed_source(
         # A row no identifier keys is quarantined (unknown_identifier, or missing_customer_id
         # without any): its raw customer id and identifier values stay in its quarantine row.
         sources.RAW: F.when(F.col(sources.RAW).isNull() & unkeyed,
-                            _raw_ids(identity, len(carry))).otherwise(F.col(sources.RAW)),
+                            _raw_ids(identity, n)).otherwise(F.col(sources.RAW)),
         sources.ISSUE: F.when(unkeyed & known & F.col(sources.ISSUE).isNull(),
                               unknown).otherwise(F.col(sources.ISSUE)),
         tables.CUSTOMER_ID: F.col(STITCHED),
         RAW_ID: raw_id(names),
-    }).drop(STITCHED, *names, *[sources.carried(i) for i in range(len(carry))])  # fmt: skip
+    }).drop(STITCHED, *names, *[sightings.status_column(i) for i in range(n)],
+            *[sources.carried(i) for i in range(n)])  # fmt: skip
     return dataclasses.replace(
-        source,
+        read.source,
         checked=keyed,
         events=keyed.select(*sources.CANONICAL_SCHEMA.names, sources.ISSUE, RAW_ID),
-        scanned_twice=scanned_twice,
+        # A shared read is persisted already (sightings.sharing).
+        scanned_twice=None if read.shared else read.frame,
         extra=(RAW_ID,),
     )
 
@@ -157,7 +151,7 @@ def raw_columns(frame: DataFrame, n: int) -> tuple[DataFrame, list[str]]:
     """``frame`` with its :data:`RAW_ID` split back into the ``n`` identifier columns that
     :func:`with_key` reads, and their names."""
     values = F.from_json(F.col(RAW_ID), "array<string>")
-    names = [f"_n{i}" for i in range(n)]
+    names = [sightings.value_column(i) for i in range(n)]
     return frame.withColumns({name: values[i] for i, name in enumerate(names)}), names
 
 

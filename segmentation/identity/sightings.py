@@ -10,8 +10,10 @@ values that are identifiers, missing, placeholders and invalid are counted.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
@@ -20,7 +22,7 @@ from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig, Identifier, IdentityConfig
 from segmentation.errors import InputError
-from segmentation.identity.normalise import MISSING, PLACEHOLDER, normalise
+from segmentation.identity.normalise import MISSING, PLACEHOLDER, Normalised, normalise
 from segmentation.inputs import parsing, sources
 from segmentation.inputs.columns import find_column
 from segmentation.storage import delta_tables
@@ -30,6 +32,7 @@ IDS = "ids"
 SEEN = "seen"
 """When the row was seen (TIMESTAMP; null: undated)."""
 KIND, VALUE = "identifier_type", "identifier"
+_shared: dict[tuple[str, ...], NormalisedEvents] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,81 @@ class _Input:
     """The frame's column holding each identifier."""
     seen: Column
     key: str
+    normalised: bool = False
+    """The frame holds each identifier normalised (:func:`normalised_events`' columns)."""
+
+
+@dataclass(frozen=True)
+class NormalisedEvents:
+    """The events as ``sources.read_events`` reads them, the identifier columns carried
+    (``sources.carried(i)``), normalised (:func:`value_column`) and their statuses
+    (:func:`status_column`)."""
+
+    source: sources.EventSource
+    frame: DataFrame
+    """``source.checked`` and the normalised columns."""
+    shared: bool
+    """Persisted by :func:`sharing` for the block: not the caller's to persist or release."""
+
+
+def value_column(i: int) -> str:
+    """The normalised value of the ``i``-th of ``identity.identifiers`` (null: none)."""
+    return f"_n{i}"
+
+
+def status_column(i: int) -> str:
+    """Its status (``normalise.Normalised.status``)."""
+    return f"_s{i}"
+
+
+@contextlib.contextmanager
+def sharing() -> Iterator[None]:
+    """Within the block, the events' identifier columns are read and normalised once per
+    configuration (the events' location and mapping, the stitching) and persisted, for every
+    date: the identity job and the keyed read of the feature job, customer value and
+    assignment (``keying.keyed_source``) read them. The input must not change inside the
+    block (``make run`` after its generation); the block's end releases them."""
+    global _shared
+    if _shared is not None:  # nested: the outer block owns the rows
+        yield
+        return
+    _shared = {}
+    try:
+        yield
+    finally:
+        read, _shared = _shared, None
+        for events in read.values():
+            events.frame.unpersist()
+
+
+def normalised_events(
+    spark: SparkSession, cfg: AppConfig, identity: IdentityConfig, *, raw: DataFrame | None = None
+) -> NormalisedEvents:
+    """The events with their identifier columns normalised (``raw``: these input rows only);
+    within :func:`sharing` and without ``raw``, the block's persisted read.
+
+    Raises:
+        InputError: as ``sources.read_events``, or an identifier column neither text nor a
+            number.
+    """
+    ev = cfg.input.events
+    key = (cfg.events_path(), ev.model_dump_json(), identity.model_dump_json())
+    if raw is None and _shared is not None and key in _shared:
+        return _shared[key]
+    carry = [(f"identity.identifiers[{i}].column", ident.column)
+             for i, ident in enumerate(identity.identifiers)]  # fmt: skip
+    source = sources.read_events(spark, ev, cfg.events_path(), carry=carry, raw=raw)
+    schema = {f.name: f.dataType for f in source.checked.schema.fields}
+    columns = []
+    for i, ((config_key, _), ident) in enumerate(zip(carry, identity.identifiers, strict=True)):
+        name = sources.carried(i)
+        n = normalise(F.col(name), schema[name], ident.type, identity, key=config_key)
+        columns += [n.value.alias(value_column(i)), n.status.alias(status_column(i))]
+    frame = source.checked.select("*", *columns)
+    if raw is not None or _shared is None:
+        return NormalisedEvents(source, frame, shared=False)
+    _shared[key] = NormalisedEvents(source, frame.persist(StorageLevel.MEMORY_AND_DISK), True)
+    return _shared[key]
 
 
 def read(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> Sightings:
@@ -118,8 +196,11 @@ def _normalised(
     schema = {f.name: f.dataType for f in source.frame.schema.fields}
     values, statuses = [], []
     for i, (ident, column) in enumerate(zip(source.identifiers, source.columns, strict=True)):
-        key = f"{source.key}[{i}].column" if source.key else source.name
-        n = normalise(F.col(f"`{column}`"), schema[column], ident.type, identity, key=key)
+        if source.normalised:
+            n = Normalised(F.col(value_column(i)), F.col(status_column(i)))
+        else:
+            key = f"{source.key}[{i}].column" if source.key else source.name
+            n = normalise(F.col(f"`{column}`"), schema[column], ident.type, identity, key=key)
         values.append(F.struct(F.lit(ident.type).alias(KIND), n.value.alias(VALUE)))
         statuses.append(n.status.alias(f"_status_{i}"))
     ids = F.array_distinct(F.filter(F.array(*values), lambda x: x[VALUE].isNotNull()))
@@ -147,15 +228,35 @@ def _normalised(
 
 def _events(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> _Input:
     """The events' identifier columns, seen at the event's time, up to ``features.as_of``."""
-    ev = cfg.input.events
-    carry = [(f"identity.identifiers[{i}].column", ident.column)
-             for i, ident in enumerate(identity.identifiers)]  # fmt: skip
-    source = sources.read_events(spark, ev, cfg.events_path(), carry=carry)
+    read = normalised_events(spark, cfg, identity)
     time = F.col("event_time")
-    on_or_before = parsing.local_date(time, ev.time_zone) <= F.lit(cfg.features.as_of)
-    frame = source.checked.where(time.isNotNull() & on_or_before)
-    columns = [sources.carried(i) for i in range(len(carry))]
-    return _Input("events", frame, identity.identifiers, columns, time, "identity.identifiers")
+    on_or_before = parsing.local_date(time, cfg.input.events.time_zone) <= F.lit(cfg.features.as_of)
+    frame = read.frame.where(time.isNotNull() & on_or_before)
+    columns = [sources.carried(i) for i in range(len(identity.identifiers))]
+    return _Input("events", frame, identity.identifiers, columns, time, "identity.identifiers",
+                  normalised=True)  # fmt: skip
+
+
+def seen_after(
+    spark: SparkSession, cfg: AppConfig, identity: IdentityConfig, after: dt.date
+) -> str | None:
+    """The first input, ``events`` or ``edges``, holding a row seen on a local day after
+    ``after`` and up to ``features.as_of`` (None: none). Without one, the identifier rows of
+    :func:`read` as of ``after`` and as of ``features.as_of`` are the same, provided the inputs
+    did not change in between (the customers dimension and the survey are undated)."""
+    zone = cfg.input.events.time_zone
+
+    def within(time: Column) -> Column:
+        day = parsing.local_date(time, zone)
+        return time.isNotNull() & (day > F.lit(after)) & (day <= F.lit(cfg.features.as_of))
+
+    events = normalised_events(spark, cfg, identity).frame
+    if not events.where(within(F.col("event_time"))).isEmpty():
+        return "events"
+    edges = _edges(spark, cfg, identity)
+    if edges is not None and not edges.frame.where(within(edges.seen)).isEmpty():
+        return "edges"
+    return None
 
 
 def dimension_identifiers(

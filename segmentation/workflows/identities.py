@@ -10,10 +10,17 @@ Publishing order: ``identity_guards``, ``identity_changes``, then ``identity_map
 other jobs read): a failure between writes leaves the previous map in use, and a re-run of the
 same ``as_of`` replaces all three (its previous snapshot is the latest one *before* ``as_of``,
 so a re-run gives the same keys).
+
+Carried forward (``run(unchanged_since=...)``, ``make run``'s second date, whose inputs are
+those of its first): when no event and no dated edge was seen on a day after the earlier
+snapshot, up to ``as_of``, and that snapshot is the latest before ``as_of``, the stitching
+would read the same sightings, find the same components and keep every key. The snapshot's
+map and guards are then written again under ``as_of``, with no changes, instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -70,10 +77,19 @@ class IdentityResult:
     sizes: dict[str, int] = field(default_factory=dict)
     """Customers by number of identifiers (``1``, ``2``, ``3-5``, ``6-10``, ``> 10``)."""
     versions: dict[str, int] = field(default_factory=dict)
+    carried_from: dt.date | None = None
+    """The snapshot carried forward (see the module docstring); None: stitched."""
 
 
-def run(spark: SparkSession, cfg: AppConfig) -> IdentityResult:
+def run(
+    spark: SparkSession, cfg: AppConfig, *, unchanged_since: IdentityResult | None = None
+) -> IdentityResult:
     """Stitch the identifiers seen up to ``features.as_of`` and write the three tables.
+
+    Args:
+        unchanged_since: an earlier date's result, written in this application from the same
+            inputs and configuration: carried forward when nothing was seen since (module
+            docstring).
 
     Raises:
         InputError: stitching is not configured, an input or identifier column is missing,
@@ -91,19 +107,66 @@ def run(spark: SparkSession, cfg: AppConfig) -> IdentityResult:
     with tracking.run(experiment_id, f"{JOB} {as_of}") as run_id:
         tracking.set_tags({"job": JOB})
         _log_params(cfg, identity)
-        with timing.stage("identities: read and normalise the inputs"):
-            seen = sightings.read(spark, cfg, identity)
-        persisted: list[DataFrame] = []
-        try:
-            result, writes = _stitch(spark, cfg, identity, seen, persisted, run_id=run_id)
-            with timing.stage("identities: write tables (Delta)"):
-                result.versions = tables.write_in_order(writes)
-        finally:
-            seen.unpersist()
-            for df in persisted:
-                df.unpersist()
+        result = None
+        if unchanged_since is not None:
+            result = _carried(spark, cfg, identity, unchanged_since, run_id=run_id)
+        if result is None:
+            result = _stitched(spark, cfg, identity, run_id=run_id)
         tracking.log_metrics(_metrics(result))
         tracking.set_tags({f"output.{n}.version": v for n, v in result.versions.items()})
+    return result
+
+
+def _stitched(
+    spark: SparkSession, cfg: AppConfig, identity: IdentityConfig, *, run_id: str
+) -> IdentityResult:
+    """Read the sightings, stitch them and write the three tables."""
+    with timing.stage("identities: read and normalise the inputs"):
+        seen = sightings.read(spark, cfg, identity)
+    persisted: list[DataFrame] = []
+    try:
+        result, writes = _stitch(spark, cfg, identity, seen, persisted, run_id=run_id)
+        with timing.stage("identities: write tables (Delta)"):
+            result.versions = tables.write_in_order(writes)
+    finally:
+        seen.unpersist()
+        for df in persisted:
+            df.unpersist()
+    return result
+
+
+def _carried(
+    spark: SparkSession,
+    cfg: AppConfig,
+    identity: IdentityConfig,
+    since: IdentityResult,
+    *,
+    run_id: str,
+) -> IdentityResult | None:
+    """``since``'s snapshot written again under ``features.as_of`` (module docstring), or
+    None when the stitching must run: another snapshot lies between, or a row was seen."""
+    as_of = cfg.features.as_of
+    if since.as_of >= as_of or _latest_before(spark, cfg) != since.as_of:
+        return None
+    with timing.stage("identities: rows seen since the previous snapshot"):
+        where = sightings.seen_after(spark, cfg, identity, since.as_of)
+    if where is not None:
+        log.info("identities: %s seen after %s: stitching %s", where, since.as_of, as_of)
+        return None
+    result = dataclasses.replace(
+        since, as_of=as_of, previous_as_of=since.as_of, run_id=run_id, kept_keys=since.customers,
+        new_keys=0, merges=0, splits=0, versions={}, carried_from=since.as_of,
+    )  # fmt: skip
+    storage, at = cfg.storage, {tables.AS_OF: since.as_of}
+    mapped = tables.read(spark, storage, tables.IDENTITY_MAP, partitions=at)
+    guards = tables.read(spark, storage, tables.IDENTITY_GUARDS, partitions=at)
+    changes = spark.createDataFrame([], tables.IDENTITY_CHANGES_SCHEMA)
+    with timing.stage("identities: write tables (Delta)"):
+        result.versions = tables.write_in_order(_snapshot_writes(
+            spark, cfg, as_of=as_of, run_id=run_id, guards=guards.drop(tables.AS_OF, tables.RUN_ID),
+            changes=changes.drop(tables.AS_OF, tables.RUN_ID, "previous_as_of"),
+            previous_as_of=since.as_of, mapped=mapped.drop(tables.AS_OF),
+        ))  # fmt: skip
     return result
 
 
@@ -148,36 +211,37 @@ def _stitch(
     for step, n in enumerate(found.edges_per_iteration, start=1):
         tracking.log_metrics({"identity_round_edges": n}, step=step)
     # Persisted until the write: the summary's counts and examples read it too.
-    guards = _guard_rows(keyed, shared, identity, as_of=as_of, run_id=run_id).cache()
+    guards = _guard_rows(keyed, shared, identity).cache()
     persisted.append(guards)
     _summarise(result, keyed, guards)
     return result, _writes(spark, cfg, keyed, guards, result, run_id=run_id)
+
+
+def _latest_before(spark: SparkSession, cfg: AppConfig) -> dt.date | None:
+    """The date of the latest ``identity_map`` snapshot before ``features.as_of`` (None:
+    none)."""
+    if not tables.exists(spark, cfg.storage, tables.IDENTITY_MAP):
+        return None
+    snapshots = tables.read(spark, cfg.storage, tables.IDENTITY_MAP)
+    before = snapshots.where(F.col(tables.AS_OF) < F.lit(cfg.features.as_of))
+    row = before.agg(F.max(tables.AS_OF)).first()
+    return None if row is None else row[0]
 
 
 def _previous(
     spark: SparkSession, cfg: AppConfig, any_frame: DataFrame
 ) -> tuple[DataFrame, dt.date | None]:
     """The latest ``identity_map`` snapshot before ``features.as_of`` (empty: none)."""
-    as_of, storage = cfg.features.as_of, cfg.storage
-    if tables.exists(spark, storage, tables.IDENTITY_MAP):
-        snapshots = tables.read(spark, storage, tables.IDENTITY_MAP)
-        row = snapshots.where(F.col(tables.AS_OF) < F.lit(as_of)).agg(F.max(tables.AS_OF)).first()
-        latest = None if row is None else row[0]
-        if latest is not None:
-            rows = snapshots.where(F.col(tables.AS_OF) == F.lit(latest))
-            return rows.select(KIND, VALUE, keys.KEY, graph.FIRST_SEEN), latest
-    return keys.empty_previous(any_frame), None
+    latest = _latest_before(spark, cfg)
+    if latest is None:
+        return keys.empty_previous(any_frame), None
+    rows = tables.read(spark, cfg.storage, tables.IDENTITY_MAP, partitions={tables.AS_OF: latest})
+    return rows.select(KIND, VALUE, keys.KEY, graph.FIRST_SEEN), latest
 
 
-def _guard_rows(
-    keyed: keys.Keyed,
-    shared: DataFrame,
-    identity: IdentityConfig,
-    *,
-    as_of: dt.date,
-    run_id: str,
-) -> DataFrame:
-    """``identity_guards``: identifiers held back, and components above the size limit."""
+def _guard_rows(keyed: keys.Keyed, shared: DataFrame, identity: IdentityConfig) -> DataFrame:
+    """``identity_guards`` (without ``as_of`` and ``run_id``): identifiers held back, and
+    components above the size limit."""
     held = shared.join(keyed.members.select(KIND, VALUE, keys.KEY), on=[KIND, VALUE])
     by_degree = held.select(
         F.lit("max_degree").alias(tables.REASON), keys.KEY, KIND, VALUE, graph.LINKED_TYPE,
@@ -190,8 +254,7 @@ def _guard_rows(
         F.lit(identity.max_component_size).cast("long").alias(graph.LIMIT),
         F.col("size").cast("long").alias("component_size"),
     )  # fmt: skip
-    rows = by_degree.unionByName(large)
-    return rows.select(F.lit(as_of).alias(tables.AS_OF), "*", F.lit(run_id).alias(tables.RUN_ID))
+    return by_degree.unionByName(large)
 
 
 _SIZE_BANDS = (("1", 1, 1), ("2", 2, 2), ("3-5", 3, 5), ("6-10", 6, 10), ("> 10", 11, None))
@@ -255,17 +318,38 @@ def _writes(
     *,
     run_id: str,
 ) -> list[tables.Write]:
-    as_of = result.as_of
-    previous = F.lit(result.previous_as_of).cast("date")
-    changes = keyed.changes.select(F.lit(as_of).alias(tables.AS_OF), previous.alias(
-        "previous_as_of"), "*", F.lit(run_id).alias(tables.RUN_ID))  # fmt: skip
-    mapped = keyed.members.select("*", F.lit(as_of).alias(tables.AS_OF))
+    return _snapshot_writes(
+        spark, cfg, as_of=result.as_of, run_id=run_id, previous_as_of=result.previous_as_of,
+        guards=guards, changes=keyed.changes,
+        mapped=keyed.members,
+    )  # fmt: skip
+
+
+def _snapshot_writes(
+    spark: SparkSession,
+    cfg: AppConfig,
+    *,
+    as_of: dt.date,
+    run_id: str,
+    previous_as_of: dt.date | None,
+    guards: DataFrame,
+    changes: DataFrame,
+    mapped: DataFrame,
+) -> list[tables.Write]:
+    """The three snapshot writes of ``as_of``, in publishing order (the frames without their
+    ``as_of``, ``run_id`` and ``previous_as_of``)."""
+    stamp, run = F.lit(as_of).alias(tables.AS_OF), F.lit(run_id).alias(tables.RUN_ID)
+    previous = F.lit(previous_as_of).cast("date").alias("previous_as_of")
+    frames = (
+        (tables.IDENTITY_GUARDS, guards.select(stamp, "*", run)),
+        (tables.IDENTITY_CHANGES, changes.select(stamp, previous, "*", run)),
+        (tables.IDENTITY_MAP, mapped.select("*", stamp)),
+    )
     snapshot = {tables.AS_OF: as_of}
     return [
         tables.snapshot_write(spark, cfg.storage, table, df, job=JOB, run_id=run_id,
                               snapshot=snapshot)
-        for table, df in ((tables.IDENTITY_GUARDS, guards), (tables.IDENTITY_CHANGES, changes),
-                          (tables.IDENTITY_MAP, mapped))
+        for table, df in frames
     ]  # fmt: skip
 
 

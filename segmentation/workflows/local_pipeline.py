@@ -10,6 +10,9 @@ segmentations of that date, the attitudinal segmentation (``attitudes.enabled``)
 spark-submit; this saves starting a JVM (and resolving the Delta jars) per step on a laptop,
 and the steps of one date read, check and stage the events once (``stitched.sharing``): the
 feature job's staged rows serve customer value, the outcome backtest and the assign step.
+With stitching, the events' identifier columns are read and normalised once for both dates
+(``sightings.sharing``), and the scored date's stitching is carried forward from the
+training date's when nothing was seen in between (``identities.run(unchanged_since=...)``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pyspark.sql import SparkSession
 
 from segmentation.config import AppConfig
 from segmentation.errors import InputError
-from segmentation.identity import stitched
+from segmentation.identity import sightings, stitched
 from segmentation.storage import delta_tables
 from segmentation.workflows import (
     assign,
@@ -112,7 +115,25 @@ def run(
             f"the scored date {score_as_of} (--score-as-of) is before the training date "
             f"{trained_cfg.features.as_of} (--train-as-of): score a date on or after it"
         )
-    _inputs(spark, cfg, trained_cfg, result)
+    _sample(spark, cfg, trained_cfg, result)
+    # The inputs do not change from here on: identifiers are read once for both dates.
+    with sightings.sharing():
+        _dates(spark, cfg, trained_cfg, score_as_of, result)
+    final = at(cfg, score_as_of) if score_as_of is not None else trained_cfg
+    if cfg.audiences.definitions:
+        result.step("audiences", lambda: summaries.audiences(audiences.run(spark, final), final))
+    return result
+
+
+def _dates(
+    spark: SparkSession,
+    cfg: AppConfig,
+    trained_cfg: AppConfig,
+    score_as_of: dt.date | None,
+    result: PipelineResult,
+) -> None:
+    """The training date's steps, then the scored date's."""
+    stitching = _identities(spark, trained_cfg, result)
     # The steps of one date stage the events once (stitched.sharing), after its stitching.
     with stitched.sharing():
         result.step(
@@ -124,21 +145,18 @@ def run(
                 "value", lambda: summaries.value(value.run(spark, trained_cfg), trained_cfg)
             )
         _training(spark, trained_cfg, result)
-    if score_as_of is not None:
-        scored_cfg = at(cfg, score_as_of)
-        _identities(spark, scored_cfg, result)
-        with stitched.sharing():
-            if cfg.value.enabled:
-                result.step("value", lambda: summaries.value(
-                    value.run(spark, scored_cfg, score_only=True), scored_cfg))  # fmt: skip
-            result.step(
-                "assign", lambda: summaries.assignment(assign.run(spark, scored_cfg), scored_cfg)
-            )
-            result.step("rules", lambda: summaries.rules(rules.run(spark, scored_cfg), scored_cfg))
-    final = at(cfg, score_as_of) if score_as_of is not None else trained_cfg
-    if cfg.audiences.definitions:
-        result.step("audiences", lambda: summaries.audiences(audiences.run(spark, final), final))
-    return result
+    if score_as_of is None:
+        return
+    scored_cfg = at(cfg, score_as_of)
+    _identities(spark, scored_cfg, result, unchanged_since=stitching)
+    with stitched.sharing():
+        if cfg.value.enabled:
+            result.step("value", lambda: summaries.value(
+                value.run(spark, scored_cfg, score_only=True), scored_cfg))  # fmt: skip
+        result.step(
+            "assign", lambda: summaries.assignment(assign.run(spark, scored_cfg), scored_cfg)
+        )
+        result.step("rules", lambda: summaries.rules(rules.run(spark, scored_cfg), scored_cfg))
 
 
 def _check_dates(cfg: AppConfig, train_as_of: dt.date | None) -> None:
@@ -156,10 +174,10 @@ def _check_dates(cfg: AppConfig, train_as_of: dt.date | None) -> None:
         )
 
 
-def _inputs(
+def _sample(
     spark: SparkSession, cfg: AppConfig, trained_cfg: AppConfig, result: PipelineResult
 ) -> None:
-    """The sample (unless the events are the user's), the inputs checked, the stitching."""
+    """The sample (unless the events are the user's), the inputs checked."""
     if own_events(cfg):
         # Checked before any work; the sample is not generated next to the user's data (its
         # customers dimension and survey would be read as theirs).
@@ -170,13 +188,27 @@ def _inputs(
             "generate", lambda: summaries.generation(generate.run(spark, cfg, if_absent=True), cfg)
         )
         build_features.check_inputs(trained_cfg)
-    _identities(spark, trained_cfg, result)
 
 
-def _identities(spark: SparkSession, cfg: AppConfig, result: PipelineResult) -> None:
-    """Stitch the identifiers of ``features.as_of`` when stitching is configured."""
-    if cfg.stitching() is not None:
-        result.step("identities", lambda: summaries.identity(identities.run(spark, cfg), cfg))
+def _identities(
+    spark: SparkSession,
+    cfg: AppConfig,
+    result: PipelineResult,
+    *,
+    unchanged_since: identities.IdentityResult | None = None,
+) -> identities.IdentityResult | None:
+    """Stitch the identifiers of ``features.as_of`` when stitching is configured (carried
+    forward from ``unchanged_since`` when nothing was seen since: ``identities.run``)."""
+    if cfg.stitching() is None:
+        return None
+    done: list[identities.IdentityResult] = []
+
+    def work() -> str:
+        done.append(identities.run(spark, cfg, unchanged_since=unchanged_since))
+        return summaries.identity(done[0], cfg)
+
+    result.step("identities", work)
+    return done[0]
 
 
 def _training(spark: SparkSession, cfg: AppConfig, result: PipelineResult) -> None:

@@ -30,9 +30,18 @@ def identity(result: IdentityResult, cfg: AppConfig) -> str:
         if result.driver_edges
         else ""
     )
-    lines += [
+    graph = (
         f"  graph: {result.edges:,} edges; connected components (large-star/small-star) "
-        f"converged in {result.iterations} round(s) (edges after each: {rounds}){driver}",
+        f"converged in {result.iterations} round(s) (edges after each: {rounds}){driver}"
+    )
+    if result.carried_from is not None:
+        graph = (
+            f"  carried forward from the snapshot of {result.carried_from}: no event or dated "
+            f"edge was seen after it up to {result.as_of}, so the same {result.edges:,} edges "
+            "give the same customers and keys (not stitched again)"
+        )
+    lines += [
+        graph,
         "  customers by number of identifiers: "
         + ", ".join(f"{band}: {n:,}" for band, n in result.sizes.items()),
         _keys_line(result),
