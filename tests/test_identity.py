@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +22,7 @@ from pyspark.sql import types as T
 from segmentation.config import Identifier, IdentityConfig
 from segmentation.errors import ConfigError, InputError
 from segmentation.identity import components, graph, keys, sightings
-from segmentation.identity.normalise import normalise
+from segmentation.identity.normalise import Spec, normalise, normalised_frame
 from tests.conftest import local_config
 
 AS_OF = dt.date(2025, 6, 30)
@@ -87,7 +88,12 @@ def _normalised(spark, kind, values, identity=None, data_type=None):
         [(v,) for v in values], T.StructType([T.StructField("v", data_type)])
     )
     n = normalise(F.col("v"), data_type, kind, identity, key="test")
-    return [(r[0], r[1]) for r in df.select(n.value, n.status).collect()]
+    got = [(r[0], r[1]) for r in df.select(n.value, n.status).collect()]
+    # The frame form (each intermediate once per row) gives the same, row for row.
+    spec = Spec("v", kind, "test", "value", "status")
+    framed = normalised_frame(df, [spec], identity).select("value", "status").collect()
+    assert [(r[0], r[1]) for r in framed] == got
+    return got
 
 
 def test_normalise_email_trims_and_lowercases_and_refuses_placeholders(spark):
@@ -116,6 +122,12 @@ def test_normalise_ids_numbers_as_integer_text_devices_case_blind(spark):
     numbers = _normalised(spark, CRM, [17850.0, 17850.5], data_type=T.DoubleType())
     assert numbers == [("17850", None), (None, "invalid")]
     assert _normalised(spark, DEVICE, [" AbC-1 "]) == [("abc-1", None)]
+    # Blanks beyond U+0020 (no-break space, TAB, zero-width space) are trimmed; blank is missing.
+    assert _normalised(spark, DEVICE, ["\u00a0AbC-1\t", "\u200b \u00a0"]) == [
+        ("abc-1", None), (None, "missing")]  # fmt: skip
+    decimals = _normalised(spark, CRM, [Decimal("17850.00"), Decimal("17850.50"), None],
+                           data_type=T.DecimalType(10, 2))  # fmt: skip
+    assert decimals == [("17850", None), (None, "invalid"), (None, "missing")]
     assert _normalised(spark, "loyalty_card", [" AbC-1 "]) == [("AbC-1", None)]
 
 

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig, Identifier, IdentityConfig
 from segmentation.errors import InputError
-from segmentation.identity.normalise import MISSING, PLACEHOLDER, Normalised, normalise
+from segmentation.identity.normalise import MISSING, PLACEHOLDER, Spec, normalised_frame
 from segmentation.inputs import parsing, sources
 from segmentation.inputs.columns import find_column
 from segmentation.storage import delta_tables
@@ -136,13 +136,10 @@ def normalised_events(
     carry = [(f"identity.identifiers[{i}].column", ident.column)
              for i, ident in enumerate(identity.identifiers)]  # fmt: skip
     source = sources.read_events(spark, ev, cfg.events_path(), carry=carry, raw=raw)
-    schema = {f.name: f.dataType for f in source.checked.schema.fields}
-    columns = []
-    for i, ((config_key, _), ident) in enumerate(zip(carry, identity.identifiers, strict=True)):
-        name = sources.carried(i)
-        n = normalise(F.col(name), schema[name], ident.type, identity, key=config_key)
-        columns += [n.value.alias(value_column(i)), n.status.alias(status_column(i))]
-    frame = source.checked.select("*", *columns)
+    specs = [Spec(sources.carried(i), ident.type, config_key, value_column(i), status_column(i))
+             for i, ((config_key, _), ident) in enumerate(zip(carry, identity.identifiers,
+                                                              strict=True))]  # fmt: skip
+    frame = normalised_frame(source.checked, specs, identity)
     if raw is not None or _shared is None:
         return NormalisedEvents(source, frame, shared=False)
     _shared[key] = NormalisedEvents(source, frame.persist(StorageLevel.MEMORY_AND_DISK), True)
@@ -193,18 +190,19 @@ def _normalised(
 ) -> tuple[DataFrame, list[ColumnCounts], DataFrame]:
     """The input's rows with normalised identifiers, per column its counts, and the persisted
     frame they are read from (unpersisting a projection of it would release nothing)."""
-    schema = {f.name: f.dataType for f in source.frame.schema.fields}
-    values, statuses = [], []
-    for i, (ident, column) in enumerate(zip(source.identifiers, source.columns, strict=True)):
-        if source.normalised:
-            n = Normalised(F.col(value_column(i)), F.col(status_column(i)))
-        else:
-            key = f"{source.key}[{i}].column" if source.key else source.name
-            n = normalise(F.col(f"`{column}`"), schema[column], ident.type, identity, key=key)
-        values.append(F.struct(F.lit(ident.type).alias(KIND), n.value.alias(VALUE)))
-        statuses.append(n.status.alias(f"_status_{i}"))
+    n = len(source.identifiers)
+    frame = source.frame
+    if not source.normalised:
+        specs = [Spec(column, ident.type, f"{source.key}[{i}].column" if source.key else
+                      source.name, value_column(i), status_column(i))
+                 for i, (ident, column) in enumerate(zip(source.identifiers, source.columns,
+                                                         strict=True))]  # fmt: skip
+        frame = normalised_frame(frame, specs, identity)
+    values = [F.struct(F.lit(ident.type).alias(KIND), F.col(value_column(i)).alias(VALUE))
+              for i, ident in enumerate(source.identifiers)]  # fmt: skip
+    statuses = [F.col(status_column(i)).alias(f"_status_{i}") for i in range(n)]
     ids = F.array_distinct(F.filter(F.array(*values), lambda x: x[VALUE].isNotNull()))
-    part = source.frame.select(ids.alias(IDS), source.seen.alias(SEEN), *statuses).persist(
+    part = frame.select(ids.alias(IDS), source.seen.alias(SEEN), *statuses).persist(
         StorageLevel.MEMORY_AND_DISK
     )
     aggregates = []
