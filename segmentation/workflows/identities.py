@@ -114,6 +114,8 @@ def run(
             result = _stitched(spark, cfg, identity, run_id=run_id)
         tracking.log_metrics(_metrics(result))
         tracking.set_tags({f"output.{n}.version": v for n, v in result.versions.items()})
+        if result.carried_from is not None:
+            tracking.set_tags({"carried_from": result.carried_from.isoformat()})
     return result
 
 
