@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
@@ -25,6 +25,7 @@ from segmentation.errors import InputError
 from segmentation.identity.normalise import MISSING, PLACEHOLDER, Spec, normalised_frame
 from segmentation.inputs import parsing, sources
 from segmentation.inputs.columns import find_column
+from segmentation.runtime.blocks import SharedWithin
 from segmentation.storage import delta_tables
 
 IDS = "ids"
@@ -32,7 +33,6 @@ IDS = "ids"
 SEEN = "seen"
 """When the row was seen (TIMESTAMP; null: undated)."""
 KIND, VALUE = "identifier_type", "identifier"
-_shared: dict[tuple[str, ...], NormalisedEvents] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,24 +99,16 @@ def status_column(i: int) -> str:
     return f"_s{i}"
 
 
-@contextlib.contextmanager
-def sharing() -> Iterator[None]:
+_EVENTS: SharedWithin[NormalisedEvents] = SharedWithin(lambda events: events.frame.unpersist())
+
+
+def sharing() -> contextlib.AbstractContextManager[None]:
     """Within the block, the events' identifier columns are read and normalised once per
     configuration (the events' location and mapping, the stitching) and persisted, for every
     date: the identity job and the keyed read of the feature job, customer value and
     assignment (``keying.keyed_source``) read them. The input must not change inside the
     block (``make run`` after its generation); the block's end releases them."""
-    global _shared
-    if _shared is not None:  # nested: the outer block owns the rows
-        yield
-        return
-    _shared = {}
-    try:
-        yield
-    finally:
-        read, _shared = _shared, None
-        for events in read.values():
-            events.frame.unpersist()
+    return _EVENTS.block()
 
 
 def normalised_events(
@@ -130,20 +122,22 @@ def normalised_events(
             number.
     """
     ev = cfg.input.events
-    key = (cfg.events_path(), ev.model_dump_json(), identity.model_dump_json())
-    if raw is None and _shared is not None and key in _shared:
-        return _shared[key]
     carry = [(f"identity.identifiers[{i}].column", ident.column)
              for i, ident in enumerate(identity.identifiers)]  # fmt: skip
-    source = sources.read_events(spark, ev, cfg.events_path(), carry=carry, raw=raw)
-    specs = [Spec(sources.carried(i), ident.type, config_key, value_column(i), status_column(i))
-             for i, ((config_key, _), ident) in enumerate(zip(carry, identity.identifiers,
-                                                              strict=True))]  # fmt: skip
-    frame = normalised_frame(source.checked, specs, identity)
-    if raw is not None or _shared is None:
-        return NormalisedEvents(source, frame, shared=False)
-    _shared[key] = NormalisedEvents(source, frame.persist(StorageLevel.MEMORY_AND_DISK), True)
-    return _shared[key]
+
+    def read(shared: bool) -> NormalisedEvents:
+        source = sources.read_events(spark, ev, cfg.events_path(), carry=carry, raw=raw)
+        specs = [Spec(sources.carried(i), ident.type, key, value_column(i), status_column(i))
+                 for i, ((key, _), ident) in enumerate(zip(carry, identity.identifiers,
+                                                           strict=True))]  # fmt: skip
+        frame = normalised_frame(source.checked, specs, identity)
+        return NormalisedEvents(source, frame.persist(StorageLevel.MEMORY_AND_DISK) if shared
+                                else frame, shared)  # fmt: skip
+
+    if raw is not None or not _EVENTS.open:
+        return read(False)
+    key = (cfg.events_path(), ev.model_dump_json(), identity.model_dump_json())
+    return _EVENTS.get(key, lambda: read(True))
 
 
 def read(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> Sightings:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -23,13 +22,14 @@ from segmentation.identity import keying
 from segmentation.identity.sightings import dimension_identifiers
 from segmentation.inputs import customers as customers_dim
 from segmentation.inputs import quality, sources
+from segmentation.runtime.blocks import SharedWithin
 
-_Key = tuple[str, ...]
-_shared: dict[_Key, tuple[DataFrame, sources.InputCounts]] | None = None
+_STAGED: SharedWithin[tuple[DataFrame, sources.InputCounts]] = SharedWithin(
+    lambda staged: staged[0].unpersist()
+)
 
 
-@contextlib.contextmanager
-def sharing() -> Iterator[None]:
+def sharing() -> contextlib.AbstractContextManager[None]:
     """Within the block, the steps that stage the events of one configuration (the feature
     job, customer value, the outcome backtest) share one staged read of them: the first
     stages and persists the rows, the others reuse them, and the block's end releases them.
@@ -37,17 +37,7 @@ def sharing() -> Iterator[None]:
     The configuration is the events' location and mapping, the stitching, ``features.as_of``
     and the staging bounds; the input must not change inside the block (``make run``'s steps
     of one date)."""
-    global _shared
-    if _shared is not None:  # nested: the outer block owns the rows
-        yield
-        return
-    _shared = {}
-    try:
-        yield
-    finally:
-        staged, _shared = _shared, None
-        for rows, _ in staged.values():
-            rows.unpersist()
+    return _STAGED.block()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +69,7 @@ def stage(
     configuration (``keep`` then filters them: the staging numbers copies per customer, so
     the rows are the same). ``reuse=False``: a source of its own (a feature-state rebuild's)."""
     zone = cfg.input.events.time_zone
-    if _shared is None or not reuse:
+    if not _STAGED.open or not reuse:
         rows, counts = _stage_once(source, keep=keep, earliest=earliest, latest=latest, zone=zone)
         return Staged(rows, counts, shared=False)
     identity = cfg.stitching()
@@ -87,9 +77,8 @@ def stage(
         cfg.events_path(), cfg.input.events.model_dump_json(), str(cfg.features.as_of),
         str(earliest), str(latest), "" if identity is None else identity.model_dump_json(),
     )  # fmt: skip
-    if key not in _shared:
-        _shared[key] = _stage_once(source, keep=None, earliest=earliest, latest=latest, zone=zone)
-    rows, counts = _shared[key]
+    rows, counts = _STAGED.get(key, lambda: _stage_once(
+        source, keep=None, earliest=earliest, latest=latest, zone=zone))  # fmt: skip
     return Staged(rows if keep is None else rows.where(keep), counts, shared=True)
 
 
