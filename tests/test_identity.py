@@ -567,6 +567,62 @@ def test_one_normalised_read_of_the_events_serves_every_date_and_is_released(car
 
 
 @pytest.mark.integration
+def test_edge_times_are_read_in_their_format_and_never_guessed_undated(spark, job, tmp_path):
+    """``identity.edges.time`` as ``identity.edges.timestamp_format`` says: a link after
+    ``as_of`` is left out (and seen after an earlier date); a time that does not parse, or a
+    numeric column without an epoch format, is an error naming the keys, not an undated link."""
+    from segmentation.workflows.local_pipeline import at
+
+    cfg = job[0]
+
+    def edges_cfg(rows, schema, **settings):
+        path = tmp_path / f"edges{len(list(tmp_path.iterdir()))}"
+        spark.createDataFrame(rows, schema).write.parquet(str(path))
+        edges = cfg.identity.edges.model_copy(update={
+            "path": str(path), "format": "parquet", "time": "at", **settings,
+            "identifiers": (Identifier(column="cookie", type="anonymous_id"),
+                            Identifier(column="crm", type="crm_id"))})  # fmt: skip
+        return cfg.model_copy(update={"identity": cfg.identity.model_copy(
+            update={"edges": edges})})  # fmt: skip
+
+    text = edges_cfg([("k1", "c1", "02/06/2025 10:00"), ("k2", "c2", "03/07/2025 09:00"),
+                      ("k3", "c3", " ")], "cookie string, crm string, at string",
+                     timestamp_format="dd/MM/yyyy HH:mm")  # fmt: skip
+    identity = text.stitching()
+    seen = sightings.read(spark, text, identity)
+    try:
+        edges = [c for c in seen.counts if c.source == "edges"]
+        # k2 (July 3) is after as_of (June 30); k3's blank time is missing: an undated link.
+        assert [(c.column, c.identifiers) for c in edges] == [("cookie", 2), ("crm", 2)]
+    finally:
+        seen.unpersist()
+    assert sightings.seen_after(spark, at(text, dt.date(2025, 7, 3)), identity,
+                                dt.date(2025, 7, 2)) == "edges"  # fmt: skip
+    bad = edges_cfg(
+        [("k1", "c1", "02/06/2025 10:00"), ("k2", "c2", "not a time")],
+        "cookie string, crm string, at string",
+        timestamp_format="dd/MM/yyyy HH:mm",
+    )
+    with pytest.raises(InputError, match=r"'at' \(identity.edges.time\).*'not a time'"):
+        sightings.read(spark, bad, bad.stitching())
+    numbers = [("k1", "c1", 1748772000)]  # 2025-06-01 10:00 UTC
+    epoch = edges_cfg(numbers, "cookie string, crm string, at long")
+    with pytest.raises(InputError, match=r"identity.edges.time is numeric: set "
+                                         r"identity.edges.timestamp_format"):  # fmt: skip
+        sightings.read(spark, epoch, epoch.stitching())
+    epoch = edges_cfg(
+        numbers, "cookie string, crm string, at long", timestamp_format="epoch_seconds"
+    )
+    seen = sightings.read(spark, epoch, epoch.stitching())
+    try:
+        k1 = seen.rows.where(F.exists(sightings.IDS, lambda x: x[sightings.VALUE] == "k1"))
+        # The session's time zone is UTC: instants come back as naive UTC times.
+        assert [r["seen"] for r in k1.collect()] == [dt.datetime(2025, 6, 1, 10)]
+    finally:
+        seen.unpersist()
+
+
+@pytest.mark.integration
 def test_a_row_without_a_known_identifier_is_quarantined_with_its_raw_ids(spark, job, tmp_path):
     """With stitching, a row's customer is the key of its identifiers: a blank customer_id
     with a known email is that email's customer; an id the map does not hold, with no other

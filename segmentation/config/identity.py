@@ -69,6 +69,7 @@ class EdgesSourceConfig(_Section):
     options: FrozenMap[Str] = Field(default_factory=_FrozenDict)
     identifiers: tuple[Identifier, ...] = ()
     time: Str | None = None
+    timestamp_format: Str | None = None
 
 
 def _check_columns(key: str, identifiers: tuple[Identifier, ...]) -> None:

@@ -21,6 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig, Identifier, IdentityConfig
+from segmentation.config.identity import EdgesSourceConfig
 from segmentation.errors import InputError
 from segmentation.identity.normalise import MISSING, PLACEHOLDER, Spec, normalised_frame
 from segmentation.inputs import parsing, sources
@@ -279,6 +280,34 @@ def _survey(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> _I
     return _undated("survey", raw, ids, "identity.survey", path)
 
 
+def _edge_times(raw: DataFrame, edges: EdgesSourceConfig, zone: str) -> Column:
+    """When each link was made (null: the row's time is missing, so the link is undated).
+
+    Raises:
+        InputError: a present time that does not parse (the message names the column, the
+            config keys and examples; never read as undated), or a numeric column without an
+            epoch ``identity.edges.timestamp_format``.
+    """
+    assert edges.time is not None and edges.path is not None
+    name = find_column(raw, edges.time, "identity.edges.time", edges.path)
+    column = F.col(f"`{name}`")
+    seen = parsing.event_time(
+        column, raw.schema[name].dataType, timestamp_format=edges.timestamp_format,
+        time_zone=zone, keys=("identity.edges.time", "identity.edges.timestamp_format"),
+    )  # fmt: skip
+    present = parsing.blank_is_null(column).isNotNull()
+    bad = raw.where(present & seen.isNull()).select(column.cast("string").alias("v"))
+    examples = [r["v"] for r in bad.limit(3).collect()]
+    if examples:
+        raise InputError(
+            f"column '{name}' (identity.edges.time) of {edges.path} holds values that are not "
+            f"times, e.g. {', '.join(repr(v) for v in examples)}: fix them, or set "
+            "identity.edges.timestamp_format to how they are written (a link is never "
+            "guessed to be undated)"
+        )
+    return seen
+
+
 def delta_or_files_exist(spark: SparkSession, path: str) -> bool:
     """A table or files at ``path`` (an object store is assumed to hold them)."""
     return "://" in path or os.path.exists(path) or delta_tables.exists(spark, path)
@@ -303,11 +332,9 @@ def _edges(spark: SparkSession, cfg: AppConfig, identity: IdentityConfig) -> _In
                for n, i in enumerate(edges.identifiers)]  # fmt: skip
     seen: Column = F.lit(None).cast("timestamp")
     if edges.time is not None:
-        name = find_column(raw, edges.time, "identity.edges.time", edges.path)
-        zone = cfg.input.events.time_zone
-        seen = parsing.event_time(F.col(f"`{name}`"), raw.schema[name].dataType,
-                                  timestamp_format=None, time_zone=zone)  # fmt: skip
+        seen = _edge_times(raw, edges, cfg.input.events.time_zone)
         raw = raw.where(
-            seen.isNull() | (parsing.local_date(seen, zone) <= F.lit(cfg.features.as_of))
-        )
+            seen.isNull() | (parsing.local_date(seen, cfg.input.events.time_zone)
+                             <= F.lit(cfg.features.as_of))
+        )  # fmt: skip
     return _Input("edges", raw, edges.identifiers, columns, seen, key)

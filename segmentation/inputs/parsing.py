@@ -221,7 +221,12 @@ def finite(value: Column) -> Column:
 
 
 def event_time(
-    column: Column, data_type: T.DataType, *, timestamp_format: str | None, time_zone: str
+    column: Column,
+    data_type: T.DataType,
+    *,
+    timestamp_format: str | None,
+    time_zone: str,
+    keys: tuple[str, str] = ("input.events.columns.event_time", "input.events.timestamp_format"),
 ) -> Column:
     """The event's instant (TIMESTAMP), or null where the value cannot be read as a time.
 
@@ -232,6 +237,7 @@ def event_time(
             ``epoch_millis``, or None for ISO-8601 text.
         time_zone: the IANA zone of wall-clock times (text without offset, TIMESTAMP_NTZ,
             DATE).
+        keys: the config keys of the column and of the format, named in errors.
 
     Raises:
         InputError: a numeric column without an epoch format (names the config key).
@@ -243,10 +249,7 @@ def event_time(
     if isinstance(data_type, T.TimestampNTZType | T.DateType):
         return wall_clock(column.cast("timestamp_ntz").cast("timestamp"), time_zone)
     if isinstance(data_type, T.NumericType):
-        raise InputError(
-            "input.events.columns.event_time is numeric: set input.events.timestamp_format to "
-            "epoch_seconds or epoch_millis"
-        )
+        raise InputError(f"{keys[0]} is numeric: set {keys[1]} to epoch_seconds or epoch_millis")
     text = trim_blank(column)
     if timestamp_format:
         parsed = F.try_to_timestamp(text, F.lit(timestamp_format))
