@@ -195,19 +195,8 @@ def read_events(
     columns = {c: F.col(f"`{fields[header_key(user)].name}`") for c, user in mapped.items()}
     types = {c: fields[header_key(user)].dataType for c, user in mapped.items()}
     user_time = fields[header_key(mapped["event_time"])].name
-    values, issues, rejected = _canonical(columns, types, source, nanos.get(user_time))
-    unreadable = F.coalesce(*issues).isNotNull() | values["event_time"].isNull()
-    unreadable = unreadable | values["customer_id"].isNull() | values["amount"].isNull()
-    raw_text = F.create_map(
-        *[x for c, col in columns.items() for x in (F.lit(c), col.cast("string"))]
-    )
-    checked = raw.select(
-        *[values[c].alias(c) for c in CANONICAL_SCHEMA.names],
-        F.coalesce(*issues).alias(ISSUE),
-        F.when(unreadable, raw_text).alias(RAW),
-        *_flags(columns, rejected),
-        *extra,
-    )
+    values, issues = _canonical(columns, types, source, nanos.get(user_time))
+    checked = _checked(raw, columns, types, values, issues, extra)
     return EventSource(
         events=checked.select(*CANONICAL_SCHEMA.names, ISSUE, RAW), present=frozenset(mapped),
         checked=checked, mapped=mapped, time_zone=source.time_zone,
@@ -250,10 +239,11 @@ def _canonical(
     types: dict[str, T.DataType],
     source: EventSourceConfig,
     nanos_utc: bool | None = None,
-) -> tuple[dict[str, Column], list[Column], dict[str, Column]]:
-    """The canonical value of every column, the parse issues, and per mapped column the
-    condition under which a present value is rejected. ``nanos_utc`` (not None): the time
-    column holds Parquet nanosecond timestamps, UTC instants or (False) local times."""
+) -> tuple[dict[str, Column], dict[str, Column]]:
+    """The canonical value of every column and the parse issues (``customer_id``,
+    ``amount``, the optional numbers; coalesced in this order). ``nanos_utc`` (not None):
+    the time column holds Parquet nanosecond timestamps, UTC instants or (False) local
+    times."""
     fmt = parsing.NumberFormat(
         source.decimal_separator, source.thousands_separator, source.currency_symbols
     )
@@ -291,21 +281,64 @@ def _canonical(
         "discount": optional["discount"].value if "discount" in optional else none_number,
         "event_id": text("event_id", lower=False),
     }  # fmt: skip
-    issues = [customer.issue, amount.issue, *[p.issue for p in optional.values()]]
-    rejected = {"customer_id": customer.issue.isNotNull(), "event_time": time.isNull(),
-                "amount": amount.issue.isNotNull() | ~parsing.finite(amount.value),
-                **{n: p.issue.isNotNull() for n, p in optional.items()}}  # fmt: skip
-    return values, issues, rejected
+    issues = {"customer_id": customer.issue, "amount": amount.issue,
+              **{n: p.issue for n, p in optional.items()}}  # fmt: skip
+    return values, issues
 
 
-def _flags(raw: dict[str, Column], rejected: dict[str, Column]) -> list[Column]:
-    """Per mapped column: missing (null or empty text), and present but rejected."""
+def _checked(
+    raw: DataFrame,
+    columns: dict[str, Column],
+    types: dict[str, T.DataType],
+    values: dict[str, Column],
+    issues: dict[str, Column],
+    extra: list[Column],
+) -> DataFrame:
+    """``EventSource.checked``: the canonical values, ``ISSUE``, ``RAW``, per mapped column
+    the flags (missing; present but rejected) and ``extra``, in two projections. The first
+    parses each value once; the second derives the rest from the parsed columns (in one
+    projection, Spark parsed a value again at each reference: 8.0 s where the canonical
+    columns alone took 2.4 s on a million events)."""
+    issue = {c: f"__issue_{c}" for c in issues}
+    kept = {c: f"__raw_{c}" for c in columns}
+    missing = {c: f"__missing_{c}" for c in columns}
+    parsed = raw.select(
+        *[values[c].alias(c) for c in CANONICAL_SCHEMA.names],
+        *[v.alias(issue[c]) for c, v in issues.items()],
+        *[col.alias(kept[c]) for c, col in columns.items()],
+        *[_missing(col, types[c]).alias(missing[c]) for c, col in columns.items()],
+        *extra,
+    )
+    found = {c: F.col(name) for c, name in issue.items()}
+    rejected = {c: v.isNotNull() for c, v in found.items()}
+    rejected["event_time"] = F.col("event_time").isNull()
+    rejected["amount"] = rejected["amount"] | ~parsing.finite(F.col("amount"))
+    unreadable = F.coalesce(*found.values()).isNotNull() | F.col("event_time").isNull()
+    unreadable = unreadable | F.col("customer_id").isNull() | F.col("amount").isNull()
+    raw_text = F.create_map(
+        *[x for c, name in kept.items() for x in (F.lit(c), F.col(name).cast("string"))]
+    )
     flags = []
-    for c, column in raw.items():
-        missing = parsing.blank_is_null(column).isNull()
-        bad = ~missing & rejected.get(c, F.lit(False))
-        flags += [missing.alias(_flag("null", c)), bad.alias(_flag("bad", c))]
-    return flags
+    for c in columns:
+        null = F.col(missing[c])
+        flags += [null.alias(_flag("null", c)),
+                  (~null & rejected.get(c, F.lit(False))).alias(_flag("bad", c))]  # fmt: skip
+    return parsed.select(
+        *CANONICAL_SCHEMA.names,
+        F.coalesce(*found.values()).alias(ISSUE),
+        F.when(unreadable, raw_text).alias(RAW),
+        *flags,
+        *[carried(i) for i in range(len(extra))],
+    )
+
+
+def _missing(column: Column, data_type: T.DataType) -> Column:
+    """The raw value is missing: null, or text of blanks only (``parsing.blank_is_null``; the
+    text of a number, time or boolean is never blank)."""
+    if isinstance(data_type, T.NumericType | T.TimestampType | T.TimestampNTZType | T.DateType
+                  | T.BooleanType):  # fmt: skip
+        return column.isNull()
+    return column.isNull() | (parsing.trim_blank(column) == "")
 
 
 def _optional_number(
