@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 from segmentation.config import AppConfig, Identifier, IdentityConfig
 from segmentation.errors import InputError
 from segmentation.identity import keying
-from segmentation.identity.normalise import normalise
+from segmentation.identity.normalise import Spec, normalised_frame
 from segmentation.inputs import parsing, sources
 from segmentation.inputs.columns import find_column
 from segmentation.storage.tables import CUSTOMER_ID
@@ -183,15 +183,11 @@ def _keyed(
     subject: the first identifier present as ``type:value``."""
     spark = rows.sparkSession
     keymap = keying.load(spark, cfg, cfg.features.as_of)
-    names, kinds, normalised = [], [], []
-    for i, ident in enumerate(ids):
-        column = find_column(rows, ident.column, key, "the consent input")
-        norm = normalise(F.col(f"`{column}`"), rows.schema[column].dataType, ident.type,
-                         identity, key=key)  # fmt: skip
-        names.append(f"_n{i}")
-        kinds.append(ident.type)
-        normalised.append(norm.value.alias(f"_n{i}"))
-    frame = keying.with_key(rows.select("*", *normalised), names, kinds, keymap)
+    specs = [Spec(find_column(rows, ident.column, key, "the consent input"), ident.type, key,
+                  f"_n{i}", f"_s{i}") for i, ident in enumerate(ids)]  # fmt: skip
+    names, kinds = [s.value for s in specs], [s.kind for s in specs]
+    normalised = normalised_frame(rows, specs, identity).drop(*[s.status for s in specs])
+    frame = keying.with_key(normalised, names, kinds, keymap)
     subject = F.coalesce(*[F.concat(F.lit(f"{k}:"), F.col(n)) for n, k in
                            zip(names, kinds, strict=True)])  # fmt: skip
     return frame, subject

@@ -29,7 +29,7 @@ from segmentation.config import AppConfig, Identifier, IdentityConfig
 from segmentation.errors import InputError
 from segmentation.identity import sightings
 from segmentation.identity.keys import KEY
-from segmentation.identity.normalise import normalise
+from segmentation.identity.normalise import Spec, normalised_frame
 from segmentation.identity.sightings import KIND, VALUE
 from segmentation.inputs import parsing, quality, sources
 from segmentation.storage import tables
@@ -200,20 +200,17 @@ def keyed_rows(
         key: the config key of ``identifiers``, named in errors.
     """
     by_lower = {c.lower(): c for c in rows.columns}
-    names, kinds, exprs = [], [], []
+    specs = []
     for i, ident in enumerate(identifiers):
         name = ("customer_id" if ident.column.lower() == id_column.lower()
                 else by_lower.get(ident.column.lower()))  # fmt: skip
         if name is None:
             raise InputError(f"column '{ident.column}' ({key}[{i}].column) is not in the input")
-        value = normalise(F.col(f"`{name}`"), rows.schema[name].dataType, ident.type, identity,
-                          key=f"{key}[{i}].column").value  # fmt: skip
-        names.append(f"_n{i}")
-        kinds.append(ident.type)
-        exprs.append(value.alias(f"_n{i}"))
-    keyed = with_key(rows.select("*", *exprs), names, kinds, keymap).where(
-        F.col(STITCHED).isNotNull()
-    )
+        specs.append(Spec(name, ident.type, f"{key}[{i}].column", sightings.value_column(i),
+                          sightings.status_column(i)))  # fmt: skip
+    names, kinds = [s.value for s in specs], [s.kind for s in specs]
+    normalised = normalised_frame(rows, specs, identity).drop(*[s.status for s in specs])
+    keyed = with_key(normalised, names, kinds, keymap).where(F.col(STITCHED).isNotNull())
     first = Window.partitionBy(STITCHED).orderBy(F.col(tables.CUSTOMER_ID).asc_nulls_last())
     return (
         keyed.withColumn("_row", F.row_number().over(first))

@@ -43,36 +43,6 @@ _MIN_PHONE_DIGITS, _MAX_PHONE_DIGITS = 7, 15
 
 
 @dataclass(frozen=True)
-class Normalised:
-    """A normalised identifier column."""
-
-    value: Column
-    """The identifier, or null when it is missing, a placeholder or invalid."""
-    status: Column
-    """null (an identifier), ``missing``, ``placeholder`` or ``invalid``."""
-
-
-def normalise(
-    column: Column, data_type: T.DataType, kind: str, identity: IdentityConfig, *, key: str
-) -> Normalised:
-    """The identifier of type ``kind`` in ``column`` (see the module docstring). For a large
-    frame, :func:`normalised_frame` computes the same in fewer evaluations.
-
-    Args:
-        column: the raw column; data_type: its Spark type.
-        kind: the identifier type (``email``, ``phone``...).
-        identity: the placeholders and the phone country code.
-        key: the config key that maps the column, named in errors.
-
-    Raises:
-        InputError: the column is neither text nor a number.
-    """
-    text, issue = _text(column, data_type, key)
-    value, status = _checked(F.when(text != "", text), issue, kind, identity)
-    return Normalised(F.when(status.isNull(), value), status)
-
-
-@dataclass(frozen=True)
 class Spec:
     """One column for :func:`normalised_frame`."""
 
@@ -81,19 +51,21 @@ class Spec:
     key: str
     """The config key that maps the column, named in errors."""
     value: str
-    """The name of :attr:`Normalised.value` in the result."""
+    """The name of the identifier in the result (null: missing, a placeholder or invalid)."""
     status: str
-    """The name of :attr:`Normalised.status` in the result."""
+    """The name of its status: null (an identifier), ``missing``, ``placeholder`` or
+    ``invalid``."""
 
 
 def normalised_frame(
     frame: DataFrame, specs: Sequence[Spec], identity: IdentityConfig
 ) -> DataFrame:
-    """``frame`` with each spec's normalised value and status (:func:`normalise`'s), each
-    intermediate computed once per row: Spark evaluates an expression once per reference, and
-    the text, trimmed by a regular expression, is referenced by every check (one projection
-    each: Spark does not merge projections that would repeat such work). Five identifier
-    columns of a million events: 1.4 s where the nested expressions took 13 s.
+    """``frame`` with each spec's identifier of type ``kind``, normalised (see the module
+    docstring), and its status, each intermediate computed once per row: Spark evaluates an
+    expression once per reference, and the text, trimmed by a regular expression, is
+    referenced by every check (one projection each: Spark does not merge projections that
+    would repeat such work). Five identifier columns of a million events: 1.4 s where the
+    nested expressions took 13 s.
 
     Raises:
         InputError: a column is neither text nor a number.
@@ -127,7 +99,7 @@ def _parsed(column: Column, data_type: T.DataType, key: str) -> parsing.Parsed:
 
 
 def _text(column: Column, data_type: T.DataType, key: str) -> tuple[Column, Column]:
-    """:func:`normalise`'s text before blank text becomes null, and the parsing issue: text
+    """The identifier's text before blank text becomes null, and the parsing issue: text
     trimmed (``parsing.customer_id`` of text is ``parsing.blank_is_null``, which trims it
     twice), a number's text (never blank)."""
     if isinstance(data_type, T.StringType):

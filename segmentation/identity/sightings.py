@@ -96,7 +96,7 @@ def value_column(i: int) -> str:
 
 
 def status_column(i: int) -> str:
-    """Its status (``normalise.Normalised.status``)."""
+    """Its status (``normalise.Spec.status``)."""
     return f"_s{i}"
 
 
