@@ -26,6 +26,7 @@ from segmentation.features import state
 from segmentation.identity import keying
 from segmentation.identity.keying import RAW_ID
 from segmentation.inputs import parsing, quality, sources
+from segmentation.runtime import timing
 from segmentation.storage import tables
 from segmentation.workflows import feature_keys, feature_recheck
 from segmentation.workflows import feature_state as fs
@@ -188,7 +189,8 @@ def _computed(
         fs.read_state(spark, cfg, fs.CUSTOMERS, last), rows.daily_all, rows.daily_new, levels,
         since=last.as_of, as_of=fc.as_of, moved=None if keys is None else keys.moved,
     ).persist(_MEMORY)  # fmt: skip
-    customers.count()
+    with timing.stage("features: increment: customer rows moved to the new day"):
+        customers.count()
     features = state.features(
         customers, rows.daily_all, as_of=fc.as_of, windows_days=fc.windows_days,
         trend_window_days=fc.trend_window_days, levels=levels,
@@ -208,8 +210,10 @@ def _computed(
         previous_versions=last.table_versions,
         kept_rejected=None if again is None else again.kept,
     )  # fmt: skip
+    with timing.stage("features: increment: features (window sums of the daily rows)"):
+        count = features.count()
     return Computed(
-        features=features, rejected=snapshot_rejected, customers=features.count(),
+        features=features, rejected=snapshot_rejected, customers=count,
         rejected_counts=quality.reason_counts(snapshot_rejected), counts=batch.counts,
         levels=levels, update=update, cached=[*batch.cached, customers, features, new_rejected],
     )  # fmt: skip
@@ -317,7 +321,8 @@ def _batch(
     last = plan.log
     assert last is not None
     ev, q = cfg.input.events, cfg.quality
-    found = feature_recheck.stage(spark, cfg, plan, stitched_rows=keys is not None, again=again)
+    with timing.stage("features: increment: read and stage the new rows"):
+        found = feature_recheck.stage(spark, cfg, plan, stitched_rows=keys is not None, again=again)
     if found is None:
         return _nothing(spark, stitched=keys is not None)
     staged, counts, carry = found
@@ -335,7 +340,8 @@ def _batch(
     if keys is not None:
         mine = feature_keys.expanded(mine, keys.keys)
     rows = (counts.rows if counts else 0) + (again.count if again else 0)
-    seen_again = _seen_before(mine, seen, broadcast=rows <= _BROADCAST_ROWS)
+    with timing.stage("features: increment: the new rows against every event identity seen"):
+        seen_again = _seen_before(mine, seen, broadcast=rows <= _BROADCAST_ROWS)
     corrected = seen_again.where(F.col("fingerprint") != F.col("seen_fingerprint")).first()
     if corrected is not None:
         seen_again.unpersist()
