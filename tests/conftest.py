@@ -66,8 +66,12 @@ def spark() -> Iterator[SparkSession]:
     # snapshot caches of hundreds of small tables, broadcasts): 3 GB kept the last modules
     # from running out of room to broadcast until the stitched feature state's tests (dozens
     # of stitched days, each with its identity tables) came; 4 GB does, with those modules
-    # dropping their caches (``release_caches``).
-    conf = {**cfg.spark.conf, "spark.driver.memory": "4g"}
+    # dropping their caches (``release_caches``). A broadcast hash relation on a text key
+    # takes one Tungsten page on the driver however few its rows, and the default page is
+    # 64 MB here: 13 live relations held 0.9-1.4 GB of the heap in the stitched tests, and
+    # one of them still ran out of room to broadcast in a full run. The test data is small:
+    # 4 MB pages (measured: long arrays 0.9 GB to 0.1 GB at the same point).
+    conf = {**cfg.spark.conf, "spark.driver.memory": "4g", "spark.buffer.pageSize": "4m"}
     cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"conf": conf})})
     session = build_session(cfg)
     yield session
