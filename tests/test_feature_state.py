@@ -182,10 +182,17 @@ def test_worked_example_late_rows_copies_returns_new_customers_and_fallbacks(
     # `make optimize` compacts the state's files (commits that change no rows): the state is
     # still usable, read at its new versions. A re-run of the same day reads nothing and
     # writes the same snapshot (signal 9 during the state's update: tests/test_crash.py).
+    # So do a catalog's comments and properties on a state table (as do this job's own, when
+    # a new release's contract differs): they change no rows.
     logged = state_log(day2)[-1]["table_versions"]
     maintain.run(spark, day2, optimize=True)
+    levels = f"delta.`{day2.storage.table_path('feature_state_levels')}`"
+    spark.sql(f"COMMENT ON TABLE {levels} IS 'owned by the CRM team'")
+    spark.sql(f"ALTER TABLE {levels} SET TBLPROPERTIES ('owner.team' = 'crm')")
+    spark.sql(f"ALTER TABLE {levels} ALTER COLUMN value COMMENT 'a level'")
     now = {name: delta_tables.version(spark, day2.storage.table_path(name)) for name in logged}
     assert any(now[name] > logged[name] for name in logged), (now, logged)
+    assert now["feature_state_levels"] >= logged["feature_state_levels"] + 3
     again = build_features.run(spark, day2)
     assert again.mode == fs.INCREMENTAL and again.new_rows == 0, again.mode_reason
     assert assert_same(spark, day2) == got
@@ -218,6 +225,9 @@ def test_worked_example_late_rows_copies_returns_new_customers_and_fallbacks(
     # A replaced input file: its rows may have changed, so only a rebuild is exact.
     add_file(tmp_path, "day1", [event("a", "2026-03-01", "order", 11.0, "e1")])
     assert "replaced" in fs.plan(spark, config(tmp_path, "2026-03-05")).reason
+    # A column added to a state table is no maintenance: the state is rebuilt.
+    spark.sql(f"ALTER TABLE {levels} ADD COLUMNS (note STRING)")
+    assert "half-written" in fs.plan(spark, config(tmp_path, "2026-03-05")).reason
     # A state table deleted whole is named as missing (not as a stopped run).
     shutil.rmtree(day4.storage.table_path("feature_state_rejected"))
     reason = fs.plan(spark, config(tmp_path, "2026-03-05")).reason

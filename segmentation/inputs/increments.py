@@ -179,15 +179,33 @@ def _file(table: str, relative: str) -> str:
 
 def rows_unchanged(spark: SparkSession, path: str, since: int, until: int) -> bool:
     """Every commit of the Delta table at ``path`` after ``since`` up to ``until`` changes no
-    rows (``OPTIMIZE``'s compaction, ``VACUUM``'s log entries: ``dataChange`` false, no
-    schema or settings change), and every one is still in the log."""
+    rows, and every one is still in the log: ``OPTIMIZE``'s compaction, ``VACUUM``'s log
+    entries (``dataChange`` false), and changes of the table's comments, description or
+    properties (a catalog's, or a contract brought up to date after a write) that leave its
+    columns as they were at ``since``."""
+    columns: list[tuple] | None = None
     for v in range(since + 1, until + 1):
         actions = _commit(spark, path, v)
-        if actions is None or _not_an_append(actions) is not None:
+        if actions is None:
             return False
         if any("add" in a and a["add"].get("dataChange", True) for a in actions):
             return False
+        metadata = [a["metaData"] for a in actions if "metaData" in a]
+        if metadata:
+            if columns is None:
+                columns = _columns(spark.read.format("delta").option("versionAsOf", since)
+                                   .load(path).schema)  # fmt: skip
+            if any(_columns(T.StructType.fromJson(json.loads(m["schemaString"]))) != columns
+                   for m in metadata):  # fmt: skip
+                return False
+        if _not_an_append([a for a in actions if "metaData" not in a]) is not None:
+            return False
     return True
+
+
+def _columns(schema: T.StructType) -> list[tuple]:
+    """A schema's columns without their comments (name, type, nullable)."""
+    return [(f.name, f.dataType.simpleString(), f.nullable) for f in schema.fields]
 
 
 def _not_an_append(actions: Sequence[dict]) -> str | None:

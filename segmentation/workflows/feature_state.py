@@ -216,7 +216,7 @@ def _maintained_since(
     spark: SparkSession, cfg: AppConfig, table: Table, logged: int, now: int | None
 ) -> bool:
     """The table is at the logged version, or only maintenance (``make optimize``'s OPTIMIZE,
-    VACUUM's log entries) committed after it: the same rows."""
+    VACUUM's log entries, new comments or properties) committed after it: the same rows."""
     if now is None or now < logged:
         return False
     return now == logged or increments.rows_unchanged(
