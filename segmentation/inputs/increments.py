@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -192,15 +194,23 @@ def rows_unchanged(spark: SparkSession, path: str, since: int, until: int) -> bo
             return False
         metadata = [a["metaData"] for a in actions if "metaData" in a]
         if metadata:
-            if columns is None:
-                columns = _columns(spark.read.format("delta").option("versionAsOf", since)
-                                   .load(path).schema)  # fmt: skip
-            if any(_columns(T.StructType.fromJson(json.loads(m["schemaString"]))) != columns
-                   for m in metadata):  # fmt: skip
+            columns = columns if columns is not None else _columns_at(spark, path, since)
+            new = [_columns(T.StructType.fromJson(json.loads(m["schemaString"]))) for m in metadata]
+            if columns is None or any(c != columns for c in new):
                 return False
         if _not_an_append([a for a in actions if "metaData" not in a]) is not None:
             return False
     return True
+
+
+def _columns_at(spark: SparkSession, path: str, version: int) -> list[tuple] | None:
+    """The columns of the table at ``version`` (None: that version can no longer be read,
+    its log entries cleaned up)."""
+    try:
+        schema = spark.read.format("delta").option("versionAsOf", version).load(path).schema
+    except (Py4JJavaError, CapturedException):
+        return None
+    return _columns(schema)
 
 
 def _columns(schema: T.StructType) -> list[tuple]:
