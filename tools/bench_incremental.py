@@ -19,11 +19,11 @@ Per size, in one Spark application: a generated sample of its own (a Delta table
 The increment's features are checked against a full run of the next day (every column,
 relative 1e-12 / absolute 1e-9) unless ``--no-check``. Prints a Markdown table.
 
-``--keep-copy``: the warehouse as it stands before the increment (step 3 done) is copied to
-``<workdir>/before-increment``. ``--increment-only`` then restores that copy and runs only
-the increment (after a read of the state tables, so the JVM is warm as in the full
-benchmark), as often as ``--repeat`` says: a change to the increment measured in about a
-minute at 50M instead of the whole benchmark. The job's log gives the increment's parts
+``--keep-copy``: each size's warehouse as it stands before the increment (step 3 done) is
+copied to ``<workdir>/before-increment-<events>``. ``--increment-only`` then restores that
+copy and runs only the increment (after a read of the state tables, so the JVM is warm as in
+the full benchmark), as often as ``--repeat`` says: a change to the increment measured in
+about a minute at 50M instead of the whole benchmark. The job's log gives the increment's parts
 (``features: increment: ...``; the rest of ``features: compute`` is the
 rejected rows and the customers dimension match).
 
@@ -162,10 +162,7 @@ def run_size(
     keep_copy: bool = False,
 ):
     # A sample of its own (the next day is appended to it), generated afresh each run.
-    cfg = benchmark.bench_config(base, events, workdir / "incremental")
-    if stitch:
-        cfg = cfg.model_copy(update={"generator": cfg.generator.model_copy(
-            update={"identities": True})})  # fmt: skip
+    cfg = size_config(base, events, workdir, stitch)
     shutil.rmtree(cfg.storage.warehouse, ignore_errors=True)
     spark.conf.set("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
     generate.run(spark, cfg)
@@ -177,9 +174,8 @@ def run_size(
     out["rebuild_s"], _ = timed(lambda: build_features.run(spark, with_mode(cfg, "auto", day)))
     out["new_events"] = append_next_day(spark, cfg, day)
     if keep_copy:
-        kept = workdir / "before-increment"
-        shutil.rmtree(kept, ignore_errors=True)
-        shutil.copytree(workdir / "incremental", kept)
+        shutil.rmtree(kept_copy(workdir, events), ignore_errors=True)
+        shutil.copytree(cfg.storage.warehouse, kept_copy(workdir, events))
     nxt = with_mode(cfg, "auto", day + dt.timedelta(days=1))
     if stitch:
         out["stitch_s"] += timed(lambda: identities.run(spark, nxt))[0]
@@ -198,24 +194,36 @@ def run_size(
     return out
 
 
+def size_config(base: AppConfig, events: int, workdir: Path, stitch: bool) -> AppConfig:
+    """One size's config (``benchmark.bench_config`` under ``<workdir>/incremental``), with
+    the identifiers generated and stitched for ``--identities``."""
+    cfg = benchmark.bench_config(base, events, workdir / "incremental")
+    if not stitch:
+        return cfg
+    return cfg.model_copy(update={"generator": cfg.generator.model_copy(
+        update={"identities": True})})  # fmt: skip
+
+
+def kept_copy(workdir: Path, events: int) -> Path:
+    """Where ``--keep-copy`` keeps a size's warehouse as it stands before the increment."""
+    return workdir / f"before-increment-{events}"
+
+
 def increment_only(
     spark: SparkSession, base: AppConfig, events: int, workdir: Path, stitch: bool
 ) -> float:
-    """The day's increment alone, on a fresh copy of ``<workdir>/before-increment``."""
-    kept = workdir / "before-increment"
+    """The day's increment alone, on a fresh copy of the size's :func:`kept_copy`."""
+    kept = kept_copy(workdir, events)
     if not kept.is_dir():
         raise SystemExit(f"{kept} does not exist: run with --keep-copy first")
-    shutil.rmtree(workdir / "incremental", ignore_errors=True)
-    shutil.copytree(kept, workdir / "incremental")
-    cfg = benchmark.bench_config(base, events, workdir / "incremental")
+    cfg = size_config(base, events, workdir, stitch)
+    shutil.rmtree(cfg.storage.warehouse, ignore_errors=True)
+    shutil.copytree(kept, cfg.storage.warehouse)
     # An MLflow store of its own, outside the restored copy (a repeat restores it).
     tracking = cfg.tracking.model_copy(
         update={"tracking_uri": f"sqlite:///{workdir / 'increment-only-mlflow.db'}"}
     )
     cfg = cfg.model_copy(update={"tracking": tracking})
-    if stitch:
-        cfg = cfg.model_copy(update={"generator": cfg.generator.model_copy(
-            update={"identities": True})})  # fmt: skip
     spark.conf.set("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
     for table in Path(cfg.storage.warehouse).glob("feature_state_*"):
         delta_tables.read(spark, str(table)).count()  # the JVM and Delta warm
