@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import math
 import shutil
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -319,13 +320,23 @@ def test_incremental_equals_full_recomputation_on_random_histories(spark, tmp_pa
     day's runs cost the suite about 20 s; Hypothesis' own zero example drew one order a day):
     new, late and duplicate events, returns, visits, discounts, unknown levels, new
     customers, events implausibly far after as_of that the next day brings within bounds.
-    After each day the incremental run's snapshot equals the full recomputation."""
+    After each day the incremental run's snapshot equals the full recomputation.
+
+    Short windows (2, 7 and 30 days, a trend of 3), so the 40 days of history cross each
+    boundary: the window sums the state keeps move by the days entering and leaving
+    (``features.windows``), over one day, then over three (``features.mode: incremental``),
+    then are summed again after a week (a change that would read as many days). A customer's
+    two orders of 6e17 make a 30-day sum of 1.2e18, which the kept decimal cannot hold: his
+    windowed features come from his daily rows until one order leaves the window (day 3),
+    when his kept sums are summed again and fit."""
     base = tmp_path_factory.mktemp("history")
     customers = [f"c{i}" for i in range(20)]  # each customer's history is one random case
     start = dt.date(2026, 3, 1)
     sent: list[dict] = []
-    for step in range(4):
-        as_of = start + dt.timedelta(days=step)
+    windows = ("features.windows_days=[2,7,30]", "features.trend_window_days=3",
+               "features.mode=incremental")  # fmt: skip
+    for step, offset in enumerate([0, 1, 4, 11]):
+        as_of = start + dt.timedelta(days=offset)
         rows = []
         for i in range(rnd.randint(1, 30)):
             if sent and rnd.random() < 0.2:
@@ -338,13 +349,22 @@ def test_incremental_equals_full_recomputation_on_random_histories(spark, tmp_pa
                 f"s{step}e{i}", hour=rnd.randint(0, 23),
                 category=rnd.choice(["home", "toys", "garden"]), discount=rnd.choice([0.0, 2.5]),
             ))  # fmt: skip
+        if step == 0:
+            rows += [event("whale", (as_of - dt.timedelta(days=back)).isoformat(), "order",
+                           6e17, f"w{back}") for back in (25, 27)]  # fmt: skip
         sent += rows
         add_file(base, f"day{step}", rows)
         store = mlflow_store(base / "m.db")
         # Events two days after as_of are implausible (max 1 day after), and the next day's
         # run checks them again: they count then.
         cfg = config(base, as_of.isoformat(), f"tracking.tracking_uri={store}",
-                     "quality.max_days_after_as_of=1")  # fmt: skip
+                     "quality.max_days_after_as_of=1", *windows)  # fmt: skip
         result = build_features.run(spark, cfg)
         assert result.mode == (fs.REBUILD if step == 0 else fs.INCREMENTAL), result.mode_reason
         assert_same(spark, cfg)
+        kept = (
+            pl.read_delta(cfg.storage.table_path("feature_state_customers"))
+            .filter(pl.col("customer_id") == "whale")["window_amount_30d"]
+            .to_list()
+        )
+        assert kept == [None if step < 2 else Decimal("6e17") if step == 2 else 0], kept
