@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 import math
 import shutil
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -323,12 +322,8 @@ def test_incremental_equals_full_recomputation_on_random_histories(spark, tmp_pa
     After each day the incremental run's snapshot equals the full recomputation.
 
     Short windows (2, 7 and 30 days, a trend of 3), so the 40 days of history cross each
-    boundary: the window sums the state keeps move by the days entering and leaving
-    (``features.windows``), over one day, then over three (``features.mode: incremental``),
-    then are summed again after a week (a change that would read as many days). A customer's
-    two orders of 6e17 make a 30-day sum of 1.2e18, which the kept decimal cannot hold: his
-    windowed features come from his daily rows until one order leaves the window (day 3),
-    when his kept sums are summed again and fit."""
+    boundary as the days move: over one day, then three (``features.mode: incremental``), then
+    a week. A customer's two orders of 6e17 give sums far beyond any other customer's."""
     base = tmp_path_factory.mktemp("history")
     customers = [f"c{i}" for i in range(20)]  # each customer's history is one random case
     start = dt.date(2026, 3, 1)
@@ -362,9 +357,3 @@ def test_incremental_equals_full_recomputation_on_random_histories(spark, tmp_pa
         result = build_features.run(spark, cfg)
         assert result.mode == (fs.REBUILD if step == 0 else fs.INCREMENTAL), result.mode_reason
         assert_same(spark, cfg)
-        kept = (
-            pl.read_delta(cfg.storage.table_path("feature_state_customers"))
-            .filter(pl.col("customer_id") == "whale")["window_amount_30d"]
-            .to_list()
-        )
-        assert kept == [None if step < 2 else Decimal("6e17") if step == 2 else 0], kept

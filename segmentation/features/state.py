@@ -13,17 +13,15 @@ Delta):
 * **customer rows** (``feature_state_customers``): per customer, the all-time aggregates up
   to the state's ``as_of``: first event day, first and last order day, sums, active and order
   days, and the gaps between consecutive order days as count, sum, sum of squares and maximum
-  (integers, so the mean and the population standard deviation follow exactly), and the
-  window sums as of that day (``features.windows``).
+  (integers, so the mean and the population standard deviation follow exactly).
 
-Moving the state from day ``C`` to ``A`` (:func:`moved_forward`): a customer with no new row
-on a day up to ``C`` (no late data) has his aggregates *advanced* with the days in ``(C, A]``
-(the gap from his old last order day to the first new one included); a customer with late
-rows is rebuilt from all his daily rows. The customer rows also keep the window sums behind
-the windowed features (``orders_<w>d``, ``monetary_<w>d``, ``spend_trend``), moved by the
-days entering and leaving each window (``features.windows``), so a window change needs no
-rebuild either. Every feature then goes through ``behaviour.finalise``, the same final step
-as the full computation.
+Moving the state from day ``C`` to ``A``: a customer with no new row on a day up to ``C``
+(no late data) has his aggregates *advanced* with the days in ``(C, A]`` (the gap from his old
+last order day to the first new one included); a customer with late rows is rebuilt from all
+his daily rows. The windowed features (``orders_<w>d``, ``monetary_<w>d``, ``spend_trend``)
+are summed from the daily rows of the last ``max(max(windows), 2 * trend_window)`` days at
+feature time, so a window change needs no rebuild. Every feature then goes through
+``behaviour.finalise``, the same final step as the full computation.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from segmentation.features import behaviour as feat
-from segmentation.features import windows
 
 CUSTOMER_ID = feat.CUSTOMER_ID
 DAY = feat.EVENT_DATE
@@ -120,21 +117,12 @@ def _total(column: str) -> Column:
     return F.coalesce(F.sum(column), F.lit(0))
 
 
-def advance(
-    old: DataFrame,
-    days: DataFrame,
-    levels: dict[str, tuple[str, ...]],
-    change: DataFrame | None = None,
-    kept: Sequence[str] = (),
-) -> DataFrame:
+def advance(old: DataFrame, days: DataFrame, levels: dict[str, tuple[str, ...]]) -> DataFrame:
     """``old`` customer rows moved forward by ``days`` (summed days all after each customer's
-    state: no late day), customers without new days unchanged, new customers added; with
-    ``change`` (``windows.changes`` rows), the ``kept`` window sums moved by it too."""
+    state: no late day), customers without new days unchanged, new customers added."""
     new = customer_rows(
         days, levels, seeds=old.join(days.select(CUSTOMER_ID).distinct(), CUSTOMER_ID)
     )
-    if change is not None:
-        new = new.join(change, CUSTOMER_ID, "full")
     o, n = old.alias("o"), new.alias("n")
     columns: list[Column] = [
         F.coalesce(F.col(f"o.{CUSTOMER_ID}"), F.col(f"n.{CUSTOMER_ID}")).alias(CUSTOMER_ID),
@@ -147,103 +135,14 @@ def advance(
             (F.coalesce(F.col(f"o.{c}"), F.lit(0)) + F.coalesce(F.col(f"n.{c}"), F.lit(0))).alias(c)
         )
     columns.append(F.greatest("o.gap_max", "n.gap_max").alias("gap_max"))
-    if change is not None:
-        in_kept = F.col(f"o.{CUSTOMER_ID}").isNotNull()
-        changed = F.col(f"n.{windows.CHANGED}").isNotNull()
-        types = {f.name: f.dataType for f in old.schema.fields}
-        columns += [
-            windows.added(f"o.{c}", f"n.{c}", in_kept=in_kept, changed=changed, dtype=types[c])
-            .alias(c) for c in kept
-        ]  # fmt: skip
     return o.join(n, F.col(f"o.{CUSTOMER_ID}") == F.col(f"n.{CUSTOMER_ID}"), "full").select(
         *columns
     )
 
 
-def moved_forward(
-    old: DataFrame,
-    daily_all: DataFrame,
-    daily_new: DataFrame,
-    levels: dict[str, tuple[str, ...]],
-    *,
-    increment: int,
-    since: dt.date,
-    as_of: dt.date,
-    windows_days: Sequence[int],
-    trend_window_days: int,
-    moved: DataFrame | None = None,
-) -> DataFrame:
-    """The customer rows of a state as of ``since`` (``old``) as of ``as_of``: advanced by
-    the days in ``(since, as_of]``, rebuilt from all their days for customers with new rows
-    (``daily_new``, of run ``increment``) on a day up to ``since`` and the ``moved`` ones
-    (stitching: their raw ids changed keys); their window sums moved by the days entering
-    and leaving (``windows``), or summed again (a moved customer; every customer when the
-    state kept other windows or the change would read as many days)."""
-    day = F.col(DAY)
-    # The months after `since` only (partition pruning): the days that advance customers.
-    after = (
-        (F.col(MONTH) >= F.lit(since.replace(day=1))) & (day > F.lit(since)) & (day <= F.lit(as_of))
-    )
-    late = daily_new.where(day <= F.lit(since)).select(CUSTOMER_ID)
-    late = (late if moved is None else late.unionByName(moved)).distinct()
-    w, t = windows_days, trend_window_days
-    kept = windows.names(w, t)
-    change = None
-    if set(kept) <= set(old.columns):
-        change = windows.changes(daily_all, daily_new, increment=increment, since=since,
-                                 as_of=as_of, windows_days=w, trend_window_days=t)  # fmt: skip
-    if late.isEmpty():  # daily_new is persisted: no cache of its own needed
-        rows = advance(old, summed_days(daily_all.where(after), levels), levels, change, kept)
-    else:
-        rebuilt = customer_rows(
-            summed_days(
-                daily_all.join(late, CUSTOMER_ID, "left_semi").where(day <= F.lit(as_of)), levels
-            ),
-            levels,
-        )
-        others = daily_all.where(after).join(late, CUSTOMER_ID, "left_anti")
-        advanced = advance(
-            old.join(late, CUSTOMER_ID, "left_anti"), summed_days(others, levels), levels,
-            None if change is None else change.join(late, CUSTOMER_ID, "left_anti"), kept,
-        )  # fmt: skip
-        if change is not None:
-            sums = _late_sums(old, daily_all, change, late, moved, as_of=as_of, w=w, t=t)
-            rebuilt = windows.with_sums(rebuilt, sums, kept)
-        rows = advanced.unionByName(rebuilt.select(*advanced.columns))
-    if change is None:
-        again = windows.sums(daily_all, as_of=as_of, windows_days=w, trend_window_days=t)
-        rows = windows.with_sums(rows, again, kept)
-    return rows
-
-
-def _late_sums(
-    old: DataFrame,
-    daily_all: DataFrame,
-    change: DataFrame,
-    late: DataFrame,
-    moved: DataFrame | None,
-    *,
-    as_of: dt.date,
-    w: Sequence[int],
-    t: int,
-) -> DataFrame:
-    """The window sums of the customers with late rows (kept, moved by the change) and of
-    the moved ones (summed again: their rows changed keys)."""
-    kept = windows.names(w, t)
-    stay = late if moved is None else late.join(moved, CUSTOMER_ID, "left_anti")
-    sums = windows.plus(
-        old.select(CUSTOMER_ID, *kept).join(stay, CUSTOMER_ID, "left_semi"),
-        change.join(stay, CUSTOMER_ID, "left_semi"), kept,
-    )  # fmt: skip
-    if moved is None:
-        return sums
-    again = windows.sums(daily_all, as_of=as_of, windows_days=w, trend_window_days=t, only=moved)
-    return sums.unionByName(again.select(*sums.columns))
-
-
 def window_span(windows_days: Sequence[int], trend_window_days: int) -> int:
     """Days of daily rows the windowed features need (``spend_trend`` compares two periods)."""
-    return windows.span(windows_days, trend_window_days)
+    return max(max(windows_days, default=0), 2 * trend_window_days)
 
 
 def features(
@@ -255,20 +154,28 @@ def features(
     trend_window_days: int,
     levels: dict[str, tuple[str, ...]],
     with_discount: bool,
-    unfit_ids: DataFrame | None = None,
 ) -> DataFrame:
-    """The ``customer_features`` rows as of ``as_of`` from customer rows as of ``as_of`` with
-    their window sums (``windows.values``; ``daily``: the daily rows, read only for a sum that
-    did not fit, of the customers of ``unfit_ids``)."""
+    """The ``customer_features`` rows as of ``as_of`` from customer rows up to ``as_of`` and
+    the daily rows (only the last :func:`window_span` days are read: the month partitions
+    before them are pruned)."""
+    span = window_span(windows_days, trend_window_days)
+    first = as_of - dt.timedelta(days=span - 1)
+    recent = (
+        daily.where(F.col(MONTH) >= F.lit(first.replace(day=1)))
+        .where(F.col(DAY).between(F.lit(first), F.lit(as_of)))
+        .withColumn("days_ago", F.datediff(F.lit(as_of), F.col(DAY)))
+        .groupBy(CUSTOMER_ID)
+        .agg(*feat.window_aggregates(windows_days, trend_window_days))
+    )
+    window_columns = [c for c in recent.columns if c != CUSTOMER_ID]
     n, total = F.col("gap_count"), F.col("gap_sum")
     spread = (n * F.col("gap_sumsq") - total * total).cast("double")
-    summed = windows.values(
-        customers, daily, as_of=as_of, windows_days=windows_days,
-        trend_window_days=trend_window_days, unfit_ids=unfit_ids,
-    )  # fmt: skip
-    per_customer = summed.withColumn(
-        "gap_mean", F.when(n > 0, total.cast("double") / n)
-    ).withColumn("gap_std", F.when(n > 0, F.sqrt(spread / (n * n).cast("double"))))
+    per_customer = (
+        customers.join(recent, CUSTOMER_ID, "left")
+        .fillna(0, subset=window_columns)
+        .withColumn("gap_mean", F.when(n > 0, total.cast("double") / n))
+        .withColumn("gap_std", F.when(n > 0, F.sqrt(spread / (n * n).cast("double"))))
+    )
     return feat.finalise(
         per_customer, as_of, windows_days, _categories(levels), levels["channel"],
         levels["device"], with_discount,

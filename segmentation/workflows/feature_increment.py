@@ -13,6 +13,7 @@ column (its daily rows hold sums per level).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
@@ -21,7 +22,7 @@ from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig
 from segmentation.features import levels as mix
-from segmentation.features import state, windows
+from segmentation.features import state
 from segmentation.identity import keying
 from segmentation.identity.keying import RAW_ID
 from segmentation.inputs import parsing, quality, sources
@@ -117,22 +118,10 @@ def rebuild(
         mode=fs.REBUILD, reason=plan.reason, increment=increment,
         daily=daily, event_ids=identities(clean, rule, zone, increment),
         rejected=rejected_rows(split.rejected, increment), levels=level_rows(counted, increment),
-        customers=_rebuilt_customers(cfg, until, levels),
+        customers=state.customer_rows(state.summed_days(until, levels), levels),
         counts=fs.Counts(counts.rows, counts.timed, parsed_times(counts), rule, counts.rows),
         marker=plan.marker, keys=keys, cached=cached,
     )  # fmt: skip
-
-
-def _rebuilt_customers(
-    cfg: AppConfig, until: DataFrame, levels: dict[str, tuple[str, ...]]
-) -> DataFrame:
-    """A rebuild's customer rows, with their window sums (``features.windows``), from the
-    daily rows up to ``features.as_of``."""
-    fc = cfg.features
-    w, t = fc.windows_days, fc.trend_window_days
-    sums = windows.sums(until, as_of=fc.as_of, windows_days=w, trend_window_days=t)
-    rows = state.customer_rows(state.summed_days(until, levels), levels)
-    return windows.with_sums(rows, sums, windows.names(w, t))
 
 
 @dataclass
@@ -196,27 +185,16 @@ def _computed(
     assert last is not None and plan.increment is not None and plan.marker is not None
     number = last.increment + 1
     assert batch.daily is not None
-    customers = state.moved_forward(
+    customers = _customers(
         fs.read_state(spark, cfg, fs.CUSTOMERS, last), rows.daily_all, rows.daily_new, levels,
-        increment=number, since=last.as_of, as_of=fc.as_of, windows_days=fc.windows_days,
-        trend_window_days=fc.trend_window_days, moved=None if keys is None else keys.moved,
+        since=last.as_of, as_of=fc.as_of, moved=None if keys is None else keys.moved,
     ).persist(_MEMORY)  # fmt: skip
-    kept = windows.names(fc.windows_days, fc.trend_window_days)
-    with timing.stage("features: increment: customer rows and window sums moved to the new day"):
-        unfit = customers.where(windows.unfit(kept)).count()  # caches every row
-    persisted = customers
-    unfit_ids = None
-    if unfit:  # a window sum that did not fit (1e18 or more): summed again (not persisted:
-        # read twice, by the features and the state's write, in a rare case)
-        unfit_ids = windows.unfit_ids(spark, persisted, kept)
-        customers = windows.healed(
-            persisted, rows.daily_all, unfit_ids, as_of=fc.as_of, windows_days=fc.windows_days,
-            trend_window_days=fc.trend_window_days,
-        )  # fmt: skip
+    with timing.stage("features: increment: customer rows moved to the new day"):
+        customers.count()
     features = state.features(
         customers, rows.daily_all, as_of=fc.as_of, windows_days=fc.windows_days,
         trend_window_days=fc.trend_window_days, levels=levels,
-        with_discount="discount" in cfg.input.events.columns.mapped(), unfit_ids=unfit_ids,
+        with_discount="discount" in cfg.input.events.columns.mapped(),
     ).persist(_MEMORY)  # fmt: skip
     new_rejected = rejected_rows(batch.rejected, number).persist(_MEMORY)
     snapshot_rejected = rows.rejected.unionByName(new_rejected).drop(state.INCREMENT, RAW_ID)
@@ -232,12 +210,12 @@ def _computed(
         previous_versions=last.table_versions,
         kept_rejected=None if again is None else again.kept,
     )  # fmt: skip
-    with timing.stage("features: increment: features from the customer rows"):
+    with timing.stage("features: increment: features (window sums of the daily rows)"):
         count = features.count()
     return Computed(
         features=features, rejected=snapshot_rejected, customers=count,
         rejected_counts=quality.reason_counts(snapshot_rejected), counts=batch.counts,
-        levels=levels, update=update, cached=[*batch.cached, persisted, features, new_rejected],
+        levels=levels, update=update, cached=[*batch.cached, customers, features, new_rejected],
     )  # fmt: skip
 
 
@@ -419,3 +397,39 @@ def _seen_before(mine: DataFrame, seen: DataFrame, *, broadcast: bool) -> DataFr
     again = again.persist(_MEMORY)
     again.count()
     return again
+
+
+def _customers(
+    old: DataFrame,
+    daily_all: DataFrame,
+    daily_new: DataFrame,
+    levels: dict[str, tuple[str, ...]],
+    *,
+    since: dt.date,
+    as_of: dt.date,
+    moved: DataFrame | None = None,
+) -> DataFrame:
+    """The customer rows as of ``as_of``: advanced by the days in ``(since, as_of]``, and
+    rebuilt from all their days for customers with new rows on a day up to ``since`` and
+    the ``moved`` ones (stitching: their raw ids changed keys)."""
+    day = F.col(state.DAY)
+    # The months after `since` only (partition pruning): the days that advance customers.
+    after = (
+        (F.col(state.MONTH) >= F.lit(since.replace(day=1)))
+        & (day > F.lit(since))
+        & (day <= F.lit(as_of))
+    )
+    late = daily_new.where(day <= F.lit(since)).select(state.CUSTOMER_ID)
+    late = (late if moved is None else late.unionByName(moved)).distinct()
+    if late.isEmpty():  # daily_new is persisted: no cache of its own needed
+        return state.advance(old, state.summed_days(daily_all.where(after), levels), levels)
+    rebuilt = state.customer_rows(
+        state.summed_days(daily_all.join(late, state.CUSTOMER_ID, "left_semi")
+                          .where(day <= F.lit(as_of)), levels),
+        levels,
+    )  # fmt: skip
+    others = daily_all.where(after).join(late, state.CUSTOMER_ID, "left_anti")
+    advanced = state.advance(
+        old.join(late, state.CUSTOMER_ID, "left_anti"), state.summed_days(others, levels), levels
+    )
+    return advanced.unionByName(rebuilt.select(*advanced.columns))

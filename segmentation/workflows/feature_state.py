@@ -110,8 +110,7 @@ def state_tables(cfg: AppConfig) -> tuple[Table, ...]:
 def settings(cfg: AppConfig) -> dict[str, Any]:
     """Everything the state's rows depend on: reading, time zone, levels, date and duplicate
     rules, how raw ids are made (:data:`IDENTITY_SETTINGS`, with stitching). (Windows are not:
-    a state whose customer rows keep other window sums has them summed again from the daily
-    rows, ``features.windows``.)"""
+    they are summed from the daily rows at feature time.)"""
     q, top = cfg.quality, cfg.features.max_levels
     levels = {c: {"discovered_top": top} if lv is None else list(lv)
               for c, lv in configured_levels(cfg).items()}  # fmt: skip

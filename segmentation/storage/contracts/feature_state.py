@@ -49,7 +49,7 @@ FEATURE_STATE_DAILY = Table(
 FEATURE_STATE_CUSTOMERS = Table(
     "feature_state_customers",
     "Incremental feature state: per customer, the all-time aggregates up to the state's "
-    "as_of (feature_state_log) and the window sums as of that day.",
+    "as_of (feature_state_log).",
     _WRITERS,
     described=(
         (CUSTOMER_ID, "The customer's id as the input names it (normalised); with identity "
@@ -66,13 +66,6 @@ FEATURE_STATE_CUSTOMERS = Table(
         ("gap_sum", "Their sum, days."), ("gap_sumsq", "The sum of their squares, days^2."),
         ("gap_max", "The longest, days (null: fewer than two order days)."),
         *_LEVELS,
-        ("window_orders_*", "Orders of the days in the window of that many days up to as_of "
-                            "(features.windows_days)."),
-        ("window_amount_*", "Order amount of the days in the window of that many days up to "
-                            "as_of (features.windows_days, trend_window_days and twice it), "
-                            "exact (decimal; null: 1e18 or more, summed from the daily rows)."),
-        ("window_net_*", "Order amount less returned amount of the days in that window, "
-                         "exact (decimal; null: 1e18 or more)."),
     ),
 )
 FEATURE_STATE_EVENT_IDS_SCHEMA = schema(
