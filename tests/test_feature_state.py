@@ -138,6 +138,13 @@ def test_worked_example_late_rows_copies_returns_new_customers_and_fallbacks(
     assert (first.mode, first.mode_reason) == (fs.REBUILD, "no feature state yet")
     assert_same(spark, day1)
     check_fallbacks(spark, tmp_path)
+    # The state keeps no per-file statistics but the daily rows' day (cheaper writes); an
+    # independent reader still reads it: the five usable events' identities.
+    ids = day1.storage.table_path("feature_state_event_ids")
+    assert DeltaTable(ids).metadata().configuration["delta.dataSkippingNumIndexedCols"] == "0"
+    daily = DeltaTable(day1.storage.table_path("feature_state_daily")).metadata()
+    assert daily.configuration["delta.dataSkippingStatsColumns"] == "event_date"
+    assert sorted(pl.read_delta(ids)["event_id"].to_list()) == ["e1", "e2", "e3", "e4", "e5"]
 
     add_file(tmp_path, "day2", [
         event("a", "2026-03-02", "order", 25.0, "e7"),
