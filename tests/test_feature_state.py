@@ -322,8 +322,8 @@ def test_discovered_levels_are_kept_and_a_new_top_level_rebuilds(
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(rnd=st.randoms(use_true_random=True))
 def test_incremental_equals_full_recomputation_on_random_histories(spark, tmp_path_factory, rnd):
-    """A random history over four days (one derandomized example, a seeded generator: each
-    day's runs cost the suite about 20 s; Hypothesis' own zero example drew one order a day):
+    """A random history over four runs (one derandomized example, a seeded generator: each
+    day's runs cost the suite about 15 s; Hypothesis' own zero example drew one order a day):
     new, late and duplicate events, returns, visits, discounts, unknown levels, new
     customers, events implausibly far after as_of that the next day brings within bounds.
     After each day the incremental run's snapshot equals the full recomputation.

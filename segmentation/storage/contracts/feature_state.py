@@ -36,10 +36,10 @@ _RAW_OR_ID = ("The customer's id as the input names it (normalised); with identi
               "the row's raw_id: its normalised identifiers (feature_state_keys gives the "
               "stitched key).")
 RAW_ID = "raw_id"
-# The state is read whole (joins, partition pruning by month), never filtered by a value but
-# the daily rows' day: Delta's per-file statistics of the other columns cost a quarter to a
-# third of each write and skip nothing (50M events: the event identities' write 17.5 s with
-# them, 11.6 s without; BENCHMARKS.md).
+# The state is read whole or by month (joins, partition pruning); only the daily rows' day is
+# a filter that per-file statistics can answer (the quarantined rows' reasons are mixed in
+# every file). The other statistics cost a quarter to a third of each write and skip nothing
+# (50M events: the event identities' write 17.5 s with them, 11.6 s without; BENCHMARKS.md).
 _DAY_STATS = {**PROPERTIES, "delta.dataSkippingStatsColumns": "event_date"}
 _NO_STATS = {**PROPERTIES, "delta.dataSkippingNumIndexedCols": "0"}
 
