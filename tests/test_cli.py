@@ -32,6 +32,30 @@ def test_main_turns_a_user_error_into_exit_code_2(capsys):
     assert capsys.readouterr().err.strip() == "ERROR: no such thing (config key x.y)"
 
 
+def test_main_turns_spark_s_parquet_type_mismatch_into_exit_code_2(capsys):
+    """Any Spark action can be the one that reads a mismatched Parquet file: the entry point
+    names the file and column (Spark 4's message, as raised through Py4J)."""
+    spark_message = (
+        "An error occurred while calling o987.count.\n: org.apache.spark.SparkException: "
+        "[FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_MISMATCH] Encountered error while reading "
+        "file file:///data/ev/day0701.parquet. Data type mismatches when reading Parquet "
+        "column [amount]. Expected Spark type double, actual Parquet type BINARY. SQLSTATE: "
+        "KD001"
+    )
+
+    def run(spark, cfg):
+        raise RuntimeError(spark_message)
+
+    job = cli.Job("d", run, lambda result, cfg: "", spark=False)
+    assert cli.main(job, CONFIG) == 2
+    assert capsys.readouterr().err.strip() == (
+        "ERROR: input file /data/ev/day0701.parquet holds column 'amount' as Parquet BINARY "
+        "where the input's schema, read from its other files, has double: Spark reads every "
+        "file of an input with one schema. Write that file with the same column types as the "
+        "others"
+    )
+
+
 def test_run_key_option_sets_storage_run_key():
     seen = {}
     job = cli.Job("d", lambda spark, cfg: seen.setdefault("key", cfg.storage.run_key),

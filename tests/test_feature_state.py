@@ -239,6 +239,12 @@ def test_worked_example_late_rows_copies_returns_new_customers_and_fallbacks(
     shutil.rmtree(day4.storage.table_path("feature_state_rejected"))
     reason = fs.plan(spark, config(tmp_path, "2026-03-05")).reason
     assert reason == "table(s) feature_state_rejected of the feature state are missing"
+    # A log whose columns were altered could not record the next run (after its writes):
+    # the run stops before anything, naming the column.
+    log = f"delta.`{day4.storage.table_path('feature_state_log')}`"
+    spark.sql(f"ALTER TABLE {log} ADD COLUMNS (note STRING)")
+    with pytest.raises(TableError, match=r"feature state's log has other columns .*note added"):
+        fs.plan(spark, config(tmp_path, "2026-03-05"))
 
 
 def check_fallbacks(spark, base: Path) -> None:

@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
 from segmentation.config import CustomersSourceConfig, EventColumns, EventSourceConfig
 from segmentation.errors import InputError
-from segmentation.inputs import columns, sources
+from segmentation.inputs import columns, quality, sources
 from segmentation.workflows import build_features
 from tests.conftest import mlflow_store
 
@@ -91,6 +93,29 @@ def test_read_events_parquet_with_epoch_seconds(spark, tmp_path):
     row = sources.read_events(spark, src, path).events.first()
     assert row["event_time"] == dt.datetime(2025, 1, 1, 0, 0)
     assert row["amount"] == 9.5
+
+
+def test_a_parquet_file_whose_column_type_differs_is_a_clear_error(spark, tmp_path):
+    """Spark reads every file of a Parquet input with one schema: a file whose amount is text
+    where the others hold doubles fails in the read (no raw trace: the file and column)."""
+    folder = tmp_path / "events"
+    folder.mkdir()
+    base = {"customer_id": ["c1"], "event_time": [dt.datetime(2025, 1, 2)], "event_type": ["order"]}
+    pq.write_table(pa.table({**base, "amount": [9.5]}), folder / "a.parquet")
+    pq.write_table(pa.table({**base, "amount": ["7.25"]}), folder / "b.parquet")
+    src = EventSourceConfig(
+        format="parquet",
+        columns=EventColumns(customer_id="customer_id", event_time="event_time", amount="amount",
+                             event_type="event_type", category=None, channel=None, device=None,
+                             quantity=None, discount=None, event_id=None),
+    )  # fmt: skip
+    events = sources.read_events(spark, src, str(folder))
+    # Which file gives the schema is Spark's choice: the other one is named.
+    with pytest.raises(InputError, match=r"input file .*/(b\.parquet holds column 'amount' as "
+                       r"Parquet BINARY where .* has double|a\.parquet holds column 'amount' "
+                       r"as Parquet DOUBLE where .* has string)") as raised:  # fmt: skip
+        quality.stage_source(events, earliest=dt.date(2020, 1, 1), latest=dt.date(2025, 12, 31))
+    assert raised.value.__cause__ is None
 
 
 def test_check_source_missing_path_names_path(tmp_path):

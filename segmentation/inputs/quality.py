@@ -18,6 +18,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig
+from segmentation.errors import parquet_type_mismatch
 from segmentation.inputs import parsing, sources
 from segmentation.inputs.sources import ISSUE, RAW, RETURN, EventSource, InputCounts
 from segmentation.storage.tables import CANONICAL_EVENTS
@@ -209,8 +210,11 @@ def stage_source(
         # An input without rows runs no task, so no metrics are observed: count it directly.
         rows = staged.count()
         counts = input_counts() if rows and input_counts else source.counts()
-    except Exception:
+    except Exception as exc:
         staged.unpersist()
+        mismatch = parquet_type_mismatch(exc)
+        if mismatch is not None:
+            raise mismatch from None
         raise
     return staged, counts
 

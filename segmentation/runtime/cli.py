@@ -15,7 +15,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from segmentation.config import AppConfig, load_config, to_dict
-from segmentation.errors import SegmentationError
+from segmentation.errors import SegmentationError, parquet_type_mismatch
 from segmentation.runtime import tracking
 from segmentation.runtime.session import build_session, check_master_reachable, submitted_master
 
@@ -133,6 +133,12 @@ def run(
         return 0
     except SegmentationError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        mismatch = parquet_type_mismatch(exc)  # raised by any Spark action reading an input
+        if mismatch is None:
+            raise
+        print(f"ERROR: {mismatch}", file=sys.stderr)
         return 2
     finally:
         if session is not None:

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig
-from segmentation.errors import InputError
+from segmentation.errors import InputError, TableError
 from segmentation.inputs import increments
 from segmentation.storage import delta_tables, tables
 from segmentation.storage.contracts import (
@@ -188,7 +188,8 @@ def _unusable(
         _maintained_since(spark, cfg, t, last.table_versions[t.name], versions[t.name])
         for t in state_tables(cfg)
     ):
-        return ("the feature state was half-written (a run stopped during its update: table "
+        return ("the feature state was half-written or altered (a run stopped during its "
+                "update, or a table's rows or columns changed since its last run: table "
                 f"versions {versions}, log says {last.table_versions})")  # fmt: skip
     if as_of < last.as_of:
         return f"the state is as of {last.as_of}, after features.as_of {as_of}"
@@ -245,7 +246,9 @@ def read_log(spark: SparkSession, cfg: AppConfig) -> Log | None:
     """The last log row (None: no state)."""
     if not tables.exists(spark, cfg.storage, FEATURE_STATE_LOG):
         return None
-    row = tables.read(spark, cfg.storage, FEATURE_STATE_LOG).orderBy(F.desc("increment")).first()
+    log_rows = tables.read(spark, cfg.storage, FEATURE_STATE_LOG)
+    _check_log_schema(cfg, log_rows)
+    row = log_rows.orderBy(F.desc("increment")).first()
     if row is None:
         return None
     return Log(
@@ -257,6 +260,28 @@ def read_log(spark: SparkSession, cfg: AppConfig) -> Log | None:
         table_versions={k: int(v) for k, v in row["table_versions"].items()},
         state_version=int(row["state_version"]),
     )  # fmt: skip
+
+
+def _check_log_schema(cfg: AppConfig, rows: DataFrame) -> None:
+    """Every run appends a row to the log: one whose columns were altered (a type widened,
+    a column renamed) could not take it, after the snapshot and the state were written. So
+    the run stops first, saying what to do."""
+    want = {f.name: f.dataType.simpleString() for f in FEATURE_STATE_LOG_SCHEMA.fields}
+    found = {f.name: f.dataType.simpleString() for f in rows.schema.fields}
+    if found == want:
+        return
+    changed = sorted(
+        [f"{n} ({want[n]} -> {found[n]})"
+         for n in want.keys() & found.keys() if want[n] != found[n]]
+        + [f"{n} missing" for n in want.keys() - found.keys()]
+        + [f"{n} added" for n in found.keys() - want.keys()]
+    )  # fmt: skip
+    raise TableError(
+        f"{tables.path(cfg.storage, FEATURE_STATE_LOG)}: the feature state's log has other "
+        f"columns than this release writes ({'; '.join(changed)}), so no run could record "
+        "itself: nothing was changed. Restore those columns, or remove the feature state's "
+        "tables (feature_state_*) and the next run rebuilds them"
+    )
 
 
 def read_state(spark: SparkSession, cfg: AppConfig, table: Table, last: Log) -> DataFrame:
