@@ -306,6 +306,19 @@ def rows_written(spark: SparkSession, path: str, version: int) -> int | None:
     return int(rows[0]["rows"]) if rows and rows[0]["rows"] is not None else None
 
 
+def schema_changes(old: T.StructType, new: T.StructType) -> tuple[list[str], list[str], list[str]]:
+    """The columns ``new`` adds to ``old``, removes from it, and whose type it changes
+    (``name (old -> new)``): what a write of ``new`` rows to a table of ``old`` would meet."""
+    before = {f.name: f.dataType for f in old.fields}
+    after = {f.name: f.dataType for f in new.fields}
+    changed = sorted(
+        f"{k} ({before[k].simpleString()} -> {after[k].simpleString()})"
+        for k in set(before) & set(after)
+        if before[k] != after[k]
+    )
+    return sorted(set(after) - set(before)), sorted(set(before) - set(after)), changed
+
+
 # --- internals ---------------------------------------------------------------------------
 
 
@@ -325,15 +338,7 @@ def _check_compatible(
             f"table {path} is partitioned by {table_parts}, this write by "
             f"{list(opts.partition_by)}: write to a new table location"
         )
-    old = {f.name: f.dataType for f in table_schema.fields}
-    new = {f.name: f.dataType for f in schema.fields}
-    added = sorted(set(new) - set(old))
-    removed = sorted(set(old) - set(new))
-    changed = sorted(
-        f"{k} ({old[k].simpleString()} -> {new[k].simpleString()})"
-        for k in set(old) & set(new)
-        if old[k] != new[k]
-    )
+    added, removed, changed = schema_changes(table_schema, schema)
     if not (added or removed or changed) or (opts.evolve_schema and not removed and not changed):
         return
     raise TableError(

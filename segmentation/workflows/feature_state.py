@@ -265,22 +265,16 @@ def read_log(spark: SparkSession, cfg: AppConfig) -> Log | None:
 def _check_log_schema(cfg: AppConfig, rows: DataFrame) -> None:
     """Every run appends a row to the log: one whose columns were altered (a type widened,
     a column renamed) could not take it, after the snapshot and the state were written. So
-    the run stops first, saying what to do."""
-    want = {f.name: f.dataType.simpleString() for f in FEATURE_STATE_LOG_SCHEMA.fields}
-    found = {f.name: f.dataType.simpleString() for f in rows.schema.fields}
-    if found == want:
+    the run stops first, with the append's own comparison, saying what to do."""
+    lacks, extra, changed = delta_tables.schema_changes(rows.schema, FEATURE_STATE_LOG_SCHEMA)
+    found = [f"{n} missing" for n in lacks] + [f"{n} added" for n in extra] + changed
+    if not found:
         return
-    changed = sorted(
-        [f"{n} ({want[n]} -> {found[n]})"
-         for n in want.keys() & found.keys() if want[n] != found[n]]
-        + [f"{n} missing" for n in want.keys() - found.keys()]
-        + [f"{n} added" for n in found.keys() - want.keys()]
-    )  # fmt: skip
     raise TableError(
         f"{tables.path(cfg.storage, FEATURE_STATE_LOG)}: the feature state's log has other "
-        f"columns than this release writes ({'; '.join(changed)}), so no run could record "
-        "itself: nothing was changed. Restore those columns, or remove the feature state's "
-        "tables (feature_state_*) and the next run rebuilds them"
+        f"columns than this release writes ({'; '.join(found)}; types as log -> release), so "
+        "no run could record itself: nothing was changed. Restore those columns, or remove "
+        "the feature state's tables (feature_state_*) and the next run rebuilds them"
     )
 
 
